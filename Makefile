@@ -1,0 +1,67 @@
+# bmaas build entry points.  Every target is safe and cheap to re-run.
+#   make dev          .venv with the project installed editable + generated protos
+#   make protos       regenerate bmaas/v1 from protos/bmaas/v1/*.proto
+#   make guest-image  kernel + initramfs for the server stand-in (cached)
+#   make lint         ruff + mypy --strict + import contracts
+#   make test         install everything needed, lint, run the whole suite
+#   make demo         the main job (see README)
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CACHE ?= $(CURDIR)/.cache
+GUEST_DIR := $(CACHE)/guest
+SYSTEM_PACKAGES := qemu-system-x86 qemu-utils busybox-static cpio iproute2 etcd-server
+PROTO_SRC := $(wildcard protos/bmaas/v1/*.proto)
+
+.PHONY: dev protos protos-check guest-image system-deps lint test test-unit demo bench clean
+
+$(VENV)/.stamp: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+dev: $(VENV)/.stamp protos
+
+protos: $(VENV)/.stamp
+	$(PY) -m tools.genprotos --out .
+
+protos-check: $(VENV)/.stamp
+	$(PY) -m tools.genprotos --check
+
+# Installs only the Debian packages that are missing; a no-op afterwards.
+system-deps:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+guest-image: system-deps
+	images/build.sh $(GUEST_DIR)
+
+lint: dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+test: system-deps dev guest-image lint
+	$(PY) -m pytest tests
+
+test-unit: dev
+	$(PY) -m pytest tests/unit
+
+demo: system-deps dev guest-image
+	$(PY) -m tools.demo
+
+bench: system-deps dev guest-image
+	$(PY) -m bench.blk
+	$(PY) -m bench.control_plane
+
+clean:
+	rm -rf $(VENV) $(CACHE) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,2 @@
+"""``bmctl``: the command-line client for operators and tenants.
+"""

@@ -1,0 +1,10 @@
+"""``bmctl`` entry point."""
+
+from __future__ import annotations
+
+import sys
+
+
+def main() -> int:
+    print("bmctl: not implemented yet (see issue 4)", file=sys.stderr)
+    return 2

@@ -1,0 +1,3 @@
+"""Power drivers for the physical server: ``qemu`` (a QEMU process stands in
+for the motherboard) and ``fake`` (for control-plane scale tests).
+"""

@@ -1,0 +1,2 @@
+"""Volume engines behind virtio-blk (sparse files first) and QoS token buckets.
+"""

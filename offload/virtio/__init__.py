@@ -1,0 +1,2 @@
+"""virtio feature bits, the split virtqueue and bounded descriptor-chain walks.
+"""
