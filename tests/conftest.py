@@ -1,17 +1,24 @@
 """Fixtures shared by every test layer.
 
 Real components only: ``etcd`` is a real etcd server, ``netns`` a real
-network namespace, ``guest_image``/``qemu`` a real kernel booted under QEMU.
-Each fixture removes exactly what it created.
+network namespace, ``guest_image``/``qemu_server`` a real kernel booted under
+QEMU (KVM when it boots a kernel here, TCG otherwise).  Each fixture removes
+exactly what it created.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from host_agent.power.accel import accelerator
+from host_agent.power.qemu import QemuServer, ServerSpec
 from tests.harness.etcd import EtcdServer
+from tests.harness.guest import ROOT, GuestImage
+from tests.harness.netns import NetNamespace
 
 
 @pytest.fixture
@@ -21,17 +28,73 @@ def etcd() -> Iterator[EtcdServer]:
         yield server
 
 
-@pytest.fixture(scope="session")
-def etcd_session() -> Iterator[EtcdServer]:
-    """One etcd server shared by a whole session (tests must use own key prefixes)."""
-    with EtcdServer(name="bmaas-session") as server:
-        yield server
-
-
 @pytest.fixture
-async def etcd_client(etcd: EtcdServer) -> AsyncIterator[object]:
+async def etcd_client(etcd: EtcdServer) -> AsyncIterator[Any]:
     """An aetcd client connected to the per-test etcd server."""
     import aetcd
 
     async with aetcd.Client(host=etcd.host, port=etcd.port) as client:
         yield client
+
+
+@pytest.fixture
+def netns() -> Iterator[Callable[[str], NetNamespace]]:
+    """A factory of network namespaces (one per emulated host), all removed after."""
+    created: list[NetNamespace] = []
+
+    def make(tag: str = "host") -> NetNamespace:
+        ns = NetNamespace(tag).create()
+        created.append(ns)
+        return ns
+
+    yield make
+    for ns in created:
+        ns.close()
+
+
+@pytest.fixture(scope="session")
+def guest_image() -> GuestImage:
+    """The cached guest image (built on first use by images/build.sh)."""
+    return GuestImage.build()
+
+
+@pytest.fixture(scope="session")
+def qemu_accel(guest_image: GuestImage) -> str:
+    """``kvm`` when KVM boots the guest kernel here, else ``tcg``."""
+    return accelerator(guest_image.kernel, cache_dir=ROOT / ".cache")
+
+
+QemuFactory = Callable[..., Awaitable[QemuServer]]
+
+
+@pytest.fixture
+async def qemu_server(
+    tmp_path: Path, guest_image: GuestImage, qemu_accel: str
+) -> AsyncIterator[QemuFactory]:
+    """Start stand-in servers: ``await qemu_server(script="...", disks=(...))``.
+
+    The guest runs *script* as /bmaas/cmd; the serial console goes to a file
+    in the test's tmp dir.  Every QEMU started is killed on teardown.
+    """
+    started: list[QemuServer] = []
+
+    async def start(*, script: str, name: str = "server", **spec: Any) -> QemuServer:
+        initrd = guest_image.initrd_with(script, tmp_path / f"{name}-initrd.img")
+        server = QemuServer(
+            ServerSpec(
+                name=name,
+                serial_log=tmp_path / f"{name}-serial.log",
+                accel=qemu_accel,
+                kernel=guest_image.kernel,
+                initrd=initrd,
+                append=spec.pop("append", "console=ttyS0 panic=-1 quiet"),
+                **spec,
+            )
+        )
+        started.append(server)
+        await server.start()
+        return server
+
+    yield start
+    for server in started:
+        await server.aclose()

@@ -1,0 +1,212 @@
+"""The QEMU power driver's process: a QEMU that stands in for the server.
+
+QEMU plays only the motherboard (CPU and RAM).  It runs with ``-nodefaults``,
+its RAM is a ``memory-backend-memfd`` with ``share=on`` (so the card can map
+it), and its only devices are vhost-user ones served by the card:
+``vhost-user-blk-pci`` per disk and ``virtio-net-pci`` on a ``vhost-user``
+netdev per NIC.  QEMU itself does no I/O work.
+
+``ServerSpec`` describes the machine; ``build_argv`` turns it into a command
+line (pure, unit-tested); ``QemuServer`` owns the process: ``start()``,
+``wait_for_serial()`` (polls the serial log, which QEMU writes to a file),
+and ``aclose()``, which asks QEMU to quit, then kills it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+
+class QemuError(Exception):
+    """QEMU could not be started or exited unexpectedly."""
+
+
+@dataclass(frozen=True)
+class BlkDisk:
+    """A vhost-user-blk disk: the card serves it on *socket*."""
+
+    socket: Path
+    num_queues: int = 1
+    bootindex: int | None = None
+
+
+@dataclass(frozen=True)
+class NetNic:
+    """A virtio-net NIC on a vhost-user netdev served on *socket*."""
+
+    socket: Path
+    mac: str
+    queues: int = 1
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """What the stand-in server looks like (CPU, RAM, boot, devices)."""
+
+    name: str
+    serial_log: Path
+    memory_mib: int = 256
+    cpus: int = 1
+    accel: str = "tcg"
+    kernel: Path | None = None
+    initrd: Path | None = None
+    append: str = "console=ttyS0 panic=-1"
+    disks: tuple[BlkDisk, ...] = ()
+    nics: tuple[NetNic, ...] = ()
+    qmp_socket: Path | None = None
+    reconnect_s: int = 1
+    extra: tuple[str, ...] = field(default=())
+
+
+def build_argv(spec: ServerSpec, *, qemu: str = "qemu-system-x86_64") -> list[str]:
+    """The QEMU command line for *spec*."""
+    if spec.accel not in ("kvm", "tcg"):
+        raise ValueError(f"unknown accelerator {spec.accel!r}")
+    cpu = "host" if spec.accel == "kvm" else "max"
+    argv = [
+        qemu,
+        "-name", spec.name,
+        "-nodefaults",
+        "-display", "none",
+        "-no-user-config",
+        "-accel", spec.accel,
+        "-cpu", cpu,
+        "-smp", str(spec.cpus),
+        "-m", f"{spec.memory_mib}M",
+        "-object", f"memory-backend-memfd,id=ram0,size={spec.memory_mib}M,share=on",
+        "-machine", "q35,memory-backend=ram0",
+        "-chardev", f"file,id=serial0,path={spec.serial_log}",
+        "-serial", "chardev:serial0",
+        "-no-reboot",
+    ]  # fmt: skip
+    if spec.kernel is not None:
+        argv += ["-kernel", str(spec.kernel), "-append", spec.append]
+        if spec.initrd is not None:
+            argv += ["-initrd", str(spec.initrd)]
+    if spec.qmp_socket is not None:
+        argv += ["-qmp", f"unix:{spec.qmp_socket},server=on,wait=off"]
+    for i, disk in enumerate(spec.disks):
+        argv += [
+            "-chardev", f"socket,id=blk{i},path={disk.socket},reconnect={spec.reconnect_s}",
+            "-device", _device(
+                "vhost-user-blk-pci", chardev=f"blk{i}", id=f"disk{i}",
+                **{"num-queues": disk.num_queues, "bootindex": disk.bootindex},
+            ),
+        ]  # fmt: skip
+    for i, nic in enumerate(spec.nics):
+        argv += [
+            "-chardev", f"socket,id=net{i},path={nic.socket},reconnect={spec.reconnect_s}",
+            "-netdev", f"vhost-user,id=netdev{i},chardev=net{i},queues={nic.queues}",
+            "-device", _device(
+                "virtio-net-pci", netdev=f"netdev{i}", id=f"nic{i}", mac=nic.mac,
+                mq="on" if nic.queues > 1 else None,
+            ),
+        ]  # fmt: skip
+    return argv + list(spec.extra)
+
+
+def _device(driver: str, **props: object) -> str:
+    return ",".join([driver, *(f"{k}={v}" for k, v in props.items() if v is not None)])
+
+
+class QemuServer:
+    """One QEMU process standing in for a server; ``async with`` owns it."""
+
+    def __init__(self, spec: ServerSpec, *, qemu: str = "qemu-system-x86_64") -> None:
+        self.spec = spec
+        binary = shutil.which(qemu)
+        if binary is None:
+            raise QemuError(f"{qemu} not found on PATH")
+        self.argv = build_argv(spec, qemu=binary)
+        self._proc: asyncio.subprocess.Process | None = None
+        self._stderr_path = spec.serial_log.with_suffix(".stderr")
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self._proc is None else self._proc.returncode
+
+    async def start(self) -> None:
+        self.spec.serial_log.parent.mkdir(parents=True, exist_ok=True)
+        self.spec.serial_log.write_bytes(b"")
+        with self._stderr_path.open("wb") as err:
+            self._proc = await asyncio.create_subprocess_exec(
+                *self.argv, stdin=asyncio.subprocess.DEVNULL, stdout=err, stderr=err
+            )
+
+    def serial_text(self) -> str:
+        try:
+            return self.spec.serial_log.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stderr_text(self) -> str:
+        try:
+            return self._stderr_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    async def wait_for_serial(self, pattern: str, *, timeout: float) -> re.Match[str]:
+        """Wait until *pattern* (a regex) appears on the serial console."""
+        regex = re.compile(pattern)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            match = regex.search(self.serial_text())
+            if match is not None:
+                return match
+            if self._proc is not None and self._proc.returncode is not None:
+                raise QemuError(
+                    f"QEMU exited ({self._proc.returncode}) before {pattern!r} appeared; "
+                    f"stderr: {self.stderr_text()[-2000:]!r}; serial tail: "
+                    f"{self.serial_text()[-2000:]!r}"
+                )
+            if loop.time() > deadline:
+                raise TimeoutError(
+                    f"{pattern!r} not on the serial console after {timeout}s; "
+                    f"tail: {self.serial_text()[-2000:]!r}"
+                )
+            await asyncio.sleep(0.1)
+
+    async def wait(self, *, timeout: float) -> int:
+        """Wait for QEMU to exit (e.g. the guest powered off)."""
+        if self._proc is None:
+            raise QemuError("QEMU was not started")
+        return await asyncio.wait_for(self._proc.wait(), timeout)
+
+    async def aclose(self) -> None:
+        """Terminate QEMU (SIGTERM, then SIGKILL after 5 s) and reap it."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 5)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+        self._stderr_path.unlink(missing_ok=True)
+
+    async def __aenter__(self) -> QemuServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

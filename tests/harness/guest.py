@@ -1,0 +1,74 @@
+"""The guest image (kernel + initramfs from ``make guest-image``) and a way
+to hand it a command.
+
+The base initramfs runs ``/bmaas/cmd`` if present (see ``images/init``).
+Linux unpacks concatenated initramfs archives in order, so
+``GuestImage.initrd_with(script)`` writes the base archive followed by a
+small gzip-compressed newc archive holding ``/bmaas/cmd``: any test can run any
+shell script inside the guest without rebuilding the image, and read what
+it printed from the serial console between ``BMAAS-GUEST-READY`` and
+``BMAAS-CMD-EXIT=<status>``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_DIR = ROOT / ".cache" / "guest"
+READY = r"BMAAS-GUEST-READY"
+EXIT_RE = re.compile(r"BMAAS-CMD-EXIT=(\d+)")
+
+
+def newc_archive(files: dict[str, tuple[int, bytes]]) -> bytes:
+    """A cpio "newc" archive with regular files ``{path: (mode, data)}``."""
+    out = bytearray()
+    for ino, (name, (mode, data)) in enumerate(sorted(files.items()), start=1):
+        out += _newc_entry(name, mode=0o100000 | mode, data=data, ino=ino)
+    out += _newc_entry("TRAILER!!!", mode=0, data=b"", ino=0)
+    return bytes(out)
+
+
+def _newc_entry(name: str, *, mode: int, data: bytes, ino: int) -> bytes:
+    encoded = name.encode() + b"\0"
+    fields = [ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(encoded), 0]
+    header = b"070701" + b"".join(b"%08X" % f for f in fields)
+    entry = header + encoded
+    entry += b"\0" * (-len(entry) % 4)
+    entry += data + b"\0" * (-len(data) % 4)
+    return entry
+
+
+@dataclass(frozen=True)
+class GuestImage:
+    kernel: Path
+    initramfs: Path
+
+    @classmethod
+    def build(cls, directory: Path = DEFAULT_DIR) -> GuestImage:
+        """Build (or reuse the cached) image via images/build.sh."""
+        subprocess.run([str(ROOT / "images" / "build.sh"), str(directory)], check=True)
+        return cls(kernel=directory / "vmlinuz", initramfs=directory / "initramfs.cpio.gz")
+
+    def initrd_with(self, script: str, dest: Path) -> Path:
+        """Write an initrd at *dest* that runs *script* (``sh``) in the guest."""
+        with dest.open("wb") as out, self.initramfs.open("rb") as base:
+            shutil.copyfileobj(base, out)
+            # The kernel skips zero padding between archives; align the next
+            # one so the gzip member boundary is unambiguous.
+            out.write(b"\0" * (-out.tell() % 512))
+            body = "#!/bin/sh\nset -e\n" + script
+            out.write(gzip.compress(newc_archive({"bmaas/cmd": (0o755, body.encode())}), mtime=0))
+        return dest
+
+
+def command_output(serial: str) -> str:
+    """What /bmaas/cmd printed: the console text after the ready marker."""
+    _, _, rest = serial.partition(READY)
+    rest = rest.split("\n", 1)[1] if "\n" in rest else ""
+    return EXIT_RE.split(rest, maxsplit=1)[0]

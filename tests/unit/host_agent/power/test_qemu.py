@@ -1,0 +1,64 @@
+"""The server stand-in's QEMU command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from host_agent.power.qemu import BlkDisk, NetNic, ServerSpec, build_argv
+
+
+def _spec(**kw: object) -> ServerSpec:
+    return ServerSpec(name="s1", serial_log=Path("/tmp/s1.log"), **kw)  # type: ignore[arg-type]
+
+
+def _pairs(argv: list[str], flag: str) -> list[str]:
+    return [argv[i + 1] for i, a in enumerate(argv) if a == flag]
+
+
+def test_stand_in_has_no_default_devices_and_shared_memfd_ram() -> None:
+    argv = build_argv(_spec(memory_mib=512))
+    assert "-nodefaults" in argv
+    assert "memory-backend-memfd,id=ram0,size=512M,share=on" in _pairs(argv, "-object")
+    assert "q35,memory-backend=ram0" in _pairs(argv, "-machine")
+    assert _pairs(argv, "-serial") == ["chardev:serial0"]
+    assert "file,id=serial0,path=/tmp/s1.log" in _pairs(argv, "-chardev")
+    assert not any(a.startswith("-net") and a != "-netdev" for a in argv)
+
+
+def test_only_vhost_user_devices_are_attached() -> None:
+    argv = build_argv(
+        _spec(
+            disks=(BlkDisk(Path("/run/b0.sock"), num_queues=2, bootindex=1),),
+            nics=(NetNic(Path("/run/n0.sock"), mac="52:54:00:00:00:01", queues=2),),
+        )
+    )
+    devices = _pairs(argv, "-device")
+    assert devices == [
+        "vhost-user-blk-pci,chardev=blk0,id=disk0,num-queues=2,bootindex=1",
+        "virtio-net-pci,netdev=netdev0,id=nic0,mac=52:54:00:00:00:01,mq=on",
+    ]
+    assert "vhost-user,id=netdev0,chardev=net0,queues=2" in _pairs(argv, "-netdev")
+    chardevs = _pairs(argv, "-chardev")
+    assert "socket,id=blk0,path=/run/b0.sock,reconnect=1" in chardevs
+    assert "socket,id=net0,path=/run/n0.sock,reconnect=1" in chardevs
+
+
+@pytest.mark.parametrize(("accel", "cpu"), [("kvm", "host"), ("tcg", "max")])
+def test_accelerator_selects_cpu_model(accel: str, cpu: str) -> None:
+    argv = build_argv(_spec(accel=accel))
+    assert _pairs(argv, "-accel") == [accel]
+    assert _pairs(argv, "-cpu") == [cpu]
+
+
+def test_unknown_accelerator_is_rejected() -> None:
+    with pytest.raises(ValueError, match="unknown accelerator"):
+        build_argv(_spec(accel="hvf"))
+
+
+def test_kernel_boot_adds_append_and_initrd() -> None:
+    argv = build_argv(_spec(kernel=Path("/k"), initrd=Path("/i"), append="console=ttyS0"))
+    assert _pairs(argv, "-kernel") == ["/k"]
+    assert _pairs(argv, "-initrd") == ["/i"]
+    assert _pairs(argv, "-append") == ["console=ttyS0"]
