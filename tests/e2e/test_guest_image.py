@@ -12,7 +12,7 @@ async def test_guest_boots_to_userspace_and_runs_a_command(qemu_server: QemuFact
     script = (
         "echo answer=$((6 * 7))\n"
         "for m in virtio_ring virtio virtio_pci virtio_blk failover net_failover virtio_net; do\n"
-        "  grep -q \"^$m \" /proc/modules && echo loaded=$m\n"
+        '  grep -q "^$m " /proc/modules && echo loaded=$m\n'
         "done\n"
     )
     server = await qemu_server(script=script)
