@@ -1,2 +1,1 @@
-"""Volume engines behind virtio-blk (sparse files first) and QoS token buckets.
-"""
+"""Volume engines behind virtio-blk (sparse files first) and QoS token buckets."""

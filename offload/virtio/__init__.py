@@ -1,2 +1,1 @@
-"""virtio feature bits, the split virtqueue and bounded descriptor-chain walks.
-"""
+"""virtio feature bits, the split virtqueue and bounded descriptor-chain walks."""

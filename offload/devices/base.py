@@ -1,0 +1,106 @@
+"""The small interface every device behind the vhost-user server implements.
+
+Modelled on rust-vmm's ``VhostUserBackend`` trait: the server owns the
+protocol, the rings' eventfds and the threads; a device only answers
+feature and config questions and drains a queue when it is kicked.
+
+* ``features()`` returns device *and* transport bits (VERSION_1, INDIRECT,
+  EVENT_IDX, ...); ``ack_features`` stores what the driver accepted in
+  ``acked_features``.
+* ``get_config`` has a documented default: the bytes of ``config_bytes()``
+  (the device's config struct, little-endian) sliced to ``[offset,
+  offset+size)`` and zero-padded past its end, so an oversized read from an
+  older or newer driver never fails.  ``set_config`` ignores writes unless a
+  device overrides it.
+* ``process_queue(index, queue)`` pops every available chain, completes each
+  one, and returns whether the driver should get an interrupt (the queue's
+  ``should_notify``), so a batch costs one notification.  It never raises for
+  guest errors: malformed requests complete with an error status, and a
+  broken ring sets ``needs_reset`` (the server then reports
+  DEVICE_NEEDS_RESET and stops calling the device until ``reset()``).
+* ``config_changed`` is a hook the server wires; a device calls it (see
+  ``notify_config_changed``) to request a config-change interrupt, e.g. after
+  an online resize.
+
+Queue threads call ``process_queue`` for different indices concurrently; a
+device keeps per-queue state (counters) indexed by queue so that they never
+share mutable data.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Callable
+
+from offload.virtio.queue import SplitQueue
+
+__all__ = ["DeviceBackend", "DeviceStatus"]
+
+
+class DeviceStatus(enum.Enum):
+    """Whether the device can keep serving its queues."""
+
+    OK = "ok"
+    NEEDS_RESET = "needs_reset"
+
+
+class DeviceBackend(abc.ABC):
+    """A virtio device served over vhost-user."""
+
+    num_queues: int
+    max_queue_size: int
+
+    def __init__(self, *, num_queues: int, max_queue_size: int) -> None:
+        self.num_queues = num_queues
+        self.max_queue_size = max_queue_size
+        self.acked_features = 0
+        self.status = DeviceStatus.OK
+        self.needs_reset_reason = ""
+        self.config_changed: Callable[[], None] | None = None
+
+    @abc.abstractmethod
+    def features(self) -> int:
+        """Device and transport feature bits the device offers."""
+
+    def ack_features(self, features: int) -> None:
+        """Record the features the driver accepted (a subset of ``features()``)."""
+        self.acked_features = features & self.features()
+
+    def config_bytes(self) -> bytes:
+        """The whole config struct; the default device has none."""
+        return b""
+
+    def get_config(self, offset: int, size: int) -> bytes:
+        """``size`` bytes of config space at ``offset``, zero-padded past its end."""
+        if offset < 0 or size < 0:
+            raise ValueError(f"bad config window {offset}+{size}")
+        chunk = self.config_bytes()[offset : offset + size]
+        return chunk + bytes(size - len(chunk))
+
+    def set_config(self, offset: int, data: bytes) -> None:  # noqa: B027 - documented no-op
+        """Driver writes to config space; ignored unless a device overrides it."""
+
+    @abc.abstractmethod
+    def process_queue(self, index: int, queue: SplitQueue) -> bool:
+        """Drain queue ``index``; return True if the driver should be notified."""
+
+    @property
+    def needs_reset(self) -> bool:
+        return self.status is DeviceStatus.NEEDS_RESET
+
+    def mark_needs_reset(self, reason: str) -> None:
+        """The guest broke a ring: stop serving until the driver resets us."""
+        self.status = DeviceStatus.NEEDS_RESET
+        self.needs_reset_reason = reason
+
+    def reset(self) -> None:
+        """The driver reset the device (rings stopped, features renegotiated)."""
+        self.status = DeviceStatus.OK
+        self.needs_reset_reason = ""
+        self.acked_features = 0
+
+    def notify_config_changed(self) -> None:
+        """Ask the server for a config-change interrupt, if it wired the hook."""
+        if self.config_changed is not None:
+            self.config_changed()

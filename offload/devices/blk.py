@@ -1,0 +1,420 @@
+"""virtio-blk (OASIS virtio 1.2 §5.2): parse, then execute, then complete.
+
+``process_queue`` pops every available chain and handles each in three steps
+(vm-virtio / Firecracker style):
+
+1. *parse*: the 16-byte header (type, reserved, sector) is read from the
+   front of the readable buffers, the status byte is the last writable byte,
+   and the data buffers are what lies between; no framing is assumed, so a
+   header or status may share a descriptor with data.  The data stays a list
+   of memoryviews into guest memory;
+2. *execute*: IN/OUT go straight between those views and the volume with
+   ``preadv``/``pwritev`` (zero-copy); FLUSH, GET_ID, DISCARD and
+   WRITE_ZEROES as the spec says; anything else is UNSUPP;
+3. *complete*: the status byte is written and (head, bytes written) queued;
+   after the drain every completion is pushed with one used.idx update and
+   the caller gets one notify decision.
+
+A malformed request never stops the loop: a header that is too short, data
+in the wrong direction, a range past the capacity or a read-only volume
+complete with IOERR when there is a writable status byte; without one the
+chain is returned with used len 0.  A malformed descriptor chain
+(``GuestDescriptorError``) is returned with used len 0.  Each case bumps a
+counter in the queue's ``BlkStats``.  A broken ring (``GuestRingError``:
+avail.idx jump, bad head, ring outside memory) marks the device
+NEEDS_RESET and stops processing.
+
+QoS: with a limiter, the loop asks ``ready()`` before each pop and charges
+the request after parsing; when throttled it leaves the rest on the ring and
+``qos_delay()`` tells the server when to run the queue again.  With EVENT_IDX
+the loop re-arms avail_event and re-checks the ring before it returns.
+
+Counters are plain integers in one ``BlkStats`` per queue so that queue
+threads never write shared state; ``stats()`` sums them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+from collections import Counter
+from dataclasses import dataclass, field
+
+from offload.devices.base import DeviceBackend
+from offload.errors import GuestDescriptorError, GuestRingError, StorageError
+from offload.storage.qos import QosLimiter
+from offload.storage.volume import Volume
+from offload.virtio import features as vf
+from offload.virtio.chain import DescriptorChain
+from offload.virtio.iov import gather, split_back, split_front
+from offload.virtio.queue import SplitQueue
+
+__all__ = [
+    "BlkDevice",
+    "BlkStats",
+    "CONFIG",
+    "SECTOR_SIZE",
+    "S_IOERR",
+    "S_OK",
+    "S_UNSUPP",
+    "T_DISCARD",
+    "T_FLUSH",
+    "T_GET_ID",
+    "T_IN",
+    "T_OUT",
+    "T_WRITE_ZEROES",
+]
+
+SECTOR_SIZE = 512
+T_IN = 0
+T_OUT = 1
+T_FLUSH = 4
+T_GET_ID = 8
+T_GET_LIFETIME = 10
+T_DISCARD = 11
+T_WRITE_ZEROES = 13
+T_SECURE_ERASE = 14
+S_OK = 0
+S_IOERR = 1
+S_UNSUPP = 2
+ID_BYTES = 20
+WZ_FLAG_UNMAP = 1
+
+HEADER = struct.Struct("<IIQ")  # type, reserved, sector
+SEGMENT = struct.Struct("<QII")  # sector, num_sectors, flags
+# struct virtio_blk_config up to the secure-erase fields (72 bytes).
+CONFIG = struct.Struct("<QII HBB I BBHI BBH IIIII B3x III")
+
+_TYPE_NAMES = {
+    T_IN: "in",
+    T_OUT: "out",
+    T_FLUSH: "flush",
+    T_GET_ID: "get_id",
+    T_DISCARD: "discard",
+    T_WRITE_ZEROES: "write_zeroes",
+}
+
+
+@dataclass
+class BlkStats:
+    """Counters for one queue (summed across queues by ``BlkDevice.stats``)."""
+
+    requests: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    read_bytes: int = 0
+    write_bytes: int = 0
+
+    def merge(self, other: BlkStats) -> None:
+        self.requests.update(other.requests)
+        self.errors.update(other.errors)
+        self.read_bytes += other.read_bytes
+        self.write_bytes += other.write_bytes
+
+
+class _Bad(Exception):
+    """Internal: a request fails with ``status``; ``kind`` names the counter."""
+
+    def __init__(self, status: int, kind: str) -> None:
+        self.status = status
+        self.kind = kind
+
+
+class BlkDevice(DeviceBackend):
+    """A virtio-blk device backed by one ``Volume``."""
+
+    def __init__(
+        self,
+        volume: Volume,
+        *,
+        num_queues: int = 1,
+        queue_size: int = 256,
+        serial: str = "",
+        blk_size: int = SECTOR_SIZE,
+        size_max: int = 1 << 20,
+        max_discard_sectors: int = 1 << 22,
+        max_discard_seg: int = 32,
+        max_write_zeroes_sectors: int = 1 << 22,
+        max_write_zeroes_seg: int = 32,
+        qos: QosLimiter | None = None,
+    ) -> None:
+        super().__init__(num_queues=num_queues, max_queue_size=queue_size)
+        if blk_size < SECTOR_SIZE or blk_size & (blk_size - 1):
+            raise ValueError(f"block size {blk_size} is not a power of 2 >= 512")
+        self.volume = volume
+        self.serial = serial.encode()[:ID_BYTES].ljust(ID_BYTES, b"\0")
+        self.blk_size = blk_size
+        self.size_max = size_max
+        self.seg_max = max(1, queue_size - 2)
+        self.max_discard_sectors = max_discard_sectors
+        self.max_discard_seg = max_discard_seg
+        self.max_write_zeroes_sectors = max_write_zeroes_sectors
+        self.max_write_zeroes_seg = max_write_zeroes_seg
+        self.qos = qos
+        self.writeback = True
+        self._queue_stats = [BlkStats() for _ in range(num_queues)]
+
+    # -- negotiation and config -------------------------------------------
+
+    def features(self) -> int:
+        bits = (
+            vf.VERSION_1,
+            vf.RING_INDIRECT_DESC,
+            vf.RING_EVENT_IDX,
+            vf.BLK_SIZE_MAX,
+            vf.BLK_SEG_MAX,
+            vf.BLK_BLK_SIZE,
+            vf.BLK_FLUSH,
+            vf.BLK_TOPOLOGY,
+            vf.BLK_CONFIG_WCE,
+            vf.BLK_MQ,
+            vf.BLK_DISCARD,
+            vf.BLK_WRITE_ZEROES,
+        )
+        mask = sum(vf.bit(b) for b in bits)
+        if self.volume.read_only:
+            mask |= vf.bit(vf.BLK_RO)
+        return mask
+
+    def ack_features(self, features: int) -> None:
+        super().ack_features(features)
+        # Without FLUSH the driver cannot ask for durability: write through.
+        self.writeback = vf.has(self.acked_features, vf.BLK_FLUSH)
+
+    def reset(self) -> None:
+        super().reset()
+        self.writeback = True
+
+    @property
+    def capacity(self) -> int:
+        """Capacity in 512-byte sectors."""
+        return self.volume.size // SECTOR_SIZE
+
+    def config_bytes(self) -> bytes:
+        sectors_per_block = self.blk_size // SECTOR_SIZE
+        return CONFIG.pack(
+            self.capacity,
+            self.size_max,
+            self.seg_max,
+            0,  # geometry: cylinders, heads, sectors (not offered)
+            0,
+            0,
+            self.blk_size,
+            0,  # topology: physical_block_exp
+            0,  # alignment_offset
+            1,  # min_io_size (in logical blocks)
+            0,  # opt_io_size
+            int(self.writeback),
+            0,  # unused0
+            self.num_queues,
+            self.max_discard_sectors,
+            self.max_discard_seg,
+            sectors_per_block,  # discard_sector_alignment
+            self.max_write_zeroes_sectors,
+            self.max_write_zeroes_seg,
+            1,  # write_zeroes_may_unmap
+            0,  # max_secure_erase_sectors (not offered)
+            0,
+            0,
+        )
+
+    def set_config(self, offset: int, data: bytes) -> None:
+        """Only ``writeback`` (offset 32) is writable, and only with CONFIG_WCE."""
+        if vf.has(self.acked_features, vf.BLK_CONFIG_WCE) and offset <= 32 < offset + len(data):
+            self.writeback = bool(data[32 - offset])
+
+    def resize(self, new_size_bytes: int) -> None:
+        """Grow the volume online and tell the driver through a config interrupt."""
+        self.volume.resize(new_size_bytes)
+        self.notify_config_changed()
+
+    # -- statistics and QoS -------------------------------------------------
+
+    def stats(self) -> BlkStats:
+        """Counters summed over every queue."""
+        total = BlkStats()
+        for s in self._queue_stats:
+            total.merge(s)
+        return total
+
+    def qos_delay(self) -> float:
+        """Seconds until a throttled queue should be run again (0: not throttled)."""
+        return 0.0 if self.qos is None else self.qos.wait_time()
+
+    # -- the data path --------------------------------------------------------
+
+    def process_queue(self, index: int, queue: SplitQueue) -> bool:
+        if self.needs_reset:
+            return False
+        stats = self._queue_stats[index]
+        qos = self.qos
+        completions: list[tuple[int, int]] = []
+        batch_limit = queue.size
+        try:
+            while True:
+                throttled = False
+                while True:
+                    if len(completions) >= batch_limit:  # a driver refilling as fast
+                        queue.push_many(completions)  # as we drain must not grow this
+                        completions.clear()
+                    if qos is not None and not qos.ready():
+                        throttled = True
+                        break
+                    try:
+                        chain = queue.pop()
+                    except GuestDescriptorError as exc:
+                        stats.errors["chain"] += 1
+                        completions.append((exc.head, 0))
+                        continue
+                    if chain is None:
+                        break
+                    completions.append(self._handle(chain, stats))
+                if completions:
+                    queue.push_many(completions)
+                    completions.clear()
+                if throttled or not queue.event_idx:
+                    break
+                queue.set_avail_event()
+                if not queue.has_available():
+                    break
+            return queue.should_notify()
+        except GuestRingError as exc:
+            stats.errors["ring"] += 1
+            self.mark_needs_reset(str(exc))
+            if completions:
+                with contextlib.suppress(GuestRingError):
+                    queue.push_many(completions)
+            return False
+
+    def _handle(self, chain: DescriptorChain, stats: BlkStats) -> tuple[int, int]:
+        """Parse, execute and complete one request; returns (head, used len)."""
+        if not chain.writable_len:
+            stats.errors["no_status"] += 1
+            return chain.head, 0
+        writable = chain.writable
+        if writable[-1].nbytes == 1:
+            data_in, status = writable[:-1], writable[-1]
+        else:
+            data_in, tail = split_back(writable, 1)
+            status = tail[0]
+        written = 0
+        try:
+            if chain.readable_len < HEADER.size:
+                raise _Bad(S_IOERR, "header")
+            first = chain.readable[0]
+            if first.nbytes >= HEADER.size:
+                rtype, _, sector = HEADER.unpack_from(first)
+            else:
+                rtype, _, sector = HEADER.unpack(gather(split_front(chain.readable, 16)[0]))
+            stats.requests[_TYPE_NAMES.get(rtype, "unsupported")] += 1
+            written = self._execute(rtype, sector, chain, data_in, stats)
+            status[0] = S_OK
+        except _Bad as bad:
+            stats.errors[bad.kind] += 1
+            status[0] = bad.status
+            written = 0
+        return chain.head, written + 1
+
+    def _execute(
+        self,
+        rtype: int,
+        sector: int,
+        chain: DescriptorChain,
+        data_in: list[memoryview],
+        stats: BlkStats,
+    ) -> int:
+        """Run one parsed request; returns data bytes written to the guest."""
+        data_out_len = chain.readable_len - HEADER.size
+        data_in_len = chain.writable_len - 1
+        volume = self.volume
+        try:
+            if rtype == T_IN:
+                if data_out_len:
+                    raise _Bad(S_IOERR, "direction")
+                offset = self._range(sector, data_in_len)
+                self._charge(data_in_len)
+                volume.preadv(data_in, offset)
+                stats.read_bytes += data_in_len
+                return data_in_len
+            if rtype == T_OUT:
+                if data_in_len:
+                    raise _Bad(S_IOERR, "direction")
+                if volume.read_only:
+                    raise _Bad(S_IOERR, "read_only")
+                offset = self._range(sector, data_out_len)
+                self._charge(data_out_len)
+                volume.pwritev(self._data_out(chain), offset)
+                if not self.writeback:
+                    volume.flush()
+                stats.write_bytes += data_out_len
+                return 0
+            if rtype == T_FLUSH:
+                self._charge(0)
+                volume.flush()
+                return 0
+            if rtype == T_GET_ID:
+                return self._get_id(data_in)
+            if rtype in (T_DISCARD, T_WRITE_ZEROES):
+                self._discard_or_zero(rtype, chain)
+                return 0
+        except StorageError as exc:
+            raise _Bad(S_IOERR, "io") from exc
+        raise _Bad(S_UNSUPP, "unsupported")
+
+    def _range(self, sector: int, length: int) -> int:
+        """Byte offset of a data transfer, after alignment and capacity checks."""
+        offset = sector * SECTOR_SIZE
+        mask = self.blk_size - 1
+        if offset & mask or length & mask or offset + length > self.volume.size:
+            raise _Bad(S_IOERR, "range")
+        return offset
+
+    def _charge(self, nbytes: int) -> None:
+        if self.qos is not None:
+            self.qos.consume(1, nbytes)
+
+    @staticmethod
+    def _data_out(chain: DescriptorChain) -> list[memoryview]:
+        readable = chain.readable
+        if readable[0].nbytes == HEADER.size:
+            return readable[1:]
+        return split_front(readable, HEADER.size)[1]
+
+    def _get_id(self, data_in: list[memoryview]) -> int:
+        remaining = memoryview(self.serial)
+        for view in data_in:
+            n = min(view.nbytes, remaining.nbytes)
+            view[:n] = remaining[:n]
+            remaining = remaining[n:]
+            if not remaining.nbytes:
+                break
+        return ID_BYTES - remaining.nbytes
+
+    def _discard_or_zero(self, rtype: int, chain: DescriptorChain) -> None:
+        discard = rtype == T_DISCARD
+        feature = vf.BLK_DISCARD if discard else vf.BLK_WRITE_ZEROES
+        if not vf.has(self.acked_features, feature):
+            raise _Bad(S_UNSUPP, "unsupported")
+        if self.volume.read_only:
+            raise _Bad(S_IOERR, "read_only")
+        if chain.writable_len != 1:
+            raise _Bad(S_IOERR, "direction")
+        payload_len = chain.readable_len - HEADER.size
+        nseg, rest = divmod(payload_len, SEGMENT.size)
+        max_seg = self.max_discard_seg if discard else self.max_write_zeroes_seg
+        max_sectors = self.max_discard_sectors if discard else self.max_write_zeroes_sectors
+        if rest or not 0 < nseg <= max_seg:
+            raise _Bad(S_IOERR, "segments")
+        payload = gather(self._data_out(chain))
+        ranges: list[tuple[int, int, bool]] = []
+        for sector, num, flags in SEGMENT.iter_unpack(payload):
+            if flags & ~WZ_FLAG_UNMAP or (discard and flags):
+                raise _Bad(S_UNSUPP, "flags")
+            if num > max_sectors:
+                raise _Bad(S_IOERR, "segments")
+            ranges.append((self._range(sector, num * SECTOR_SIZE), num * SECTOR_SIZE, bool(flags)))
+        for offset, length, unmap in ranges:
+            self._charge(length)
+            if discard:
+                self.volume.discard(offset, length)
+            else:
+                self.volume.write_zeroes(offset, length, unmap)
