@@ -1,4 +1,103 @@
 """etcd access through aetcd: typed records, compare-and-swap on
-``mod_revision``, multi-key transactions and watches.  The only package
-that imports aetcd.
+``mod_revision``, multi-key transactions, watches and leases.  The only
+package that imports aetcd.
+
+Public API (everything async; errors are the ``control_plane.domain.errors``
+tree, e.g. ``NotFound``, ``AlreadyExists``, ``Aborted``, ``QuotaExceeded``,
+``InvalidArgument``, ``Unavailable``)::
+
+    store = await Store.connect(host, port, root="/bmaas/v1")   # or: async with ...
+    await store.aclose()
+
+    # generic records: any domain resource (Tenant, Host, InstanceType, Image, Instance,
+    # Volume, Vpc, Subnet, NetworkInterface, PlacementGroup); names are AIP names
+    await store.create(obj, request_id="", fingerprint="") -> obj with etag
+    await store.get(Instance, "tenants/t1/instances/i1") -> Instance
+    await store.list(Instance, parent="tenants/t1", page_size=50, page_token="",
+                     filter="state=RUNNING AND zone=z1") -> Page(items, next_page_token, revision)
+    await store.list_all(Host) -> (list[Host], revision)      # one consistent snapshot
+    await store.update(obj) -> obj                           # CAS on obj.etag
+    await store.update_many([instance, host]) -> [...]       # one txn, every etag compared
+    await store.mutate(Instance, name, change_fn, etag="")   # read-modify-CAS with retry
+    await store.delete(Instance, name, etag="")
+    store.watch(Host, start_revision=rev + 1, parent="")     # async iterator of WatchEvent
+    await store.get_usage("t1") -> QuotaUsage
+
+    # observed state from agents (written by AgentService, read by controllers)
+    await store.reports.put(AgentReport(...)); await store.reports.get("h1")
+    store.reports.watch(start_revision=...)
+
+    # liveness: one lease per host; silence = the lease expires = key deleted
+    await store.liveness.heartbeat("h1", ttl=10)
+    await store.liveness.is_alive("h1"); await store.liveness.live_hosts()
+    store.liveness.watch(start_revision=...)               # HeartbeatEvent(host, alive, rev)
+
+    # leader election primitives (policy in control_plane.controllers.leader)
+    store.elections.grant_lease / keepalive / campaign / resign / leader / watch
+
+    store.stats.round_trips                                  # Counter of etcd RPCs
+
+Semantics:
+
+- **etag** = the key's ``mod_revision`` as a string; ``update``/``delete``
+  compare it in the transaction and raise ``Aborted`` if it moved
+  (``update_many`` raises ``RecordChanged``/``RecordGone`` naming the record).
+- **create** of a tenant resource requires the tenant; with ``request_id`` it
+  is idempotent (``requests/{t}/{request_id}`` is written in the same txn).
+  Instances (1 slot while not TERMINATED) and volumes (``size_gib``) are
+  charged to ``usage/{t}`` in the same txn that creates them, comparing the
+  counter's revision, retried when another create of the tenant won, and
+  refused with ``QuotaExceeded`` past ``Tenant.quota``.  An instance's slot
+  is released by the update that makes it TERMINATED (or by deleting it).
+  Within one replica, usage writes of a tenant are queued on a lock and the
+  last counter value is remembered, so a create costs one txn (two on a
+  cold or contended counter); other replicas only cost a failed txn whose
+  failure branch returns the fresh counter.
+- **filter** grammar: ``field=value`` / ``field!=value`` terms joined by
+  ``AND``; fields are record attributes (dotted for nested:
+  ``hardware.cpus=64``); values bare or double-quoted; see
+  ``control_plane.domain.filtering``.
+- **page_token** is opaque, bound to (kind, parent, filter), ordering = key order.
+
+Key layout (``keys.py``)::
+
+    /bmaas/v1/tenants/{t}                 /bmaas/v1/hosts/{h}
+    /bmaas/v1/instanceTypes/{x}           /bmaas/v1/images/{x}
+    /bmaas/v1/instances/{t}/{i}           /bmaas/v1/volumes/{t}/{v}
+    /bmaas/v1/vpcs/{t}/{vpc}              /bmaas/v1/subnets/{t}/{vpc}/{s}
+    /bmaas/v1/networkInterfaces/{t}/{n}   /bmaas/v1/placementGroups/{t}/{g}
+    /bmaas/v1/usage/{t}                   quota usage counter {"instances", "volume_gib"}
+    /bmaas/v1/requests/{t}/{request_id}   idempotency record {"name", "fingerprint"}
+    /bmaas/v1/agent_reports/{h}           latest AgentReport
+    /bmaas/v1/heartbeats/{h}              lease-bound while the agent heartbeats
+    /bmaas/v1/leases/{election}           lease-bound leader seat
+
+Kind first (not ``tenants/{t}/instances/{i}``) so that one prefix range
+lists or watches a kind across tenants (the scheduler and controllers need
+that), while ``instances/{t}/`` still narrows to one tenant.
+
+Modules: ``kv`` (raw etcd calls, error translation, round-trip stats),
+``keys`` (layout), ``codec`` (JSON), ``records`` (kind registry, quota rules),
+``store`` (records, txns, lists, watches), ``agent_reports``, ``liveness``,
+``election``, ``errors``.
 """
+
+from control_plane.store.errors import RecordChanged, RecordGone, RevisionCompacted
+from control_plane.store.keys import DEFAULT_ROOT, KeySpace
+from control_plane.store.kv import Stats
+from control_plane.store.liveness import DEFAULT_HEARTBEAT_TTL, HeartbeatEvent
+from control_plane.store.store import Page, Store, WatchEvent
+
+__all__ = [
+    "DEFAULT_HEARTBEAT_TTL",
+    "DEFAULT_ROOT",
+    "HeartbeatEvent",
+    "KeySpace",
+    "Page",
+    "RecordChanged",
+    "RecordGone",
+    "RevisionCompacted",
+    "Stats",
+    "Store",
+    "WatchEvent",
+]

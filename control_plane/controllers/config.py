@@ -1,0 +1,35 @@
+"""Controller settings (one frozen dataclass, passed down from the manager)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ControllerConfig:
+    #: leader lease TTL (seconds); a dead leader is replaced within about this long
+    lease_ttl: int = 5
+    election: str = "controllers"
+    #: concurrent reconciles per controller
+    workers: int = 16
+    #: global rate limit per controller queue (reconciles/s, burst)
+    rate: float = 5000.0
+    burst: int = 500
+    base_backoff: float = 0.05
+    max_backoff: float = 30.0
+    #: level-triggered safety net: relist and requeue every so often
+    resync_period: float = 30.0
+    #: how long a PENDING instance waits before retrying when nothing fits
+    no_capacity_retry: float = 2.0
+    #: a PENDING instance younger than this is left to the API replica that
+    #: created it (it places synchronously); the controller only picks up
+    #: instances whose creator crashed or gave up.  0 = schedule at once.
+    pending_grace: float = 2.0
+    #: hosts without an agent (fake power driver, never heartbeated) finish
+    #: CLEANING after this many seconds
+    fake_clean_seconds: float = 1.0
+    #: instances on such hosts are advanced to their target state by the
+    #: controller itself (simulated hosts for scale tests and demos)
+    simulate_agentless_hosts: bool = True
+    #: the scheduler's host cache also follows heartbeat leases
+    track_liveness: bool = True

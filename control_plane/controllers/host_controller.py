@@ -1,0 +1,164 @@
+"""Host controller: cleaning, maintenance, and orphan allocations.
+
+Keys are host ids.  Sources: the ``hosts/`` watch and the
+``agent_reports/`` watch.  ``reconcile`` takes the newest watched version
+of the host (once) or reads it, and, with a CAS on its etag:
+
+- CLEANING: completes when the agent's report has ``wiped_epoch >=
+  cleaning_epoch`` (-> AVAILABLE, ``Cleaned=True``), or, for a host without
+  an agent (never heartbeated, fake power driver), once
+  ``fake_clean_seconds`` have passed since ``cleaning_started_time``
+  (polls with ``Transient(delay)``).  A host flagged ``maintenance`` goes
+  to MAINTENANCE instead.
+- ENROLLED / AVAILABLE with ``maintenance`` set: -> MAINTENANCE.
+- MAINTENANCE with ``maintenance`` cleared: -> CLEANING (always re-wiped).
+- ALLOCATED whose instance is gone, TERMINATED or bound elsewhere (found
+  by the periodic resync; binding and release are single transactions, so
+  this is a safety net against buggy writers): -> CLEANING.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Coroutine, Iterable
+from typing import Any
+
+from control_plane.controllers.base import Controller
+from control_plane.controllers.config import ControllerConfig
+from control_plane.controllers.outcome import DONE, Outcome, Transient
+from control_plane.domain.compute import Instance
+from control_plane.domain.conditions import ConditionStatus, ConditionType, set_condition
+from control_plane.domain.errors import Aborted, NotFound
+from control_plane.domain.host import Host
+from control_plane.domain.lifecycle import HostEvent, HostState, InstanceState
+from control_plane.domain.transitions import apply_host_event
+from control_plane.store import Store
+
+_H = HostState
+
+
+class HostController(Controller):
+    name = "hosts"
+
+    def __init__(self, store: Store, config: ControllerConfig) -> None:
+        super().__init__(store, config)
+        #: newest watched version of hosts needing work (used once, like the
+        #: instance controller's informer cache; writes are CAS on its etag)
+        self._observed: dict[str, Host] = {}
+
+    async def resync_keys(self) -> Iterable[str]:
+        hosts, _ = await self.store.list_all(Host)
+        instances, _ = await self.store.list_all(Instance)
+        bound = {i.name: i for i in instances}
+        return [h.id for h in hosts if _needs_work(h) or _orphan(h, bound)]
+
+    def sources(self, start_revision: int) -> list[Coroutine[Any, Any, None]]:
+        return [self._watch_hosts(start_revision), self._watch_reports(start_revision)]
+
+    async def _watch_hosts(self, start: int) -> None:
+        async with contextlib.aclosing(self.store.watch(Host, start_revision=start)) as evs:
+            async for ev in evs:
+                host = ev.obj
+                if host is None or not _needs_work(host):
+                    self._observed.pop(ev.name.rsplit("/", 1)[-1], None)
+                    continue
+                self._observed[host.id] = host
+                wait = self._simulated_wipe_left(host)
+                if wait > 0:
+                    self.queue.add_after(host.id, wait)
+                else:
+                    self.queue.add(host.id)
+
+    def _simulated_wipe_left(self, host: Host) -> float:
+        if host.state != _H.CLEANING or host.maintenance or not _agentless(host):
+            return 0.0
+        return host.cleaning_started_time + self.config.fake_clean_seconds - self.store.clock()
+
+    async def _watch_reports(self, start: int) -> None:
+        async with contextlib.aclosing(self.store.reports.watch(start_revision=start)) as evs:
+            async for ev in evs:
+                if ev.obj is not None and ev.obj.wiped_epoch:
+                    self.queue.add(ev.obj.host)
+
+    async def reconcile(self, key: str) -> Outcome:
+        host = self._observed.pop(key, None)
+        if host is None:
+            try:
+                host = await self.store.get(Host, f"hosts/{key}")
+            except NotFound:
+                return DONE
+        try:
+            return await self._converge(host)
+        except Aborted:
+            return Transient()
+
+    async def _converge(self, host: Host) -> Outcome:
+        now = self.store.clock()
+        if host.state == _H.CLEANING:
+            return await self._cleaning(host, now)
+        if host.state in (_H.ENROLLED, _H.AVAILABLE) and host.maintenance:
+            await self.store.update(apply_host_event(host, HostEvent.MAINTAIN, now=now))
+        elif host.state == _H.MAINTENANCE and not host.maintenance:
+            await self.store.update(apply_host_event(host, HostEvent.UNMAINTAIN, now=now))
+        elif host.state == _H.ALLOCATED and await self._orphaned(host):
+            released = apply_host_event(host, HostEvent.RELEASE, now=now)
+            await self.store.update(dataclasses.replace(released, assigned_instance=""))
+        return DONE
+
+    async def _cleaning(self, host: Host, now: float) -> Outcome:
+        if host.maintenance:
+            await self.store.update(apply_host_event(host, HostEvent.MAINTAIN, now=now))
+            return DONE
+        if _agentless(host):
+            remaining = self._simulated_wipe_left(host)
+            if remaining > 0:
+                return Transient(delay=remaining, reason="simulated wipe in progress")
+            wiped = True
+        else:
+            report = await self.store.reports.get(host.id)
+            wiped = report is not None and report.wiped_epoch >= host.cleaning_epoch
+        if not wiped:
+            return DONE  # the agent's wipe report requeues the host
+        done = apply_host_event(host, HostEvent.CLEAN_DONE, now=now)
+        conds = set_condition(
+            done.conditions,
+            type_=ConditionType.CLEANED,
+            status=ConditionStatus.TRUE,
+            reason="WipeCompleted",
+            message=f"epoch {host.cleaning_epoch}",
+            now=now,
+        )
+        await self.store.update(dataclasses.replace(done, conditions=conds))
+        return DONE
+
+    async def _orphaned(self, host: Host) -> bool:
+        if not host.assigned_instance:
+            return True
+        try:
+            inst = await self.store.get(Instance, host.assigned_instance)
+        except NotFound:
+            return True
+        return inst.host != host.name or inst.state == InstanceState.TERMINATED
+
+
+def _orphan(host: Host, instances: dict[str, Instance]) -> bool:
+    """ALLOCATED, but its instance is gone, finished, or bound elsewhere."""
+    if host.state != _H.ALLOCATED or not host.assigned_instance:
+        return False
+    inst = instances.get(host.assigned_instance)
+    return inst is None or inst.host != host.name or inst.state == InstanceState.TERMINATED
+
+
+def _agentless(host: Host) -> bool:
+    return host.power_driver == "fake" and not host.monitored
+
+
+def _needs_work(host: Host) -> bool:
+    if host.state == _H.CLEANING:
+        return True
+    if host.state in (_H.ENROLLED, _H.AVAILABLE) and host.maintenance:
+        return True
+    if host.state == _H.MAINTENANCE and not host.maintenance:
+        return True
+    return host.state == _H.ALLOCATED and not host.assigned_instance

@@ -1,0 +1,227 @@
+"""Instance controller: drives instances through their lifecycle.
+
+Keys are instance names.  Sources: the ``instances/`` watch (every change of
+a non-final instance) and the ``agent_reports/`` watch (the instance a
+report names).  ``reconcile`` takes the newest version the watch delivered
+(as client-go controllers read their informer's cache; used once, then
+dropped) or else reads the instance, and acts on its state -- every write is
+a CAS on the etag it saw, so a stale view costs a retry (which reads from
+etcd), never a wrong decision:
+
+- PENDING: ``Scheduler.place`` (one bind txn), once the instance is older
+  than ``pending_grace`` (the API replica that created it places it
+  synchronously; racing it would only waste bind transactions).  ``NoCapacity`` sets
+  ``Scheduled=False/NoCapacity`` and retries after ``no_capacity_retry``;
+  an unknown instance type or placement group FAILs the instance.
+- SCHEDULED, PROVISIONING, STARTING, REBOOTING, STOPPING (and RUNNING or
+  STOPPED, for a FAILED report): follow the agent.
+  The latest report of the instance's host is applied only if it names this
+  instance and is at least as new as ``Instance.generation``;
+  ``domain.agent.events_for_report`` gives the events to apply.  On hosts
+  without an agent (fake power driver, never heartbeated) and with
+  ``simulate_agentless_hosts``, the controller plays the agent and moves the
+  instance straight to its target state.
+- TERMINATING: ONE txn sets the instance TERMINATED (releasing its quota
+  slot), releases the host to CLEANING (``assigned_instance`` cleared,
+  ``cleaning_epoch`` bumped) and drops the instance from its placement
+  group.  The host is never AVAILABLE again before its wipe is reported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Coroutine, Iterable
+from typing import Any
+
+from control_plane.controllers.base import Controller
+from control_plane.controllers.config import ControllerConfig
+from control_plane.controllers.outcome import DONE, Outcome, Transient
+from control_plane.domain.agent import AgentPhase, events_for_report
+from control_plane.domain.compute import Instance
+from control_plane.domain.conditions import ConditionStatus, ConditionType, set_condition
+from control_plane.domain.errors import Aborted, NoCapacity, NotFound
+from control_plane.domain.host import Host
+from control_plane.domain.lifecycle import (
+    INSTANCE_STABLE,
+    HostEvent,
+    HostState,
+    InstanceEvent,
+    InstanceState,
+)
+from control_plane.domain.placement import PlacementGroup
+from control_plane.domain.transitions import apply_host_event, apply_instance_event
+from control_plane.scheduler import Scheduler
+from control_plane.store import RecordChanged, Store
+
+_I = InstanceState
+
+#: States where the controller has work to do (RUNNING/STOPPED/FAILED wait for users).
+ACTIVE_STATES = frozenset(set(InstanceState) - INSTANCE_STABLE)
+
+_SIMULATED_PHASE = {_I.RUNNING: AgentPhase.RUNNING, _I.STOPPED: AgentPhase.STOPPED}
+
+
+class InstanceController(Controller):
+    name = "instances"
+
+    def __init__(self, store: Store, config: ControllerConfig, scheduler: Scheduler) -> None:
+        super().__init__(store, config)
+        self.scheduler = scheduler
+        #: the newest version of each active instance the watch delivered
+        #: (an informer cache): a reconcile uses it once instead of a read
+        self._observed: dict[str, Instance] = {}
+
+    async def resync_keys(self) -> Iterable[str]:
+        instances, _ = await self.store.list_all(Instance)
+        return [i.name for i in instances if i.state in ACTIVE_STATES]
+
+    def sources(self, start_revision: int) -> list[Coroutine[Any, Any, None]]:
+        return [self._watch_instances(start_revision), self._watch_reports(start_revision)]
+
+    async def _watch_instances(self, start: int) -> None:
+        async with contextlib.aclosing(self.store.watch(Instance, start_revision=start)) as evs:
+            async for ev in evs:
+                inst = ev.obj
+                if inst is None or inst.state not in ACTIVE_STATES:
+                    self._observed.pop(ev.name, None)
+                    continue
+                self._observed[ev.name] = inst
+                wait = self._grace_left(inst)
+                if wait > 0:
+                    self.queue.add_after(ev.name, wait)  # its API replica is placing it
+                else:
+                    self.queue.add(ev.name)
+
+    def _grace_left(self, inst: Instance) -> float:
+        if inst.state != _I.PENDING:
+            return 0.0
+        return inst.create_time + self.config.pending_grace - self.store.clock()
+
+    async def _watch_reports(self, start: int) -> None:
+        async with contextlib.aclosing(self.store.reports.watch(start_revision=start)) as evs:
+            async for ev in evs:
+                if ev.obj is not None and ev.obj.instance:
+                    self.queue.add(ev.obj.instance)
+
+    async def reconcile(self, key: str) -> Outcome:
+        inst = self._observed.pop(key, None)
+        if inst is None:
+            try:
+                inst = await self.store.get(Instance, key)
+            except NotFound:
+                return DONE
+        try:
+            if inst.state == _I.PENDING:
+                return await self._schedule(inst)
+            if inst.state == _I.TERMINATING:
+                return await self._terminate(inst)
+            if inst.state in ACTIVE_STATES or inst.state in (_I.RUNNING, _I.STOPPED):
+                return await self._follow_agent(inst)
+        except Aborted:
+            return Transient()  # lost a race: re-read and try again after a short backoff
+        return DONE
+
+    async def _schedule(self, inst: Instance) -> Outcome:
+        now = self.store.clock()
+        wait = self._grace_left(inst)
+        if wait > 0:
+            return Transient(delay=wait, reason="the creating API replica is placing it")
+        try:
+            await self.scheduler.place(inst)
+        except NoCapacity as exc:
+            conds = set_condition(
+                inst.conditions,
+                type_=ConditionType.SCHEDULED,
+                status=ConditionStatus.FALSE,
+                reason="NoCapacity",
+                message=str(exc),
+                now=now,
+            )
+            if conds != inst.conditions:
+                await self.store.update(dataclasses.replace(inst, conditions=conds))
+            return Transient(delay=self.config.no_capacity_retry, reason="NoCapacity")
+        except NotFound as exc:
+            failed = apply_instance_event(inst, InstanceEvent.FAIL, reason=str(exc))
+            await self.store.update(failed)
+        return DONE
+
+    async def _follow_agent(self, inst: Instance) -> Outcome:
+        if not inst.host:
+            return DONE
+        host_id = inst.host.rsplit("/", 1)[-1]
+        if self.config.simulate_agentless_hosts:
+            # power driver and "ever heartbeated" rarely change: the scheduler's
+            # host cache answers without a round-trip
+            cached = self.scheduler.cache.get(host_id)
+            if cached is not None and _agentless(cached):
+                return await self._simulate(inst)
+        report = await self.store.reports.get(host_id)
+        if report is None and self.config.simulate_agentless_hosts:
+            try:
+                host = await self.store.get(Host, inst.host)
+            except NotFound:
+                return DONE
+            return await self._simulate(inst) if _agentless(host) else DONE
+        if report is None or report.instance != inst.name or report.generation < inst.generation:
+            return DONE  # wait: the next report requeues this instance
+        events = events_for_report(inst.state, report.instance_phase)
+        if not events:
+            return DONE
+        new = inst
+        for event in events:
+            new = apply_instance_event(new, event, reason=report.message)
+        await self.store.update(new)
+        return DONE
+
+    async def _simulate(self, inst: Instance) -> Outcome:
+        """Play the agent of an agentless host: straight to the target state."""
+        phase = _SIMULATED_PHASE.get(inst.target_state)
+        if phase is None:
+            return DONE
+        new = inst
+        for event in events_for_report(inst.state, phase):
+            new = apply_instance_event(new, event)
+        if new != inst:
+            await self.store.update(new)
+        return DONE
+
+    async def _terminate(self, inst: Instance, *, fresh: bool = False) -> Outcome:
+        now = self.store.clock()
+        done = dataclasses.replace(apply_instance_event(inst, InstanceEvent.TERMINATED), host="")
+        objs: list[Instance | Host | PlacementGroup] = [done]
+        if inst.host:
+            # The cached host saves a read, but only if it already shows this
+            # binding (a cache that has not seen the bind yet must not make us
+            # skip the release); if it is stale otherwise, the txn says so and
+            # we retry once with the stored host.
+            host = None if fresh else self.scheduler.cache.get(inst.host.rsplit("/", 1)[-1])
+            if host is not None and host.assigned_instance != inst.name:
+                host = None
+            if host is None:
+                try:
+                    host = await self.store.get(Host, inst.host)
+                except NotFound:
+                    host = None
+            if host is not None and host.assigned_instance == inst.name:
+                released = host
+                if host.state in (HostState.ALLOCATED, HostState.UNREACHABLE):
+                    released = apply_host_event(host, HostEvent.RELEASE, now=now)
+                objs.append(dataclasses.replace(released, assigned_instance=""))
+        if inst.placement_group:
+            with contextlib.suppress(NotFound):
+                group = await self.store.get(PlacementGroup, inst.placement_group)
+                if any(p.instance == inst.name for p in group.placements):
+                    objs.append(group.without_member(inst.name))
+        try:
+            await self.store.update_many(objs)
+        except RecordChanged as exc:
+            if fresh or exc.name != inst.host:
+                raise
+            return await self._terminate(inst, fresh=True)
+        return DONE
+
+
+def _agentless(host: Host) -> bool:
+    """A simulated host: fake power driver and no agent ever heartbeated."""
+    return host.power_driver == "fake" and not host.monitored

@@ -1,0 +1,126 @@
+"""``ControllerManager``: leader election around the controllers.
+
+Every control-plane replica starts one manager.  All of them campaign
+(``LeaderElector``); the leader builds a ``HostCache`` (list + watch), a
+``Scheduler`` and the instance, host and liveness controllers, and runs them
+until it stops or loses its lease; then it tears them all down (nothing is
+kept across terms: a new term starts from a fresh list, which is what makes
+a handover safe).  Followers run nothing but the election.
+
+Usage (E's ``main``)::
+
+    async with ControllerManager(store, config=ControllerConfig(lease_ttl=5)) as mgr:
+        ...                      # mgr.is_leader, await mgr.wait_leader(), mgr.scheduler
+
+Pass ``scheduler=`` (a ``Scheduler`` whose ``HostCache`` the caller has
+started and will close) to share the API's scheduler: one host watch per
+process instead of two, and API and controller placements then skip each
+other's in-flight hosts instead of racing for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from types import TracebackType
+
+from control_plane.controllers.base import Controller
+from control_plane.controllers.config import ControllerConfig
+from control_plane.controllers.host_controller import HostController
+from control_plane.controllers.instance_controller import InstanceController
+from control_plane.controllers.leader import LeaderElector
+from control_plane.controllers.liveness_controller import LivenessController
+from control_plane.scheduler import HostCache, Scheduler
+from control_plane.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class ControllerManager:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        identity: str | None = None,
+        config: ControllerConfig | None = None,
+        scheduler: Scheduler | None = None,
+    ) -> None:
+        self.store = store
+        #: a scheduler (and its started HostCache) shared with the API of the
+        #: same process: one host watch instead of two, and API and controller
+        #: placements see each other's in-flight binds
+        self.shared_scheduler = scheduler
+        self.config = config or ControllerConfig()
+        self.elector = LeaderElector(
+            store, election=self.config.election, identity=identity, ttl=self.config.lease_ttl
+        )
+        self.cache: HostCache | None = None
+        self.scheduler: Scheduler | None = None
+        self.controllers: list[Controller] = []
+        self._running = asyncio.Event()
+
+    @property
+    def identity(self) -> str:
+        return self.elector.identity
+
+    @property
+    def is_leader(self) -> bool:
+        return self.elector.is_leader
+
+    async def wait_leader(self) -> None:
+        await self.elector.elected.wait()
+
+    async def wait_running(self) -> None:
+        """Until this replica leads and its controllers have started."""
+        await self._running.wait()
+
+    async def start(self) -> None:
+        self.elector.start(self._lead)
+
+    async def stop(self) -> None:
+        await self.elector.aclose()
+
+    async def __aenter__(self) -> ControllerManager:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def _lead(self) -> None:
+        cfg = self.config
+        own_cache = self.shared_scheduler is None
+        if self.shared_scheduler is not None:
+            scheduler, cache = self.shared_scheduler, self.shared_scheduler.cache
+        else:
+            cache = HostCache(self.store, track_liveness=cfg.track_liveness)
+            scheduler = Scheduler(self.store, cache, rng=random.Random())
+        controllers: list[Controller] = [
+            InstanceController(self.store, cfg, scheduler),
+            HostController(self.store, cfg),
+            LivenessController(self.store, cfg),
+        ]
+        try:
+            if own_cache:
+                await cache.start()
+            for ctl in controllers:
+                await ctl.start()
+            self.cache, self.scheduler, self.controllers = cache, scheduler, controllers
+            self._running.set()
+            log.info("%s: controllers running", self.identity)
+            await asyncio.Event().wait()  # until cancelled by the elector
+        finally:
+            self._running.clear()
+            self.cache, self.scheduler, self.controllers = None, None, []
+            for ctl in reversed(controllers):
+                with contextlib.suppress(Exception):
+                    await ctl.aclose()
+            if own_cache:
+                await cache.aclose()

@@ -1,0 +1,29 @@
+"""Cloud volumes (served by the card as vhost-user-blk).  ``size_gib`` counts
+against the tenant's ``max_volume_gib`` quota from create until delete."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from control_plane.domain.names import volume_name
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Volume:
+    COLLECTION: ClassVar[str] = "volumes"
+
+    tenant: str
+    id: str
+    size_gib: int
+    zone: str = ""
+    image: str = ""
+    attached_to: str = ""
+    request_id: str = ""
+    etag: str = ""
+    create_time: float = 0.0
+    update_time: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return volume_name(self.tenant, self.id)

@@ -1,0 +1,89 @@
+"""Store errors and the one place etcd/gRPC errors are translated.
+
+The store raises the domain tree (``NotFound``, ``AlreadyExists``,
+``Aborted``, ``QuotaExceeded``, ``Unavailable``...) plus::
+
+    Aborted
+     ├── RecordChanged         a compared record moved (``.name``, ``.revision`` now; 0 = gone)
+     └── RevisionCompacted     a watch asked for history etcd has compacted away:
+                               relist, then watch from the list's revision
+
+    NotFound
+     └── RecordGone            a record compared in a transaction was deleted (``.name``)
+
+``translate(exc)`` maps an aetcd/grpc exception to the domain error that
+the caller re-raises with ``raise translate(exc) from exc``.
+"""
+
+from __future__ import annotations
+
+import aetcd
+import grpc
+
+from control_plane.domain.errors import (
+    Aborted,
+    BmaasError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
+
+
+class RecordChanged(Aborted):
+    """The record *name* no longer has the compared etag."""
+
+    def __init__(self, name: str, expected: int, revision: int) -> None:
+        super().__init__(f"{name} was modified (etag {expected}, now {revision})")
+        self.name = name
+        self.revision = revision
+
+
+class RecordGone(NotFound):
+    """A record compared in a transaction no longer exists."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"{name} not found")
+        self.name = name
+
+
+class RevisionCompacted(Aborted):
+    def __init__(self, compacted_revision: int) -> None:
+        super().__init__(f"revision compacted below {compacted_revision}")
+        self.compacted_revision = compacted_revision
+
+
+_GRPC_CODES: dict[grpc.StatusCode, type[BmaasError]] = {
+    grpc.StatusCode.UNAVAILABLE: Unavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: Unavailable,
+    grpc.StatusCode.CANCELLED: Unavailable,
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
+    grpc.StatusCode.OUT_OF_RANGE: InvalidArgument,
+}
+
+
+def translate(exc: BaseException) -> BmaasError:
+    """The domain error for a foreign (aetcd / grpc / OS) exception."""
+    if isinstance(exc, BmaasError):
+        return exc
+    if isinstance(exc, aetcd.RevisionCompactedError):
+        return RevisionCompacted(exc.compacted_revision)
+    if isinstance(exc, aetcd.ConnectionFailedError | aetcd.ConnectionTimeoutError):
+        return Unavailable(f"etcd unreachable: {exc}")
+    if isinstance(exc, aetcd.WatchTimeoutError):
+        return Unavailable("etcd watch setup timed out")
+    if isinstance(exc, grpc.aio.AioRpcError):
+        kind = _GRPC_CODES.get(exc.code(), Unavailable)
+        return kind(f"etcd: {exc.code().name}: {exc.details()}")
+    if isinstance(exc, aetcd.ClientError | OSError | TimeoutError):
+        return Unavailable(f"etcd: {exc!r}")
+    return Unavailable(f"etcd: unexpected {exc!r}")
+
+
+FOREIGN_ERRORS: tuple[type[BaseException], ...] = (
+    aetcd.ClientError,
+    grpc.aio.AioRpcError,
+    OSError,
+    TimeoutError,
+)

@@ -1,0 +1,278 @@
+"""The thin etcd layer: Range / Txn / Watch / Lease over aetcd's gRPC stubs.
+
+Reads and transactions go straight to aetcd's ``kvstub`` with hand-built
+``RangeRequest``/``TxnRequest`` messages: aetcd's helpers drop ``limit`` and
+``revision`` and hide the response header, and the store needs all three
+(paging at a fixed revision, and the txn revision that becomes the new etag).
+Every call counts one round-trip in ``stats`` and translates foreign errors
+at this edge (``raise translate(exc) from exc``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass, field
+
+import aetcd
+import grpc
+from aetcd import rpc
+
+from control_plane.domain.errors import Unavailable
+from control_plane.store.errors import FOREIGN_ERRORS, translate
+from control_plane.store.keys import prefix_range_end
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class KV:
+    key: bytes
+    value: bytes
+    mod_revision: int
+    create_revision: int
+    version: int
+    lease: int
+
+
+def _kv(raw: rpc.KeyValue) -> KV:
+    return KV(raw.key, raw.value, raw.mod_revision, raw.create_revision, raw.version, raw.lease)
+
+
+@dataclass(frozen=True, slots=True)
+class TxnResult:
+    succeeded: bool
+    revision: int
+    #: per request op: the KVs of a range op, else an empty list
+    ranges: list[list[KV]]
+
+
+@dataclass(frozen=True, slots=True)
+class RawEvent:
+    deleted: bool
+    kv: KV
+
+
+@dataclass(slots=True)
+class Stats:
+    """Round-trips to etcd by operation (Range, Txn, LeaseGrant, ...)."""
+
+    round_trips: collections.Counter[str] = field(default_factory=collections.Counter)
+
+    @property
+    def total(self) -> int:
+        return sum(self.round_trips.values())
+
+
+# -- compare / op builders (pure) --------------------------------------------------------
+
+
+def cmp_mod(key: bytes, revision: int) -> rpc.Compare:
+    """True iff *key*'s mod_revision equals *revision* (0 = the key is absent)."""
+    return rpc.Compare(
+        key=key, target=rpc.Compare.MOD, result=rpc.Compare.EQUAL, mod_revision=revision
+    )
+
+
+def cmp_absent(key: bytes) -> rpc.Compare:
+    return rpc.Compare(key=key, target=rpc.Compare.VERSION, result=rpc.Compare.EQUAL, version=0)
+
+
+def cmp_present(key: bytes) -> rpc.Compare:
+    return rpc.Compare(key=key, target=rpc.Compare.VERSION, result=rpc.Compare.GREATER, version=0)
+
+
+def cmp_value(key: bytes, value: bytes) -> rpc.Compare:
+    return rpc.Compare(key=key, target=rpc.Compare.VALUE, result=rpc.Compare.EQUAL, value=value)
+
+
+def op_put(key: bytes, value: bytes, *, lease: int = 0) -> rpc.RequestOp:
+    return rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=value, lease=lease))
+
+
+def op_delete(key: bytes) -> rpc.RequestOp:
+    return rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=key))
+
+
+def op_get(key: bytes) -> rpc.RequestOp:
+    return rpc.RequestOp(request_range=rpc.RangeRequest(key=key))
+
+
+class EtcdKV:
+    """One aetcd client plus round-trip accounting and error translation."""
+
+    def __init__(self, client: aetcd.Client, *, rpc_timeout: float = 10.0) -> None:
+        self.client = client
+        self.timeout = rpc_timeout
+        self.stats = Stats()
+
+    @classmethod
+    async def connect(cls, host: str, port: int, *, rpc_timeout: float = 10.0) -> EtcdKV:
+        client = aetcd.Client(
+            host=host,
+            port=port,
+            options={
+                "grpc.max_receive_message_length": 64 * 1024 * 1024,
+                "grpc.max_send_message_length": 16 * 1024 * 1024,
+            },
+        )
+        try:
+            await client.connect()
+        except FOREIGN_ERRORS as exc:
+            raise translate(exc) from exc
+        return cls(client, rpc_timeout=rpc_timeout)
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(*FOREIGN_ERRORS):  # a broken channel: nothing to release
+            await self.client.close()
+
+    def _count(self, op: str) -> None:
+        self.stats.round_trips[op] += 1
+
+    async def range(
+        self,
+        start: bytes,
+        end: bytes | None = None,
+        *,
+        limit: int = 0,
+        revision: int = 0,
+        keys_only: bool = False,
+        serializable: bool = False,
+    ) -> tuple[list[KV], bool, int]:
+        """``(kvs, more, header_revision)`` of ``[start, end)`` in key order."""
+        req = rpc.RangeRequest(
+            key=start,
+            limit=limit,
+            revision=revision,
+            keys_only=keys_only,
+            serializable=serializable,
+        )
+        if end is not None:
+            req.range_end = end
+        self._count("Range")
+        try:
+            resp = await self.client.kvstub.Range(req, timeout=self.timeout)
+        except FOREIGN_ERRORS as exc:
+            raise translate(exc) from exc
+        return [_kv(kv) for kv in resp.kvs], bool(resp.more), int(resp.header.revision)
+
+    async def get(self, key: bytes) -> KV | None:
+        kvs, _, _ = await self.range(key)
+        return kvs[0] if kvs else None
+
+    async def txn(
+        self,
+        compare: Sequence[rpc.Compare],
+        success: Sequence[rpc.RequestOp],
+        failure: Sequence[rpc.RequestOp] = (),
+    ) -> TxnResult:
+        req = rpc.TxnRequest(compare=list(compare), success=list(success), failure=list(failure))
+        self._count("Txn")
+        try:
+            resp = await self.client.kvstub.Txn(req, timeout=self.timeout)
+        except FOREIGN_ERRORS as exc:
+            raise translate(exc) from exc
+        ranges: list[list[KV]] = []
+        for r in resp.responses:
+            if r.WhichOneof("response") == "response_range":
+                ranges.append([_kv(kv) for kv in r.response_range.kvs])
+            else:
+                ranges.append([])
+        return TxnResult(bool(resp.succeeded), int(resp.header.revision), ranges)
+
+    async def get_many(self, keys: Sequence[bytes]) -> tuple[list[KV | None], int]:
+        """Several keys read at one revision in one round-trip."""
+        res = await self.txn([], [op_get(k) for k in keys])
+        return [r[0] if r else None for r in res.ranges], res.revision
+
+    async def delete(self, key: bytes) -> None:
+        await self.txn([], [op_delete(key)])
+
+    # -- leases ---------------------------------------------------------------------------
+
+    async def lease_grant(self, ttl: int) -> int:
+        self._count("LeaseGrant")
+        try:
+            resp = await self.client.leasestub.LeaseGrant(
+                rpc.LeaseGrantRequest(TTL=ttl, ID=0), timeout=self.timeout
+            )
+        except FOREIGN_ERRORS as exc:
+            raise translate(exc) from exc
+        return int(resp.ID)
+
+    async def lease_keepalive(self, lease_id: int) -> int:
+        """Refresh a lease; its new TTL in seconds, or 0 if it has already expired."""
+        self._count("LeaseKeepAlive")
+        try:
+            reply = await asyncio.wait_for(self.client.refresh_lease(lease_id), self.timeout)
+        except FOREIGN_ERRORS as exc:
+            raise translate(exc) from exc
+        return int(reply.TTL) if reply is not None else 0
+
+    async def lease_revoke(self, lease_id: int) -> None:
+        self._count("LeaseRevoke")
+        try:
+            await self.client.leasestub.LeaseRevoke(
+                rpc.LeaseRevokeRequest(ID=lease_id), timeout=self.timeout
+            )
+        except FOREIGN_ERRORS as exc:
+            if isinstance(exc, grpc.aio.AioRpcError) and exc.code() == grpc.StatusCode.NOT_FOUND:
+                return  # already expired: revoking is idempotent
+            raise translate(exc) from exc
+
+    # -- watch ----------------------------------------------------------------------------
+
+    async def watch_prefix(
+        self, prefix: bytes, *, start_revision: int
+    ) -> AsyncGenerator[RawEvent, None]:
+        """Events under *prefix* from *start_revision* (inclusive) until cancelled.
+
+        Errors (etcd down, compaction) propagate translated; the store's
+        ``watch`` decides whether to resume.
+        """
+        self._count("Watch")
+        try:
+            watch = await self.client.watch(
+                prefix, range_end=prefix_range_end(prefix), start_revision=start_revision
+            )
+        except FOREIGN_ERRORS as exc:
+            raise translate(exc) from exc
+        try:
+            async for ev in watch:
+                yield RawEvent(ev.kind == aetcd.EventKind.DELETE, _kv(ev.kv))
+        except FOREIGN_ERRORS as exc:
+            raise translate(exc) from exc
+        finally:
+            # best effort: the client may already be closed (aetcd then has no watcher)
+            with contextlib.suppress(*FOREIGN_ERRORS, AttributeError):
+                await watch.cancel()
+
+    async def watch_resuming(
+        self, prefix: bytes, *, start_revision: int
+    ) -> AsyncGenerator[tuple[bool, KV], None]:
+        """``(deleted, kv)`` for every change under *prefix* from *start_revision*,
+        forever.  When etcd is unreachable it retries (backoff up to 2 s) from
+        the last delivered revision, skipping keys already delivered at that
+        revision, so no event is lost or repeated.  ``RevisionCompacted``
+        propagates (the caller must relist)."""
+        next_rev = start_revision
+        seen_at_rev: set[bytes] = set()
+        delay = 0.05
+        while True:
+            try:
+                async for raw in self.watch_prefix(prefix, start_revision=next_rev):
+                    rev = raw.kv.mod_revision
+                    if rev == next_rev and raw.kv.key in seen_at_rev:
+                        continue
+                    if rev != next_rev:
+                        next_rev, seen_at_rev = rev, set()
+                    seen_at_rev.add(raw.kv.key)
+                    delay = 0.05
+                    yield raw.deleted, raw.kv
+            except Unavailable as exc:
+                log.warning("watch on %r interrupted (%s); resuming at %d", prefix, exc, next_rev)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)

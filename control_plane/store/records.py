@@ -1,0 +1,78 @@
+"""The kind registry and per-kind rules the store applies to records.
+
+- ``KINDS``: collection -> record class, built from ``domain.RESOURCE_TYPES``.
+- ``usage_of(record)``: what a record holds against its tenant's quota.  An
+  instance holds one instance slot until it is TERMINATED (a terminal state,
+  so an update can only ever *release* an instance slot); a volume holds its
+  ``size_gib`` until it is deleted.
+- ``needs_previous(record)``: whether an update must read the stored version
+  to compute the usage delta (instances moving to TERMINATED, volumes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Protocol, TypeVar
+
+from control_plane.domain import RESOURCE_TYPES
+from control_plane.domain.compute import Instance
+from control_plane.domain.lifecycle import INSTANCE_COUNTS_FOR_QUOTA, InstanceState
+from control_plane.domain.tenant import QuotaUsage
+from control_plane.domain.volume import Volume
+
+
+class Resource(Protocol):
+    """What every stored record has (the domain dataclasses satisfy it)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def etag(self) -> str: ...
+
+
+R = TypeVar("R", bound=Resource)
+
+KINDS: dict[str, type[Any]] = {cls.COLLECTION: cls for cls in RESOURCE_TYPES}  # type: ignore[attr-defined]
+
+ZERO = QuotaUsage()
+
+
+def collection_of(cls: type[Any]) -> str:
+    coll = getattr(cls, "COLLECTION", None)
+    if not isinstance(coll, str) or KINDS.get(coll) is not cls:
+        raise TypeError(f"{cls!r} is not a stored resource type")
+    return coll
+
+
+def usage_of(record: object) -> QuotaUsage:
+    if isinstance(record, Instance):
+        return QuotaUsage(instances=1) if record.state in INSTANCE_COUNTS_FOR_QUOTA else ZERO
+    if isinstance(record, Volume):
+        return QuotaUsage(volume_gib=record.size_gib)
+    return ZERO
+
+
+def is_accounted(record: object) -> bool:
+    return isinstance(record, Instance | Volume)
+
+
+def is_accounted_kind(cls: type[Any]) -> bool:
+    return cls in (Instance, Volume)
+
+
+def needs_previous(record: object) -> bool:
+    if isinstance(record, Instance):
+        return record.state == InstanceState.TERMINATED
+    return isinstance(record, Volume)
+
+
+def stamp(record: R, *, now: float, created: bool) -> R:
+    """Set ``update_time`` (and ``create_time`` on create) if the record has them."""
+    changes: dict[str, float] = {}
+    names = {f.name for f in dataclasses.fields(record)}  # type: ignore[arg-type]
+    if "update_time" in names:
+        changes["update_time"] = now
+    if created and "create_time" in names:
+        changes["create_time"] = now
+    return dataclasses.replace(record, **changes) if changes else record  # type: ignore[type-var]
