@@ -1,2 +1,1 @@
-"""``bmctl``: the command-line client for operators and tenants.
-"""
+"""``bmctl``: the command-line client for operators and tenants."""

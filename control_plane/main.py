@@ -1,10 +1,159 @@
-"""``bmaas-control-plane`` entry point."""
+"""``bmaas-control-plane``: one control-plane replica.
+
+``bmaas-control-plane --etcd http://HOST:PORT --listen HOST:PORT
+[--config FILE] [--metrics HOST:PORT] [--no-controllers]``
+
+Settings come from, lowest priority first: defaults, the TOML ``--config``
+file (keys: ``operator_token``, ``etcd_root``, ``heartbeat_interval``,
+``heartbeat_ttl``, ``lease_ttl``, ``metrics``, ``controllers``), environment
+variables (``BMAAS_OPERATOR_TOKEN``, ``BMAAS_ETCD_ROOT``,
+``BMAAS_LEASE_TTL``, ``BMAAS_METRICS``), then the command line.
+
+Startup: connect to etcd, start the API (``control_plane.api.server``),
+start the controllers (``ControllerManager``: they run only while this
+replica holds the etcd leader lease; every replica serves the API), and wait.
+SIGTERM/SIGINT starts a graceful shutdown: health goes NOT_SERVING, the
+controllers resign leadership (revoking the lease so another replica takes
+over at once), in-flight RPCs get ``--grace`` seconds, then the store
+closes.  The listening port is printed as ``listening on HOST:PORT`` to
+stdout once serving (tests and scripts wait for that line).
+"""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import logging
+import os
+import signal
 import sys
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from control_plane import metrics
+from control_plane.api.server import ApiConfig, ApiServer
+from control_plane.controllers.config import ControllerConfig
+from control_plane.controllers.manager import ControllerManager
+from control_plane.store import DEFAULT_ROOT, Store
+
+log = logging.getLogger("bmaas.control_plane")
 
 
-def main() -> int:
-    print("bmaas-control-plane: not implemented yet (see issue 4)", file=sys.stderr)
-    return 2
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    etcd_host: str
+    etcd_port: int
+    listen: str
+    operator_token: str | None
+    etcd_root: str = DEFAULT_ROOT
+    metrics: str = ""
+    controllers: bool = True
+    lease_ttl: int = 5
+    heartbeat_interval: int = 5
+    heartbeat_ttl: int = 15
+    grace: float = 5.0
+
+
+def parse_etcd(url: str) -> tuple[str, int]:
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    if not parts.hostname:
+        raise SystemExit(f"--etcd: cannot parse {url!r} (want http://HOST:PORT)")
+    return parts.hostname, parts.port or 2379
+
+
+def split_hostport(value: str, flag: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise SystemExit(f"{flag}: want HOST:PORT, got {value!r}")
+    return host or "0.0.0.0", int(port)
+
+
+def load_settings(argv: Sequence[str] | None = None) -> Settings:
+    parser = argparse.ArgumentParser(prog="bmaas-control-plane", description=__doc__.split("\n")[0])
+    parser.add_argument("--etcd", required=True, help="etcd client URL, e.g. http://127.0.0.1:2379")
+    parser.add_argument("--listen", required=True, help="gRPC HOST:PORT (port 0 = pick one)")
+    parser.add_argument("--config", type=Path, help="TOML settings file")
+    parser.add_argument("--metrics", default=None, help="serve /metrics on HOST:PORT")
+    parser.add_argument("--no-controllers", action="store_true", help="API only")
+    parser.add_argument("--grace", type=float, default=5.0, help="shutdown grace (s)")
+    ns = parser.parse_args(argv)
+    file: dict[str, Any] = {}
+    if ns.config is not None:
+        try:
+            file = tomllib.loads(ns.config.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise SystemExit(f"--config: {exc}") from exc
+    env = os.environ
+    host, port = parse_etcd(ns.etcd)
+    return Settings(
+        etcd_host=host,
+        etcd_port=port,
+        listen=ns.listen,
+        operator_token=env.get("BMAAS_OPERATOR_TOKEN") or file.get("operator_token") or None,
+        etcd_root=env.get("BMAAS_ETCD_ROOT") or file.get("etcd_root") or DEFAULT_ROOT,
+        metrics=ns.metrics or env.get("BMAAS_METRICS") or file.get("metrics", ""),
+        controllers=not ns.no_controllers and bool(file.get("controllers", True)),
+        lease_ttl=int(env.get("BMAAS_LEASE_TTL") or file.get("lease_ttl", 5)),
+        heartbeat_interval=int(file.get("heartbeat_interval", 5)),
+        heartbeat_ttl=int(file.get("heartbeat_ttl", 15)),
+        grace=ns.grace,
+    )
+
+
+async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if settings.metrics:
+        mhost, mport = split_hostport(settings.metrics, "--metrics")
+        metrics.serve(mhost, mport)
+    if not settings.operator_token:
+        log.warning("no operator token configured: OperatorService refuses every call")
+    store = await Store.connect(settings.etcd_host, settings.etcd_port, root=settings.etcd_root)
+    metrics.track_etcd_round_trips(lambda: dict(store.stats.round_trips))
+    api = ApiServer(
+        store,
+        ApiConfig(
+            listen=settings.listen,
+            operator_token=settings.operator_token,
+            heartbeat_interval=settings.heartbeat_interval,
+            heartbeat_ttl=settings.heartbeat_ttl,
+        ),
+    )
+    manager: ControllerManager | None = None
+    try:
+        port = await api.start()
+        if settings.controllers:
+            manager = ControllerManager(
+                store, config=ControllerConfig(lease_ttl=settings.lease_ttl)
+            )
+            await manager.start()
+        host = settings.listen.rpartition(":")[0] or "0.0.0.0"
+        print(f"listening on {host}:{port}", flush=True)
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        if manager is not None:
+            await manager.stop()
+        await api.stop(settings.grace)
+        await store.aclose()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(
+        level=os.environ.get("BMAAS_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    settings = load_settings(argv)
+    asyncio.run(serve(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

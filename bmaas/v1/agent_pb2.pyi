@@ -3,6 +3,372 @@
 isort:skip_file
 """
 
+from bmaas.v1 import common_pb2 as _common_pb2
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+import builtins as _builtins
+import sys
+import typing as _typing
+
+if sys.version_info >= (3, 11):
+    from typing import TypeAlias as _TypeAlias, Never as _Never
+else:
+    from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+@_typing.final
+class RegisterRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_FIELD_NUMBER: _builtins.int
+    HARDWARE_FIELD_NUMBER: _builtins.int
+    AGENT_VERSION_FIELD_NUMBER: _builtins.int
+    host: _builtins.str
+    """"hosts/{host}"; must match the credential"""
+    agent_version: _builtins.str
+    @_builtins.property
+    def hardware(self) -> _common_pb2.HardwareProfile: ...
+    def __init__(
+        self,
+        *,
+        host: _builtins.str = ...,
+        hardware: _common_pb2.HardwareProfile | None = ...,
+        agent_version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["hardware", b"hardware"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_version", b"agent_version", "hardware", b"hardware", "host", b"host"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegisterRequest: _TypeAlias = RegisterRequest  # noqa: Y015
+
+@_typing.final
+class RegisterResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_INTERVAL_SECONDS_FIELD_NUMBER: _builtins.int
+    heartbeat_interval_seconds: _builtins.int
+    @_builtins.property
+    def host(self) -> _common_pb2.Host: ...
+    def __init__(
+        self,
+        *,
+        host: _common_pb2.Host | None = ...,
+        heartbeat_interval_seconds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["host", b"host"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval_seconds", b"heartbeat_interval_seconds", "host", b"host"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegisterResponse: _TypeAlias = RegisterResponse  # noqa: Y015
+
+@_typing.final
+class AgentMessage(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEARTBEAT_FIELD_NUMBER: _builtins.int
+    INSTANCE_STATUS_FIELD_NUMBER: _builtins.int
+    HOST_STATUS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def heartbeat(self) -> Global___Heartbeat: ...
+    @_builtins.property
+    def instance_status(self) -> Global___InstanceStatus: ...
+    @_builtins.property
+    def host_status(self) -> Global___HostStatus: ...
+    def __init__(
+        self,
+        *,
+        heartbeat: Global___Heartbeat | None = ...,
+        instance_status: Global___InstanceStatus | None = ...,
+        host_status: Global___HostStatus | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "heartbeat", b"heartbeat", "host_status", b"host_status", "instance_status", b"instance_status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "heartbeat", b"heartbeat", "host_status", b"host_status", "instance_status", b"instance_status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["heartbeat", "instance_status", "host_status"]  # noqa: Y015
+    _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
+
+Global___AgentMessage: _TypeAlias = AgentMessage  # noqa: Y015
+
+@_typing.final
+class Heartbeat(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    APPLIED_GENERATION_FIELD_NUMBER: _builtins.int
+    host: _builtins.str
+    applied_generation: _builtins.int
+    """The desired-state generation the agent has applied."""
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        host: _builtins.str = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        applied_generation: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_generation", b"applied_generation", "host", b"host", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Heartbeat: _TypeAlias = Heartbeat  # noqa: Y015
+
+@_typing.final
+class InstanceStatus(_message.Message):
+    """What the agent observes for the instance bound to its host."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_FIELD_NUMBER: _builtins.int
+    PHASE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    instance: _builtins.str
+    phase: _common_pb2.InstanceState.ValueType
+    """PROVISIONING, STARTING, RUNNING, STOPPED or FAILED (observed phase)."""
+    message: _builtins.str
+    """failure reason or progress note"""
+    def __init__(
+        self,
+        *,
+        instance: _builtins.str = ...,
+        phase: _common_pb2.InstanceState.ValueType = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance", b"instance", "message", b"message", "phase", b"phase"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InstanceStatus: _TypeAlias = InstanceStatus  # noqa: Y015
+
+@_typing.final
+class HostStatus(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_FIELD_NUMBER: _builtins.int
+    WIPED_EPOCH_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    host: _builtins.str
+    wiped_epoch: _builtins.int
+    """The highest Host.cleaning_epoch whose secure wipe has finished."""
+    message: _builtins.str
+    def __init__(
+        self,
+        *,
+        host: _builtins.str = ...,
+        wiped_epoch: _builtins.int = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["host", b"host", "message", b"message", "wiped_epoch", b"wiped_epoch"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HostStatus: _TypeAlias = HostStatus  # noqa: Y015
+
+@_typing.final
+class ControlMessage(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DESIRED_STATE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def desired_state(self) -> Global___DesiredState: ...
+    def __init__(
+        self,
+        *,
+        desired_state: Global___DesiredState | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "desired_state", b"desired_state"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "desired_state", b"desired_state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["desired_state"]  # noqa: Y015
+    _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
+
+Global___ControlMessage: _TypeAlias = ControlMessage  # noqa: Y015
+
+@_typing.final
+class DesiredState(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_FIELD_NUMBER: _builtins.int
+    GENERATION_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    CLEAN_FIELD_NUMBER: _builtins.int
+    CLEANING_EPOCH_FIELD_NUMBER: _builtins.int
+    INSTANCES_FIELD_NUMBER: _builtins.int
+    host: _builtins.str
+    generation: _builtins.int
+    """max etcd revision of the host and its instance"""
+    state: _common_pb2.HostState.ValueType
+    clean: _builtins.bool
+    """Wipe local disks for this epoch (CLEANING), then report wiped_epoch."""
+    cleaning_epoch: _builtins.int
+    @_builtins.property
+    def instances(self) -> _containers.RepeatedCompositeFieldContainer[Global___DesiredInstance]: ...
+    def __init__(
+        self,
+        *,
+        host: _builtins.str = ...,
+        generation: _builtins.int = ...,
+        state: _common_pb2.HostState.ValueType = ...,
+        clean: _builtins.bool = ...,
+        cleaning_epoch: _builtins.int = ...,
+        instances: _abc.Iterable[Global___DesiredInstance] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clean", b"clean", "cleaning_epoch", b"cleaning_epoch", "generation", b"generation", "host", b"host", "instances", b"instances", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DesiredState: _TypeAlias = DesiredState  # noqa: Y015
+
+@_typing.final
+class DesiredInstance(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_FIELD_NUMBER: _builtins.int
+    TENANT_FIELD_NUMBER: _builtins.int
+    POWER_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    TERMINATE_FIELD_NUMBER: _builtins.int
+    IMAGE_FIELD_NUMBER: _builtins.int
+    IMAGE_SOURCE_URI_FIELD_NUMBER: _builtins.int
+    VOLUMES_FIELD_NUMBER: _builtins.int
+    NICS_FIELD_NUMBER: _builtins.int
+    USER_DATA_FIELD_NUMBER: _builtins.int
+    SSH_KEYS_FIELD_NUMBER: _builtins.int
+    HOSTNAME_FIELD_NUMBER: _builtins.int
+    instance: _builtins.str
+    tenant: _builtins.str
+    power: _common_pb2.PowerState.ValueType
+    state: _common_pb2.InstanceState.ValueType
+    """The control plane's state: REBOOTING asks for a reboot, TERMINATING
+    for teardown; the agent reports what it observes in InstanceStatus.
+    """
+    terminate: _builtins.bool
+    """tear everything down, then wipe"""
+    image: _builtins.str
+    image_source_uri: _builtins.str
+    user_data: _builtins.str
+    hostname: _builtins.str
+    @_builtins.property
+    def volumes(self) -> _containers.RepeatedCompositeFieldContainer[Global___DesiredVolume]:
+        """boot volume first"""
+
+    @_builtins.property
+    def nics(self) -> _containers.RepeatedCompositeFieldContainer[Global___DesiredNic]: ...
+    @_builtins.property
+    def ssh_keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        instance: _builtins.str = ...,
+        tenant: _builtins.str = ...,
+        power: _common_pb2.PowerState.ValueType = ...,
+        state: _common_pb2.InstanceState.ValueType = ...,
+        terminate: _builtins.bool = ...,
+        image: _builtins.str = ...,
+        image_source_uri: _builtins.str = ...,
+        volumes: _abc.Iterable[Global___DesiredVolume] | None = ...,
+        nics: _abc.Iterable[Global___DesiredNic] | None = ...,
+        user_data: _builtins.str = ...,
+        ssh_keys: _abc.Iterable[_builtins.str] | None = ...,
+        hostname: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hostname", b"hostname", "image", b"image", "image_source_uri", b"image_source_uri", "instance", b"instance", "nics", b"nics", "power", b"power", "ssh_keys", b"ssh_keys", "state", b"state", "tenant", b"tenant", "terminate", b"terminate", "user_data", b"user_data", "volumes", b"volumes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DesiredInstance: _TypeAlias = DesiredInstance  # noqa: Y015
+
+@_typing.final
+class DesiredVolume(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VOLUME_FIELD_NUMBER: _builtins.int
+    SIZE_GIB_FIELD_NUMBER: _builtins.int
+    BOOT_FIELD_NUMBER: _builtins.int
+    SOURCE_IMAGE_FIELD_NUMBER: _builtins.int
+    MAX_IOPS_FIELD_NUMBER: _builtins.int
+    MAX_MBPS_FIELD_NUMBER: _builtins.int
+    volume: _builtins.str
+    size_gib: _builtins.int
+    boot: _builtins.bool
+    source_image: _builtins.str
+    max_iops: _builtins.int
+    max_mbps: _builtins.int
+    def __init__(
+        self,
+        *,
+        volume: _builtins.str = ...,
+        size_gib: _builtins.int = ...,
+        boot: _builtins.bool = ...,
+        source_image: _builtins.str = ...,
+        max_iops: _builtins.int = ...,
+        max_mbps: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["boot", b"boot", "max_iops", b"max_iops", "max_mbps", b"max_mbps", "size_gib", b"size_gib", "source_image", b"source_image", "volume", b"volume"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DesiredVolume: _TypeAlias = DesiredVolume  # noqa: Y015
+
+@_typing.final
+class DesiredNic(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NETWORK_INTERFACE_FIELD_NUMBER: _builtins.int
+    MAC_ADDRESS_FIELD_NUMBER: _builtins.int
+    PRIVATE_IP_FIELD_NUMBER: _builtins.int
+    SUBNET_CIDR_FIELD_NUMBER: _builtins.int
+    GATEWAY_IP_FIELD_NUMBER: _builtins.int
+    VNI_FIELD_NUMBER: _builtins.int
+    VPC_FIELD_NUMBER: _builtins.int
+    network_interface: _builtins.str
+    mac_address: _builtins.str
+    private_ip: _builtins.str
+    subnet_cidr: _builtins.str
+    gateway_ip: _builtins.str
+    vni: _builtins.int
+    vpc: _builtins.str
+    def __init__(
+        self,
+        *,
+        network_interface: _builtins.str = ...,
+        mac_address: _builtins.str = ...,
+        private_ip: _builtins.str = ...,
+        subnet_cidr: _builtins.str = ...,
+        gateway_ip: _builtins.str = ...,
+        vni: _builtins.int = ...,
+        vpc: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gateway_ip", b"gateway_ip", "mac_address", b"mac_address", "network_interface", b"network_interface", "private_ip", b"private_ip", "subnet_cidr", b"subnet_cidr", "vni", b"vni", "vpc", b"vpc"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DesiredNic: _TypeAlias = DesiredNic  # noqa: Y015

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from bmaas.v1 import common_pb2 as bmaas_dot_v1_dot_common__pb2
+from bmaas.v1 import agent_pb2 as bmaas_dot_v1_dot_agent__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -26,7 +26,10 @@ if _version_not_supported:
 
 
 class AgentServiceStub:
-    """Missing associated documentation comment in .proto file."""
+    """The host agent's API.  The agent authenticates with the credential issued
+    by OperatorService.EnrollHost ("authorization: Bearer <host-id>.<secret>")
+    and may only speak for that host.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -34,18 +37,35 @@ class AgentServiceStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.Ping = channel.unary_unary(
-                '/bmaas.v1.AgentService/Ping',
-                request_serializer=bmaas_dot_v1_dot_common__pb2.Empty.SerializeToString,
-                response_deserializer=bmaas_dot_v1_dot_common__pb2.Empty.FromString,
+        self.Register = channel.unary_unary(
+                '/bmaas.v1.AgentService/Register',
+                request_serializer=bmaas_dot_v1_dot_agent__pb2.RegisterRequest.SerializeToString,
+                response_deserializer=bmaas_dot_v1_dot_agent__pb2.RegisterResponse.FromString,
+                _registered_method=True)
+        self.Connect = channel.stream_stream(
+                '/bmaas.v1.AgentService/Connect',
+                request_serializer=bmaas_dot_v1_dot_agent__pb2.AgentMessage.SerializeToString,
+                response_deserializer=bmaas_dot_v1_dot_agent__pb2.ControlMessage.FromString,
                 _registered_method=True)
 
 
 class AgentServiceServicer:
-    """Missing associated documentation comment in .proto file."""
+    """The host agent's API.  The agent authenticates with the credential issued
+    by OperatorService.EnrollHost ("authorization: Bearer <host-id>.<secret>")
+    and may only speak for that host.
+    """
 
-    def Ping(self, request, context):
-        """Placeholder until the control-plane issue defines the real RPCs.
+    def Register(self, request, context):
+        """Reports the hardware actually found and gets connection parameters.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Connect(self, request_iterator, context):
+        """Heartbeats and status up, desired state down.  The server sends the
+        full desired state on connect and again whenever it changes (level
+        triggered: every DesiredState replaces the previous one).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -54,10 +74,15 @@ class AgentServiceServicer:
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'Ping': grpc.unary_unary_rpc_method_handler(
-                    servicer.Ping,
-                    request_deserializer=bmaas_dot_v1_dot_common__pb2.Empty.FromString,
-                    response_serializer=bmaas_dot_v1_dot_common__pb2.Empty.SerializeToString,
+            'Register': grpc.unary_unary_rpc_method_handler(
+                    servicer.Register,
+                    request_deserializer=bmaas_dot_v1_dot_agent__pb2.RegisterRequest.FromString,
+                    response_serializer=bmaas_dot_v1_dot_agent__pb2.RegisterResponse.SerializeToString,
+            ),
+            'Connect': grpc.stream_stream_rpc_method_handler(
+                    servicer.Connect,
+                    request_deserializer=bmaas_dot_v1_dot_agent__pb2.AgentMessage.FromString,
+                    response_serializer=bmaas_dot_v1_dot_agent__pb2.ControlMessage.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -68,10 +93,13 @@ def add_AgentServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class AgentService:
-    """Missing associated documentation comment in .proto file."""
+    """The host agent's API.  The agent authenticates with the credential issued
+    by OperatorService.EnrollHost ("authorization: Bearer <host-id>.<secret>")
+    and may only speak for that host.
+    """
 
     @staticmethod
-    def Ping(request,
+    def Register(request,
             target,
             options=(),
             channel_credentials=None,
@@ -84,9 +112,36 @@ class AgentService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/bmaas.v1.AgentService/Ping',
-            bmaas_dot_v1_dot_common__pb2.Empty.SerializeToString,
-            bmaas_dot_v1_dot_common__pb2.Empty.FromString,
+            '/bmaas.v1.AgentService/Register',
+            bmaas_dot_v1_dot_agent__pb2.RegisterRequest.SerializeToString,
+            bmaas_dot_v1_dot_agent__pb2.RegisterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Connect(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/bmaas.v1.AgentService/Connect',
+            bmaas_dot_v1_dot_agent__pb2.AgentMessage.SerializeToString,
+            bmaas_dot_v1_dot_agent__pb2.ControlMessage.FromString,
             options,
             channel_credentials,
             insecure,

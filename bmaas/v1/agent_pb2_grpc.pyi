@@ -3,7 +3,7 @@
 isort:skip_file
 """
 
-from bmaas.v1 import common_pb2 as _common_pb2
+from bmaas.v1 import agent_pb2 as _agent_pb2
 from collections import abc as _abc
 from grpc import aio as _aio
 import abc as _abc_1
@@ -27,26 +27,62 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class AgentServiceStub:
+    """The host agent's API.  The agent authenticates with the credential issued
+    by OperatorService.EnrollHost ("authorization: Bearer <host-id>.<secret>")
+    and may only speak for that host.
+    """
+
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> AgentServiceAsyncStub: ...
-    Ping: _grpc.UnaryUnaryMultiCallable[_common_pb2.Empty, _common_pb2.Empty]
-    """Placeholder until the control-plane issue defines the real RPCs."""
+    Register: _grpc.UnaryUnaryMultiCallable[_agent_pb2.RegisterRequest, _agent_pb2.RegisterResponse]
+    """Reports the hardware actually found and gets connection parameters."""
+    Connect: _grpc.StreamStreamMultiCallable[_agent_pb2.AgentMessage, _agent_pb2.ControlMessage]
+    """Heartbeats and status up, desired state down.  The server sends the
+    full desired state on connect and again whenever it changes (level
+    triggered: every DesiredState replaces the previous one).
+    """
 
 @_typing.type_check_only
 class AgentServiceAsyncStub(AgentServiceStub):
+    """The host agent's API.  The agent authenticates with the credential issued
+    by OperatorService.EnrollHost ("authorization: Bearer <host-id>.<secret>")
+    and may only speak for that host.
+    """
+
     def __init__(self, channel: _aio.Channel) -> None: ...
-    Ping: _aio.UnaryUnaryMultiCallable[_common_pb2.Empty, _common_pb2.Empty]  # type: ignore[assignment]
-    """Placeholder until the control-plane issue defines the real RPCs."""
+    Register: _aio.UnaryUnaryMultiCallable[_agent_pb2.RegisterRequest, _agent_pb2.RegisterResponse]  # type: ignore[assignment]
+    """Reports the hardware actually found and gets connection parameters."""
+    Connect: _aio.StreamStreamMultiCallable[_agent_pb2.AgentMessage, _agent_pb2.ControlMessage]  # type: ignore[assignment]
+    """Heartbeats and status up, desired state down.  The server sends the
+    full desired state on connect and again whenever it changes (level
+    triggered: every DesiredState replaces the previous one).
+    """
 
 class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
+    """The host agent's API.  The agent authenticates with the credential issued
+    by OperatorService.EnrollHost ("authorization: Bearer <host-id>.<secret>")
+    and may only speak for that host.
+    """
+
     @_abc_1.abstractmethod
-    def Ping(
+    def Register(
         self,
-        request: _common_pb2.Empty,
+        request: _agent_pb2.RegisterRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_common_pb2.Empty, _abc.Awaitable[_common_pb2.Empty]]:
-        """Placeholder until the control-plane issue defines the real RPCs."""
+    ) -> _typing.Union[_agent_pb2.RegisterResponse, _abc.Awaitable[_agent_pb2.RegisterResponse]]:
+        """Reports the hardware actually found and gets connection parameters."""
+
+    @_abc_1.abstractmethod
+    def Connect(
+        self,
+        request_iterator: _MaybeAsyncIterator[_agent_pb2.AgentMessage],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_agent_pb2.ControlMessage], _abc.AsyncIterator[_agent_pb2.ControlMessage]]:
+        """Heartbeats and status up, desired state down.  The server sends the
+        full desired state on connect and again whenever it changes (level
+        triggered: every DesiredState replaces the previous one).
+        """
 
 def add_AgentServiceServicer_to_server(servicer: AgentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -22,15 +22,58 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x62maas/v1/common.proto\x12\x08\x62maas.v1\"\x07\n\x05\x45mptyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x62maas/v1/common.proto\x12\x08\x62maas.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x07\n\x05\x45mpty\"\x84\x01\n\tCondition\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x38\n\x14last_transition_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"o\n\x0fHardwareProfile\x12\x0c\n\x04\x63pus\x18\x01 \x01(\r\x12\x12\n\nmemory_gib\x18\x02 \x01(\r\x12\x1d\n\x05\x64isks\x18\x03 \x03(\x0b\x32\x0e.bmaas.v1.Disk\x12\x1b\n\x04nics\x18\x04 \x03(\x0b\x32\r.bmaas.v1.Nic\"4\n\x04\x44isk\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08size_gib\x18\x02 \x01(\x04\x12\x0c\n\x04kind\x18\x03 \x01(\t\"<\n\x03Nic\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bmac_address\x18\x02 \x01(\t\x12\x12\n\nspeed_gbps\x18\x03 \x01(\r\"\xea\x03\n\x04Host\x12\x0c\n\x04name\x18\x01 \x01(\t\x12+\n\x08hardware\x18\x02 \x01(\x0b\x32\x19.bmaas.v1.HardwareProfile\x12\x0c\n\x04zone\x18\x03 \x01(\t\x12\x0c\n\x04rack\x18\x04 \x01(\t\x12\x12\n\nhost_class\x18\x05 \x01(\t\x12\x14\n\x0cpower_driver\x18\x06 \x01(\t\x12\"\n\x05state\x18\x07 \x01(\x0e\x32\x13.bmaas.v1.HostState\x12\x10\n\x08\x63ordoned\x18\x08 \x01(\x08\x12\x13\n\x0bmaintenance\x18\t \x01(\x08\x12\x1a\n\x12maintenance_reason\x18\n \x01(\t\x12\x10\n\x08instance\x18\x0b \x01(\t\x12\x16\n\x0e\x63leaning_epoch\x18\x0c \x01(\x04\x12\'\n\nconditions\x18\r \x03(\x0b\x32\x13.bmaas.v1.Condition\x12\x37\n\x13last_heartbeat_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x11 \x01(\t\"\xa6\x01\n\x0cInstanceType\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nhost_class\x18\x02 \x01(\t\x12\x0c\n\x04\x63pus\x18\x03 \x01(\r\x12\x12\n\nmemory_gib\x18\x04 \x01(\r\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x07 \x01(\t\"\xae\x01\n\x05Image\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\n\n\x02os\x18\x03 \x01(\t\x12\x12\n\nsource_uri\x18\x04 \x01(\t\x12\x10\n\x08size_gib\x18\x05 \x01(\r\x12\x10\n\x08\x63hecksum\x18\x06 \x01(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x08 \x01(\t\"\xb0\x01\n\x06Tenant\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x1e\n\x05quota\x18\x03 \x01(\x0b\x32\x0f.bmaas.v1.Quota\x12#\n\x05usage\x18\x04 \x01(\x0b\x32\x14.bmaas.v1.QuotaUsage\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x06 \x01(\t\"6\n\x05Quota\x12\x15\n\rmax_instances\x18\x01 \x01(\r\x12\x16\n\x0emax_volume_gib\x18\x02 \x01(\x04\"3\n\nQuotaUsage\x12\x11\n\tinstances\x18\x01 \x01(\r\x12\x12\n\nvolume_gib\x18\x02 \x01(\x04\"\xdd\x03\n\x08Instance\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rinstance_type\x18\x02 \x01(\t\x12\r\n\x05image\x18\x03 \x01(\t\x12\x0e\n\x06subnet\x18\x04 \x01(\t\x12\x0f\n\x07volumes\x18\x05 \x03(\t\x12\x11\n\tuser_data\x18\x06 \x01(\t\x12\x10\n\x08ssh_keys\x18\x07 \x03(\t\x12\x17\n\x0fplacement_group\x18\x08 \x01(\t\x12\x0c\n\x04zone\x18\t \x01(\t\x12&\n\x05state\x18\n \x01(\x0e\x32\x17.bmaas.v1.InstanceState\x12-\n\x0ctarget_state\x18\x0b \x01(\x0e\x32\x17.bmaas.v1.InstanceState\x12\x0c\n\x04host\x18\x0c \x01(\t\x12\x1a\n\x12network_interfaces\x18\r \x03(\t\x12\'\n\nconditions\x18\x0e \x03(\x0b\x32\x13.bmaas.v1.Condition\x12\x16\n\x0e\x66\x61ilure_reason\x18\x0f \x01(\t\x12/\n\x0b\x63reate_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x12 \x01(\t\"\xed\x01\n\x06Volume\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08size_gib\x18\x02 \x01(\x04\x12\x0c\n\x04zone\x18\x03 \x01(\t\x12\r\n\x05image\x18\x04 \x01(\t\x12$\n\x05state\x18\x05 \x01(\x0e\x32\x15.bmaas.v1.VolumeState\x12\x10\n\x08instance\x18\x06 \x01(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\t \x01(\t\"m\n\x03Vpc\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x63idr\x18\x02 \x01(\t\x12\x0b\n\x03vni\x18\x03 \x01(\r\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x05 \x01(\t\"q\n\x06Subnet\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x63idr\x18\x02 \x01(\t\x12\x0c\n\x04zone\x18\x03 \x01(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x05 \x01(\t\"\xaa\x01\n\x10NetworkInterface\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06subnet\x18\x02 \x01(\t\x12\x12\n\nprivate_ip\x18\x03 \x01(\t\x12\x13\n\x0bmac_address\x18\x04 \x01(\t\x12\x10\n\x08instance\x18\x05 \x01(\t\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x07 \x01(\t\"\x8c\x01\n\x0ePlacementGroup\x12\x0c\n\x04name\x18\x01 \x01(\t\x12-\n\x08strategy\x18\x02 \x01(\x0e\x32\x1b.bmaas.v1.PlacementStrategy\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x04 \x01(\t*\xe4\x01\n\tHostState\x12\x1a\n\x16HOST_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13HOST_STATE_ENROLLED\x10\x01\x12\x18\n\x14HOST_STATE_AVAILABLE\x10\x02\x12\x18\n\x14HOST_STATE_ALLOCATED\x10\x03\x12\x17\n\x13HOST_STATE_CLEANING\x10\x04\x12\x1a\n\x16HOST_STATE_MAINTENANCE\x10\x05\x12\x1a\n\x16HOST_STATE_UNREACHABLE\x10\x06\x12\x1d\n\x19HOST_STATE_DECOMMISSIONED\x10\x07*\xf4\x02\n\rInstanceState\x12\x1e\n\x1aINSTANCE_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16INSTANCE_STATE_PENDING\x10\x01\x12\x1c\n\x18INSTANCE_STATE_SCHEDULED\x10\x02\x12\x1f\n\x1bINSTANCE_STATE_PROVISIONING\x10\x03\x12\x1b\n\x17INSTANCE_STATE_STARTING\x10\x04\x12\x1a\n\x16INSTANCE_STATE_RUNNING\x10\x05\x12\x1b\n\x17INSTANCE_STATE_STOPPING\x10\x06\x12\x1a\n\x16INSTANCE_STATE_STOPPED\x10\x07\x12\x1c\n\x18INSTANCE_STATE_REBOOTING\x10\x08\x12\x1e\n\x1aINSTANCE_STATE_TERMINATING\x10\t\x12\x1d\n\x19INSTANCE_STATE_TERMINATED\x10\n\x12\x19\n\x15INSTANCE_STATE_FAILED\x10\x0b*\x9b\x02\n\x0bVolumeState\x12\x1c\n\x18VOLUME_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15VOLUME_STATE_CREATING\x10\x01\x12\x1a\n\x16VOLUME_STATE_AVAILABLE\x10\x02\x12\x1a\n\x16VOLUME_STATE_ATTACHING\x10\x03\x12\x17\n\x13VOLUME_STATE_IN_USE\x10\x04\x12\x1a\n\x16VOLUME_STATE_DETACHING\x10\x05\x12\x19\n\x15VOLUME_STATE_RESIZING\x10\x06\x12\x19\n\x15VOLUME_STATE_DELETING\x10\x07\x12\x18\n\x14VOLUME_STATE_DELETED\x10\x08\x12\x16\n\x12VOLUME_STATE_ERROR\x10\t*R\n\nPowerState\x12\x1b\n\x17POWER_STATE_UNSPECIFIED\x10\x00\x12\x12\n\x0ePOWER_STATE_ON\x10\x01\x12\x13\n\x0fPOWER_STATE_OFF\x10\x02*\\\n\x11PlacementStrategy\x12\"\n\x1ePLACEMENT_STRATEGY_UNSPECIFIED\x10\x00\x12#\n\x1fPLACEMENT_STRATEGY_SPREAD_RACKS\x10\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bmaas.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EMPTY']._serialized_start=35
-  _globals['_EMPTY']._serialized_end=42
+  _globals['_HOSTSTATE']._serialized_start=2831
+  _globals['_HOSTSTATE']._serialized_end=3059
+  _globals['_INSTANCESTATE']._serialized_start=3062
+  _globals['_INSTANCESTATE']._serialized_end=3434
+  _globals['_VOLUMESTATE']._serialized_start=3437
+  _globals['_VOLUMESTATE']._serialized_end=3720
+  _globals['_POWERSTATE']._serialized_start=3722
+  _globals['_POWERSTATE']._serialized_end=3804
+  _globals['_PLACEMENTSTRATEGY']._serialized_start=3806
+  _globals['_PLACEMENTSTRATEGY']._serialized_end=3898
+  _globals['_EMPTY']._serialized_start=68
+  _globals['_EMPTY']._serialized_end=75
+  _globals['_CONDITION']._serialized_start=78
+  _globals['_CONDITION']._serialized_end=210
+  _globals['_HARDWAREPROFILE']._serialized_start=212
+  _globals['_HARDWAREPROFILE']._serialized_end=323
+  _globals['_DISK']._serialized_start=325
+  _globals['_DISK']._serialized_end=377
+  _globals['_NIC']._serialized_start=379
+  _globals['_NIC']._serialized_end=439
+  _globals['_HOST']._serialized_start=442
+  _globals['_HOST']._serialized_end=932
+  _globals['_INSTANCETYPE']._serialized_start=935
+  _globals['_INSTANCETYPE']._serialized_end=1101
+  _globals['_IMAGE']._serialized_start=1104
+  _globals['_IMAGE']._serialized_end=1278
+  _globals['_TENANT']._serialized_start=1281
+  _globals['_TENANT']._serialized_end=1457
+  _globals['_QUOTA']._serialized_start=1459
+  _globals['_QUOTA']._serialized_end=1513
+  _globals['_QUOTAUSAGE']._serialized_start=1515
+  _globals['_QUOTAUSAGE']._serialized_end=1566
+  _globals['_INSTANCE']._serialized_start=1569
+  _globals['_INSTANCE']._serialized_end=2046
+  _globals['_VOLUME']._serialized_start=2049
+  _globals['_VOLUME']._serialized_end=2286
+  _globals['_VPC']._serialized_start=2288
+  _globals['_VPC']._serialized_end=2397
+  _globals['_SUBNET']._serialized_start=2399
+  _globals['_SUBNET']._serialized_end=2512
+  _globals['_NETWORKINTERFACE']._serialized_start=2515
+  _globals['_NETWORKINTERFACE']._serialized_end=2685
+  _globals['_PLACEMENTGROUP']._serialized_start=2688
+  _globals['_PLACEMENTGROUP']._serialized_end=2828
 # @@protoc_insertion_point(module_scope)

@@ -3,8 +3,12 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -16,10 +20,147 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _HostState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _HostStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_HostState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    HOST_STATE_UNSPECIFIED: _HostState.ValueType  # 0
+    HOST_STATE_ENROLLED: _HostState.ValueType  # 1
+    HOST_STATE_AVAILABLE: _HostState.ValueType  # 2
+    HOST_STATE_ALLOCATED: _HostState.ValueType  # 3
+    HOST_STATE_CLEANING: _HostState.ValueType  # 4
+    HOST_STATE_MAINTENANCE: _HostState.ValueType  # 5
+    HOST_STATE_UNREACHABLE: _HostState.ValueType  # 6
+    HOST_STATE_DECOMMISSIONED: _HostState.ValueType  # 7
+
+class HostState(_HostState, metaclass=_HostStateEnumTypeWrapper): ...
+
+HOST_STATE_UNSPECIFIED: HostState.ValueType  # 0
+HOST_STATE_ENROLLED: HostState.ValueType  # 1
+HOST_STATE_AVAILABLE: HostState.ValueType  # 2
+HOST_STATE_ALLOCATED: HostState.ValueType  # 3
+HOST_STATE_CLEANING: HostState.ValueType  # 4
+HOST_STATE_MAINTENANCE: HostState.ValueType  # 5
+HOST_STATE_UNREACHABLE: HostState.ValueType  # 6
+HOST_STATE_DECOMMISSIONED: HostState.ValueType  # 7
+Global___HostState: _TypeAlias = HostState  # noqa: Y015
+
+class _InstanceState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _InstanceStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_InstanceState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    INSTANCE_STATE_UNSPECIFIED: _InstanceState.ValueType  # 0
+    INSTANCE_STATE_PENDING: _InstanceState.ValueType  # 1
+    INSTANCE_STATE_SCHEDULED: _InstanceState.ValueType  # 2
+    INSTANCE_STATE_PROVISIONING: _InstanceState.ValueType  # 3
+    INSTANCE_STATE_STARTING: _InstanceState.ValueType  # 4
+    INSTANCE_STATE_RUNNING: _InstanceState.ValueType  # 5
+    INSTANCE_STATE_STOPPING: _InstanceState.ValueType  # 6
+    INSTANCE_STATE_STOPPED: _InstanceState.ValueType  # 7
+    INSTANCE_STATE_REBOOTING: _InstanceState.ValueType  # 8
+    INSTANCE_STATE_TERMINATING: _InstanceState.ValueType  # 9
+    INSTANCE_STATE_TERMINATED: _InstanceState.ValueType  # 10
+    INSTANCE_STATE_FAILED: _InstanceState.ValueType  # 11
+
+class InstanceState(_InstanceState, metaclass=_InstanceStateEnumTypeWrapper): ...
+
+INSTANCE_STATE_UNSPECIFIED: InstanceState.ValueType  # 0
+INSTANCE_STATE_PENDING: InstanceState.ValueType  # 1
+INSTANCE_STATE_SCHEDULED: InstanceState.ValueType  # 2
+INSTANCE_STATE_PROVISIONING: InstanceState.ValueType  # 3
+INSTANCE_STATE_STARTING: InstanceState.ValueType  # 4
+INSTANCE_STATE_RUNNING: InstanceState.ValueType  # 5
+INSTANCE_STATE_STOPPING: InstanceState.ValueType  # 6
+INSTANCE_STATE_STOPPED: InstanceState.ValueType  # 7
+INSTANCE_STATE_REBOOTING: InstanceState.ValueType  # 8
+INSTANCE_STATE_TERMINATING: InstanceState.ValueType  # 9
+INSTANCE_STATE_TERMINATED: InstanceState.ValueType  # 10
+INSTANCE_STATE_FAILED: InstanceState.ValueType  # 11
+Global___InstanceState: _TypeAlias = InstanceState  # noqa: Y015
+
+class _VolumeState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _VolumeStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_VolumeState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    VOLUME_STATE_UNSPECIFIED: _VolumeState.ValueType  # 0
+    VOLUME_STATE_CREATING: _VolumeState.ValueType  # 1
+    VOLUME_STATE_AVAILABLE: _VolumeState.ValueType  # 2
+    VOLUME_STATE_ATTACHING: _VolumeState.ValueType  # 3
+    VOLUME_STATE_IN_USE: _VolumeState.ValueType  # 4
+    VOLUME_STATE_DETACHING: _VolumeState.ValueType  # 5
+    VOLUME_STATE_RESIZING: _VolumeState.ValueType  # 6
+    VOLUME_STATE_DELETING: _VolumeState.ValueType  # 7
+    VOLUME_STATE_DELETED: _VolumeState.ValueType  # 8
+    VOLUME_STATE_ERROR: _VolumeState.ValueType  # 9
+
+class VolumeState(_VolumeState, metaclass=_VolumeStateEnumTypeWrapper): ...
+
+VOLUME_STATE_UNSPECIFIED: VolumeState.ValueType  # 0
+VOLUME_STATE_CREATING: VolumeState.ValueType  # 1
+VOLUME_STATE_AVAILABLE: VolumeState.ValueType  # 2
+VOLUME_STATE_ATTACHING: VolumeState.ValueType  # 3
+VOLUME_STATE_IN_USE: VolumeState.ValueType  # 4
+VOLUME_STATE_DETACHING: VolumeState.ValueType  # 5
+VOLUME_STATE_RESIZING: VolumeState.ValueType  # 6
+VOLUME_STATE_DELETING: VolumeState.ValueType  # 7
+VOLUME_STATE_DELETED: VolumeState.ValueType  # 8
+VOLUME_STATE_ERROR: VolumeState.ValueType  # 9
+Global___VolumeState: _TypeAlias = VolumeState  # noqa: Y015
+
+class _PowerState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PowerStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PowerState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    POWER_STATE_UNSPECIFIED: _PowerState.ValueType  # 0
+    POWER_STATE_ON: _PowerState.ValueType  # 1
+    POWER_STATE_OFF: _PowerState.ValueType  # 2
+
+class PowerState(_PowerState, metaclass=_PowerStateEnumTypeWrapper):
+    """Power/lifecycle the control plane wants an instance to be in."""
+
+POWER_STATE_UNSPECIFIED: PowerState.ValueType  # 0
+POWER_STATE_ON: PowerState.ValueType  # 1
+POWER_STATE_OFF: PowerState.ValueType  # 2
+Global___PowerState: _TypeAlias = PowerState  # noqa: Y015
+
+class _PlacementStrategy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PlacementStrategyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PlacementStrategy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PLACEMENT_STRATEGY_UNSPECIFIED: _PlacementStrategy.ValueType  # 0
+    """= SPREAD_RACKS"""
+    PLACEMENT_STRATEGY_SPREAD_RACKS: _PlacementStrategy.ValueType  # 1
+
+class PlacementStrategy(_PlacementStrategy, metaclass=_PlacementStrategyEnumTypeWrapper): ...
+
+PLACEMENT_STRATEGY_UNSPECIFIED: PlacementStrategy.ValueType  # 0
+"""= SPREAD_RACKS"""
+PLACEMENT_STRATEGY_SPREAD_RACKS: PlacementStrategy.ValueType  # 1
+Global___PlacementStrategy: _TypeAlias = PlacementStrategy  # noqa: Y015
+
 @_typing.final
 class Empty(_message.Message):
-    """Shared messages for the bmaas.v1 services. The control-plane issue fills
-    these in.
+    """Shared messages of the bmaas.v1 services.
+
+    Naming follows the Google API guidelines: every resource has a `name`
+    ("hosts/h-1a2b", "tenants/acme/instances/i-3c4d", ...), updates carry the `etag` read
+    last (an ABORTED error means someone else changed the resource first), every
+    Create carries a client-chosen `request_id` so that retries are idempotent,
+    and List calls take `page_size`, `page_token` and `filter`.
+
+    Errors are google.rpc.Status with rich details in the trailing metadata:
+    google.rpc.BadRequest (field violations), google.rpc.QuotaFailure,
+    google.rpc.ErrorInfo (reason + domain "bmaas.dev"), google.rpc.ResourceInfo.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -34,3 +175,658 @@ class Empty(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Empty: _TypeAlias = Empty  # noqa: Y015
+
+@_typing.final
+class Condition(_message.Message):
+    """A status condition (Kubernetes style): one per aspect of the resource."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    LAST_TRANSITION_TIME_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    """e.g. "Scheduled", "Ready", "Cleaned" """
+    status: _builtins.str
+    """"True", "False" or "Unknown" """
+    reason: _builtins.str
+    """CamelCase machine-readable reason"""
+    message: _builtins.str
+    """human-readable detail"""
+    @_builtins.property
+    def last_transition_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        type: _builtins.str = ...,
+        status: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        message: _builtins.str = ...,
+        last_transition_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_transition_time", b"last_transition_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_transition_time", b"last_transition_time", "message", b"message", "reason", b"reason", "status", b"status", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Condition: _TypeAlias = Condition  # noqa: Y015
+
+@_typing.final
+class HardwareProfile(_message.Message):
+    """What a physical host offers."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CPUS_FIELD_NUMBER: _builtins.int
+    MEMORY_GIB_FIELD_NUMBER: _builtins.int
+    DISKS_FIELD_NUMBER: _builtins.int
+    NICS_FIELD_NUMBER: _builtins.int
+    cpus: _builtins.int
+    memory_gib: _builtins.int
+    @_builtins.property
+    def disks(self) -> _containers.RepeatedCompositeFieldContainer[Global___Disk]:
+        """local disks (wiped between tenants)"""
+
+    @_builtins.property
+    def nics(self) -> _containers.RepeatedCompositeFieldContainer[Global___Nic]: ...
+    def __init__(
+        self,
+        *,
+        cpus: _builtins.int = ...,
+        memory_gib: _builtins.int = ...,
+        disks: _abc.Iterable[Global___Disk] | None = ...,
+        nics: _abc.Iterable[Global___Nic] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpus", b"cpus", "disks", b"disks", "memory_gib", b"memory_gib", "nics", b"nics"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HardwareProfile: _TypeAlias = HardwareProfile  # noqa: Y015
+
+@_typing.final
+class Disk(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SIZE_GIB_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """e.g. "nvme0" """
+    size_gib: _builtins.int
+    kind: _builtins.str
+    """"nvme", "ssd", "hdd" """
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        size_gib: _builtins.int = ...,
+        kind: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "name", b"name", "size_gib", b"size_gib"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Disk: _TypeAlias = Disk  # noqa: Y015
+
+@_typing.final
+class Nic(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    MAC_ADDRESS_FIELD_NUMBER: _builtins.int
+    SPEED_GBPS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """e.g. "eth0" """
+    mac_address: _builtins.str
+    speed_gbps: _builtins.int
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        mac_address: _builtins.str = ...,
+        speed_gbps: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mac_address", b"mac_address", "name", b"name", "speed_gbps", b"speed_gbps"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Nic: _TypeAlias = Nic  # noqa: Y015
+
+@_typing.final
+class Host(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    HARDWARE_FIELD_NUMBER: _builtins.int
+    ZONE_FIELD_NUMBER: _builtins.int
+    RACK_FIELD_NUMBER: _builtins.int
+    HOST_CLASS_FIELD_NUMBER: _builtins.int
+    POWER_DRIVER_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    CORDONED_FIELD_NUMBER: _builtins.int
+    MAINTENANCE_FIELD_NUMBER: _builtins.int
+    MAINTENANCE_REASON_FIELD_NUMBER: _builtins.int
+    INSTANCE_FIELD_NUMBER: _builtins.int
+    CLEANING_EPOCH_FIELD_NUMBER: _builtins.int
+    CONDITIONS_FIELD_NUMBER: _builtins.int
+    LAST_HEARTBEAT_TIME_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"hosts/{host}" """
+    zone: _builtins.str
+    rack: _builtins.str
+    host_class: _builtins.str
+    """instance types name the class they need"""
+    power_driver: _builtins.str
+    """"qemu", "fake" """
+    state: Global___HostState.ValueType
+    """Output only."""
+    cordoned: _builtins.bool
+    """no new placements; a bound instance stays"""
+    maintenance: _builtins.bool
+    """requested; MAINTENANCE once no instance is bound"""
+    maintenance_reason: _builtins.str
+    instance: _builtins.str
+    """"tenants/{tenant}/instances/{id}" while bound"""
+    cleaning_epoch: _builtins.int
+    etag: _builtins.str
+    @_builtins.property
+    def hardware(self) -> Global___HardwareProfile: ...
+    @_builtins.property
+    def conditions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Condition]: ...
+    @_builtins.property
+    def last_heartbeat_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        hardware: Global___HardwareProfile | None = ...,
+        zone: _builtins.str = ...,
+        rack: _builtins.str = ...,
+        host_class: _builtins.str = ...,
+        power_driver: _builtins.str = ...,
+        state: Global___HostState.ValueType = ...,
+        cordoned: _builtins.bool = ...,
+        maintenance: _builtins.bool = ...,
+        maintenance_reason: _builtins.str = ...,
+        instance: _builtins.str = ...,
+        cleaning_epoch: _builtins.int = ...,
+        conditions: _abc.Iterable[Global___Condition] | None = ...,
+        last_heartbeat_time: _timestamp_pb2.Timestamp | None = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+        etag: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "hardware", b"hardware", "last_heartbeat_time", b"last_heartbeat_time", "update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cleaning_epoch", b"cleaning_epoch", "conditions", b"conditions", "cordoned", b"cordoned", "create_time", b"create_time", "etag", b"etag", "hardware", b"hardware", "host_class", b"host_class", "instance", b"instance", "last_heartbeat_time", b"last_heartbeat_time", "maintenance", b"maintenance", "maintenance_reason", b"maintenance_reason", "name", b"name", "power_driver", b"power_driver", "rack", b"rack", "state", b"state", "update_time", b"update_time", "zone", b"zone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Host: _TypeAlias = Host  # noqa: Y015
+
+@_typing.final
+class InstanceType(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    HOST_CLASS_FIELD_NUMBER: _builtins.int
+    CPUS_FIELD_NUMBER: _builtins.int
+    MEMORY_GIB_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"instanceTypes/{type}", e.g. "instanceTypes/bm-c64m256" """
+    host_class: _builtins.str
+    """hosts of this class can serve the type"""
+    cpus: _builtins.int
+    memory_gib: _builtins.int
+    description: _builtins.str
+    etag: _builtins.str
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        host_class: _builtins.str = ...,
+        cpus: _builtins.int = ...,
+        memory_gib: _builtins.int = ...,
+        description: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        etag: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpus", b"cpus", "create_time", b"create_time", "description", b"description", "etag", b"etag", "host_class", b"host_class", "memory_gib", b"memory_gib", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InstanceType: _TypeAlias = InstanceType  # noqa: Y015
+
+@_typing.final
+class Image(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    OS_FIELD_NUMBER: _builtins.int
+    SOURCE_URI_FIELD_NUMBER: _builtins.int
+    SIZE_GIB_FIELD_NUMBER: _builtins.int
+    CHECKSUM_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"images/{image}" """
+    display_name: _builtins.str
+    os: _builtins.str
+    """e.g. "debian-12" """
+    source_uri: _builtins.str
+    """where boot disks are cloned from"""
+    size_gib: _builtins.int
+    """boot disk size"""
+    checksum: _builtins.str
+    """"sha256:<hex>" """
+    etag: _builtins.str
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        display_name: _builtins.str = ...,
+        os: _builtins.str = ...,
+        source_uri: _builtins.str = ...,
+        size_gib: _builtins.int = ...,
+        checksum: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        etag: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checksum", b"checksum", "create_time", b"create_time", "display_name", b"display_name", "etag", b"etag", "name", b"name", "os", b"os", "size_gib", b"size_gib", "source_uri", b"source_uri"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Image: _TypeAlias = Image  # noqa: Y015
+
+@_typing.final
+class Tenant(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    QUOTA_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"tenants/{tenant}" """
+    display_name: _builtins.str
+    etag: _builtins.str
+    @_builtins.property
+    def quota(self) -> Global___Quota: ...
+    @_builtins.property
+    def usage(self) -> Global___QuotaUsage:
+        """output only"""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        display_name: _builtins.str = ...,
+        quota: Global___Quota | None = ...,
+        usage: Global___QuotaUsage | None = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        etag: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "quota", b"quota", "usage", b"usage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "display_name", b"display_name", "etag", b"etag", "name", b"name", "quota", b"quota", "usage", b"usage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Tenant: _TypeAlias = Tenant  # noqa: Y015
+
+@_typing.final
+class Quota(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAX_INSTANCES_FIELD_NUMBER: _builtins.int
+    MAX_VOLUME_GIB_FIELD_NUMBER: _builtins.int
+    max_instances: _builtins.int
+    max_volume_gib: _builtins.int
+    def __init__(
+        self,
+        *,
+        max_instances: _builtins.int = ...,
+        max_volume_gib: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_instances", b"max_instances", "max_volume_gib", b"max_volume_gib"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Quota: _TypeAlias = Quota  # noqa: Y015
+
+@_typing.final
+class QuotaUsage(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCES_FIELD_NUMBER: _builtins.int
+    VOLUME_GIB_FIELD_NUMBER: _builtins.int
+    instances: _builtins.int
+    volume_gib: _builtins.int
+    def __init__(
+        self,
+        *,
+        instances: _builtins.int = ...,
+        volume_gib: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instances", b"instances", "volume_gib", b"volume_gib"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QuotaUsage: _TypeAlias = QuotaUsage  # noqa: Y015
+
+@_typing.final
+class Instance(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    INSTANCE_TYPE_FIELD_NUMBER: _builtins.int
+    IMAGE_FIELD_NUMBER: _builtins.int
+    SUBNET_FIELD_NUMBER: _builtins.int
+    VOLUMES_FIELD_NUMBER: _builtins.int
+    USER_DATA_FIELD_NUMBER: _builtins.int
+    SSH_KEYS_FIELD_NUMBER: _builtins.int
+    PLACEMENT_GROUP_FIELD_NUMBER: _builtins.int
+    ZONE_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    TARGET_STATE_FIELD_NUMBER: _builtins.int
+    HOST_FIELD_NUMBER: _builtins.int
+    NETWORK_INTERFACES_FIELD_NUMBER: _builtins.int
+    CONDITIONS_FIELD_NUMBER: _builtins.int
+    FAILURE_REASON_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"tenants/{tenant}/instances/{instance}" """
+    instance_type: _builtins.str
+    """"instanceTypes/{type}" """
+    image: _builtins.str
+    """"images/{image}" """
+    subnet: _builtins.str
+    """"tenants/{tenant}/vpcs/{vpc}/subnets/{subnet}" """
+    user_data: _builtins.str
+    """cloud-init user data, <= 16 KiB"""
+    placement_group: _builtins.str
+    """"tenants/{tenant}/placementGroups/{group}": spread, no two members share a rack"""
+    zone: _builtins.str
+    """optional; defaults to the subnet's zone"""
+    state: Global___InstanceState.ValueType
+    """Output only."""
+    target_state: Global___InstanceState.ValueType
+    """where a transient state is heading"""
+    host: _builtins.str
+    failure_reason: _builtins.str
+    etag: _builtins.str
+    @_builtins.property
+    def volumes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """"tenants/{tenant}/volumes/{volume}" data volumes"""
+
+    @_builtins.property
+    def ssh_keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """OpenSSH public keys"""
+
+    @_builtins.property
+    def network_interfaces(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def conditions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Condition]: ...
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        instance_type: _builtins.str = ...,
+        image: _builtins.str = ...,
+        subnet: _builtins.str = ...,
+        volumes: _abc.Iterable[_builtins.str] | None = ...,
+        user_data: _builtins.str = ...,
+        ssh_keys: _abc.Iterable[_builtins.str] | None = ...,
+        placement_group: _builtins.str = ...,
+        zone: _builtins.str = ...,
+        state: Global___InstanceState.ValueType = ...,
+        target_state: Global___InstanceState.ValueType = ...,
+        host: _builtins.str = ...,
+        network_interfaces: _abc.Iterable[_builtins.str] | None = ...,
+        conditions: _abc.Iterable[Global___Condition] | None = ...,
+        failure_reason: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+        etag: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conditions", b"conditions", "create_time", b"create_time", "etag", b"etag", "failure_reason", b"failure_reason", "host", b"host", "image", b"image", "instance_type", b"instance_type", "name", b"name", "network_interfaces", b"network_interfaces", "placement_group", b"placement_group", "ssh_keys", b"ssh_keys", "state", b"state", "subnet", b"subnet", "target_state", b"target_state", "update_time", b"update_time", "user_data", b"user_data", "volumes", b"volumes", "zone", b"zone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Instance: _TypeAlias = Instance  # noqa: Y015
+
+@_typing.final
+class Volume(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SIZE_GIB_FIELD_NUMBER: _builtins.int
+    ZONE_FIELD_NUMBER: _builtins.int
+    IMAGE_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    INSTANCE_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"tenants/{tenant}/volumes/{volume}" """
+    size_gib: _builtins.int
+    zone: _builtins.str
+    image: _builtins.str
+    """cloned from this image, if any"""
+    state: Global___VolumeState.ValueType
+    """Output only.
+    AVAILABLE or IN_USE
+    """
+    instance: _builtins.str
+    """attached to, if any"""
+    etag: _builtins.str
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        size_gib: _builtins.int = ...,
+        zone: _builtins.str = ...,
+        image: _builtins.str = ...,
+        state: Global___VolumeState.ValueType = ...,
+        instance: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+        etag: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "etag", b"etag", "image", b"image", "instance", b"instance", "name", b"name", "size_gib", b"size_gib", "state", b"state", "update_time", b"update_time", "zone", b"zone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Volume: _TypeAlias = Volume  # noqa: Y015
+
+@_typing.final
+class Vpc(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    CIDR_FIELD_NUMBER: _builtins.int
+    VNI_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"tenants/{tenant}/vpcs/{vpc}" """
+    cidr: _builtins.str
+    """e.g. "10.0.0.0/16" """
+    vni: _builtins.int
+    """VXLAN network identifier (output only)"""
+    etag: _builtins.str
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        cidr: _builtins.str = ...,
+        vni: _builtins.int = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        etag: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cidr", b"cidr", "create_time", b"create_time", "etag", b"etag", "name", b"name", "vni", b"vni"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Vpc: _TypeAlias = Vpc  # noqa: Y015
+
+@_typing.final
+class Subnet(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    CIDR_FIELD_NUMBER: _builtins.int
+    ZONE_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"tenants/{tenant}/vpcs/{vpc}/subnets/{subnet}" """
+    cidr: _builtins.str
+    """inside the VPC's cidr"""
+    zone: _builtins.str
+    etag: _builtins.str
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        cidr: _builtins.str = ...,
+        zone: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        etag: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cidr", b"cidr", "create_time", b"create_time", "etag", b"etag", "name", b"name", "zone", b"zone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Subnet: _TypeAlias = Subnet  # noqa: Y015
+
+@_typing.final
+class NetworkInterface(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SUBNET_FIELD_NUMBER: _builtins.int
+    PRIVATE_IP_FIELD_NUMBER: _builtins.int
+    MAC_ADDRESS_FIELD_NUMBER: _builtins.int
+    INSTANCE_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"tenants/{tenant}/networkInterfaces/{nic}" """
+    subnet: _builtins.str
+    private_ip: _builtins.str
+    """output only"""
+    mac_address: _builtins.str
+    """output only"""
+    instance: _builtins.str
+    """attached to, if any"""
+    etag: _builtins.str
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        subnet: _builtins.str = ...,
+        private_ip: _builtins.str = ...,
+        mac_address: _builtins.str = ...,
+        instance: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        etag: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "etag", b"etag", "instance", b"instance", "mac_address", b"mac_address", "name", b"name", "private_ip", b"private_ip", "subnet", b"subnet"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NetworkInterface: _TypeAlias = NetworkInterface  # noqa: Y015
+
+@_typing.final
+class PlacementGroup(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    STRATEGY_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"tenants/{tenant}/placementGroups/{group}" """
+    strategy: Global___PlacementStrategy.ValueType
+    etag: _builtins.str
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        strategy: Global___PlacementStrategy.ValueType = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        etag: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "etag", b"etag", "name", b"name", "strategy", b"strategy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlacementGroup: _TypeAlias = PlacementGroup  # noqa: Y015

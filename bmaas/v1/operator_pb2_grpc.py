@@ -4,6 +4,8 @@ import grpc
 import warnings
 
 from bmaas.v1 import common_pb2 as bmaas_dot_v1_dot_common__pb2
+from bmaas.v1 import operator_pb2 as bmaas_dot_v1_dot_operator__pb2
+from bmaas.v1 import tenant_pb2 as bmaas_dot_v1_dot_tenant__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -26,7 +28,8 @@ if _version_not_supported:
 
 
 class OperatorServiceStub:
-    """Missing associated documentation comment in .proto file."""
+    """The operator-facing API ("authorization: Bearer <operator token>").
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -34,19 +37,200 @@ class OperatorServiceStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.Ping = channel.unary_unary(
-                '/bmaas.v1.OperatorService/Ping',
-                request_serializer=bmaas_dot_v1_dot_common__pb2.Empty.SerializeToString,
-                response_deserializer=bmaas_dot_v1_dot_common__pb2.Empty.FromString,
+        self.EnrollHost = channel.unary_unary(
+                '/bmaas.v1.OperatorService/EnrollHost',
+                request_serializer=bmaas_dot_v1_dot_operator__pb2.EnrollHostRequest.SerializeToString,
+                response_deserializer=bmaas_dot_v1_dot_operator__pb2.EnrollHostResponse.FromString,
+                _registered_method=True)
+        self.GetHost = channel.unary_unary(
+                '/bmaas.v1.OperatorService/GetHost',
+                request_serializer=bmaas_dot_v1_dot_tenant__pb2.GetRequest.SerializeToString,
+                response_deserializer=bmaas_dot_v1_dot_common__pb2.Host.FromString,
+                _registered_method=True)
+        self.ListHosts = channel.unary_unary(
+                '/bmaas.v1.OperatorService/ListHosts',
+                request_serializer=bmaas_dot_v1_dot_tenant__pb2.ListRequest.SerializeToString,
+                response_deserializer=bmaas_dot_v1_dot_operator__pb2.ListHostsResponse.FromString,
+                _registered_method=True)
+        self.CordonHost = channel.unary_unary(
+                '/bmaas.v1.OperatorService/CordonHost',
+                request_serializer=bmaas_dot_v1_dot_operator__pb2.HostActionRequest.SerializeToString,
+                response_deserializer=bmaas_dot_v1_dot_common__pb2.Host.FromString,
+                _registered_method=True)
+        self.UncordonHost = channel.unary_unary(
+                '/bmaas.v1.OperatorService/UncordonHost',
+                request_serializer=bmaas_dot_v1_dot_operator__pb2.HostActionRequest.SerializeToString,
+                response_deserializer=bmaas_dot_v1_dot_common__pb2.Host.FromString,
+                _registered_method=True)
+        self.DrainHost = channel.unary_unary(
+                '/bmaas.v1.OperatorService/DrainHost',
+                request_serializer=bmaas_dot_v1_dot_operator__pb2.HostActionRequest.SerializeToString,
+                response_deserializer=bmaas_dot_v1_dot_common__pb2.Host.FromString,
+                _registered_method=True)
+        self.SetHostMaintenance = channel.unary_unary(
+                '/bmaas.v1.OperatorService/SetHostMaintenance',
+                request_serializer=bmaas_dot_v1_dot_operator__pb2.SetHostMaintenanceRequest.SerializeToString,
+                response_deserializer=bmaas_dot_v1_dot_common__pb2.Host.FromString,
+                _registered_method=True)
+        self.DecommissionHost = channel.unary_unary(
+                '/bmaas.v1.OperatorService/DecommissionHost',
+                request_serializer=bmaas_dot_v1_dot_operator__pb2.HostActionRequest.SerializeToString,
+                response_deserializer=bmaas_dot_v1_dot_common__pb2.Host.FromString,
+                _registered_method=True)
+        self.CreateInstanceType = channel.unary_unary(
+                '/bmaas.v1.OperatorService/CreateInstanceType',
+                request_serializer=bmaas_dot_v1_dot_operator__pb2.CreateInstanceTypeRequest.SerializeToString,
+                response_deserializer=bmaas_dot_v1_dot_common__pb2.InstanceType.FromString,
+                _registered_method=True)
+        self.ListInstanceTypes = channel.unary_unary(
+                '/bmaas.v1.OperatorService/ListInstanceTypes',
+                request_serializer=bmaas_dot_v1_dot_tenant__pb2.ListRequest.SerializeToString,
+                response_deserializer=bmaas_dot_v1_dot_tenant__pb2.ListInstanceTypesResponse.FromString,
+                _registered_method=True)
+        self.RegisterImage = channel.unary_unary(
+                '/bmaas.v1.OperatorService/RegisterImage',
+                request_serializer=bmaas_dot_v1_dot_operator__pb2.RegisterImageRequest.SerializeToString,
+                response_deserializer=bmaas_dot_v1_dot_common__pb2.Image.FromString,
+                _registered_method=True)
+        self.ListImages = channel.unary_unary(
+                '/bmaas.v1.OperatorService/ListImages',
+                request_serializer=bmaas_dot_v1_dot_tenant__pb2.ListRequest.SerializeToString,
+                response_deserializer=bmaas_dot_v1_dot_tenant__pb2.ListImagesResponse.FromString,
+                _registered_method=True)
+        self.CreateTenant = channel.unary_unary(
+                '/bmaas.v1.OperatorService/CreateTenant',
+                request_serializer=bmaas_dot_v1_dot_operator__pb2.CreateTenantRequest.SerializeToString,
+                response_deserializer=bmaas_dot_v1_dot_common__pb2.Tenant.FromString,
+                _registered_method=True)
+        self.GetTenant = channel.unary_unary(
+                '/bmaas.v1.OperatorService/GetTenant',
+                request_serializer=bmaas_dot_v1_dot_tenant__pb2.GetRequest.SerializeToString,
+                response_deserializer=bmaas_dot_v1_dot_common__pb2.Tenant.FromString,
+                _registered_method=True)
+        self.ListTenants = channel.unary_unary(
+                '/bmaas.v1.OperatorService/ListTenants',
+                request_serializer=bmaas_dot_v1_dot_tenant__pb2.ListRequest.SerializeToString,
+                response_deserializer=bmaas_dot_v1_dot_operator__pb2.ListTenantsResponse.FromString,
+                _registered_method=True)
+        self.IssueTenantToken = channel.unary_unary(
+                '/bmaas.v1.OperatorService/IssueTenantToken',
+                request_serializer=bmaas_dot_v1_dot_operator__pb2.IssueTenantTokenRequest.SerializeToString,
+                response_deserializer=bmaas_dot_v1_dot_operator__pb2.IssueTenantTokenResponse.FromString,
+                _registered_method=True)
+        self.SetTenantQuota = channel.unary_unary(
+                '/bmaas.v1.OperatorService/SetTenantQuota',
+                request_serializer=bmaas_dot_v1_dot_operator__pb2.SetTenantQuotaRequest.SerializeToString,
+                response_deserializer=bmaas_dot_v1_dot_common__pb2.Tenant.FromString,
                 _registered_method=True)
 
 
 class OperatorServiceServicer:
-    """Missing associated documentation comment in .proto file."""
+    """The operator-facing API ("authorization: Bearer <operator token>").
+    """
 
-    def Ping(self, request, context):
-        """Placeholder until the control-plane issue defines the real RPCs.
+    def EnrollHost(self, request, context):
+        """Hosts.  EnrollHost returns the host's agent credential exactly once.
         """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetHost(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListHosts(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CordonHost(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UncordonHost(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DrainHost(self, request, context):
+        """Cordon, then stop and terminate the host's instance.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetHostMaintenance(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DecommissionHost(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateInstanceType(self, request, context):
+        """Catalogue.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListInstanceTypes(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RegisterImage(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListImages(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateTenant(self, request, context):
+        """Tenants.  IssueTenantToken returns the bearer token exactly once; only
+        its hash is stored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTenant(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTenants(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def IssueTenantToken(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetTenantQuota(self, request, context):
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -54,10 +238,90 @@ class OperatorServiceServicer:
 
 def add_OperatorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'Ping': grpc.unary_unary_rpc_method_handler(
-                    servicer.Ping,
-                    request_deserializer=bmaas_dot_v1_dot_common__pb2.Empty.FromString,
-                    response_serializer=bmaas_dot_v1_dot_common__pb2.Empty.SerializeToString,
+            'EnrollHost': grpc.unary_unary_rpc_method_handler(
+                    servicer.EnrollHost,
+                    request_deserializer=bmaas_dot_v1_dot_operator__pb2.EnrollHostRequest.FromString,
+                    response_serializer=bmaas_dot_v1_dot_operator__pb2.EnrollHostResponse.SerializeToString,
+            ),
+            'GetHost': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetHost,
+                    request_deserializer=bmaas_dot_v1_dot_tenant__pb2.GetRequest.FromString,
+                    response_serializer=bmaas_dot_v1_dot_common__pb2.Host.SerializeToString,
+            ),
+            'ListHosts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListHosts,
+                    request_deserializer=bmaas_dot_v1_dot_tenant__pb2.ListRequest.FromString,
+                    response_serializer=bmaas_dot_v1_dot_operator__pb2.ListHostsResponse.SerializeToString,
+            ),
+            'CordonHost': grpc.unary_unary_rpc_method_handler(
+                    servicer.CordonHost,
+                    request_deserializer=bmaas_dot_v1_dot_operator__pb2.HostActionRequest.FromString,
+                    response_serializer=bmaas_dot_v1_dot_common__pb2.Host.SerializeToString,
+            ),
+            'UncordonHost': grpc.unary_unary_rpc_method_handler(
+                    servicer.UncordonHost,
+                    request_deserializer=bmaas_dot_v1_dot_operator__pb2.HostActionRequest.FromString,
+                    response_serializer=bmaas_dot_v1_dot_common__pb2.Host.SerializeToString,
+            ),
+            'DrainHost': grpc.unary_unary_rpc_method_handler(
+                    servicer.DrainHost,
+                    request_deserializer=bmaas_dot_v1_dot_operator__pb2.HostActionRequest.FromString,
+                    response_serializer=bmaas_dot_v1_dot_common__pb2.Host.SerializeToString,
+            ),
+            'SetHostMaintenance': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetHostMaintenance,
+                    request_deserializer=bmaas_dot_v1_dot_operator__pb2.SetHostMaintenanceRequest.FromString,
+                    response_serializer=bmaas_dot_v1_dot_common__pb2.Host.SerializeToString,
+            ),
+            'DecommissionHost': grpc.unary_unary_rpc_method_handler(
+                    servicer.DecommissionHost,
+                    request_deserializer=bmaas_dot_v1_dot_operator__pb2.HostActionRequest.FromString,
+                    response_serializer=bmaas_dot_v1_dot_common__pb2.Host.SerializeToString,
+            ),
+            'CreateInstanceType': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateInstanceType,
+                    request_deserializer=bmaas_dot_v1_dot_operator__pb2.CreateInstanceTypeRequest.FromString,
+                    response_serializer=bmaas_dot_v1_dot_common__pb2.InstanceType.SerializeToString,
+            ),
+            'ListInstanceTypes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListInstanceTypes,
+                    request_deserializer=bmaas_dot_v1_dot_tenant__pb2.ListRequest.FromString,
+                    response_serializer=bmaas_dot_v1_dot_tenant__pb2.ListInstanceTypesResponse.SerializeToString,
+            ),
+            'RegisterImage': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterImage,
+                    request_deserializer=bmaas_dot_v1_dot_operator__pb2.RegisterImageRequest.FromString,
+                    response_serializer=bmaas_dot_v1_dot_common__pb2.Image.SerializeToString,
+            ),
+            'ListImages': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListImages,
+                    request_deserializer=bmaas_dot_v1_dot_tenant__pb2.ListRequest.FromString,
+                    response_serializer=bmaas_dot_v1_dot_tenant__pb2.ListImagesResponse.SerializeToString,
+            ),
+            'CreateTenant': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateTenant,
+                    request_deserializer=bmaas_dot_v1_dot_operator__pb2.CreateTenantRequest.FromString,
+                    response_serializer=bmaas_dot_v1_dot_common__pb2.Tenant.SerializeToString,
+            ),
+            'GetTenant': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTenant,
+                    request_deserializer=bmaas_dot_v1_dot_tenant__pb2.GetRequest.FromString,
+                    response_serializer=bmaas_dot_v1_dot_common__pb2.Tenant.SerializeToString,
+            ),
+            'ListTenants': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTenants,
+                    request_deserializer=bmaas_dot_v1_dot_tenant__pb2.ListRequest.FromString,
+                    response_serializer=bmaas_dot_v1_dot_operator__pb2.ListTenantsResponse.SerializeToString,
+            ),
+            'IssueTenantToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueTenantToken,
+                    request_deserializer=bmaas_dot_v1_dot_operator__pb2.IssueTenantTokenRequest.FromString,
+                    response_serializer=bmaas_dot_v1_dot_operator__pb2.IssueTenantTokenResponse.SerializeToString,
+            ),
+            'SetTenantQuota': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetTenantQuota,
+                    request_deserializer=bmaas_dot_v1_dot_operator__pb2.SetTenantQuotaRequest.FromString,
+                    response_serializer=bmaas_dot_v1_dot_common__pb2.Tenant.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -68,10 +332,11 @@ def add_OperatorServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class OperatorService:
-    """Missing associated documentation comment in .proto file."""
+    """The operator-facing API ("authorization: Bearer <operator token>").
+    """
 
     @staticmethod
-    def Ping(request,
+    def EnrollHost(request,
             target,
             options=(),
             channel_credentials=None,
@@ -84,9 +349,441 @@ class OperatorService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/bmaas.v1.OperatorService/Ping',
-            bmaas_dot_v1_dot_common__pb2.Empty.SerializeToString,
-            bmaas_dot_v1_dot_common__pb2.Empty.FromString,
+            '/bmaas.v1.OperatorService/EnrollHost',
+            bmaas_dot_v1_dot_operator__pb2.EnrollHostRequest.SerializeToString,
+            bmaas_dot_v1_dot_operator__pb2.EnrollHostResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetHost(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmaas.v1.OperatorService/GetHost',
+            bmaas_dot_v1_dot_tenant__pb2.GetRequest.SerializeToString,
+            bmaas_dot_v1_dot_common__pb2.Host.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListHosts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmaas.v1.OperatorService/ListHosts',
+            bmaas_dot_v1_dot_tenant__pb2.ListRequest.SerializeToString,
+            bmaas_dot_v1_dot_operator__pb2.ListHostsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CordonHost(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmaas.v1.OperatorService/CordonHost',
+            bmaas_dot_v1_dot_operator__pb2.HostActionRequest.SerializeToString,
+            bmaas_dot_v1_dot_common__pb2.Host.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UncordonHost(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmaas.v1.OperatorService/UncordonHost',
+            bmaas_dot_v1_dot_operator__pb2.HostActionRequest.SerializeToString,
+            bmaas_dot_v1_dot_common__pb2.Host.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DrainHost(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmaas.v1.OperatorService/DrainHost',
+            bmaas_dot_v1_dot_operator__pb2.HostActionRequest.SerializeToString,
+            bmaas_dot_v1_dot_common__pb2.Host.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetHostMaintenance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmaas.v1.OperatorService/SetHostMaintenance',
+            bmaas_dot_v1_dot_operator__pb2.SetHostMaintenanceRequest.SerializeToString,
+            bmaas_dot_v1_dot_common__pb2.Host.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DecommissionHost(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmaas.v1.OperatorService/DecommissionHost',
+            bmaas_dot_v1_dot_operator__pb2.HostActionRequest.SerializeToString,
+            bmaas_dot_v1_dot_common__pb2.Host.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateInstanceType(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmaas.v1.OperatorService/CreateInstanceType',
+            bmaas_dot_v1_dot_operator__pb2.CreateInstanceTypeRequest.SerializeToString,
+            bmaas_dot_v1_dot_common__pb2.InstanceType.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListInstanceTypes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmaas.v1.OperatorService/ListInstanceTypes',
+            bmaas_dot_v1_dot_tenant__pb2.ListRequest.SerializeToString,
+            bmaas_dot_v1_dot_tenant__pb2.ListInstanceTypesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmaas.v1.OperatorService/RegisterImage',
+            bmaas_dot_v1_dot_operator__pb2.RegisterImageRequest.SerializeToString,
+            bmaas_dot_v1_dot_common__pb2.Image.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListImages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmaas.v1.OperatorService/ListImages',
+            bmaas_dot_v1_dot_tenant__pb2.ListRequest.SerializeToString,
+            bmaas_dot_v1_dot_tenant__pb2.ListImagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateTenant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmaas.v1.OperatorService/CreateTenant',
+            bmaas_dot_v1_dot_operator__pb2.CreateTenantRequest.SerializeToString,
+            bmaas_dot_v1_dot_common__pb2.Tenant.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTenant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmaas.v1.OperatorService/GetTenant',
+            bmaas_dot_v1_dot_tenant__pb2.GetRequest.SerializeToString,
+            bmaas_dot_v1_dot_common__pb2.Tenant.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTenants(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmaas.v1.OperatorService/ListTenants',
+            bmaas_dot_v1_dot_tenant__pb2.ListRequest.SerializeToString,
+            bmaas_dot_v1_dot_operator__pb2.ListTenantsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueTenantToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmaas.v1.OperatorService/IssueTenantToken',
+            bmaas_dot_v1_dot_operator__pb2.IssueTenantTokenRequest.SerializeToString,
+            bmaas_dot_v1_dot_operator__pb2.IssueTenantTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetTenantQuota(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmaas.v1.OperatorService/SetTenantQuota',
+            bmaas_dot_v1_dot_operator__pb2.SetTenantQuotaRequest.SerializeToString,
+            bmaas_dot_v1_dot_common__pb2.Tenant.FromString,
             options,
             channel_credentials,
             insecure,

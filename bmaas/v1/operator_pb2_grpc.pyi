@@ -4,6 +4,8 @@ isort:skip_file
 """
 
 from bmaas.v1 import common_pb2 as _common_pb2
+from bmaas.v1 import operator_pb2 as _operator_pb2
+from bmaas.v1 import tenant_pb2 as _tenant_pb2
 from collections import abc as _abc
 from grpc import aio as _aio
 import abc as _abc_1
@@ -27,26 +29,191 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class OperatorServiceStub:
+    """The operator-facing API ("authorization: Bearer <operator token>")."""
+
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> OperatorServiceAsyncStub: ...
-    Ping: _grpc.UnaryUnaryMultiCallable[_common_pb2.Empty, _common_pb2.Empty]
-    """Placeholder until the control-plane issue defines the real RPCs."""
+    EnrollHost: _grpc.UnaryUnaryMultiCallable[_operator_pb2.EnrollHostRequest, _operator_pb2.EnrollHostResponse]
+    """Hosts.  EnrollHost returns the host's agent credential exactly once."""
+    GetHost: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.GetRequest, _common_pb2.Host]
+    ListHosts: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.ListRequest, _operator_pb2.ListHostsResponse]
+    CordonHost: _grpc.UnaryUnaryMultiCallable[_operator_pb2.HostActionRequest, _common_pb2.Host]
+    UncordonHost: _grpc.UnaryUnaryMultiCallable[_operator_pb2.HostActionRequest, _common_pb2.Host]
+    DrainHost: _grpc.UnaryUnaryMultiCallable[_operator_pb2.HostActionRequest, _common_pb2.Host]
+    """Cordon, then stop and terminate the host's instance."""
+    SetHostMaintenance: _grpc.UnaryUnaryMultiCallable[_operator_pb2.SetHostMaintenanceRequest, _common_pb2.Host]
+    DecommissionHost: _grpc.UnaryUnaryMultiCallable[_operator_pb2.HostActionRequest, _common_pb2.Host]
+    CreateInstanceType: _grpc.UnaryUnaryMultiCallable[_operator_pb2.CreateInstanceTypeRequest, _common_pb2.InstanceType]
+    """Catalogue."""
+    ListInstanceTypes: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.ListRequest, _tenant_pb2.ListInstanceTypesResponse]
+    RegisterImage: _grpc.UnaryUnaryMultiCallable[_operator_pb2.RegisterImageRequest, _common_pb2.Image]
+    ListImages: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.ListRequest, _tenant_pb2.ListImagesResponse]
+    CreateTenant: _grpc.UnaryUnaryMultiCallable[_operator_pb2.CreateTenantRequest, _common_pb2.Tenant]
+    """Tenants.  IssueTenantToken returns the bearer token exactly once; only
+    its hash is stored.
+    """
+    GetTenant: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.GetRequest, _common_pb2.Tenant]
+    ListTenants: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.ListRequest, _operator_pb2.ListTenantsResponse]
+    IssueTenantToken: _grpc.UnaryUnaryMultiCallable[_operator_pb2.IssueTenantTokenRequest, _operator_pb2.IssueTenantTokenResponse]
+    SetTenantQuota: _grpc.UnaryUnaryMultiCallable[_operator_pb2.SetTenantQuotaRequest, _common_pb2.Tenant]
 
 @_typing.type_check_only
 class OperatorServiceAsyncStub(OperatorServiceStub):
+    """The operator-facing API ("authorization: Bearer <operator token>")."""
+
     def __init__(self, channel: _aio.Channel) -> None: ...
-    Ping: _aio.UnaryUnaryMultiCallable[_common_pb2.Empty, _common_pb2.Empty]  # type: ignore[assignment]
-    """Placeholder until the control-plane issue defines the real RPCs."""
+    EnrollHost: _aio.UnaryUnaryMultiCallable[_operator_pb2.EnrollHostRequest, _operator_pb2.EnrollHostResponse]  # type: ignore[assignment]
+    """Hosts.  EnrollHost returns the host's agent credential exactly once."""
+    GetHost: _aio.UnaryUnaryMultiCallable[_tenant_pb2.GetRequest, _common_pb2.Host]  # type: ignore[assignment]
+    ListHosts: _aio.UnaryUnaryMultiCallable[_tenant_pb2.ListRequest, _operator_pb2.ListHostsResponse]  # type: ignore[assignment]
+    CordonHost: _aio.UnaryUnaryMultiCallable[_operator_pb2.HostActionRequest, _common_pb2.Host]  # type: ignore[assignment]
+    UncordonHost: _aio.UnaryUnaryMultiCallable[_operator_pb2.HostActionRequest, _common_pb2.Host]  # type: ignore[assignment]
+    DrainHost: _aio.UnaryUnaryMultiCallable[_operator_pb2.HostActionRequest, _common_pb2.Host]  # type: ignore[assignment]
+    """Cordon, then stop and terminate the host's instance."""
+    SetHostMaintenance: _aio.UnaryUnaryMultiCallable[_operator_pb2.SetHostMaintenanceRequest, _common_pb2.Host]  # type: ignore[assignment]
+    DecommissionHost: _aio.UnaryUnaryMultiCallable[_operator_pb2.HostActionRequest, _common_pb2.Host]  # type: ignore[assignment]
+    CreateInstanceType: _aio.UnaryUnaryMultiCallable[_operator_pb2.CreateInstanceTypeRequest, _common_pb2.InstanceType]  # type: ignore[assignment]
+    """Catalogue."""
+    ListInstanceTypes: _aio.UnaryUnaryMultiCallable[_tenant_pb2.ListRequest, _tenant_pb2.ListInstanceTypesResponse]  # type: ignore[assignment]
+    RegisterImage: _aio.UnaryUnaryMultiCallable[_operator_pb2.RegisterImageRequest, _common_pb2.Image]  # type: ignore[assignment]
+    ListImages: _aio.UnaryUnaryMultiCallable[_tenant_pb2.ListRequest, _tenant_pb2.ListImagesResponse]  # type: ignore[assignment]
+    CreateTenant: _aio.UnaryUnaryMultiCallable[_operator_pb2.CreateTenantRequest, _common_pb2.Tenant]  # type: ignore[assignment]
+    """Tenants.  IssueTenantToken returns the bearer token exactly once; only
+    its hash is stored.
+    """
+    GetTenant: _aio.UnaryUnaryMultiCallable[_tenant_pb2.GetRequest, _common_pb2.Tenant]  # type: ignore[assignment]
+    ListTenants: _aio.UnaryUnaryMultiCallable[_tenant_pb2.ListRequest, _operator_pb2.ListTenantsResponse]  # type: ignore[assignment]
+    IssueTenantToken: _aio.UnaryUnaryMultiCallable[_operator_pb2.IssueTenantTokenRequest, _operator_pb2.IssueTenantTokenResponse]  # type: ignore[assignment]
+    SetTenantQuota: _aio.UnaryUnaryMultiCallable[_operator_pb2.SetTenantQuotaRequest, _common_pb2.Tenant]  # type: ignore[assignment]
 
 class OperatorServiceServicer(metaclass=_abc_1.ABCMeta):
+    """The operator-facing API ("authorization: Bearer <operator token>")."""
+
     @_abc_1.abstractmethod
-    def Ping(
+    def EnrollHost(
         self,
-        request: _common_pb2.Empty,
+        request: _operator_pb2.EnrollHostRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_common_pb2.Empty, _abc.Awaitable[_common_pb2.Empty]]:
-        """Placeholder until the control-plane issue defines the real RPCs."""
+    ) -> _typing.Union[_operator_pb2.EnrollHostResponse, _abc.Awaitable[_operator_pb2.EnrollHostResponse]]:
+        """Hosts.  EnrollHost returns the host's agent credential exactly once."""
+
+    @_abc_1.abstractmethod
+    def GetHost(
+        self,
+        request: _tenant_pb2.GetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Host, _abc.Awaitable[_common_pb2.Host]]: ...
+
+    @_abc_1.abstractmethod
+    def ListHosts(
+        self,
+        request: _tenant_pb2.ListRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operator_pb2.ListHostsResponse, _abc.Awaitable[_operator_pb2.ListHostsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def CordonHost(
+        self,
+        request: _operator_pb2.HostActionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Host, _abc.Awaitable[_common_pb2.Host]]: ...
+
+    @_abc_1.abstractmethod
+    def UncordonHost(
+        self,
+        request: _operator_pb2.HostActionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Host, _abc.Awaitable[_common_pb2.Host]]: ...
+
+    @_abc_1.abstractmethod
+    def DrainHost(
+        self,
+        request: _operator_pb2.HostActionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Host, _abc.Awaitable[_common_pb2.Host]]:
+        """Cordon, then stop and terminate the host's instance."""
+
+    @_abc_1.abstractmethod
+    def SetHostMaintenance(
+        self,
+        request: _operator_pb2.SetHostMaintenanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Host, _abc.Awaitable[_common_pb2.Host]]: ...
+
+    @_abc_1.abstractmethod
+    def DecommissionHost(
+        self,
+        request: _operator_pb2.HostActionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Host, _abc.Awaitable[_common_pb2.Host]]: ...
+
+    @_abc_1.abstractmethod
+    def CreateInstanceType(
+        self,
+        request: _operator_pb2.CreateInstanceTypeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.InstanceType, _abc.Awaitable[_common_pb2.InstanceType]]:
+        """Catalogue."""
+
+    @_abc_1.abstractmethod
+    def ListInstanceTypes(
+        self,
+        request: _tenant_pb2.ListRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tenant_pb2.ListInstanceTypesResponse, _abc.Awaitable[_tenant_pb2.ListInstanceTypesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def RegisterImage(
+        self,
+        request: _operator_pb2.RegisterImageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Image, _abc.Awaitable[_common_pb2.Image]]: ...
+
+    @_abc_1.abstractmethod
+    def ListImages(
+        self,
+        request: _tenant_pb2.ListRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tenant_pb2.ListImagesResponse, _abc.Awaitable[_tenant_pb2.ListImagesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def CreateTenant(
+        self,
+        request: _operator_pb2.CreateTenantRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Tenant, _abc.Awaitable[_common_pb2.Tenant]]:
+        """Tenants.  IssueTenantToken returns the bearer token exactly once; only
+        its hash is stored.
+        """
+
+    @_abc_1.abstractmethod
+    def GetTenant(
+        self,
+        request: _tenant_pb2.GetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Tenant, _abc.Awaitable[_common_pb2.Tenant]]: ...
+
+    @_abc_1.abstractmethod
+    def ListTenants(
+        self,
+        request: _tenant_pb2.ListRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operator_pb2.ListTenantsResponse, _abc.Awaitable[_operator_pb2.ListTenantsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def IssueTenantToken(
+        self,
+        request: _operator_pb2.IssueTenantTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operator_pb2.IssueTenantTokenResponse, _abc.Awaitable[_operator_pb2.IssueTenantTokenResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def SetTenantQuota(
+        self,
+        request: _operator_pb2.SetTenantQuotaRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Tenant, _abc.Awaitable[_common_pb2.Tenant]]: ...
 
 def add_OperatorServiceServicer_to_server(servicer: OperatorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -25,13 +25,63 @@ _sym_db = _symbol_database.Default()
 from bmaas.v1 import common_pb2 as bmaas_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x62maas/v1/tenant.proto\x12\x08\x62maas.v1\x1a\x15\x62maas/v1/common.proto29\n\rTenantService\x12(\n\x04Ping\x12\x0f.bmaas.v1.Empty\x1a\x0f.bmaas.v1.Emptyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x62maas/v1/tenant.proto\x12\x08\x62maas.v1\x1a\x15\x62maas/v1/common.proto\"\x1a\n\nGetRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"D\n\x0bListRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x03 \x01(\t\"+\n\rDeleteRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"Q\n\x15\x43reateInstanceRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12$\n\x08instance\x18\x02 \x01(\x0b\x32\x12.bmaas.v1.Instance\"G\n\x15InstanceActionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"W\n\x15ListInstancesResponse\x12%\n\tinstances\x18\x01 \x03(\x0b\x32\x12.bmaas.v1.Instance\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\":\n\x17GetConsoleOutputRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tmax_bytes\x18\x02 \x01(\r\"1\n\rConsoleOutput\x12\x10\n\x08instance\x18\x01 \x01(\t\x12\x0e\n\x06output\x18\x02 \x01(\x0c\"K\n\x13\x43reateVolumeRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12 \n\x06volume\x18\x02 \x01(\x0b\x32\x10.bmaas.v1.Volume\"Q\n\x13ListVolumesResponse\x12!\n\x07volumes\x18\x01 \x03(\x0b\x32\x10.bmaas.v1.Volume\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"C\n\x13\x41ttachVolumeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08instance\x18\x02 \x01(\t\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\"1\n\x13\x44\x65tachVolumeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"C\n\x13ResizeVolumeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08size_gib\x18\x02 \x01(\x04\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\"B\n\x10\x43reateVpcRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x1a\n\x03vpc\x18\x02 \x01(\x0b\x32\r.bmaas.v1.Vpc\"H\n\x10ListVpcsResponse\x12\x1b\n\x04vpcs\x18\x01 \x03(\x0b\x32\r.bmaas.v1.Vpc\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"[\n\x13\x43reateSubnetRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06parent\x18\x02 \x01(\t\x12 \n\x06subnet\x18\x03 \x01(\x0b\x32\x10.bmaas.v1.Subnet\"Q\n\x13ListSubnetsResponse\x12!\n\x07subnets\x18\x01 \x03(\x0b\x32\x10.bmaas.v1.Subnet\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"j\n\x1d\x43reateNetworkInterfaceRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x35\n\x11network_interface\x18\x02 \x01(\x0b\x32\x1a.bmaas.v1.NetworkInterface\"p\n\x1dListNetworkInterfacesResponse\x12\x36\n\x12network_interfaces\x18\x01 \x03(\x0b\x32\x1a.bmaas.v1.NetworkInterface\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"M\n\x1d\x41ttachNetworkInterfaceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08instance\x18\x02 \x01(\t\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\";\n\x1d\x44\x65tachNetworkInterfaceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"N\n\x12ListImagesResponse\x12\x1f\n\x06images\x18\x01 \x03(\x0b\x32\x0f.bmaas.v1.Image\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"d\n\x19ListInstanceTypesResponse\x12.\n\x0einstance_types\x18\x01 \x03(\x0b\x32\x16.bmaas.v1.InstanceType\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"d\n\x1b\x43reatePlacementGroupRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x31\n\x0fplacement_group\x18\x02 \x01(\x0b\x32\x18.bmaas.v1.PlacementGroup\"j\n\x1bListPlacementGroupsResponse\x12\x32\n\x10placement_groups\x18\x01 \x03(\x0b\x32\x18.bmaas.v1.PlacementGroup\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\x9a\x13\n\rTenantService\x12\x45\n\x0e\x43reateInstance\x12\x1f.bmaas.v1.CreateInstanceRequest\x1a\x12.bmaas.v1.Instance\x12\x37\n\x0bGetInstance\x12\x14.bmaas.v1.GetRequest\x1a\x12.bmaas.v1.Instance\x12G\n\rListInstances\x12\x15.bmaas.v1.ListRequest\x1a\x1f.bmaas.v1.ListInstancesResponse\x12\x44\n\rStartInstance\x12\x1f.bmaas.v1.InstanceActionRequest\x1a\x12.bmaas.v1.Instance\x12\x43\n\x0cStopInstance\x12\x1f.bmaas.v1.InstanceActionRequest\x1a\x12.bmaas.v1.Instance\x12\x45\n\x0eRebootInstance\x12\x1f.bmaas.v1.InstanceActionRequest\x1a\x12.bmaas.v1.Instance\x12H\n\x11TerminateInstance\x12\x1f.bmaas.v1.InstanceActionRequest\x1a\x12.bmaas.v1.Instance\x12N\n\x10GetConsoleOutput\x12!.bmaas.v1.GetConsoleOutputRequest\x1a\x17.bmaas.v1.ConsoleOutput\x12?\n\x0c\x43reateVolume\x12\x1d.bmaas.v1.CreateVolumeRequest\x1a\x10.bmaas.v1.Volume\x12\x33\n\tGetVolume\x12\x14.bmaas.v1.GetRequest\x1a\x10.bmaas.v1.Volume\x12\x43\n\x0bListVolumes\x12\x15.bmaas.v1.ListRequest\x1a\x1d.bmaas.v1.ListVolumesResponse\x12?\n\x0c\x41ttachVolume\x12\x1d.bmaas.v1.AttachVolumeRequest\x1a\x10.bmaas.v1.Volume\x12?\n\x0c\x44\x65tachVolume\x12\x1d.bmaas.v1.DetachVolumeRequest\x1a\x10.bmaas.v1.Volume\x12?\n\x0cResizeVolume\x12\x1d.bmaas.v1.ResizeVolumeRequest\x1a\x10.bmaas.v1.Volume\x12\x38\n\x0c\x44\x65leteVolume\x12\x17.bmaas.v1.DeleteRequest\x1a\x0f.bmaas.v1.Empty\x12\x36\n\tCreateVpc\x12\x1a.bmaas.v1.CreateVpcRequest\x1a\r.bmaas.v1.Vpc\x12-\n\x06GetVpc\x12\x14.bmaas.v1.GetRequest\x1a\r.bmaas.v1.Vpc\x12=\n\x08ListVpcs\x12\x15.bmaas.v1.ListRequest\x1a\x1a.bmaas.v1.ListVpcsResponse\x12\x35\n\tDeleteVpc\x12\x17.bmaas.v1.DeleteRequest\x1a\x0f.bmaas.v1.Empty\x12?\n\x0c\x43reateSubnet\x12\x1d.bmaas.v1.CreateSubnetRequest\x1a\x10.bmaas.v1.Subnet\x12\x33\n\tGetSubnet\x12\x14.bmaas.v1.GetRequest\x1a\x10.bmaas.v1.Subnet\x12\x43\n\x0bListSubnets\x12\x15.bmaas.v1.ListRequest\x1a\x1d.bmaas.v1.ListSubnetsResponse\x12\x38\n\x0c\x44\x65leteSubnet\x12\x17.bmaas.v1.DeleteRequest\x1a\x0f.bmaas.v1.Empty\x12]\n\x16\x43reateNetworkInterface\x12\'.bmaas.v1.CreateNetworkInterfaceRequest\x1a\x1a.bmaas.v1.NetworkInterface\x12G\n\x13GetNetworkInterface\x12\x14.bmaas.v1.GetRequest\x1a\x1a.bmaas.v1.NetworkInterface\x12W\n\x15ListNetworkInterfaces\x12\x15.bmaas.v1.ListRequest\x1a\'.bmaas.v1.ListNetworkInterfacesResponse\x12]\n\x16\x41ttachNetworkInterface\x12\'.bmaas.v1.AttachNetworkInterfaceRequest\x1a\x1a.bmaas.v1.NetworkInterface\x12]\n\x16\x44\x65tachNetworkInterface\x12\'.bmaas.v1.DetachNetworkInterfaceRequest\x1a\x1a.bmaas.v1.NetworkInterface\x12\x42\n\x16\x44\x65leteNetworkInterface\x12\x17.bmaas.v1.DeleteRequest\x1a\x0f.bmaas.v1.Empty\x12W\n\x14\x43reatePlacementGroup\x12%.bmaas.v1.CreatePlacementGroupRequest\x1a\x18.bmaas.v1.PlacementGroup\x12\x43\n\x11GetPlacementGroup\x12\x14.bmaas.v1.GetRequest\x1a\x18.bmaas.v1.PlacementGroup\x12S\n\x13ListPlacementGroups\x12\x15.bmaas.v1.ListRequest\x1a%.bmaas.v1.ListPlacementGroupsResponse\x12@\n\x14\x44\x65letePlacementGroup\x12\x17.bmaas.v1.DeleteRequest\x1a\x0f.bmaas.v1.Empty\x12\x41\n\nListImages\x12\x15.bmaas.v1.ListRequest\x1a\x1c.bmaas.v1.ListImagesResponse\x12O\n\x11ListInstanceTypes\x12\x15.bmaas.v1.ListRequest\x1a#.bmaas.v1.ListInstanceTypesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bmaas.v1.tenant_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TENANTSERVICE']._serialized_start=58
-  _globals['_TENANTSERVICE']._serialized_end=115
+  _globals['_GETREQUEST']._serialized_start=58
+  _globals['_GETREQUEST']._serialized_end=84
+  _globals['_LISTREQUEST']._serialized_start=86
+  _globals['_LISTREQUEST']._serialized_end=154
+  _globals['_DELETEREQUEST']._serialized_start=156
+  _globals['_DELETEREQUEST']._serialized_end=199
+  _globals['_CREATEINSTANCEREQUEST']._serialized_start=201
+  _globals['_CREATEINSTANCEREQUEST']._serialized_end=282
+  _globals['_INSTANCEACTIONREQUEST']._serialized_start=284
+  _globals['_INSTANCEACTIONREQUEST']._serialized_end=355
+  _globals['_LISTINSTANCESRESPONSE']._serialized_start=357
+  _globals['_LISTINSTANCESRESPONSE']._serialized_end=444
+  _globals['_GETCONSOLEOUTPUTREQUEST']._serialized_start=446
+  _globals['_GETCONSOLEOUTPUTREQUEST']._serialized_end=504
+  _globals['_CONSOLEOUTPUT']._serialized_start=506
+  _globals['_CONSOLEOUTPUT']._serialized_end=555
+  _globals['_CREATEVOLUMEREQUEST']._serialized_start=557
+  _globals['_CREATEVOLUMEREQUEST']._serialized_end=632
+  _globals['_LISTVOLUMESRESPONSE']._serialized_start=634
+  _globals['_LISTVOLUMESRESPONSE']._serialized_end=715
+  _globals['_ATTACHVOLUMEREQUEST']._serialized_start=717
+  _globals['_ATTACHVOLUMEREQUEST']._serialized_end=784
+  _globals['_DETACHVOLUMEREQUEST']._serialized_start=786
+  _globals['_DETACHVOLUMEREQUEST']._serialized_end=835
+  _globals['_RESIZEVOLUMEREQUEST']._serialized_start=837
+  _globals['_RESIZEVOLUMEREQUEST']._serialized_end=904
+  _globals['_CREATEVPCREQUEST']._serialized_start=906
+  _globals['_CREATEVPCREQUEST']._serialized_end=972
+  _globals['_LISTVPCSRESPONSE']._serialized_start=974
+  _globals['_LISTVPCSRESPONSE']._serialized_end=1046
+  _globals['_CREATESUBNETREQUEST']._serialized_start=1048
+  _globals['_CREATESUBNETREQUEST']._serialized_end=1139
+  _globals['_LISTSUBNETSRESPONSE']._serialized_start=1141
+  _globals['_LISTSUBNETSRESPONSE']._serialized_end=1222
+  _globals['_CREATENETWORKINTERFACEREQUEST']._serialized_start=1224
+  _globals['_CREATENETWORKINTERFACEREQUEST']._serialized_end=1330
+  _globals['_LISTNETWORKINTERFACESRESPONSE']._serialized_start=1332
+  _globals['_LISTNETWORKINTERFACESRESPONSE']._serialized_end=1444
+  _globals['_ATTACHNETWORKINTERFACEREQUEST']._serialized_start=1446
+  _globals['_ATTACHNETWORKINTERFACEREQUEST']._serialized_end=1523
+  _globals['_DETACHNETWORKINTERFACEREQUEST']._serialized_start=1525
+  _globals['_DETACHNETWORKINTERFACEREQUEST']._serialized_end=1584
+  _globals['_LISTIMAGESRESPONSE']._serialized_start=1586
+  _globals['_LISTIMAGESRESPONSE']._serialized_end=1664
+  _globals['_LISTINSTANCETYPESRESPONSE']._serialized_start=1666
+  _globals['_LISTINSTANCETYPESRESPONSE']._serialized_end=1766
+  _globals['_CREATEPLACEMENTGROUPREQUEST']._serialized_start=1768
+  _globals['_CREATEPLACEMENTGROUPREQUEST']._serialized_end=1868
+  _globals['_LISTPLACEMENTGROUPSRESPONSE']._serialized_start=1870
+  _globals['_LISTPLACEMENTGROUPSRESPONSE']._serialized_end=1976
+  _globals['_TENANTSERVICE']._serialized_start=1979
+  _globals['_TENANTSERVICE']._serialized_end=4437
 # @@protoc_insertion_point(module_scope)

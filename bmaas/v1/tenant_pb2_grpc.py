@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from bmaas.v1 import common_pb2 as bmaas_dot_v1_dot_common__pb2
+from bmaas.v1 import tenant_pb2 as bmaas_dot_v1_dot_tenant__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -26,7 +27,12 @@ if _version_not_supported:
 
 
 class TenantServiceStub:
-    """Missing associated documentation comment in .proto file."""
+    """The tenant-facing API.  Every call carries "authorization: Bearer <token>";
+    names start with "tenants/{tenant}/" and a name of another tenant is simply
+    NOT_FOUND (never PERMISSION_DENIED: existence is not revealed).
+    Create requests may leave the name empty (the server picks an id) or give
+    a full name of the caller's tenant.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -34,19 +40,403 @@ class TenantServiceStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.Ping = channel.unary_unary(
-                '/bmaas.v1.TenantService/Ping',
-                request_serializer=bmaas_dot_v1_dot_common__pb2.Empty.SerializeToString,
+        self.CreateInstance = channel.unary_unary(
+                '/bmaas.v1.TenantService/CreateInstance',
+                request_serializer=bmaas_dot_v1_dot_tenant__pb2.CreateInstanceRequest.SerializeToString,
+                response_deserializer=bmaas_dot_v1_dot_common__pb2.Instance.FromString,
+                _registered_method=True)
+        self.GetInstance = channel.unary_unary(
+                '/bmaas.v1.TenantService/GetInstance',
+                request_serializer=bmaas_dot_v1_dot_tenant__pb2.GetRequest.SerializeToString,
+                response_deserializer=bmaas_dot_v1_dot_common__pb2.Instance.FromString,
+                _registered_method=True)
+        self.ListInstances = channel.unary_unary(
+                '/bmaas.v1.TenantService/ListInstances',
+                request_serializer=bmaas_dot_v1_dot_tenant__pb2.ListRequest.SerializeToString,
+                response_deserializer=bmaas_dot_v1_dot_tenant__pb2.ListInstancesResponse.FromString,
+                _registered_method=True)
+        self.StartInstance = channel.unary_unary(
+                '/bmaas.v1.TenantService/StartInstance',
+                request_serializer=bmaas_dot_v1_dot_tenant__pb2.InstanceActionRequest.SerializeToString,
+                response_deserializer=bmaas_dot_v1_dot_common__pb2.Instance.FromString,
+                _registered_method=True)
+        self.StopInstance = channel.unary_unary(
+                '/bmaas.v1.TenantService/StopInstance',
+                request_serializer=bmaas_dot_v1_dot_tenant__pb2.InstanceActionRequest.SerializeToString,
+                response_deserializer=bmaas_dot_v1_dot_common__pb2.Instance.FromString,
+                _registered_method=True)
+        self.RebootInstance = channel.unary_unary(
+                '/bmaas.v1.TenantService/RebootInstance',
+                request_serializer=bmaas_dot_v1_dot_tenant__pb2.InstanceActionRequest.SerializeToString,
+                response_deserializer=bmaas_dot_v1_dot_common__pb2.Instance.FromString,
+                _registered_method=True)
+        self.TerminateInstance = channel.unary_unary(
+                '/bmaas.v1.TenantService/TerminateInstance',
+                request_serializer=bmaas_dot_v1_dot_tenant__pb2.InstanceActionRequest.SerializeToString,
+                response_deserializer=bmaas_dot_v1_dot_common__pb2.Instance.FromString,
+                _registered_method=True)
+        self.GetConsoleOutput = channel.unary_unary(
+                '/bmaas.v1.TenantService/GetConsoleOutput',
+                request_serializer=bmaas_dot_v1_dot_tenant__pb2.GetConsoleOutputRequest.SerializeToString,
+                response_deserializer=bmaas_dot_v1_dot_tenant__pb2.ConsoleOutput.FromString,
+                _registered_method=True)
+        self.CreateVolume = channel.unary_unary(
+                '/bmaas.v1.TenantService/CreateVolume',
+                request_serializer=bmaas_dot_v1_dot_tenant__pb2.CreateVolumeRequest.SerializeToString,
+                response_deserializer=bmaas_dot_v1_dot_common__pb2.Volume.FromString,
+                _registered_method=True)
+        self.GetVolume = channel.unary_unary(
+                '/bmaas.v1.TenantService/GetVolume',
+                request_serializer=bmaas_dot_v1_dot_tenant__pb2.GetRequest.SerializeToString,
+                response_deserializer=bmaas_dot_v1_dot_common__pb2.Volume.FromString,
+                _registered_method=True)
+        self.ListVolumes = channel.unary_unary(
+                '/bmaas.v1.TenantService/ListVolumes',
+                request_serializer=bmaas_dot_v1_dot_tenant__pb2.ListRequest.SerializeToString,
+                response_deserializer=bmaas_dot_v1_dot_tenant__pb2.ListVolumesResponse.FromString,
+                _registered_method=True)
+        self.AttachVolume = channel.unary_unary(
+                '/bmaas.v1.TenantService/AttachVolume',
+                request_serializer=bmaas_dot_v1_dot_tenant__pb2.AttachVolumeRequest.SerializeToString,
+                response_deserializer=bmaas_dot_v1_dot_common__pb2.Volume.FromString,
+                _registered_method=True)
+        self.DetachVolume = channel.unary_unary(
+                '/bmaas.v1.TenantService/DetachVolume',
+                request_serializer=bmaas_dot_v1_dot_tenant__pb2.DetachVolumeRequest.SerializeToString,
+                response_deserializer=bmaas_dot_v1_dot_common__pb2.Volume.FromString,
+                _registered_method=True)
+        self.ResizeVolume = channel.unary_unary(
+                '/bmaas.v1.TenantService/ResizeVolume',
+                request_serializer=bmaas_dot_v1_dot_tenant__pb2.ResizeVolumeRequest.SerializeToString,
+                response_deserializer=bmaas_dot_v1_dot_common__pb2.Volume.FromString,
+                _registered_method=True)
+        self.DeleteVolume = channel.unary_unary(
+                '/bmaas.v1.TenantService/DeleteVolume',
+                request_serializer=bmaas_dot_v1_dot_tenant__pb2.DeleteRequest.SerializeToString,
                 response_deserializer=bmaas_dot_v1_dot_common__pb2.Empty.FromString,
+                _registered_method=True)
+        self.CreateVpc = channel.unary_unary(
+                '/bmaas.v1.TenantService/CreateVpc',
+                request_serializer=bmaas_dot_v1_dot_tenant__pb2.CreateVpcRequest.SerializeToString,
+                response_deserializer=bmaas_dot_v1_dot_common__pb2.Vpc.FromString,
+                _registered_method=True)
+        self.GetVpc = channel.unary_unary(
+                '/bmaas.v1.TenantService/GetVpc',
+                request_serializer=bmaas_dot_v1_dot_tenant__pb2.GetRequest.SerializeToString,
+                response_deserializer=bmaas_dot_v1_dot_common__pb2.Vpc.FromString,
+                _registered_method=True)
+        self.ListVpcs = channel.unary_unary(
+                '/bmaas.v1.TenantService/ListVpcs',
+                request_serializer=bmaas_dot_v1_dot_tenant__pb2.ListRequest.SerializeToString,
+                response_deserializer=bmaas_dot_v1_dot_tenant__pb2.ListVpcsResponse.FromString,
+                _registered_method=True)
+        self.DeleteVpc = channel.unary_unary(
+                '/bmaas.v1.TenantService/DeleteVpc',
+                request_serializer=bmaas_dot_v1_dot_tenant__pb2.DeleteRequest.SerializeToString,
+                response_deserializer=bmaas_dot_v1_dot_common__pb2.Empty.FromString,
+                _registered_method=True)
+        self.CreateSubnet = channel.unary_unary(
+                '/bmaas.v1.TenantService/CreateSubnet',
+                request_serializer=bmaas_dot_v1_dot_tenant__pb2.CreateSubnetRequest.SerializeToString,
+                response_deserializer=bmaas_dot_v1_dot_common__pb2.Subnet.FromString,
+                _registered_method=True)
+        self.GetSubnet = channel.unary_unary(
+                '/bmaas.v1.TenantService/GetSubnet',
+                request_serializer=bmaas_dot_v1_dot_tenant__pb2.GetRequest.SerializeToString,
+                response_deserializer=bmaas_dot_v1_dot_common__pb2.Subnet.FromString,
+                _registered_method=True)
+        self.ListSubnets = channel.unary_unary(
+                '/bmaas.v1.TenantService/ListSubnets',
+                request_serializer=bmaas_dot_v1_dot_tenant__pb2.ListRequest.SerializeToString,
+                response_deserializer=bmaas_dot_v1_dot_tenant__pb2.ListSubnetsResponse.FromString,
+                _registered_method=True)
+        self.DeleteSubnet = channel.unary_unary(
+                '/bmaas.v1.TenantService/DeleteSubnet',
+                request_serializer=bmaas_dot_v1_dot_tenant__pb2.DeleteRequest.SerializeToString,
+                response_deserializer=bmaas_dot_v1_dot_common__pb2.Empty.FromString,
+                _registered_method=True)
+        self.CreateNetworkInterface = channel.unary_unary(
+                '/bmaas.v1.TenantService/CreateNetworkInterface',
+                request_serializer=bmaas_dot_v1_dot_tenant__pb2.CreateNetworkInterfaceRequest.SerializeToString,
+                response_deserializer=bmaas_dot_v1_dot_common__pb2.NetworkInterface.FromString,
+                _registered_method=True)
+        self.GetNetworkInterface = channel.unary_unary(
+                '/bmaas.v1.TenantService/GetNetworkInterface',
+                request_serializer=bmaas_dot_v1_dot_tenant__pb2.GetRequest.SerializeToString,
+                response_deserializer=bmaas_dot_v1_dot_common__pb2.NetworkInterface.FromString,
+                _registered_method=True)
+        self.ListNetworkInterfaces = channel.unary_unary(
+                '/bmaas.v1.TenantService/ListNetworkInterfaces',
+                request_serializer=bmaas_dot_v1_dot_tenant__pb2.ListRequest.SerializeToString,
+                response_deserializer=bmaas_dot_v1_dot_tenant__pb2.ListNetworkInterfacesResponse.FromString,
+                _registered_method=True)
+        self.AttachNetworkInterface = channel.unary_unary(
+                '/bmaas.v1.TenantService/AttachNetworkInterface',
+                request_serializer=bmaas_dot_v1_dot_tenant__pb2.AttachNetworkInterfaceRequest.SerializeToString,
+                response_deserializer=bmaas_dot_v1_dot_common__pb2.NetworkInterface.FromString,
+                _registered_method=True)
+        self.DetachNetworkInterface = channel.unary_unary(
+                '/bmaas.v1.TenantService/DetachNetworkInterface',
+                request_serializer=bmaas_dot_v1_dot_tenant__pb2.DetachNetworkInterfaceRequest.SerializeToString,
+                response_deserializer=bmaas_dot_v1_dot_common__pb2.NetworkInterface.FromString,
+                _registered_method=True)
+        self.DeleteNetworkInterface = channel.unary_unary(
+                '/bmaas.v1.TenantService/DeleteNetworkInterface',
+                request_serializer=bmaas_dot_v1_dot_tenant__pb2.DeleteRequest.SerializeToString,
+                response_deserializer=bmaas_dot_v1_dot_common__pb2.Empty.FromString,
+                _registered_method=True)
+        self.CreatePlacementGroup = channel.unary_unary(
+                '/bmaas.v1.TenantService/CreatePlacementGroup',
+                request_serializer=bmaas_dot_v1_dot_tenant__pb2.CreatePlacementGroupRequest.SerializeToString,
+                response_deserializer=bmaas_dot_v1_dot_common__pb2.PlacementGroup.FromString,
+                _registered_method=True)
+        self.GetPlacementGroup = channel.unary_unary(
+                '/bmaas.v1.TenantService/GetPlacementGroup',
+                request_serializer=bmaas_dot_v1_dot_tenant__pb2.GetRequest.SerializeToString,
+                response_deserializer=bmaas_dot_v1_dot_common__pb2.PlacementGroup.FromString,
+                _registered_method=True)
+        self.ListPlacementGroups = channel.unary_unary(
+                '/bmaas.v1.TenantService/ListPlacementGroups',
+                request_serializer=bmaas_dot_v1_dot_tenant__pb2.ListRequest.SerializeToString,
+                response_deserializer=bmaas_dot_v1_dot_tenant__pb2.ListPlacementGroupsResponse.FromString,
+                _registered_method=True)
+        self.DeletePlacementGroup = channel.unary_unary(
+                '/bmaas.v1.TenantService/DeletePlacementGroup',
+                request_serializer=bmaas_dot_v1_dot_tenant__pb2.DeleteRequest.SerializeToString,
+                response_deserializer=bmaas_dot_v1_dot_common__pb2.Empty.FromString,
+                _registered_method=True)
+        self.ListImages = channel.unary_unary(
+                '/bmaas.v1.TenantService/ListImages',
+                request_serializer=bmaas_dot_v1_dot_tenant__pb2.ListRequest.SerializeToString,
+                response_deserializer=bmaas_dot_v1_dot_tenant__pb2.ListImagesResponse.FromString,
+                _registered_method=True)
+        self.ListInstanceTypes = channel.unary_unary(
+                '/bmaas.v1.TenantService/ListInstanceTypes',
+                request_serializer=bmaas_dot_v1_dot_tenant__pb2.ListRequest.SerializeToString,
+                response_deserializer=bmaas_dot_v1_dot_tenant__pb2.ListInstanceTypesResponse.FromString,
                 _registered_method=True)
 
 
 class TenantServiceServicer:
-    """Missing associated documentation comment in .proto file."""
+    """The tenant-facing API.  Every call carries "authorization: Bearer <token>";
+    names start with "tenants/{tenant}/" and a name of another tenant is simply
+    NOT_FOUND (never PERMISSION_DENIED: existence is not revealed).
+    Create requests may leave the name empty (the server picks an id) or give
+    a full name of the caller's tenant.
+    """
 
-    def Ping(self, request, context):
-        """Placeholder until the control-plane issue defines the real RPCs.
+    def CreateInstance(self, request, context):
+        """Instances: one whole physical host each.
         """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetInstance(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListInstances(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartInstance(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StopInstance(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RebootInstance(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TerminateInstance(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetConsoleOutput(self, request, context):
+        """The console tail as last reported by the host agent (today the control
+        plane's view plus the agent's latest InstanceStatus.message).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateVolume(self, request, context):
+        """Cloud disks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetVolume(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListVolumes(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AttachVolume(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DetachVolume(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResizeVolume(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteVolume(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateVpc(self, request, context):
+        """VPC networking.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetVpc(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListVpcs(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteVpc(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateSubnet(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSubnet(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSubnets(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSubnet(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateNetworkInterface(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetNetworkInterface(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListNetworkInterfaces(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AttachNetworkInterface(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DetachNetworkInterface(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteNetworkInterface(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreatePlacementGroup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPlacementGroup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPlacementGroups(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeletePlacementGroup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListImages(self, request, context):
+        """Catalogue (read only for tenants).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListInstanceTypes(self, request, context):
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -54,10 +444,180 @@ class TenantServiceServicer:
 
 def add_TenantServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'Ping': grpc.unary_unary_rpc_method_handler(
-                    servicer.Ping,
-                    request_deserializer=bmaas_dot_v1_dot_common__pb2.Empty.FromString,
+            'CreateInstance': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateInstance,
+                    request_deserializer=bmaas_dot_v1_dot_tenant__pb2.CreateInstanceRequest.FromString,
+                    response_serializer=bmaas_dot_v1_dot_common__pb2.Instance.SerializeToString,
+            ),
+            'GetInstance': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetInstance,
+                    request_deserializer=bmaas_dot_v1_dot_tenant__pb2.GetRequest.FromString,
+                    response_serializer=bmaas_dot_v1_dot_common__pb2.Instance.SerializeToString,
+            ),
+            'ListInstances': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListInstances,
+                    request_deserializer=bmaas_dot_v1_dot_tenant__pb2.ListRequest.FromString,
+                    response_serializer=bmaas_dot_v1_dot_tenant__pb2.ListInstancesResponse.SerializeToString,
+            ),
+            'StartInstance': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartInstance,
+                    request_deserializer=bmaas_dot_v1_dot_tenant__pb2.InstanceActionRequest.FromString,
+                    response_serializer=bmaas_dot_v1_dot_common__pb2.Instance.SerializeToString,
+            ),
+            'StopInstance': grpc.unary_unary_rpc_method_handler(
+                    servicer.StopInstance,
+                    request_deserializer=bmaas_dot_v1_dot_tenant__pb2.InstanceActionRequest.FromString,
+                    response_serializer=bmaas_dot_v1_dot_common__pb2.Instance.SerializeToString,
+            ),
+            'RebootInstance': grpc.unary_unary_rpc_method_handler(
+                    servicer.RebootInstance,
+                    request_deserializer=bmaas_dot_v1_dot_tenant__pb2.InstanceActionRequest.FromString,
+                    response_serializer=bmaas_dot_v1_dot_common__pb2.Instance.SerializeToString,
+            ),
+            'TerminateInstance': grpc.unary_unary_rpc_method_handler(
+                    servicer.TerminateInstance,
+                    request_deserializer=bmaas_dot_v1_dot_tenant__pb2.InstanceActionRequest.FromString,
+                    response_serializer=bmaas_dot_v1_dot_common__pb2.Instance.SerializeToString,
+            ),
+            'GetConsoleOutput': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConsoleOutput,
+                    request_deserializer=bmaas_dot_v1_dot_tenant__pb2.GetConsoleOutputRequest.FromString,
+                    response_serializer=bmaas_dot_v1_dot_tenant__pb2.ConsoleOutput.SerializeToString,
+            ),
+            'CreateVolume': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateVolume,
+                    request_deserializer=bmaas_dot_v1_dot_tenant__pb2.CreateVolumeRequest.FromString,
+                    response_serializer=bmaas_dot_v1_dot_common__pb2.Volume.SerializeToString,
+            ),
+            'GetVolume': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetVolume,
+                    request_deserializer=bmaas_dot_v1_dot_tenant__pb2.GetRequest.FromString,
+                    response_serializer=bmaas_dot_v1_dot_common__pb2.Volume.SerializeToString,
+            ),
+            'ListVolumes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListVolumes,
+                    request_deserializer=bmaas_dot_v1_dot_tenant__pb2.ListRequest.FromString,
+                    response_serializer=bmaas_dot_v1_dot_tenant__pb2.ListVolumesResponse.SerializeToString,
+            ),
+            'AttachVolume': grpc.unary_unary_rpc_method_handler(
+                    servicer.AttachVolume,
+                    request_deserializer=bmaas_dot_v1_dot_tenant__pb2.AttachVolumeRequest.FromString,
+                    response_serializer=bmaas_dot_v1_dot_common__pb2.Volume.SerializeToString,
+            ),
+            'DetachVolume': grpc.unary_unary_rpc_method_handler(
+                    servicer.DetachVolume,
+                    request_deserializer=bmaas_dot_v1_dot_tenant__pb2.DetachVolumeRequest.FromString,
+                    response_serializer=bmaas_dot_v1_dot_common__pb2.Volume.SerializeToString,
+            ),
+            'ResizeVolume': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResizeVolume,
+                    request_deserializer=bmaas_dot_v1_dot_tenant__pb2.ResizeVolumeRequest.FromString,
+                    response_serializer=bmaas_dot_v1_dot_common__pb2.Volume.SerializeToString,
+            ),
+            'DeleteVolume': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteVolume,
+                    request_deserializer=bmaas_dot_v1_dot_tenant__pb2.DeleteRequest.FromString,
                     response_serializer=bmaas_dot_v1_dot_common__pb2.Empty.SerializeToString,
+            ),
+            'CreateVpc': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateVpc,
+                    request_deserializer=bmaas_dot_v1_dot_tenant__pb2.CreateVpcRequest.FromString,
+                    response_serializer=bmaas_dot_v1_dot_common__pb2.Vpc.SerializeToString,
+            ),
+            'GetVpc': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetVpc,
+                    request_deserializer=bmaas_dot_v1_dot_tenant__pb2.GetRequest.FromString,
+                    response_serializer=bmaas_dot_v1_dot_common__pb2.Vpc.SerializeToString,
+            ),
+            'ListVpcs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListVpcs,
+                    request_deserializer=bmaas_dot_v1_dot_tenant__pb2.ListRequest.FromString,
+                    response_serializer=bmaas_dot_v1_dot_tenant__pb2.ListVpcsResponse.SerializeToString,
+            ),
+            'DeleteVpc': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteVpc,
+                    request_deserializer=bmaas_dot_v1_dot_tenant__pb2.DeleteRequest.FromString,
+                    response_serializer=bmaas_dot_v1_dot_common__pb2.Empty.SerializeToString,
+            ),
+            'CreateSubnet': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSubnet,
+                    request_deserializer=bmaas_dot_v1_dot_tenant__pb2.CreateSubnetRequest.FromString,
+                    response_serializer=bmaas_dot_v1_dot_common__pb2.Subnet.SerializeToString,
+            ),
+            'GetSubnet': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSubnet,
+                    request_deserializer=bmaas_dot_v1_dot_tenant__pb2.GetRequest.FromString,
+                    response_serializer=bmaas_dot_v1_dot_common__pb2.Subnet.SerializeToString,
+            ),
+            'ListSubnets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSubnets,
+                    request_deserializer=bmaas_dot_v1_dot_tenant__pb2.ListRequest.FromString,
+                    response_serializer=bmaas_dot_v1_dot_tenant__pb2.ListSubnetsResponse.SerializeToString,
+            ),
+            'DeleteSubnet': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSubnet,
+                    request_deserializer=bmaas_dot_v1_dot_tenant__pb2.DeleteRequest.FromString,
+                    response_serializer=bmaas_dot_v1_dot_common__pb2.Empty.SerializeToString,
+            ),
+            'CreateNetworkInterface': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateNetworkInterface,
+                    request_deserializer=bmaas_dot_v1_dot_tenant__pb2.CreateNetworkInterfaceRequest.FromString,
+                    response_serializer=bmaas_dot_v1_dot_common__pb2.NetworkInterface.SerializeToString,
+            ),
+            'GetNetworkInterface': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetNetworkInterface,
+                    request_deserializer=bmaas_dot_v1_dot_tenant__pb2.GetRequest.FromString,
+                    response_serializer=bmaas_dot_v1_dot_common__pb2.NetworkInterface.SerializeToString,
+            ),
+            'ListNetworkInterfaces': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListNetworkInterfaces,
+                    request_deserializer=bmaas_dot_v1_dot_tenant__pb2.ListRequest.FromString,
+                    response_serializer=bmaas_dot_v1_dot_tenant__pb2.ListNetworkInterfacesResponse.SerializeToString,
+            ),
+            'AttachNetworkInterface': grpc.unary_unary_rpc_method_handler(
+                    servicer.AttachNetworkInterface,
+                    request_deserializer=bmaas_dot_v1_dot_tenant__pb2.AttachNetworkInterfaceRequest.FromString,
+                    response_serializer=bmaas_dot_v1_dot_common__pb2.NetworkInterface.SerializeToString,
+            ),
+            'DetachNetworkInterface': grpc.unary_unary_rpc_method_handler(
+                    servicer.DetachNetworkInterface,
+                    request_deserializer=bmaas_dot_v1_dot_tenant__pb2.DetachNetworkInterfaceRequest.FromString,
+                    response_serializer=bmaas_dot_v1_dot_common__pb2.NetworkInterface.SerializeToString,
+            ),
+            'DeleteNetworkInterface': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteNetworkInterface,
+                    request_deserializer=bmaas_dot_v1_dot_tenant__pb2.DeleteRequest.FromString,
+                    response_serializer=bmaas_dot_v1_dot_common__pb2.Empty.SerializeToString,
+            ),
+            'CreatePlacementGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreatePlacementGroup,
+                    request_deserializer=bmaas_dot_v1_dot_tenant__pb2.CreatePlacementGroupRequest.FromString,
+                    response_serializer=bmaas_dot_v1_dot_common__pb2.PlacementGroup.SerializeToString,
+            ),
+            'GetPlacementGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPlacementGroup,
+                    request_deserializer=bmaas_dot_v1_dot_tenant__pb2.GetRequest.FromString,
+                    response_serializer=bmaas_dot_v1_dot_common__pb2.PlacementGroup.SerializeToString,
+            ),
+            'ListPlacementGroups': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPlacementGroups,
+                    request_deserializer=bmaas_dot_v1_dot_tenant__pb2.ListRequest.FromString,
+                    response_serializer=bmaas_dot_v1_dot_tenant__pb2.ListPlacementGroupsResponse.SerializeToString,
+            ),
+            'DeletePlacementGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeletePlacementGroup,
+                    request_deserializer=bmaas_dot_v1_dot_tenant__pb2.DeleteRequest.FromString,
+                    response_serializer=bmaas_dot_v1_dot_common__pb2.Empty.SerializeToString,
+            ),
+            'ListImages': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListImages,
+                    request_deserializer=bmaas_dot_v1_dot_tenant__pb2.ListRequest.FromString,
+                    response_serializer=bmaas_dot_v1_dot_tenant__pb2.ListImagesResponse.SerializeToString,
+            ),
+            'ListInstanceTypes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListInstanceTypes,
+                    request_deserializer=bmaas_dot_v1_dot_tenant__pb2.ListRequest.FromString,
+                    response_serializer=bmaas_dot_v1_dot_tenant__pb2.ListInstanceTypesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -68,10 +628,15 @@ def add_TenantServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class TenantService:
-    """Missing associated documentation comment in .proto file."""
+    """The tenant-facing API.  Every call carries "authorization: Bearer <token>";
+    names start with "tenants/{tenant}/" and a name of another tenant is simply
+    NOT_FOUND (never PERMISSION_DENIED: existence is not revealed).
+    Create requests may leave the name empty (the server picks an id) or give
+    a full name of the caller's tenant.
+    """
 
     @staticmethod
-    def Ping(request,
+    def CreateInstance(request,
             target,
             options=(),
             channel_credentials=None,
@@ -84,9 +649,927 @@ class TenantService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/bmaas.v1.TenantService/Ping',
-            bmaas_dot_v1_dot_common__pb2.Empty.SerializeToString,
+            '/bmaas.v1.TenantService/CreateInstance',
+            bmaas_dot_v1_dot_tenant__pb2.CreateInstanceRequest.SerializeToString,
+            bmaas_dot_v1_dot_common__pb2.Instance.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetInstance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmaas.v1.TenantService/GetInstance',
+            bmaas_dot_v1_dot_tenant__pb2.GetRequest.SerializeToString,
+            bmaas_dot_v1_dot_common__pb2.Instance.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListInstances(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmaas.v1.TenantService/ListInstances',
+            bmaas_dot_v1_dot_tenant__pb2.ListRequest.SerializeToString,
+            bmaas_dot_v1_dot_tenant__pb2.ListInstancesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartInstance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmaas.v1.TenantService/StartInstance',
+            bmaas_dot_v1_dot_tenant__pb2.InstanceActionRequest.SerializeToString,
+            bmaas_dot_v1_dot_common__pb2.Instance.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StopInstance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmaas.v1.TenantService/StopInstance',
+            bmaas_dot_v1_dot_tenant__pb2.InstanceActionRequest.SerializeToString,
+            bmaas_dot_v1_dot_common__pb2.Instance.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RebootInstance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmaas.v1.TenantService/RebootInstance',
+            bmaas_dot_v1_dot_tenant__pb2.InstanceActionRequest.SerializeToString,
+            bmaas_dot_v1_dot_common__pb2.Instance.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TerminateInstance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmaas.v1.TenantService/TerminateInstance',
+            bmaas_dot_v1_dot_tenant__pb2.InstanceActionRequest.SerializeToString,
+            bmaas_dot_v1_dot_common__pb2.Instance.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConsoleOutput(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmaas.v1.TenantService/GetConsoleOutput',
+            bmaas_dot_v1_dot_tenant__pb2.GetConsoleOutputRequest.SerializeToString,
+            bmaas_dot_v1_dot_tenant__pb2.ConsoleOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateVolume(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmaas.v1.TenantService/CreateVolume',
+            bmaas_dot_v1_dot_tenant__pb2.CreateVolumeRequest.SerializeToString,
+            bmaas_dot_v1_dot_common__pb2.Volume.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetVolume(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmaas.v1.TenantService/GetVolume',
+            bmaas_dot_v1_dot_tenant__pb2.GetRequest.SerializeToString,
+            bmaas_dot_v1_dot_common__pb2.Volume.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListVolumes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmaas.v1.TenantService/ListVolumes',
+            bmaas_dot_v1_dot_tenant__pb2.ListRequest.SerializeToString,
+            bmaas_dot_v1_dot_tenant__pb2.ListVolumesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AttachVolume(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmaas.v1.TenantService/AttachVolume',
+            bmaas_dot_v1_dot_tenant__pb2.AttachVolumeRequest.SerializeToString,
+            bmaas_dot_v1_dot_common__pb2.Volume.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DetachVolume(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmaas.v1.TenantService/DetachVolume',
+            bmaas_dot_v1_dot_tenant__pb2.DetachVolumeRequest.SerializeToString,
+            bmaas_dot_v1_dot_common__pb2.Volume.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResizeVolume(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmaas.v1.TenantService/ResizeVolume',
+            bmaas_dot_v1_dot_tenant__pb2.ResizeVolumeRequest.SerializeToString,
+            bmaas_dot_v1_dot_common__pb2.Volume.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteVolume(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmaas.v1.TenantService/DeleteVolume',
+            bmaas_dot_v1_dot_tenant__pb2.DeleteRequest.SerializeToString,
             bmaas_dot_v1_dot_common__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateVpc(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmaas.v1.TenantService/CreateVpc',
+            bmaas_dot_v1_dot_tenant__pb2.CreateVpcRequest.SerializeToString,
+            bmaas_dot_v1_dot_common__pb2.Vpc.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetVpc(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmaas.v1.TenantService/GetVpc',
+            bmaas_dot_v1_dot_tenant__pb2.GetRequest.SerializeToString,
+            bmaas_dot_v1_dot_common__pb2.Vpc.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListVpcs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmaas.v1.TenantService/ListVpcs',
+            bmaas_dot_v1_dot_tenant__pb2.ListRequest.SerializeToString,
+            bmaas_dot_v1_dot_tenant__pb2.ListVpcsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteVpc(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmaas.v1.TenantService/DeleteVpc',
+            bmaas_dot_v1_dot_tenant__pb2.DeleteRequest.SerializeToString,
+            bmaas_dot_v1_dot_common__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSubnet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmaas.v1.TenantService/CreateSubnet',
+            bmaas_dot_v1_dot_tenant__pb2.CreateSubnetRequest.SerializeToString,
+            bmaas_dot_v1_dot_common__pb2.Subnet.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSubnet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmaas.v1.TenantService/GetSubnet',
+            bmaas_dot_v1_dot_tenant__pb2.GetRequest.SerializeToString,
+            bmaas_dot_v1_dot_common__pb2.Subnet.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSubnets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmaas.v1.TenantService/ListSubnets',
+            bmaas_dot_v1_dot_tenant__pb2.ListRequest.SerializeToString,
+            bmaas_dot_v1_dot_tenant__pb2.ListSubnetsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSubnet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmaas.v1.TenantService/DeleteSubnet',
+            bmaas_dot_v1_dot_tenant__pb2.DeleteRequest.SerializeToString,
+            bmaas_dot_v1_dot_common__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateNetworkInterface(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmaas.v1.TenantService/CreateNetworkInterface',
+            bmaas_dot_v1_dot_tenant__pb2.CreateNetworkInterfaceRequest.SerializeToString,
+            bmaas_dot_v1_dot_common__pb2.NetworkInterface.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetNetworkInterface(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmaas.v1.TenantService/GetNetworkInterface',
+            bmaas_dot_v1_dot_tenant__pb2.GetRequest.SerializeToString,
+            bmaas_dot_v1_dot_common__pb2.NetworkInterface.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListNetworkInterfaces(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmaas.v1.TenantService/ListNetworkInterfaces',
+            bmaas_dot_v1_dot_tenant__pb2.ListRequest.SerializeToString,
+            bmaas_dot_v1_dot_tenant__pb2.ListNetworkInterfacesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AttachNetworkInterface(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmaas.v1.TenantService/AttachNetworkInterface',
+            bmaas_dot_v1_dot_tenant__pb2.AttachNetworkInterfaceRequest.SerializeToString,
+            bmaas_dot_v1_dot_common__pb2.NetworkInterface.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DetachNetworkInterface(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmaas.v1.TenantService/DetachNetworkInterface',
+            bmaas_dot_v1_dot_tenant__pb2.DetachNetworkInterfaceRequest.SerializeToString,
+            bmaas_dot_v1_dot_common__pb2.NetworkInterface.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteNetworkInterface(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmaas.v1.TenantService/DeleteNetworkInterface',
+            bmaas_dot_v1_dot_tenant__pb2.DeleteRequest.SerializeToString,
+            bmaas_dot_v1_dot_common__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreatePlacementGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmaas.v1.TenantService/CreatePlacementGroup',
+            bmaas_dot_v1_dot_tenant__pb2.CreatePlacementGroupRequest.SerializeToString,
+            bmaas_dot_v1_dot_common__pb2.PlacementGroup.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPlacementGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmaas.v1.TenantService/GetPlacementGroup',
+            bmaas_dot_v1_dot_tenant__pb2.GetRequest.SerializeToString,
+            bmaas_dot_v1_dot_common__pb2.PlacementGroup.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPlacementGroups(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmaas.v1.TenantService/ListPlacementGroups',
+            bmaas_dot_v1_dot_tenant__pb2.ListRequest.SerializeToString,
+            bmaas_dot_v1_dot_tenant__pb2.ListPlacementGroupsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeletePlacementGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmaas.v1.TenantService/DeletePlacementGroup',
+            bmaas_dot_v1_dot_tenant__pb2.DeleteRequest.SerializeToString,
+            bmaas_dot_v1_dot_common__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListImages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmaas.v1.TenantService/ListImages',
+            bmaas_dot_v1_dot_tenant__pb2.ListRequest.SerializeToString,
+            bmaas_dot_v1_dot_tenant__pb2.ListImagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListInstanceTypes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmaas.v1.TenantService/ListInstanceTypes',
+            bmaas_dot_v1_dot_tenant__pb2.ListRequest.SerializeToString,
+            bmaas_dot_v1_dot_tenant__pb2.ListInstanceTypesResponse.FromString,
             options,
             channel_credentials,
             insecure,

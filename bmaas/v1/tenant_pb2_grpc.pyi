@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from bmaas.v1 import common_pb2 as _common_pb2
+from bmaas.v1 import tenant_pb2 as _tenant_pb2
 from collections import abc as _abc
 from grpc import aio as _aio
 import abc as _abc_1
@@ -27,26 +28,371 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class TenantServiceStub:
+    """The tenant-facing API.  Every call carries "authorization: Bearer <token>";
+    names start with "tenants/{tenant}/" and a name of another tenant is simply
+    NOT_FOUND (never PERMISSION_DENIED: existence is not revealed).
+    Create requests may leave the name empty (the server picks an id) or give
+    a full name of the caller's tenant.
+    """
+
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> TenantServiceAsyncStub: ...
-    Ping: _grpc.UnaryUnaryMultiCallable[_common_pb2.Empty, _common_pb2.Empty]
-    """Placeholder until the control-plane issue defines the real RPCs."""
+    CreateInstance: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.CreateInstanceRequest, _common_pb2.Instance]
+    """Instances: one whole physical host each."""
+    GetInstance: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.GetRequest, _common_pb2.Instance]
+    ListInstances: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.ListRequest, _tenant_pb2.ListInstancesResponse]
+    StartInstance: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.InstanceActionRequest, _common_pb2.Instance]
+    StopInstance: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.InstanceActionRequest, _common_pb2.Instance]
+    RebootInstance: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.InstanceActionRequest, _common_pb2.Instance]
+    TerminateInstance: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.InstanceActionRequest, _common_pb2.Instance]
+    GetConsoleOutput: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.GetConsoleOutputRequest, _tenant_pb2.ConsoleOutput]
+    """The console tail as last reported by the host agent (today the control
+    plane's view plus the agent's latest InstanceStatus.message).
+    """
+    CreateVolume: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.CreateVolumeRequest, _common_pb2.Volume]
+    """Cloud disks."""
+    GetVolume: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.GetRequest, _common_pb2.Volume]
+    ListVolumes: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.ListRequest, _tenant_pb2.ListVolumesResponse]
+    AttachVolume: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.AttachVolumeRequest, _common_pb2.Volume]
+    DetachVolume: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.DetachVolumeRequest, _common_pb2.Volume]
+    ResizeVolume: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.ResizeVolumeRequest, _common_pb2.Volume]
+    DeleteVolume: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.DeleteRequest, _common_pb2.Empty]
+    CreateVpc: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.CreateVpcRequest, _common_pb2.Vpc]
+    """VPC networking."""
+    GetVpc: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.GetRequest, _common_pb2.Vpc]
+    ListVpcs: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.ListRequest, _tenant_pb2.ListVpcsResponse]
+    DeleteVpc: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.DeleteRequest, _common_pb2.Empty]
+    CreateSubnet: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.CreateSubnetRequest, _common_pb2.Subnet]
+    GetSubnet: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.GetRequest, _common_pb2.Subnet]
+    ListSubnets: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.ListRequest, _tenant_pb2.ListSubnetsResponse]
+    DeleteSubnet: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.DeleteRequest, _common_pb2.Empty]
+    CreateNetworkInterface: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.CreateNetworkInterfaceRequest, _common_pb2.NetworkInterface]
+    GetNetworkInterface: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.GetRequest, _common_pb2.NetworkInterface]
+    ListNetworkInterfaces: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.ListRequest, _tenant_pb2.ListNetworkInterfacesResponse]
+    AttachNetworkInterface: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.AttachNetworkInterfaceRequest, _common_pb2.NetworkInterface]
+    DetachNetworkInterface: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.DetachNetworkInterfaceRequest, _common_pb2.NetworkInterface]
+    DeleteNetworkInterface: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.DeleteRequest, _common_pb2.Empty]
+    CreatePlacementGroup: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.CreatePlacementGroupRequest, _common_pb2.PlacementGroup]
+    GetPlacementGroup: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.GetRequest, _common_pb2.PlacementGroup]
+    ListPlacementGroups: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.ListRequest, _tenant_pb2.ListPlacementGroupsResponse]
+    DeletePlacementGroup: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.DeleteRequest, _common_pb2.Empty]
+    ListImages: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.ListRequest, _tenant_pb2.ListImagesResponse]
+    """Catalogue (read only for tenants)."""
+    ListInstanceTypes: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.ListRequest, _tenant_pb2.ListInstanceTypesResponse]
 
 @_typing.type_check_only
 class TenantServiceAsyncStub(TenantServiceStub):
+    """The tenant-facing API.  Every call carries "authorization: Bearer <token>";
+    names start with "tenants/{tenant}/" and a name of another tenant is simply
+    NOT_FOUND (never PERMISSION_DENIED: existence is not revealed).
+    Create requests may leave the name empty (the server picks an id) or give
+    a full name of the caller's tenant.
+    """
+
     def __init__(self, channel: _aio.Channel) -> None: ...
-    Ping: _aio.UnaryUnaryMultiCallable[_common_pb2.Empty, _common_pb2.Empty]  # type: ignore[assignment]
-    """Placeholder until the control-plane issue defines the real RPCs."""
+    CreateInstance: _aio.UnaryUnaryMultiCallable[_tenant_pb2.CreateInstanceRequest, _common_pb2.Instance]  # type: ignore[assignment]
+    """Instances: one whole physical host each."""
+    GetInstance: _aio.UnaryUnaryMultiCallable[_tenant_pb2.GetRequest, _common_pb2.Instance]  # type: ignore[assignment]
+    ListInstances: _aio.UnaryUnaryMultiCallable[_tenant_pb2.ListRequest, _tenant_pb2.ListInstancesResponse]  # type: ignore[assignment]
+    StartInstance: _aio.UnaryUnaryMultiCallable[_tenant_pb2.InstanceActionRequest, _common_pb2.Instance]  # type: ignore[assignment]
+    StopInstance: _aio.UnaryUnaryMultiCallable[_tenant_pb2.InstanceActionRequest, _common_pb2.Instance]  # type: ignore[assignment]
+    RebootInstance: _aio.UnaryUnaryMultiCallable[_tenant_pb2.InstanceActionRequest, _common_pb2.Instance]  # type: ignore[assignment]
+    TerminateInstance: _aio.UnaryUnaryMultiCallable[_tenant_pb2.InstanceActionRequest, _common_pb2.Instance]  # type: ignore[assignment]
+    GetConsoleOutput: _aio.UnaryUnaryMultiCallable[_tenant_pb2.GetConsoleOutputRequest, _tenant_pb2.ConsoleOutput]  # type: ignore[assignment]
+    """The console tail as last reported by the host agent (today the control
+    plane's view plus the agent's latest InstanceStatus.message).
+    """
+    CreateVolume: _aio.UnaryUnaryMultiCallable[_tenant_pb2.CreateVolumeRequest, _common_pb2.Volume]  # type: ignore[assignment]
+    """Cloud disks."""
+    GetVolume: _aio.UnaryUnaryMultiCallable[_tenant_pb2.GetRequest, _common_pb2.Volume]  # type: ignore[assignment]
+    ListVolumes: _aio.UnaryUnaryMultiCallable[_tenant_pb2.ListRequest, _tenant_pb2.ListVolumesResponse]  # type: ignore[assignment]
+    AttachVolume: _aio.UnaryUnaryMultiCallable[_tenant_pb2.AttachVolumeRequest, _common_pb2.Volume]  # type: ignore[assignment]
+    DetachVolume: _aio.UnaryUnaryMultiCallable[_tenant_pb2.DetachVolumeRequest, _common_pb2.Volume]  # type: ignore[assignment]
+    ResizeVolume: _aio.UnaryUnaryMultiCallable[_tenant_pb2.ResizeVolumeRequest, _common_pb2.Volume]  # type: ignore[assignment]
+    DeleteVolume: _aio.UnaryUnaryMultiCallable[_tenant_pb2.DeleteRequest, _common_pb2.Empty]  # type: ignore[assignment]
+    CreateVpc: _aio.UnaryUnaryMultiCallable[_tenant_pb2.CreateVpcRequest, _common_pb2.Vpc]  # type: ignore[assignment]
+    """VPC networking."""
+    GetVpc: _aio.UnaryUnaryMultiCallable[_tenant_pb2.GetRequest, _common_pb2.Vpc]  # type: ignore[assignment]
+    ListVpcs: _aio.UnaryUnaryMultiCallable[_tenant_pb2.ListRequest, _tenant_pb2.ListVpcsResponse]  # type: ignore[assignment]
+    DeleteVpc: _aio.UnaryUnaryMultiCallable[_tenant_pb2.DeleteRequest, _common_pb2.Empty]  # type: ignore[assignment]
+    CreateSubnet: _aio.UnaryUnaryMultiCallable[_tenant_pb2.CreateSubnetRequest, _common_pb2.Subnet]  # type: ignore[assignment]
+    GetSubnet: _aio.UnaryUnaryMultiCallable[_tenant_pb2.GetRequest, _common_pb2.Subnet]  # type: ignore[assignment]
+    ListSubnets: _aio.UnaryUnaryMultiCallable[_tenant_pb2.ListRequest, _tenant_pb2.ListSubnetsResponse]  # type: ignore[assignment]
+    DeleteSubnet: _aio.UnaryUnaryMultiCallable[_tenant_pb2.DeleteRequest, _common_pb2.Empty]  # type: ignore[assignment]
+    CreateNetworkInterface: _aio.UnaryUnaryMultiCallable[_tenant_pb2.CreateNetworkInterfaceRequest, _common_pb2.NetworkInterface]  # type: ignore[assignment]
+    GetNetworkInterface: _aio.UnaryUnaryMultiCallable[_tenant_pb2.GetRequest, _common_pb2.NetworkInterface]  # type: ignore[assignment]
+    ListNetworkInterfaces: _aio.UnaryUnaryMultiCallable[_tenant_pb2.ListRequest, _tenant_pb2.ListNetworkInterfacesResponse]  # type: ignore[assignment]
+    AttachNetworkInterface: _aio.UnaryUnaryMultiCallable[_tenant_pb2.AttachNetworkInterfaceRequest, _common_pb2.NetworkInterface]  # type: ignore[assignment]
+    DetachNetworkInterface: _aio.UnaryUnaryMultiCallable[_tenant_pb2.DetachNetworkInterfaceRequest, _common_pb2.NetworkInterface]  # type: ignore[assignment]
+    DeleteNetworkInterface: _aio.UnaryUnaryMultiCallable[_tenant_pb2.DeleteRequest, _common_pb2.Empty]  # type: ignore[assignment]
+    CreatePlacementGroup: _aio.UnaryUnaryMultiCallable[_tenant_pb2.CreatePlacementGroupRequest, _common_pb2.PlacementGroup]  # type: ignore[assignment]
+    GetPlacementGroup: _aio.UnaryUnaryMultiCallable[_tenant_pb2.GetRequest, _common_pb2.PlacementGroup]  # type: ignore[assignment]
+    ListPlacementGroups: _aio.UnaryUnaryMultiCallable[_tenant_pb2.ListRequest, _tenant_pb2.ListPlacementGroupsResponse]  # type: ignore[assignment]
+    DeletePlacementGroup: _aio.UnaryUnaryMultiCallable[_tenant_pb2.DeleteRequest, _common_pb2.Empty]  # type: ignore[assignment]
+    ListImages: _aio.UnaryUnaryMultiCallable[_tenant_pb2.ListRequest, _tenant_pb2.ListImagesResponse]  # type: ignore[assignment]
+    """Catalogue (read only for tenants)."""
+    ListInstanceTypes: _aio.UnaryUnaryMultiCallable[_tenant_pb2.ListRequest, _tenant_pb2.ListInstanceTypesResponse]  # type: ignore[assignment]
 
 class TenantServiceServicer(metaclass=_abc_1.ABCMeta):
+    """The tenant-facing API.  Every call carries "authorization: Bearer <token>";
+    names start with "tenants/{tenant}/" and a name of another tenant is simply
+    NOT_FOUND (never PERMISSION_DENIED: existence is not revealed).
+    Create requests may leave the name empty (the server picks an id) or give
+    a full name of the caller's tenant.
+    """
+
     @_abc_1.abstractmethod
-    def Ping(
+    def CreateInstance(
         self,
-        request: _common_pb2.Empty,
+        request: _tenant_pb2.CreateInstanceRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_common_pb2.Empty, _abc.Awaitable[_common_pb2.Empty]]:
-        """Placeholder until the control-plane issue defines the real RPCs."""
+    ) -> _typing.Union[_common_pb2.Instance, _abc.Awaitable[_common_pb2.Instance]]:
+        """Instances: one whole physical host each."""
+
+    @_abc_1.abstractmethod
+    def GetInstance(
+        self,
+        request: _tenant_pb2.GetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Instance, _abc.Awaitable[_common_pb2.Instance]]: ...
+
+    @_abc_1.abstractmethod
+    def ListInstances(
+        self,
+        request: _tenant_pb2.ListRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tenant_pb2.ListInstancesResponse, _abc.Awaitable[_tenant_pb2.ListInstancesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def StartInstance(
+        self,
+        request: _tenant_pb2.InstanceActionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Instance, _abc.Awaitable[_common_pb2.Instance]]: ...
+
+    @_abc_1.abstractmethod
+    def StopInstance(
+        self,
+        request: _tenant_pb2.InstanceActionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Instance, _abc.Awaitable[_common_pb2.Instance]]: ...
+
+    @_abc_1.abstractmethod
+    def RebootInstance(
+        self,
+        request: _tenant_pb2.InstanceActionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Instance, _abc.Awaitable[_common_pb2.Instance]]: ...
+
+    @_abc_1.abstractmethod
+    def TerminateInstance(
+        self,
+        request: _tenant_pb2.InstanceActionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Instance, _abc.Awaitable[_common_pb2.Instance]]: ...
+
+    @_abc_1.abstractmethod
+    def GetConsoleOutput(
+        self,
+        request: _tenant_pb2.GetConsoleOutputRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tenant_pb2.ConsoleOutput, _abc.Awaitable[_tenant_pb2.ConsoleOutput]]:
+        """The console tail as last reported by the host agent (today the control
+        plane's view plus the agent's latest InstanceStatus.message).
+        """
+
+    @_abc_1.abstractmethod
+    def CreateVolume(
+        self,
+        request: _tenant_pb2.CreateVolumeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Volume, _abc.Awaitable[_common_pb2.Volume]]:
+        """Cloud disks."""
+
+    @_abc_1.abstractmethod
+    def GetVolume(
+        self,
+        request: _tenant_pb2.GetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Volume, _abc.Awaitable[_common_pb2.Volume]]: ...
+
+    @_abc_1.abstractmethod
+    def ListVolumes(
+        self,
+        request: _tenant_pb2.ListRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tenant_pb2.ListVolumesResponse, _abc.Awaitable[_tenant_pb2.ListVolumesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def AttachVolume(
+        self,
+        request: _tenant_pb2.AttachVolumeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Volume, _abc.Awaitable[_common_pb2.Volume]]: ...
+
+    @_abc_1.abstractmethod
+    def DetachVolume(
+        self,
+        request: _tenant_pb2.DetachVolumeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Volume, _abc.Awaitable[_common_pb2.Volume]]: ...
+
+    @_abc_1.abstractmethod
+    def ResizeVolume(
+        self,
+        request: _tenant_pb2.ResizeVolumeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Volume, _abc.Awaitable[_common_pb2.Volume]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteVolume(
+        self,
+        request: _tenant_pb2.DeleteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Empty, _abc.Awaitable[_common_pb2.Empty]]: ...
+
+    @_abc_1.abstractmethod
+    def CreateVpc(
+        self,
+        request: _tenant_pb2.CreateVpcRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Vpc, _abc.Awaitable[_common_pb2.Vpc]]:
+        """VPC networking."""
+
+    @_abc_1.abstractmethod
+    def GetVpc(
+        self,
+        request: _tenant_pb2.GetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Vpc, _abc.Awaitable[_common_pb2.Vpc]]: ...
+
+    @_abc_1.abstractmethod
+    def ListVpcs(
+        self,
+        request: _tenant_pb2.ListRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tenant_pb2.ListVpcsResponse, _abc.Awaitable[_tenant_pb2.ListVpcsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteVpc(
+        self,
+        request: _tenant_pb2.DeleteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Empty, _abc.Awaitable[_common_pb2.Empty]]: ...
+
+    @_abc_1.abstractmethod
+    def CreateSubnet(
+        self,
+        request: _tenant_pb2.CreateSubnetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Subnet, _abc.Awaitable[_common_pb2.Subnet]]: ...
+
+    @_abc_1.abstractmethod
+    def GetSubnet(
+        self,
+        request: _tenant_pb2.GetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Subnet, _abc.Awaitable[_common_pb2.Subnet]]: ...
+
+    @_abc_1.abstractmethod
+    def ListSubnets(
+        self,
+        request: _tenant_pb2.ListRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tenant_pb2.ListSubnetsResponse, _abc.Awaitable[_tenant_pb2.ListSubnetsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteSubnet(
+        self,
+        request: _tenant_pb2.DeleteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Empty, _abc.Awaitable[_common_pb2.Empty]]: ...
+
+    @_abc_1.abstractmethod
+    def CreateNetworkInterface(
+        self,
+        request: _tenant_pb2.CreateNetworkInterfaceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.NetworkInterface, _abc.Awaitable[_common_pb2.NetworkInterface]]: ...
+
+    @_abc_1.abstractmethod
+    def GetNetworkInterface(
+        self,
+        request: _tenant_pb2.GetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.NetworkInterface, _abc.Awaitable[_common_pb2.NetworkInterface]]: ...
+
+    @_abc_1.abstractmethod
+    def ListNetworkInterfaces(
+        self,
+        request: _tenant_pb2.ListRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tenant_pb2.ListNetworkInterfacesResponse, _abc.Awaitable[_tenant_pb2.ListNetworkInterfacesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def AttachNetworkInterface(
+        self,
+        request: _tenant_pb2.AttachNetworkInterfaceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.NetworkInterface, _abc.Awaitable[_common_pb2.NetworkInterface]]: ...
+
+    @_abc_1.abstractmethod
+    def DetachNetworkInterface(
+        self,
+        request: _tenant_pb2.DetachNetworkInterfaceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.NetworkInterface, _abc.Awaitable[_common_pb2.NetworkInterface]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteNetworkInterface(
+        self,
+        request: _tenant_pb2.DeleteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Empty, _abc.Awaitable[_common_pb2.Empty]]: ...
+
+    @_abc_1.abstractmethod
+    def CreatePlacementGroup(
+        self,
+        request: _tenant_pb2.CreatePlacementGroupRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.PlacementGroup, _abc.Awaitable[_common_pb2.PlacementGroup]]: ...
+
+    @_abc_1.abstractmethod
+    def GetPlacementGroup(
+        self,
+        request: _tenant_pb2.GetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.PlacementGroup, _abc.Awaitable[_common_pb2.PlacementGroup]]: ...
+
+    @_abc_1.abstractmethod
+    def ListPlacementGroups(
+        self,
+        request: _tenant_pb2.ListRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tenant_pb2.ListPlacementGroupsResponse, _abc.Awaitable[_tenant_pb2.ListPlacementGroupsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def DeletePlacementGroup(
+        self,
+        request: _tenant_pb2.DeleteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Empty, _abc.Awaitable[_common_pb2.Empty]]: ...
+
+    @_abc_1.abstractmethod
+    def ListImages(
+        self,
+        request: _tenant_pb2.ListRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tenant_pb2.ListImagesResponse, _abc.Awaitable[_tenant_pb2.ListImagesResponse]]:
+        """Catalogue (read only for tenants)."""
+
+    @_abc_1.abstractmethod
+    def ListInstanceTypes(
+        self,
+        request: _tenant_pb2.ListRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tenant_pb2.ListInstanceTypesResponse, _abc.Awaitable[_tenant_pb2.ListInstanceTypesResponse]]: ...
 
 def add_TenantServiceServicer_to_server(servicer: TenantServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,84 @@
+"""The gRPC connection behind ``bmctl``: one insecure channel, bearer token
+metadata, a per-call deadline, and error formatting.
+
+``Client.call(service, method, request)`` looks the RPC up on the generated
+stub by name, so the command table in ``bmctl.commands`` stays declarative.
+An ``grpc.RpcError`` becomes ``CliError`` whose text is
+``<CODE>: <message>`` followed by the rich-status details (field violations,
+quota failures, error reason) decoded from the trailing metadata.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+import grpc
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2  # type: ignore[import-untyped]
+from grpc_status import rpc_status
+
+from bmaas.v1 import agent_pb2_grpc, operator_pb2_grpc, tenant_pb2_grpc
+
+
+class CliError(Exception):
+    """A failure to report to the user and exit non-zero."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def describe_rpc_error(err: grpc.RpcError) -> str:
+    code = err.code() if isinstance(err, grpc.Call) else None
+    details = err.details() if isinstance(err, grpc.Call) else str(err)
+    name = code.name if code is not None else "UNKNOWN"
+    lines = [f"{name}: {details}"]
+    status = rpc_status.from_call(err) if isinstance(err, grpc.Call) else None
+    if status is not None:
+        for detail in status.details:
+            bad = error_details_pb2.BadRequest()
+            quota = error_details_pb2.QuotaFailure()
+            if detail.Unpack(bad):
+                for v in bad.field_violations:
+                    lines.append(f"  field {v.field}: {v.description}")
+            elif detail.Unpack(quota):
+                for q in quota.violations:
+                    lines.append(f"  quota {q.subject}: {q.description}")
+    return "\n".join(lines)
+
+
+class Client:
+    def __init__(self, endpoint: str, token: str, *, timeout: float = 30.0) -> None:
+        if not endpoint:
+            raise CliError("no endpoint: pass --endpoint HOST:PORT or set BMAAS_ENDPOINT", 2)
+        self.timeout = timeout
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._channel = grpc.insecure_channel(endpoint)
+        self._stubs: dict[str, Any] = {
+            "tenant": tenant_pb2_grpc.TenantServiceStub(self._channel),
+            "operator": operator_pb2_grpc.OperatorServiceStub(self._channel),
+            "agent": agent_pb2_grpc.AgentServiceStub(self._channel),
+        }
+
+    def call(self, service: str, method: str, request: Message) -> Message:
+        rpc = getattr(self._stubs[service], method)
+        try:
+            response: Message = rpc(request, timeout=self.timeout, metadata=self._metadata)
+        except grpc.RpcError as err:
+            raise CliError(describe_rpc_error(err)) from err
+        return response
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,270 @@
+"""``AgentService``: the host agent's Register and Connect stream.
+
+The credential names the host (``<host-id>.<secret>``); every message an
+agent sends must be about that host (its ``host`` fields, and instance
+statuses only for the instance bound to it), otherwise PERMISSION_DENIED.
+
+``Register`` moves a freshly ENROLLED host to AVAILABLE (``provide``) and
+returns the heartbeat interval.  ``Connect`` runs two tasks per stream:
+
+- the reader applies agent messages: a heartbeat refreshes the host's
+  liveness lease (``store.liveness``; no write to the host record, so the
+  scheduler's CAS is not disturbed), instance and host statuses are merged
+  into the host's ``AgentReport`` that controllers converge on;
+- the pusher computes the host's desired state (host record, bound
+  instance, its image, volumes, NICs with subnet/VPC) whenever the
+  ``AgentHub`` wakes it (a watched change of the host or its instance) and at
+  least every ``desired_resync`` seconds, and sends it when it differs from
+  the last one sent - level-triggered: each DesiredState replaces the
+  previous one, and the first is sent as soon as the stream opens.
+
+Either task ending (agent hung up, bad message, replica shutting down) ends
+the stream; the agent reconnects, possibly to another replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import ipaddress
+from collections.abc import AsyncIterator
+
+from bmaas.v1 import agent_pb2, agent_pb2_grpc, common_pb2
+from control_plane import metrics
+from control_plane.api import convert, errors, validate
+from control_plane.api.base import Servicer
+from control_plane.api.errors import InvalidField
+from control_plane.api.rpc import Context, unary
+from control_plane.domain.agent import AgentReport
+from control_plane.domain.compute import Image, Instance
+from control_plane.domain.errors import BmaasError, NotFound, PermissionDenied
+from control_plane.domain.host import Host
+from control_plane.domain.lifecycle import HostEvent, HostState, InstanceState
+from control_plane.domain.network import NetworkInterface, Subnet, Vpc
+from control_plane.domain.transitions import apply_host_event
+from control_plane.domain.volume import Volume
+
+SERVICE = "AgentService"
+DESIRED_RESYNC_SECONDS = 10.0
+_POWERED = frozenset(
+    {
+        InstanceState.SCHEDULED,
+        InstanceState.PROVISIONING,
+        InstanceState.STARTING,
+        InstanceState.RUNNING,
+        InstanceState.REBOOTING,
+    }
+)
+_TEARDOWN = frozenset({InstanceState.TERMINATING, InstanceState.TERMINATED})
+
+
+def _own(host_id: str, value: str, field: str) -> None:
+    if value and value not in (host_id, f"hosts/{host_id}"):
+        raise PermissionDenied(f"{field}: this credential speaks for hosts/{host_id} only")
+
+
+class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
+    desired_resync = DESIRED_RESYNC_SECONDS
+
+    @unary(SERVICE)
+    async def Register(
+        self, request: agent_pb2.RegisterRequest, context: Context
+    ) -> agent_pb2.RegisterResponse:
+        host_id = await self.agent_host(context)
+        validate.required(request.host, "host")
+        _own(host_id, request.host, "host")
+        validate.text(request.agent_version, "agent_version", max_len=64)
+        now = self.store.clock()
+
+        def provide(h: Host) -> Host:
+            if h.state == HostState.DECOMMISSIONED:
+                raise PermissionDenied(f"{h.name} is decommissioned")
+            if h.state == HostState.ENROLLED:
+                return apply_host_event(h, HostEvent.PROVIDE, now=now)
+            return h
+
+        host = await self.store.mutate(Host, f"hosts/{host_id}", provide)
+        return agent_pb2.RegisterResponse(
+            host=convert.host(host), heartbeat_interval_seconds=self.deps.heartbeat_interval
+        )
+
+    async def Connect(
+        self, request_iterator: AsyncIterator[agent_pb2.AgentMessage], context: Context
+    ) -> AsyncIterator[agent_pb2.ControlMessage]:
+        try:
+            host_id = await self.agent_host(context)
+            await self.store.get(Host, f"hosts/{host_id}")
+        except BmaasError as exc:
+            await errors.abort(context, exc)
+        metrics.AGENT_STREAMS.inc()
+        outbox: asyncio.Queue[agent_pb2.ControlMessage | BaseException | None] = asyncio.Queue(16)
+        reader = asyncio.create_task(self._read(host_id, request_iterator, outbox))
+        pusher = asyncio.create_task(self._push(host_id, outbox))
+        try:
+            while True:
+                item = await outbox.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    await errors.abort(context, item)
+                metrics.DESIRED_STATE_PUSHES.inc()
+                yield item
+        finally:
+            metrics.AGENT_STREAMS.dec()
+            for task in (reader, pusher):
+                task.cancel()
+            for task in (reader, pusher):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    async def _read(
+        self,
+        host_id: str,
+        stream: AsyncIterator[agent_pb2.AgentMessage],
+        outbox: asyncio.Queue[agent_pb2.ControlMessage | BaseException | None],
+    ) -> None:
+        try:
+            async for msg in stream:
+                await self.handle(host_id, msg)
+        except BmaasError as exc:
+            await outbox.put(exc)
+            return
+        await outbox.put(None)
+
+    async def handle(self, host_id: str, msg: agent_pb2.AgentMessage) -> None:
+        """Apply one agent message (validated; raises domain errors)."""
+        kind = msg.WhichOneof("body")
+        metrics.AGENT_MESSAGES.labels(kind or "empty").inc()
+        if kind == "heartbeat":
+            _own(host_id, msg.heartbeat.host, "heartbeat.host")
+            await self.store.liveness.heartbeat(host_id, ttl=self.deps.heartbeat_ttl)
+        elif kind == "instance_status":
+            st = msg.instance_status
+            validate.name(st.instance, "instance_status.instance", "instances")
+            validate.text(st.message, "instance_status.message", max_len=4096)
+            phase = convert.agent_phase(st.phase)
+            if phase is None:
+                raise InvalidField("instance_status.phase", "is not an observable phase")
+            host = await self.store.get(Host, f"hosts/{host_id}")
+            if st.instance != host.assigned_instance:
+                raise PermissionDenied(f"instance_status.instance: not bound to hosts/{host_id}")
+            prev = await self.store.reports.get(host_id) or AgentReport(host=host_id)
+            await self.store.reports.put(
+                dataclasses.replace(
+                    prev,
+                    instance=st.instance,
+                    instance_phase=phase,
+                    message=st.message,
+                    report_time=0.0,
+                )
+            )
+        elif kind == "host_status":
+            st_h = msg.host_status
+            _own(host_id, st_h.host, "host_status.host")
+            validate.text(st_h.message, "host_status.message", max_len=4096)
+            prev = await self.store.reports.get(host_id) or AgentReport(host=host_id)
+            await self.store.reports.put(
+                dataclasses.replace(
+                    prev,
+                    wiped_epoch=max(prev.wiped_epoch, st_h.wiped_epoch),
+                    message=st_h.message or prev.message,
+                    report_time=0.0,
+                )
+            )
+        else:
+            raise InvalidField("body", "an AgentMessage must carry one body")
+
+    async def _push(
+        self,
+        host_id: str,
+        outbox: asyncio.Queue[agent_pb2.ControlMessage | BaseException | None],
+    ) -> None:
+        last = b""
+        hub = self.deps.hub
+        wake = hub.subscribe(host_id)
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), self.desired_resync)
+                wake.clear()
+                desired = await self.desired_state(host_id)
+                for inst in desired.instances:
+                    hub.bind(host_id, inst.instance)
+                generation = desired.generation
+                desired.generation = 0
+                fingerprint = desired.SerializeToString(deterministic=True)
+                if fingerprint != last:
+                    last = fingerprint
+                    desired.generation = generation
+                    await outbox.put(agent_pb2.ControlMessage(desired_state=desired))
+        except BmaasError as exc:
+            await outbox.put(exc)
+        finally:
+            hub.unsubscribe(host_id)
+
+    async def desired_state(self, host_id: str) -> agent_pb2.DesiredState:
+        host = await self.store.get(Host, f"hosts/{host_id}")
+        desired = agent_pb2.DesiredState(
+            host=host.name,
+            generation=int(host.etag or 0),
+            state=convert.host_state(host.state),
+            clean=host.state == HostState.CLEANING,
+            cleaning_epoch=host.cleaning_epoch,
+        )
+        if host.assigned_instance:
+            try:
+                inst = await self.store.get(Instance, host.assigned_instance)
+            except NotFound:
+                return desired
+            desired.generation = max(desired.generation, int(inst.etag or 0))
+            desired.instances.append(await self._desired_instance(inst))
+        return desired
+
+    async def _desired_instance(self, inst: Instance) -> agent_pb2.DesiredInstance:
+        image = await self.store.get(Image, inst.image)
+        out = agent_pb2.DesiredInstance(
+            instance=inst.name,
+            tenant=inst.tenant,
+            power=common_pb2.POWER_STATE_ON
+            if inst.state in _POWERED
+            else common_pb2.POWER_STATE_OFF,
+            state=convert.instance_state(inst.state),
+            terminate=inst.state in _TEARDOWN,
+            image=image.name,
+            image_source_uri=image.source,
+            user_data=inst.user_data,
+            ssh_keys=list(inst.ssh_keys),
+            hostname=inst.id,
+        )
+        out.volumes.append(
+            agent_pb2.DesiredVolume(
+                volume=f"{inst.name}/boot",
+                size_gib=image.size_gib,
+                boot=True,
+                source_image=image.name,
+            )
+        )
+        for vname in inst.volumes:
+            with contextlib.suppress(NotFound):
+                out.volumes.append(
+                    convert.desired_volume(await self.store.get(Volume, vname), boot=False)
+                )
+        for nname in inst.network_interfaces:
+            with contextlib.suppress(NotFound):
+                nic = await self.store.get(NetworkInterface, nname)
+                subnet = await self.store.get(Subnet, nic.subnet)
+                vpc = await self.store.get(Vpc, subnet.vpc_name)
+                gateway = str(next(ipaddress.ip_network(subnet.cidr).hosts()))
+                out.nics.append(
+                    agent_pb2.DesiredNic(
+                        network_interface=nic.name,
+                        mac_address=nic.mac,
+                        private_ip=nic.ip_address,
+                        subnet_cidr=subnet.cidr,
+                        gateway_ip=gateway,
+                        vni=vpc.vni,
+                        vpc=vpc.name,
+                    )
+                )
+        return out

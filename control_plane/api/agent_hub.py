@@ -1,0 +1,87 @@
+"""Wakes the agent streams whose desired state may have changed.
+
+One hub per replica follows two etcd prefixes with ``Store.watch_raw``
+(keys only matter, values are not decoded): ``hosts/`` and ``instances/``.
+A host key change wakes the stream of that host; an instance key change
+wakes the stream of the host the instance was last seen on (the streams tell
+the hub which instance they are serving, ``bind``).  Each stream waits on its
+own ``asyncio.Event`` with a resync timeout, so a missed or compacted event
+costs at most one resync period, never correctness (level-triggered: the
+stream recomputes the whole desired state from etcd after every wake-up).
+
+Cost: two watches per replica regardless of the number of agents, instead of
+one poll per agent per second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from control_plane.domain.errors import BmaasError
+from control_plane.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class AgentHub:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._events: dict[str, asyncio.Event] = {}
+        self._instance_host: dict[str, str] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        rev = await self._store.current_revision()
+        for collection in ("hosts", "instances"):
+            prefix = self._store.keys.collection_prefix(collection)
+            self._tasks.append(
+                asyncio.create_task(self._follow(prefix, rev + 1), name=f"agent-hub-{collection}")
+            )
+
+    async def aclose(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+    def subscribe(self, host_id: str) -> asyncio.Event:
+        event = self._events.setdefault(host_id, asyncio.Event())
+        event.set()  # compute the first desired state at once
+        return event
+
+    def unsubscribe(self, host_id: str) -> None:
+        self._events.pop(host_id, None)
+        for inst in [i for i, h in self._instance_host.items() if h == host_id]:
+            del self._instance_host[inst]
+
+    def bind(self, host_id: str, instance: str) -> None:
+        """*host_id*'s stream currently serves *instance* (wake it on its changes)."""
+        if instance:
+            self._instance_host[instance] = host_id
+
+    def _wake(self, host_id: str | None) -> None:
+        if host_id is not None:
+            event = self._events.get(host_id)
+            if event is not None:
+                event.set()
+
+    async def _follow(self, prefix: bytes, start: int) -> None:
+        while True:
+            try:
+                async for _deleted, kv in self._store.watch_raw(prefix, start_revision=start):
+                    start = kv.mod_revision + 1
+                    name = self._store.keys.name_of_key(kv.key)
+                    if name.startswith("hosts/"):
+                        self._wake(name.removeprefix("hosts/"))
+                    else:
+                        self._wake(self._instance_host.get(name))
+            except BmaasError as exc:  # compaction or a long outage: resync everyone
+                log.warning("agent hub watch on %r failed (%s); resyncing", prefix, exc)
+                for event in self._events.values():
+                    event.set()
+                start = await self._store.current_revision() + 1
+                await asyncio.sleep(0.5)

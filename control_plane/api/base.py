@@ -1,0 +1,82 @@
+"""What every servicer shares: the dependencies and the caller's identity.
+
+``ApiDeps`` is built once by ``control_plane.api.server`` and handed to each
+servicer.  ``Placer`` is the one thing the API needs from the scheduler: place
+a PENDING instance on a host now (one etcd transaction binds instance and
+host) or raise ``NoCapacity``.  Servicers call ``tenant_of``/``operator``/
+``agent_host`` first thing in every handler; there is no unauthenticated RPC
+apart from the standard health and reflection services.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+from control_plane.api.agent_hub import AgentHub
+from control_plane.api.auth import Authenticator
+from control_plane.api.rpc import Context, metadata
+from control_plane.api.tokens import TenantTokens
+from control_plane.domain.compute import Instance
+from control_plane.domain.errors import NotFound
+from control_plane.store import Store
+from control_plane.store.records import R
+
+CATALOG_TTL = 10.0
+
+
+class Placer(Protocol):
+    async def place(self, instance: Instance) -> Instance:
+        """Bind *instance* (PENDING) to a host; the SCHEDULED instance, or ``NoCapacity``."""
+        ...
+
+
+@dataclass
+class ApiDeps:
+    store: Store
+    auth: Authenticator
+    tokens: TenantTokens
+    placer: Placer
+    hub: AgentHub
+    heartbeat_interval: int = 5
+    heartbeat_ttl: int = 15
+
+
+class Servicer:
+    """Base of the servicer mixins: holds ``deps`` and resolves callers."""
+
+    def __init__(self, deps: ApiDeps) -> None:
+        self.deps = deps
+        self.store = deps.store
+        self._catalog: dict[str, tuple[float, object]] = {}
+
+    async def catalog_ref(self, cls: type[R], name: str, field: str) -> R:
+        """Like ``ref`` for global catalogue records (instance types, images),
+        which are never changed in place: a hit within ``CATALOG_TTL`` seconds
+        costs no etcd round trip."""
+        now = time.monotonic()
+        hit = self._catalog.get(name)
+        if hit is not None and hit[0] > now and isinstance(hit[1], cls):
+            return hit[1]
+        obj = await self.ref(cls, name, field)
+        if len(self._catalog) > 10_000:
+            self._catalog.clear()
+        self._catalog[name] = (now + CATALOG_TTL, obj)
+        return obj
+
+    async def tenant_of(self, context: Context) -> str:
+        return await self.deps.auth.tenant(metadata(context))
+
+    def operator(self, context: Context) -> None:
+        self.deps.auth.operator(metadata(context))
+
+    async def agent_host(self, context: Context) -> str:
+        return await self.deps.auth.agent(metadata(context))
+
+    async def ref(self, cls: type[R], name: str, field: str) -> R:
+        """The record *name* a request field refers to; NotFound naming the field."""
+        try:
+            return await self.store.get(cls, name)
+        except NotFound:
+            raise NotFound(f"{field}: {name} not found") from None

@@ -1,0 +1,401 @@
+"""``OperatorService``: hosts, catalogue and tenants, for the operator token.
+
+Operator creates (hosts, instance types, images, tenants) are idempotent on
+``request_id`` by naming: without an explicit name the id is derived from the
+request id (``derived_id``), so a retry hits the same key; an existing record
+with the same spec is returned as if just created, a different spec is
+ALREADY_EXISTS.  ``EnrollHost`` stores only the SHA-256 of the new agent
+secret; a retried enrolment cannot show the lost secret again, so it rotates
+the credential (CAS on the host's etag) and returns the new one.
+
+Host actions are read-modify-CAS updates through ``Store.mutate`` with the
+lifecycle table doing the state checks: maintenance ON moves an idle host to
+MAINTENANCE at once (a bound host goes once its instance is gone: the
+controllers see ``maintenance=True``), OFF sends it through CLEANING;
+decommission is allowed from ENROLLED or MAINTENANCE only.  Drain cordons the
+host and terminates its instance.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Callable
+from typing import TypeVar
+
+from bmaas.v1 import common_pb2, operator_pb2, operator_pb2_grpc, tenant_pb2
+from control_plane.api import auth, catalog, convert, validate
+from control_plane.api.base import Servicer
+from control_plane.api.errors import InvalidField
+from control_plane.api.rpc import Context, unary
+from control_plane.domain.compute import Image, Instance, InstanceType
+from control_plane.domain.errors import AlreadyExists, FailedPrecondition, InvalidTransition
+from control_plane.domain.host import HardwareProfile, Host
+from control_plane.domain.lifecycle import HostEvent, HostState, InstanceEvent, InstanceState
+from control_plane.domain.tenant import Quota, Tenant
+from control_plane.domain.transitions import apply_host_event, apply_instance_event
+from control_plane.domain.validation import MAX_VOLUME_GIB
+
+SERVICE = "OperatorService"
+G = TypeVar("G", InstanceType, Image, Tenant)
+POWER_DRIVERS = ("fake", "qemu")
+_SECRET_FIELDS = ("agent_credential_hash",)
+
+
+def _hardware(msg: common_pb2.HardwareProfile, field: str) -> HardwareProfile:
+    validate.int_range(msg.cpus, f"{field}.cpus", 1, validate.MAX_CPUS)
+    validate.int_range(msg.memory_gib, f"{field}.memory_gib", 1, validate.MAX_MEMORY_GIB)
+    if len(msg.disks) > validate.MAX_DISKS:
+        raise InvalidField(f"{field}.disks", f"at most {validate.MAX_DISKS} disks")
+    if len(msg.nics) > validate.MAX_NICS:
+        raise InvalidField(f"{field}.nics", f"at most {validate.MAX_NICS} NICs")
+    for i, d in enumerate(msg.disks):
+        validate.text(d.name, f"{field}.disks[{i}].name", max_len=32, required_=True)
+        validate.int_range(d.size_gib, f"{field}.disks[{i}].size_gib", 1, validate.MAX_DISK_GIB)
+        validate.text(d.kind, f"{field}.disks[{i}].kind", max_len=16)
+    for i, n in enumerate(msg.nics):
+        validate.text(n.name, f"{field}.nics[{i}].name", max_len=32, required_=True)
+        validate.text(n.mac_address, f"{field}.nics[{i}].mac_address", max_len=17)
+        validate.int_range(n.speed_gbps, f"{field}.nics[{i}].speed_gbps", 0, 1600)
+    return convert.hardware_from_pb(msg)
+
+
+def _same(a: object, b: object, *ignore: str) -> bool:
+    """Records equal apart from bookkeeping fields (a retried create)."""
+    skip = {"etag", "create_time", "update_time", "request_id", *ignore}
+    fields = [f.name for f in dataclasses.fields(a)]  # type: ignore[arg-type]
+    return all(getattr(a, f) == getattr(b, f) for f in fields if f not in skip)
+
+
+class OperatorServicer(Servicer, operator_pb2_grpc.OperatorServiceServicer):
+    # -- hosts --------------------------------------------------------------------------
+
+    @unary(SERVICE)
+    async def EnrollHost(
+        self, request: operator_pb2.EnrollHostRequest, context: Context
+    ) -> operator_pb2.EnrollHostResponse:
+        self.operator(context)
+        rid = validate.request_id(request.request_id)
+        if not request.HasField("host"):
+            raise InvalidField("host", "is required")
+        spec = request.host
+        if spec.name:
+            host_id = validate.name(spec.name, "host.name", "hosts").id
+        else:
+            host_id = validate.derived_id("h", rid) if rid else validate.new_id("h")
+        if not spec.HasField("hardware"):
+            raise InvalidField("host.hardware", "is required")
+        hardware = _hardware(spec.hardware, "host.hardware")
+        zone = validate.ident(spec.zone, "host.zone")
+        rack = validate.ident(spec.rack, "host.rack")
+        host_class = validate.ident(spec.host_class, "host.host_class")
+        driver = spec.power_driver or "fake"
+        if driver not in POWER_DRIVERS:
+            raise InvalidField("host.power_driver", f"must be one of {', '.join(POWER_DRIVERS)}")
+        secret = auth.new_secret()
+        host = Host(
+            id=host_id,
+            zone=zone,
+            rack=rack,
+            host_class=host_class,
+            hardware=hardware,
+            power_driver=driver,
+            state=HostState.ENROLLED,
+            agent_credential_hash=auth.digest(secret),
+        )
+        try:
+            created = await self.store.create(host)
+        except AlreadyExists:
+            existing = await self.store.get(Host, host.name)
+            if not rid or not _same(existing, host, "agent_credential_hash", *_HOST_STATUS):
+                raise
+            digest = auth.digest(secret)
+            created = await self.store.mutate(
+                Host,
+                host.name,
+                lambda h: dataclasses.replace(h, agent_credential_hash=digest),
+                etag=existing.etag,
+            )
+        return operator_pb2.EnrollHostResponse(
+            host=convert.host(created), agent_credential=auth.agent_credential(host_id, secret)
+        )
+
+    @unary(SERVICE)
+    async def GetHost(self, request: tenant_pb2.GetRequest, context: Context) -> common_pb2.Host:
+        self.operator(context)
+        name = str(validate.name(request.name, "name", "hosts"))
+        return convert.host(await self.store.get(Host, name))
+
+    @unary(SERVICE)
+    async def ListHosts(
+        self, request: tenant_pb2.ListRequest, context: Context
+    ) -> operator_pb2.ListHostsResponse:
+        self.operator(context)
+        size, token, flt = validate.page(request.page_size, request.page_token, request.filter)
+        if any(secret in flt for secret in _SECRET_FIELDS):
+            raise InvalidField("filter", "cannot filter on credential fields")
+        page = await self.store.list(Host, page_size=size, page_token=token, filter=flt)
+        return operator_pb2.ListHostsResponse(
+            hosts=[convert.host(h) for h in page.items], next_page_token=page.next_page_token
+        )
+
+    async def _mutate_host(
+        self, request_name: str, etag: str, change: Callable[[Host], Host]
+    ) -> Host:
+        name = str(validate.name(request_name, "name", "hosts"))
+        return await self.store.mutate(Host, name, change, etag=validate.etag(etag))
+
+    @unary(SERVICE)
+    async def CordonHost(
+        self, request: operator_pb2.HostActionRequest, context: Context
+    ) -> common_pb2.Host:
+        self.operator(context)
+        validate.text(request.reason, "reason")
+        host = await self._mutate_host(
+            request.name, request.etag, lambda h: dataclasses.replace(h, cordoned=True)
+        )
+        return convert.host(host)
+
+    @unary(SERVICE)
+    async def UncordonHost(
+        self, request: operator_pb2.HostActionRequest, context: Context
+    ) -> common_pb2.Host:
+        self.operator(context)
+        validate.text(request.reason, "reason")
+        host = await self._mutate_host(
+            request.name, request.etag, lambda h: dataclasses.replace(h, cordoned=False)
+        )
+        return convert.host(host)
+
+    @unary(SERVICE)
+    async def DrainHost(
+        self, request: operator_pb2.HostActionRequest, context: Context
+    ) -> common_pb2.Host:
+        self.operator(context)
+        validate.text(request.reason, "reason")
+        host = await self._mutate_host(
+            request.name, request.etag, lambda h: dataclasses.replace(h, cordoned=True)
+        )
+        if host.assigned_instance:
+
+            def terminate(inst: Instance) -> Instance:
+                if inst.state in (InstanceState.TERMINATING, InstanceState.TERMINATED):
+                    return inst
+                return apply_instance_event(inst, InstanceEvent.TERMINATE)
+
+            with contextlib.suppress(InvalidTransition):
+                await self.store.mutate(Instance, host.assigned_instance, terminate)
+        return convert.host(host)
+
+    @unary(SERVICE)
+    async def SetHostMaintenance(
+        self, request: operator_pb2.SetHostMaintenanceRequest, context: Context
+    ) -> common_pb2.Host:
+        self.operator(context)
+        reason = validate.text(request.reason, "reason")
+        now = self.store.clock()
+
+        def change(h: Host) -> Host:
+            if request.maintenance:
+                h = dataclasses.replace(h, maintenance=True, maintenance_reason=reason)
+                if h.state == HostState.MAINTENANCE or h.assigned_instance:
+                    return h
+                try:
+                    return apply_host_event(h, HostEvent.MAINTAIN, now=now)
+                except InvalidTransition:
+                    return h  # e.g. ALLOCATED: the controllers finish it later
+            h = dataclasses.replace(h, maintenance=False, maintenance_reason="")
+            if h.state == HostState.MAINTENANCE:
+                return apply_host_event(h, HostEvent.UNMAINTAIN, now=now)
+            return h
+
+        return convert.host(await self._mutate_host(request.name, request.etag, change))
+
+    @unary(SERVICE)
+    async def DecommissionHost(
+        self, request: operator_pb2.HostActionRequest, context: Context
+    ) -> common_pb2.Host:
+        self.operator(context)
+        validate.text(request.reason, "reason")
+        now = self.store.clock()
+
+        def change(h: Host) -> Host:
+            if h.state == HostState.DECOMMISSIONED:
+                return h
+            if h.state not in (HostState.ENROLLED, HostState.MAINTENANCE):
+                raise FailedPrecondition(
+                    f"{h.name} is {h.state}: put it in maintenance before decommissioning"
+                )
+            return dataclasses.replace(
+                apply_host_event(h, HostEvent.DECOMMISSION, now=now), agent_credential_hash=""
+            )
+
+        return convert.host(await self._mutate_host(request.name, request.etag, change))
+
+    # -- catalogue ----------------------------------------------------------------------
+
+    @unary(SERVICE)
+    async def CreateInstanceType(
+        self, request: operator_pb2.CreateInstanceTypeRequest, context: Context
+    ) -> common_pb2.InstanceType:
+        self.operator(context)
+        rid = validate.request_id(request.request_id)
+        spec = request.instance_type
+        type_id = validate.name(spec.name, "instance_type.name", "instanceTypes").id
+        itype = InstanceType(
+            id=type_id,
+            host_class=validate.ident(spec.host_class, "instance_type.host_class"),
+            cpus=validate.int_range(spec.cpus, "instance_type.cpus", 1, validate.MAX_CPUS),
+            memory_gib=validate.int_range(
+                spec.memory_gib, "instance_type.memory_gib", 1, validate.MAX_MEMORY_GIB
+            ),
+            description=validate.text(spec.description, "instance_type.description"),
+        )
+        return convert.instance_type(await self._create_global(itype, rid))
+
+    async def _create_global(self, obj: G, rid: str) -> G:
+        try:
+            return await self.store.create(obj)
+        except AlreadyExists:
+            existing = await self.store.get(type(obj), obj.name)
+            if rid and _same(existing, obj):
+                return existing
+            raise
+
+    @unary(SERVICE)
+    async def ListInstanceTypes(
+        self, request: tenant_pb2.ListRequest, context: Context
+    ) -> tenant_pb2.ListInstanceTypesResponse:
+        self.operator(context)
+        return await catalog.list_instance_types(self.store, request)
+
+    @unary(SERVICE)
+    async def RegisterImage(
+        self, request: operator_pb2.RegisterImageRequest, context: Context
+    ) -> common_pb2.Image:
+        self.operator(context)
+        rid = validate.request_id(request.request_id)
+        spec = request.image
+        image_id = validate.name(spec.name, "image.name", "images").id
+        source = validate.text(
+            spec.source_uri, "image.source_uri", max_len=validate.MAX_URI_LEN, required_=True
+        )
+        if not source.startswith(("file://", "http://", "https://", "s3://", "/")):
+            raise InvalidField("image.source_uri", "must be a file://, http(s):// or s3:// URI")
+        checksum = validate.text(spec.checksum, "image.checksum", max_len=80)
+        if checksum and not (
+            checksum.startswith("sha256:")
+            and len(checksum) == 71
+            and all(c in "0123456789abcdef" for c in checksum[7:])
+        ):
+            raise InvalidField("image.checksum", "must be 'sha256:' and 64 lowercase hex digits")
+        image = Image(
+            id=image_id,
+            display_name=validate.text(spec.display_name, "image.display_name", max_len=256),
+            os=validate.text(spec.os or "linux", "image.os", max_len=64),
+            source=source,
+            size_gib=validate.int_range(spec.size_gib or 10, "image.size_gib", 1, MAX_VOLUME_GIB),
+            checksum=checksum,
+        )
+        return convert.image(await self._create_global(image, rid))
+
+    @unary(SERVICE)
+    async def ListImages(
+        self, request: tenant_pb2.ListRequest, context: Context
+    ) -> tenant_pb2.ListImagesResponse:
+        self.operator(context)
+        return await catalog.list_images(self.store, request)
+
+    # -- tenants ------------------------------------------------------------------------
+
+    @unary(SERVICE)
+    async def CreateTenant(
+        self, request: operator_pb2.CreateTenantRequest, context: Context
+    ) -> common_pb2.Tenant:
+        self.operator(context)
+        rid = validate.request_id(request.request_id)
+        spec = request.tenant
+        if spec.name:
+            tenant_id = validate.name(spec.name, "tenant.name", "tenants").id
+        else:
+            tenant_id = validate.derived_id("t", rid) if rid else validate.new_id("t")
+        quota = _quota(spec.quota, "tenant.quota") if spec.HasField("quota") else Quota()
+        tenant = Tenant(
+            id=tenant_id,
+            display_name=validate.text(spec.display_name, "tenant.display_name", max_len=256),
+            quota=quota,
+        )
+        return convert.tenant(await self._create_global(tenant, rid))
+
+    @unary(SERVICE)
+    async def GetTenant(
+        self, request: tenant_pb2.GetRequest, context: Context
+    ) -> common_pb2.Tenant:
+        self.operator(context)
+        rn = validate.name(request.name, "name", "tenants")
+        tenant = await self.store.get(Tenant, str(rn))
+        return convert.tenant(tenant, await self.store.get_usage(rn.id))
+
+    @unary(SERVICE)
+    async def ListTenants(
+        self, request: tenant_pb2.ListRequest, context: Context
+    ) -> operator_pb2.ListTenantsResponse:
+        self.operator(context)
+        size, token, flt = validate.page(request.page_size, request.page_token, request.filter)
+        page = await self.store.list(Tenant, page_size=size, page_token=token, filter=flt)
+        return operator_pb2.ListTenantsResponse(
+            tenants=[convert.tenant(t) for t in page.items], next_page_token=page.next_page_token
+        )
+
+    @unary(SERVICE)
+    async def IssueTenantToken(
+        self, request: operator_pb2.IssueTenantTokenRequest, context: Context
+    ) -> operator_pb2.IssueTenantTokenResponse:
+        self.operator(context)
+        validate.request_id(request.request_id)
+        rn = validate.name(request.tenant, "tenant", "tenants")
+        await self.ref(Tenant, str(rn), "tenant")
+        secret = auth.new_secret()
+        token_id = await self.deps.tokens.issue(rn.id, auth.digest(secret))
+        return operator_pb2.IssueTenantTokenResponse(
+            tenant=str(rn), token=auth.tenant_token(token_id, secret), token_id=token_id
+        )
+
+    @unary(SERVICE)
+    async def SetTenantQuota(
+        self, request: operator_pb2.SetTenantQuotaRequest, context: Context
+    ) -> common_pb2.Tenant:
+        self.operator(context)
+        rn = validate.name(request.tenant, "tenant", "tenants")
+        if not request.HasField("quota"):
+            raise InvalidField("quota", "is required")
+        quota = _quota(request.quota, "quota")
+        tenant = await self.store.mutate(
+            Tenant,
+            str(rn),
+            lambda t: dataclasses.replace(t, quota=quota),
+            etag=validate.etag(request.etag),
+        )
+        return convert.tenant(tenant, await self.store.get_usage(rn.id))
+
+
+_HOST_STATUS = (
+    "state",
+    "cordoned",
+    "maintenance",
+    "maintenance_reason",
+    "assigned_instance",
+    "conditions",
+    "last_heartbeat",
+    "cleaning_epoch",
+    "last_cleaned_time",
+)
+
+
+def _quota(msg: common_pb2.Quota, field: str) -> Quota:
+    return Quota(
+        max_instances=validate.int_range(msg.max_instances, f"{field}.max_instances", 0, 100_000),
+        max_volume_gib=validate.int_range(
+            msg.max_volume_gib, f"{field}.max_volume_gib", 0, 100 * 1024 * 1024
+        ),
+    )

@@ -1,0 +1,192 @@
+"""TenantService volume RPCs (cloud disks served by the card as vhost-user-blk).
+
+A volume's ``size_gib`` is charged to the tenant's ``max_volume_gib`` quota
+by the store in the transaction that creates or resizes it.  Attach and
+detach change the volume and the instance in ONE transaction compared on
+both etags, so the two records never disagree about an attachment; a
+concurrent change to either surfaces as ABORTED and the client retries with
+fresh etags.  A volume can be attached only to an instance of the same
+tenant and zone that is not terminating, and deleted only when detached.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from bmaas.v1 import common_pb2, tenant_pb2, tenant_pb2_grpc
+from control_plane.api import convert, validate
+from control_plane.api.base import Servicer
+from control_plane.api.errors import InvalidField
+from control_plane.api.rpc import Context, unary
+from control_plane.domain.compute import Image, Instance
+from control_plane.domain.errors import Aborted, FailedPrecondition, NotFound, QuotaExceeded
+from control_plane.domain.lifecycle import InstanceState
+from control_plane.domain.tenant import Tenant
+from control_plane.domain.validation import MAX_VOLUME_GIB
+from control_plane.domain.volume import Volume
+
+SERVICE = "TenantService"
+_NOT_ATTACHABLE = frozenset(
+    {InstanceState.TERMINATING, InstanceState.TERMINATED, InstanceState.FAILED}
+)
+
+
+class VolumesMixin(Servicer, tenant_pb2_grpc.TenantServiceServicer):
+    @unary(SERVICE)
+    async def CreateVolume(
+        self, request: tenant_pb2.CreateVolumeRequest, context: Context
+    ) -> common_pb2.Volume:
+        tenant = await self.tenant_of(context)
+        if not request.HasField("volume"):
+            raise InvalidField("volume", "is required")
+        spec = request.volume
+        rid = validate.request_id(request.request_id)
+        vol_id = (
+            validate.owned(spec.name, "volume.name", "volumes", tenant).id
+            if spec.name
+            else validate.new_id("vol")
+        )
+        size = validate.int_range(spec.size_gib, "volume.size_gib", 1, MAX_VOLUME_GIB)
+        zone = validate.ident(spec.zone, "volume.zone", required_=False)
+        image = ""
+        if spec.image:
+            image = str(validate.name(spec.image, "volume.image", "images"))
+            img = await self.ref(Image, image, "volume.image")
+            if size < img.size_gib:
+                raise InvalidField(
+                    "volume.size_gib", f"{size} is smaller than the image's {img.size_gib} GiB"
+                )
+        vol = Volume(
+            tenant=tenant, id=vol_id, size_gib=size, zone=zone, image=image, request_id=rid
+        )
+        created = await self.store.create(
+            vol, request_id=rid, fingerprint=validate.fingerprint(request)
+        )
+        return convert.volume(created)
+
+    @unary(SERVICE)
+    async def GetVolume(
+        self, request: tenant_pb2.GetRequest, context: Context
+    ) -> common_pb2.Volume:
+        tenant = await self.tenant_of(context)
+        name = str(validate.owned(request.name, "name", "volumes", tenant))
+        return convert.volume(await self.store.get(Volume, name))
+
+    @unary(SERVICE)
+    async def ListVolumes(
+        self, request: tenant_pb2.ListRequest, context: Context
+    ) -> tenant_pb2.ListVolumesResponse:
+        tenant = await self.tenant_of(context)
+        size, token, flt = validate.page(request.page_size, request.page_token, request.filter)
+        page = await self.store.list(
+            Volume, parent=f"tenants/{tenant}", page_size=size, page_token=token, filter=flt
+        )
+        return tenant_pb2.ListVolumesResponse(
+            volumes=[convert.volume(v) for v in page.items], next_page_token=page.next_page_token
+        )
+
+    async def _volume(self, tenant: str, name_: str, etag: str) -> Volume:
+        """The volume, with an attachment to a TERMINATED (or vanished)
+        instance shown as released: termination frees data volumes."""
+        name = str(validate.owned(name_, "name", "volumes", tenant))
+        vol = await self.store.get(Volume, name)
+        if validate.etag(etag) and etag != vol.etag:
+            raise Aborted(f"{name}: etag {etag} is stale (now {vol.etag})")
+        if vol.attached_to and not await self._holds(vol.attached_to):
+            vol = dataclasses.replace(vol, attached_to="")
+        return vol
+
+    async def _holds(self, instance: str) -> bool:
+        try:
+            inst = await self.store.get(Instance, instance)
+        except NotFound:
+            return False
+        return inst.state != InstanceState.TERMINATED
+
+    @unary(SERVICE)
+    async def AttachVolume(
+        self, request: tenant_pb2.AttachVolumeRequest, context: Context
+    ) -> common_pb2.Volume:
+        tenant = await self.tenant_of(context)
+        inst_name = str(validate.owned(request.instance, "instance", "instances", tenant))
+        vol = await self._volume(tenant, request.name, request.etag)
+        inst = await self.ref(Instance, inst_name, "instance")
+        if vol.attached_to == inst.name:
+            return convert.volume(vol)
+        if vol.attached_to:
+            raise FailedPrecondition(
+                f"{vol.name} is attached to {vol.attached_to}; detach it first"
+            )
+        if inst.state in _NOT_ATTACHABLE:
+            raise FailedPrecondition(f"{inst.name} is {inst.state}; cannot attach volumes")
+        if vol.zone and inst.zone and vol.zone != inst.zone:
+            raise FailedPrecondition(
+                f"{vol.name} is in zone {vol.zone}, {inst.name} in {inst.zone}"
+            )
+        if len(inst.volumes) >= validate.MAX_VOLUMES_PER_INSTANCE:
+            raise FailedPrecondition(f"{inst.name} already has {len(inst.volumes)} volumes")
+        pair: list[Any] = [
+            dataclasses.replace(vol, attached_to=inst.name),
+            dataclasses.replace(inst, volumes=(*inst.volumes, vol.name)),
+        ]
+        new_vol, _ = await self.store.update_many(pair)
+        assert isinstance(new_vol, Volume)
+        return convert.volume(new_vol)
+
+    @unary(SERVICE)
+    async def DetachVolume(
+        self, request: tenant_pb2.DetachVolumeRequest, context: Context
+    ) -> common_pb2.Volume:
+        tenant = await self.tenant_of(context)
+        vol = await self._volume(tenant, request.name, request.etag)
+        if not vol.attached_to:
+            stored = await self.store.get(Volume, vol.name)
+            if stored.attached_to and stored.etag == vol.etag:  # held by a terminated instance
+                return convert.volume(await self.store.update(vol))
+            return convert.volume(vol)
+        detached = dataclasses.replace(vol, attached_to="")
+        try:
+            inst = await self.store.get(Instance, vol.attached_to)
+        except NotFound:
+            return convert.volume(await self.store.update(detached))
+        pair: list[Any] = [
+            detached,
+            dataclasses.replace(inst, volumes=tuple(v for v in inst.volumes if v != vol.name)),
+        ]
+        new_vol, _ = await self.store.update_many(pair)
+        assert isinstance(new_vol, Volume)
+        return convert.volume(new_vol)
+
+    @unary(SERVICE)
+    async def ResizeVolume(
+        self, request: tenant_pb2.ResizeVolumeRequest, context: Context
+    ) -> common_pb2.Volume:
+        tenant = await self.tenant_of(context)
+        size = validate.int_range(request.size_gib, "size_gib", 1, MAX_VOLUME_GIB)
+        vol = await self._volume(tenant, request.name, request.etag)
+        if size < vol.size_gib:
+            raise InvalidField("size_gib", f"volumes only grow ({vol.size_gib} -> {size} GiB)")
+        if size == vol.size_gib:
+            return convert.volume(vol)
+        owner = await self.store.get(Tenant, f"tenants/{tenant}")
+        usage = await self.store.get_usage(tenant)
+        if usage.volume_gib + size - vol.size_gib > owner.quota.max_volume_gib:
+            raise QuotaExceeded(
+                f"tenants/{tenant}: growing {vol.name} to {size} GiB exceeds max_volume_gib "
+                f"{owner.quota.max_volume_gib} (using {usage.volume_gib})"
+            )
+        return convert.volume(await self.store.update(dataclasses.replace(vol, size_gib=size)))
+
+    @unary(SERVICE)
+    async def DeleteVolume(
+        self, request: tenant_pb2.DeleteRequest, context: Context
+    ) -> common_pb2.Empty:
+        tenant = await self.tenant_of(context)
+        vol = await self._volume(tenant, request.name, request.etag)
+        if vol.attached_to:
+            raise FailedPrecondition(
+                f"{vol.name} is attached to {vol.attached_to}; detach it first"
+            )
+        await self.store.delete(Volume, vol.name, etag=vol.etag)
+        return common_pb2.Empty()

@@ -1,0 +1,173 @@
+"""AgentService contract tests: Register and the Connect stream, against a
+real etcd.  An agent acts only for the host its credential names."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+
+from bmaas.v1 import agent_pb2, common_pb2, operator_pb2, tenant_pb2
+from control_plane.domain.agent import AgentPhase
+from tests.harness.control_plane import Clients, InProcessControlPlane, bearer, wait_for
+from tests.integration.control_plane.conftest import World, enroll
+
+
+async def next_desired(
+    call: grpc.aio.StreamStreamCall, timeout: float = 5.0
+) -> agent_pb2.DesiredState:
+    msg = await asyncio.wait_for(call.read(), timeout)
+    assert msg is not grpc.aio.EOF, "stream ended"
+    assert msg.WhichOneof("body") == "desired_state"
+    desired: agent_pb2.DesiredState = msg.desired_state
+    return desired
+
+
+async def test_register_checks_the_credential_and_the_host(clients: Clients) -> None:
+    c = clients
+    _, cred_a = await enroll(c, host_id="ha", register=False)
+    await enroll(c, host_id="hb", register=False)
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await c.agent.Register(agent_pb2.RegisterRequest(host="hosts/hb"), metadata=bearer(cred_a))
+    assert exc.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "hosts/ha" in (exc.value.details() or "")
+    for bad in ("", "ha.wrong-secret", "hb." + cred_a.split(".", 1)[1], "nodot"):
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await c.agent.Register(agent_pb2.RegisterRequest(host="hosts/ha"), metadata=bearer(bad))
+        assert exc.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    hb = await c.operator.GetHost(tenant_pb2.GetRequest(name="hosts/hb"), metadata=c.op_md)
+    assert hb.state == common_pb2.HOST_STATE_ENROLLED  # untouched by the refused calls
+    ok = await c.agent.Register(
+        agent_pb2.RegisterRequest(host="hosts/ha", agent_version="1.0"), metadata=bearer(cred_a)
+    )
+    assert ok.host.state == common_pb2.HOST_STATE_AVAILABLE
+
+
+async def test_decommissioned_host_credential_stops_working(
+    clients: Clients, cp: InProcessControlPlane
+) -> None:
+    c = clients
+    _, cred = await enroll(c, host_id="hd")
+    await c.operator.SetHostMaintenance(
+        operator_pb2.SetHostMaintenanceRequest(name="hosts/hd", maintenance=True), metadata=c.op_md
+    )
+    await c.operator.DecommissionHost(
+        operator_pb2.HostActionRequest(name="hosts/hd"), metadata=c.op_md
+    )
+    assert cp.api is not None
+    cp.api.auth.forget()  # drop the verified-credential cache
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await c.agent.Register(agent_pb2.RegisterRequest(host="hosts/hd"), metadata=bearer(cred))
+    assert exc.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_connect_streams_desired_state_and_records_status(
+    world: World, cp: InProcessControlPlane
+) -> None:
+    w, c = world, world.clients
+    store = cp.store
+    assert store is not None
+    host_name, cred = next(iter(w.hosts.items()))
+    host_id = host_name.removeprefix("hosts/")
+    call = c.agent.Connect(metadata=bearer(cred))
+    first = await next_desired(call)
+    assert first.host == host_name and first.state == common_pb2.HOST_STATE_AVAILABLE
+    assert list(first.instances) == [] and first.generation > 0
+
+    await call.write(agent_pb2.AgentMessage(heartbeat=agent_pb2.Heartbeat(host=host_name)))
+    await wait_for(lambda: store.liveness.is_alive(host_id))
+
+    # Pin the instance to this host: cordon the others.
+    for other in w.hosts:
+        if other != host_name:
+            await c.operator.CordonHost(
+                operator_pb2.HostActionRequest(name=other), metadata=c.op_md
+            )
+    vol = await c.tenant.CreateVolume(
+        tenant_pb2.CreateVolumeRequest(volume=common_pb2.Volume(size_gib=7)), metadata=w.md
+    )
+    inst = await c.tenant.CreateInstance(
+        tenant_pb2.CreateInstanceRequest(
+            instance=common_pb2.Instance(
+                instance_type=w.instance_type,
+                image=w.image,
+                volumes=[vol.name],
+                user_data="#cloud-config\n",
+            )
+        ),
+        metadata=w.md,
+    )
+    assert inst.host == host_name
+    desired = await next_desired(call)
+    assert desired.state == common_pb2.HOST_STATE_ALLOCATED
+    assert desired.generation > first.generation
+    (di,) = desired.instances
+    assert di.instance == inst.name and di.tenant == "acme"
+    assert di.power == common_pb2.POWER_STATE_ON and not di.terminate
+    assert di.image_source_uri == "file:///images/d12.raw" and di.user_data == "#cloud-config\n"
+    assert [(v.boot, v.size_gib) for v in di.volumes] == [(True, 10), (False, 7)]
+
+    await call.write(
+        agent_pb2.AgentMessage(
+            instance_status=agent_pb2.InstanceStatus(
+                instance=inst.name, phase=common_pb2.INSTANCE_STATE_RUNNING, message="booted"
+            )
+        )
+    )
+    await call.write(
+        agent_pb2.AgentMessage(host_status=agent_pb2.HostStatus(host=host_name, wiped_epoch=3))
+    )
+
+    async def reported() -> bool:
+        rep = await store.reports.get(host_id)
+        return bool(rep and rep.instance_phase == AgentPhase.RUNNING and rep.wiped_epoch == 3)
+
+    await wait_for(reported)
+
+    # Terminate: the next desired state asks for teardown.
+    await c.tenant.TerminateInstance(
+        tenant_pb2.InstanceActionRequest(name=inst.name), metadata=w.md
+    )
+    teardown = await next_desired(call)
+    assert teardown.instances[0].terminate
+    assert teardown.instances[0].power == common_pb2.POWER_STATE_OFF
+
+    # A status about a foreign host ends the stream with PERMISSION_DENIED.
+    await call.write(
+        agent_pb2.AgentMessage(heartbeat=agent_pb2.Heartbeat(host="hosts/someone-else"))
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        while True:
+            msg = await asyncio.wait_for(call.read(), 5)
+            assert msg is not grpc.aio.EOF
+    assert exc.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_connect_refuses_status_for_instances_not_on_the_host(world: World) -> None:
+    w, c = world, world.clients
+    cred = next(iter(w.hosts.values()))
+    call = c.agent.Connect(metadata=bearer(cred))
+    await next_desired(call)
+    await call.write(
+        agent_pb2.AgentMessage(
+            instance_status=agent_pb2.InstanceStatus(
+                instance="tenants/acme/instances/i-other", phase=common_pb2.INSTANCE_STATE_RUNNING
+            )
+        )
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        while True:
+            await asyncio.wait_for(call.read(), 5)
+    assert exc.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    bad = c.agent.Connect(metadata=bearer("h0.not-the-secret"))
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await asyncio.wait_for(bad.read(), 5)
+    assert exc.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    empty = c.agent.Connect(metadata=bearer(cred))
+    await next_desired(empty)
+    await empty.write(agent_pb2.AgentMessage())
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        while True:
+            await asyncio.wait_for(empty.read(), 5)
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -1,0 +1,247 @@
+"""Controllers end to end on a real etcd: PENDING -> RUNNING -> TERMINATED with
+the host released through CLEANING, driven by agent reports or simulated."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+from control_plane.controllers import ControllerConfig, ControllerManager
+from control_plane.domain import (
+    AgentPhase,
+    AgentReport,
+    Host,
+    HostState,
+    Instance,
+    InstanceEvent,
+    InstanceState,
+)
+from control_plane.domain.conditions import ConditionStatus, ConditionType, condition_is
+from control_plane.domain.transitions import apply_instance_event
+from control_plane.scheduler import HostCache, Scheduler
+from control_plane.store import Store
+from tests.harness.store import (
+    cp_etcd,
+    eventually,
+    root,
+    seed_catalog,
+    seed_hosts,
+    store,
+    store_factory,
+)
+
+__all__ = ["cp_etcd", "root", "store", "store_factory"]
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+CONFIG = ControllerConfig(
+    lease_ttl=2,
+    resync_period=1.0,
+    fake_clean_seconds=0.2,
+    no_capacity_retry=0.2,
+    pending_grace=0.0,
+)
+NAME = "tenants/t1/instances/i1"
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def manager(store: Store) -> AsyncIterator[ControllerManager]:
+    await seed_catalog(store)
+    async with ControllerManager(store, identity="solo", config=CONFIG) as mgr:
+        yield mgr
+
+
+async def _state(store: Store, name: str = NAME) -> InstanceState:
+    return (await store.get(Instance, name)).state
+
+
+async def _create(store: Store) -> Instance:
+    return await store.create(
+        Instance(tenant="t1", id="i1", instance_type="instanceTypes/m1", image="images/d")
+    )
+
+
+async def _event(store: Store, event: InstanceEvent, name: str = NAME) -> Instance:
+    return await store.mutate(Instance, name, lambda i: apply_instance_event(i, event))
+
+
+async def test_simulated_host_lifecycle_and_host_recycling(
+    store: Store, manager: ControllerManager
+) -> None:
+    (host,) = await seed_hosts(store, 1)
+    await manager.wait_running()
+    await _create(store)
+
+    async def running() -> bool:
+        return await _state(store) == InstanceState.RUNNING
+
+    await eventually(running)
+    inst = await store.get(Instance, NAME)
+    assert inst.host == host.name
+    assert condition_is(inst.conditions, ConditionType.SCHEDULED, ConditionStatus.TRUE)
+    assert (await store.get_usage("t1")).instances == 1
+
+    await _event(store, InstanceEvent.TERMINATE)
+
+    async def terminated() -> bool:
+        return await _state(store) == InstanceState.TERMINATED
+
+    await eventually(terminated)
+    assert (await store.get_usage("t1")).instances == 0
+    released = await store.get(Host, host.name)
+    assert released.state in (HostState.CLEANING, HostState.AVAILABLE)
+    assert released.assigned_instance == ""
+
+    async def recycled() -> bool:
+        h = await store.get(Host, host.name)
+        return h.state == HostState.AVAILABLE
+
+    await eventually(recycled)
+    h = await store.get(Host, host.name)
+    assert h.cleaning_epoch == 1 and h.last_cleaned_time > 0
+    assert condition_is(h.conditions, ConditionType.CLEANED, ConditionStatus.TRUE)
+
+
+async def test_agent_reports_drive_the_instance_and_the_wipe(
+    store: Store, manager: ControllerManager
+) -> None:
+    (host,) = await seed_hosts(store, 1)
+    host = await store.update(dataclasses.replace(host, last_heartbeat=1.0))  # has an agent
+    await store.liveness.heartbeat(host.id, ttl=10)
+    await manager.wait_running()
+    await _create(store)
+
+    async def scheduled() -> bool:
+        return await _state(store) == InstanceState.SCHEDULED
+
+    await eventually(scheduled)
+
+    async def reach(state: InstanceState) -> None:
+        async def probe() -> bool:
+            return await _state(store) == state
+
+        await eventually(probe)
+
+    report = AgentReport(host=host.id, instance=NAME, instance_phase=AgentPhase.PROVISIONING)
+    await store.reports.put(report)
+    await reach(InstanceState.PROVISIONING)
+    await store.reports.put(dataclasses.replace(report, instance_phase=AgentPhase.RUNNING))
+    await reach(InstanceState.RUNNING)
+
+    stopping = await _event(store, InstanceEvent.STOP)
+    assert stopping.generation == 1
+    # a STOPPED report from before the stop (generation 0) is ignored...
+    await store.reports.put(dataclasses.replace(report, instance_phase=AgentPhase.STOPPED))
+    await store.reports.put(
+        dataclasses.replace(report, instance_phase=AgentPhase.STOPPED, generation=1)
+    )
+    await reach(InstanceState.STOPPED)
+
+    await _event(store, InstanceEvent.TERMINATE)
+    await reach(InstanceState.TERMINATED)
+    cleaning = await store.get(Host, host.name)
+    assert cleaning.state == HostState.CLEANING  # waits for the agent's wipe
+    await store.reports.put(AgentReport(host=host.id, wiped_epoch=cleaning.cleaning_epoch))
+
+    async def available() -> bool:
+        return (await store.get(Host, host.name)).state == HostState.AVAILABLE
+
+    await eventually(available)
+
+
+async def test_failed_report_fails_the_instance_and_no_capacity_is_reported(
+    store: Store, manager: ControllerManager
+) -> None:
+    await manager.wait_running()
+    await _create(store)
+
+    async def no_capacity() -> bool:
+        inst = await store.get(Instance, NAME)
+        return condition_is(inst.conditions, ConditionType.SCHEDULED, ConditionStatus.FALSE)
+
+    await eventually(no_capacity)
+    assert await _state(store) == InstanceState.PENDING
+    (host,) = await seed_hosts(store, 1)
+    await store.liveness.heartbeat(host.id, ttl=10)  # an agent is connected
+    await store.update(dataclasses.replace(host, last_heartbeat=1.0))
+
+    async def scheduled() -> bool:
+        return await _state(store) == InstanceState.SCHEDULED
+
+    await eventually(scheduled)
+    await store.reports.put(
+        AgentReport(
+            host=host.id,
+            instance=NAME,
+            instance_phase=AgentPhase.FAILED,
+            message="image checksum mismatch",
+        )
+    )
+
+    async def failed() -> bool:
+        return await _state(store) == InstanceState.FAILED
+
+    await eventually(failed)
+    assert (await store.get(Instance, NAME)).failure_reason == "image checksum mismatch"
+
+
+async def test_young_pending_instances_are_left_to_their_api_replica(store: Store) -> None:
+    await seed_catalog(store)
+    await seed_hosts(store, 1)
+    config = dataclasses.replace(CONFIG, pending_grace=1.0)
+    async with ControllerManager(store, identity="graceful", config=config) as mgr:
+        await mgr.wait_running()
+        await _create(store)
+        await asyncio.sleep(0.4)
+        assert await _state(store) == InstanceState.PENDING  # the API would place it now
+
+        async def picked_up() -> bool:
+            return await _state(store) != InstanceState.PENDING
+
+        took = await eventually(picked_up)
+        assert took >= 0.3
+
+
+async def test_manager_can_share_the_api_replicas_scheduler(store: Store) -> None:
+    await seed_catalog(store)
+    await seed_hosts(store, 1)
+    async with HostCache(store) as cache:
+        shared = Scheduler(store, cache)
+        async with ControllerManager(store, config=CONFIG, scheduler=shared) as mgr:
+            await mgr.wait_running()
+            assert mgr.scheduler is shared
+            await _create(store)
+
+            async def running() -> bool:
+                return await _state(store) == InstanceState.RUNNING
+
+            await eventually(running)
+        assert cache.ready.is_set() and len(cache) == 1  # still the caller's, still open
+
+
+async def test_resync_recycles_a_host_left_allocated_to_a_finished_instance(
+    store: Store, manager: ControllerManager
+) -> None:
+    (host,) = await seed_hosts(store, 1, state=HostState.ENROLLED)
+    inst = await store.create(
+        Instance(
+            tenant="t1",
+            id="done",
+            instance_type="instanceTypes/m1",
+            image="images/d",
+            state=InstanceState.TERMINATED,
+        )
+    )
+    # a buggy writer binds the host to the already finished instance
+    await store.update(
+        dataclasses.replace(host, state=HostState.ALLOCATED, assigned_instance=inst.name)
+    )
+
+    async def recycled() -> bool:
+        h = await store.get(Host, host.name)
+        return h.state == HostState.AVAILABLE and not h.assigned_instance
+
+    await eventually(recycled, timeout=CONFIG.resync_period + 5)

@@ -1,0 +1,373 @@
+"""Store against a real etcd: CAS, idempotency, quotas under concurrency,
+pagination, filters, watches and multi-key transaction atomicity."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+
+import pytest
+
+from control_plane.domain import (
+    AgentPhase,
+    AgentReport,
+    Host,
+    HostState,
+    Instance,
+    InstanceState,
+    Quota,
+    Tenant,
+    Volume,
+    fake_hardware,
+)
+from control_plane.domain.errors import (
+    Aborted,
+    AlreadyExists,
+    InvalidArgument,
+    NotFound,
+    QuotaExceeded,
+)
+from control_plane.store import RecordChanged, Store, WatchEvent
+from tests.harness.store import StoreFactory, cp_etcd, root, seed_hosts, store, store_factory
+
+__all__ = ["cp_etcd", "root", "store", "store_factory"]
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+def _instance(i: int | str, tenant: str = "t1") -> Instance:
+    return Instance(tenant=tenant, id=f"i{i}", instance_type="instanceTypes/m1", image="images/d")
+
+
+async def test_create_get_roundtrip_and_etag_is_mod_revision(store: Store) -> None:
+    created = await store.create(Tenant(id="t1", display_name="Team One"))
+    assert created.etag.isdigit()
+    got = await store.get(Tenant, "tenants/t1")
+    assert got == created
+    assert got.create_time > 0
+    with pytest.raises(AlreadyExists):
+        await store.create(Tenant(id="t1"))
+    with pytest.raises(NotFound):
+        await store.get(Tenant, "tenants/nope")
+
+
+async def test_update_is_compare_and_swap_on_etag(store: Store) -> None:
+    t = await store.create(Tenant(id="t1"))
+    t2 = await store.update(dataclasses.replace(t, display_name="v2"))
+    assert int(t2.etag) > int(t.etag)
+    with pytest.raises(RecordChanged) as info:
+        await store.update(dataclasses.replace(t, display_name="stale writer"))
+    assert info.value.name == "tenants/t1"
+    assert (await store.get(Tenant, "tenants/t1")).display_name == "v2"
+    await store.delete(Tenant, "tenants/t1", etag=t2.etag)
+    with pytest.raises(NotFound):
+        await store.update(t2)
+
+
+async def test_delete_with_stale_etag_is_refused(store: Store) -> None:
+    t = await store.create(Tenant(id="t1"))
+    await store.update(dataclasses.replace(t, display_name="x"))
+    with pytest.raises(Aborted):
+        await store.delete(Tenant, "tenants/t1", etag=t.etag)
+    assert (await store.get(Tenant, "tenants/t1")).display_name == "x"
+
+
+async def test_tenant_resources_require_their_tenant(store: Store) -> None:
+    with pytest.raises(NotFound):
+        await store.create(_instance(1, tenant="ghost"))
+    with pytest.raises(NotFound):
+        await store.create(Volume(tenant="ghost", id="v1", size_gib=10))
+
+
+async def test_create_with_request_id_is_idempotent(store: Store) -> None:
+    await store.create(Tenant(id="t1"))
+    first = await store.create(_instance(1), request_id="req-1", fingerprint="fp")
+    again = await store.create(_instance(1), request_id="req-1", fingerprint="fp")
+    assert again == first
+    # a retry that (server-side) generated another id still gets the original back
+    other_id = await store.create(_instance(2), request_id="req-1", fingerprint="fp")
+    assert other_id.name == first.name
+    with pytest.raises(InvalidArgument):
+        await store.create(_instance(3), request_id="req-1", fingerprint="different")
+    assert (await store.get_usage("t1")).instances == 1
+
+
+async def test_retry_of_a_create_succeeds_even_when_the_quota_is_now_full(store: Store) -> None:
+    await store.create(Tenant(id="t1", quota=Quota(max_instances=1)))
+    first = await store.create(_instance(1), request_id="req-1")
+    assert (await store.create(_instance(1), request_id="req-1")).name == first.name
+    with pytest.raises(QuotaExceeded):
+        await store.create(_instance(2), request_id="req-2")
+
+
+async def test_concurrent_retries_of_one_request_create_exactly_one(
+    store_factory: StoreFactory,
+) -> None:
+    stores = [await store_factory() for _ in range(3)]
+    await stores[0].create(Tenant(id="t1"))
+    results = await asyncio.gather(
+        *(stores[k % 3].create(_instance(f"x{k}"), request_id="same-request") for k in range(12))
+    )
+    assert len({r.name for r in results}) == 1
+    page = await stores[0].list(Instance, parent="tenants/t1")
+    assert len(page.items) == 1
+    assert (await stores[0].get_usage("t1")).instances == 1
+
+
+async def test_quota_is_enforced_atomically_under_concurrency(
+    store_factory: StoreFactory,
+) -> None:
+    stores = [await store_factory() for _ in range(3)]
+    await stores[0].create(Tenant(id="t1", quota=Quota(max_instances=5)))
+
+    async def attempt(k: int) -> bool:
+        try:
+            await stores[k % 3].create(_instance(k))
+        except QuotaExceeded:
+            return False
+        return True
+
+    outcomes = await asyncio.gather(*(attempt(k) for k in range(30)))
+    assert sum(outcomes) == 5
+    assert (await stores[0].get_usage("t1")).instances == 5
+    assert len((await stores[0].list(Instance, parent="tenants/t1")).items) == 5
+
+
+async def test_termination_and_delete_release_quota(store: Store) -> None:
+    await store.create(Tenant(id="t1", quota=Quota(max_instances=1, max_volume_gib=100)))
+    inst = await store.create(_instance(1))
+    with pytest.raises(QuotaExceeded):
+        await store.create(_instance(2))
+    await store.update(dataclasses.replace(inst, state=InstanceState.TERMINATED))
+    assert (await store.get_usage("t1")).instances == 0
+    await store.create(_instance(2))
+    await store.delete(Instance, "tenants/t1/instances/i1")  # terminated: nothing to release
+    assert (await store.get_usage("t1")).instances == 1
+    await store.delete(Instance, "tenants/t1/instances/i2")
+    assert (await store.get_usage("t1")).instances == 0
+
+    vol = await store.create(Volume(tenant="t1", id="v1", size_gib=60))
+    with pytest.raises(QuotaExceeded):
+        await store.create(Volume(tenant="t1", id="v2", size_gib=41))
+    await store.update(dataclasses.replace(vol, size_gib=80))
+    assert (await store.get_usage("t1")).volume_gib == 80
+    await store.delete(Volume, vol.name)
+    assert (await store.get_usage("t1")).volume_gib == 0
+
+
+async def test_delete_frees_the_request_id(store: Store) -> None:
+    await store.create(Tenant(id="t1"))
+    inst = await store.create(_instance(1), request_id="r1")
+    await store.delete(Instance, inst.name)
+    again = await store.create(_instance(9), request_id="r1")
+    assert again.id == "i9"
+
+
+async def test_pagination_walks_every_record_once_in_key_order(store: Store) -> None:
+    await store.create(Tenant(id="t1", quota=Quota(max_instances=100)))
+    await store.create(Tenant(id="t2"))
+    for k in range(25):
+        await store.create(_instance(f"{k:02d}"))
+    await store.create(_instance("other", tenant="t2"))
+    seen: list[str] = []
+    token = ""
+    pages = 0
+    while True:
+        page = await store.list(Instance, parent="tenants/t1", page_size=10, page_token=token)
+        seen += [i.id for i in page.items]
+        pages += 1
+        token = page.next_page_token
+        if not token:
+            break
+    assert pages == 3
+    assert seen == [f"i{k:02d}" for k in range(25)]
+    everything = await store.list(Instance, page_size=100)
+    assert len(everything.items) == 26 and not everything.next_page_token
+
+
+async def test_page_tokens_are_opaque_and_bound_to_their_query(store: Store) -> None:
+    await store.create(Tenant(id="t1"))
+    for k in range(3):
+        await store.create(_instance(k))
+    page = await store.list(Instance, parent="tenants/t1", page_size=1)
+    assert page.next_page_token
+    with pytest.raises(InvalidArgument):
+        await store.list(
+            Instance,
+            parent="tenants/t1",
+            page_size=1,
+            page_token=page.next_page_token,
+            filter="state=RUNNING",
+        )
+    with pytest.raises(InvalidArgument):
+        await store.list(Instance, parent="tenants/t1", page_token="not-a-token!")
+    with pytest.raises(InvalidArgument):
+        await store.list(Instance, page_size=-1)
+
+
+async def test_filters_are_and_of_equality_terms(store: Store) -> None:
+    await seed_hosts(store, 6, racks=2)
+    await store.create(
+        Host(
+            id="hz2",
+            zone="z2",
+            rack="r0",
+            host_class="bm-std",
+            hardware=fake_hardware(),
+            state=HostState.AVAILABLE,
+        )
+    )
+    h0 = await store.get(Host, "hosts/h00000")
+    await store.update(dataclasses.replace(h0, state=HostState.MAINTENANCE, cordoned=True))
+
+    async def ids(flt: str) -> list[str]:
+        return [h.id for h in (await store.list(Host, filter=flt, page_size=2)).items] + [
+            h.id for h in (await store.list(Host, filter=flt)).items
+        ][2:]
+
+    assert await ids("zone=z2") == ["hz2"]
+    assert await ids("state=AVAILABLE AND rack=r0") == ["h00002", "h00004", "hz2"]
+    assert await ids('state = "MAINTENANCE" AND cordoned=true') == ["h00000"]
+    assert await ids("zone!=z1") == ["hz2"]
+    assert await ids("hardware.cpus=64 AND zone=z1 AND rack=r1") == ["h00001", "h00003", "h00005"]
+    for bad in ("colour=red", "state=", "state=RUNNING OR zone=z1", "zone=z1 AND"):
+        with pytest.raises(InvalidArgument):
+            await store.list(Host, filter=bad)
+
+
+async def test_paged_filtered_list_does_not_skip_matches(store: Store) -> None:
+    await seed_hosts(store, 30, racks=3)
+    token, got = "", []
+    while True:
+        page = await store.list(Host, filter="rack=r2", page_size=4, page_token=token)
+        got += [h.id for h in page.items]
+        token = page.next_page_token
+        if not token:
+            break
+    assert got == [f"h{i:05d}" for i in range(30) if i % 3 == 2]
+
+
+async def test_update_many_is_all_or_nothing(store: Store) -> None:
+    a = await store.create(Tenant(id="ta"))
+    b = await store.create(Tenant(id="tb"))
+    b_moved = await store.update(dataclasses.replace(b, display_name="moved"))
+    with pytest.raises(RecordChanged) as info:
+        await store.update_many(
+            [dataclasses.replace(a, display_name="A2"), dataclasses.replace(b, display_name="B2")]
+        )
+    assert info.value.name == "tenants/tb"
+    assert (await store.get(Tenant, "tenants/ta")).display_name == ""
+    assert (await store.get(Tenant, "tenants/tb")).display_name == "moved"
+    a2, b2 = await store.update_many(
+        [dataclasses.replace(a, display_name="A2"), dataclasses.replace(b_moved, display_name="B2")]
+    )
+    assert a2.etag == b2.etag  # one transaction, one revision
+
+
+async def test_mutate_retries_lost_races_without_etag(store_factory: StoreFactory) -> None:
+    s1, s2 = await store_factory(), await store_factory()
+    await s1.create(Tenant(id="t1", quota=Quota(max_instances=0)))
+
+    def bump(t: Tenant) -> Tenant:
+        q = t.quota
+        return dataclasses.replace(
+            t, quota=dataclasses.replace(q, max_instances=q.max_instances + 1)
+        )
+
+    await asyncio.gather(*(s.mutate(Tenant, "tenants/t1", bump) for s in (s1, s2) * 10))
+    assert (await s1.get(Tenant, "tenants/t1")).quota.max_instances == 20
+
+
+async def test_watch_delivers_puts_and_deletes_and_resumes_from_a_revision(store: Store) -> None:
+    _, rev = await store.list_all(Tenant)
+    await store.create(Tenant(id="a"))
+    b = await store.create(Tenant(id="b"))
+    await store.update(dataclasses.replace(b, display_name="B"))
+    await store.delete(Tenant, "tenants/a")
+
+    async def collect(start: int, n: int) -> list[WatchEvent[Tenant]]:
+        out: list[WatchEvent[Tenant]] = []
+        async with contextlib.aclosing(store.watch(Tenant, start_revision=start)) as events:
+            async for ev in events:
+                out.append(ev)
+                if len(out) == n:
+                    return out
+        return out
+
+    events = await asyncio.wait_for(collect(rev + 1, 4), 10)
+    assert [(e.name, e.deleted) for e in events] == [
+        ("tenants/a", False),
+        ("tenants/b", False),
+        ("tenants/b", False),
+        ("tenants/a", True),
+    ]
+    assert events[2].obj is not None and events[2].obj.display_name == "B"
+    assert events[3].obj is None
+    resumed = await asyncio.wait_for(collect(events[2].revision, 2), 10)
+    assert [(e.name, e.deleted) for e in resumed] == [("tenants/b", False), ("tenants/a", True)]
+
+
+async def test_list_all_is_one_snapshot_across_batches(store: Store) -> None:
+    hosts = await seed_hosts(store, 40)
+    got, rev = await store.list_all(Host)
+    assert [h.id for h in got] == [h.id for h in hosts]
+    assert rev >= max(int(h.etag) for h in hosts)
+
+
+async def test_agent_reports_are_kept_per_host(store: Store) -> None:
+    assert await store.reports.get("h1") is None
+    await store.reports.put(
+        AgentReport(
+            host="h1",
+            instance="tenants/t1/instances/i1",
+            instance_phase=AgentPhase.RUNNING,
+            generation=2,
+        )
+    )
+    rep = await store.reports.get("h1")
+    assert rep is not None and rep.instance_phase == AgentPhase.RUNNING and rep.generation == 2
+    reports, _ = await store.reports.list_all()
+    assert set(reports) == {"h1"}
+
+
+async def test_liveness_key_disappears_when_the_lease_expires(store: Store) -> None:
+    await store.liveness.heartbeat("h1", ttl=2)
+    assert await store.liveness.is_alive("h1")
+    live, _ = await store.liveness.live_hosts()
+    assert live == {"h1"}
+    await store.liveness.heartbeat("h1", ttl=2)  # keepalive only
+    assert store.stats.round_trips["LeaseGrant"] == 1
+    store.liveness.forget("h1")
+    for _ in range(60):
+        if not await store.liveness.is_alive("h1"):
+            break
+        await asyncio.sleep(0.1)
+    assert not await store.liveness.is_alive("h1")
+
+
+async def test_round_trips_are_counted(store: Store) -> None:
+    before = store.stats.total
+    await store.create(Tenant(id="t1"))
+    await store.get(Tenant, "tenants/t1")
+    assert store.stats.total - before == 2
+
+
+async def test_replicas_never_trust_a_stale_view_of_usage_or_quota(
+    store_factory: StoreFactory,
+) -> None:
+    a, b = await store_factory(), await store_factory()
+    tenant = await a.create(Tenant(id="t1", quota=Quota(max_instances=10)))
+    await a.create(_instance(1))  # a now remembers usage=1
+    await b.create(_instance(2))  # b moves the counter behind a's back
+    await a.create(_instance(3))  # a's txn fails on the counter, refreshes, succeeds
+    assert (await a.get_usage("t1")).instances == 3
+    await b.update(dataclasses.replace(tenant, quota=Quota(max_instances=3)))
+    trips = a.stats.total
+    with pytest.raises(QuotaExceeded):
+        await a.create(_instance(4))  # a's cached quota said 10: the txn compares the tenant
+    assert a.stats.total - trips == 1  # the failed txn brought back the fresh quota
+    rounds = a.stats.total
+    await a.delete(Instance, "tenants/t1/instances/i3")
+    await a.create(_instance(5))
+    assert a.stats.total - rounds >= 3
+    assert (await b.get_usage("t1")).instances == 3

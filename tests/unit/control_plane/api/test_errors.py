@@ -1,0 +1,74 @@
+"""The one error table: every domain error has a gRPC code and rich details."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+
+from control_plane.api.errors import ERROR_TABLE, InvalidField, to_status
+from control_plane.domain import errors as d
+
+
+def details(status: object) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for any_ in status.details:  # type: ignore[attr-defined]
+        for cls in (
+            error_details_pb2.ErrorInfo,
+            error_details_pb2.BadRequest,
+            error_details_pb2.QuotaFailure,
+        ):
+            msg = cls()
+            if any_.Unpack(msg):
+                out[cls.__name__] = msg
+    return out
+
+
+@pytest.mark.parametrize(
+    ("exc", "code", "reason"),
+    [
+        (d.NotFound("x"), grpc.StatusCode.NOT_FOUND, "NOT_FOUND"),
+        (d.AlreadyExists("x"), grpc.StatusCode.ALREADY_EXISTS, "ALREADY_EXISTS"),
+        (d.InvalidArgument("x"), grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT"),
+        (d.FailedPrecondition("x"), grpc.StatusCode.FAILED_PRECONDITION, "FAILED_PRECONDITION"),
+        (
+            d.InvalidTransition("host", "A", "b"),
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "INVALID_TRANSITION",
+        ),
+        (d.Aborted("x"), grpc.StatusCode.ABORTED, "ETAG_MISMATCH"),
+        (d.NoCapacity("x"), grpc.StatusCode.RESOURCE_EXHAUSTED, "NO_CAPACITY"),
+        (d.QuotaExceeded("x"), grpc.StatusCode.RESOURCE_EXHAUSTED, "QUOTA_EXCEEDED"),
+        (d.PermissionDenied("x"), grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED"),
+        (d.Unauthenticated("x"), grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED"),
+        (d.Unavailable("x"), grpc.StatusCode.UNAVAILABLE, "STORE_UNAVAILABLE"),
+        (RuntimeError("secret internals"), grpc.StatusCode.INTERNAL, "INTERNAL"),
+    ],
+)
+def test_every_error_maps_to_a_code_and_reason(
+    exc: BaseException, code: grpc.StatusCode, reason: str
+) -> None:
+    status = to_status(exc)
+    assert status.code == code.value[0]
+    info = details(status)["ErrorInfo"]
+    assert info.reason == reason and info.domain == "bmaas.dev"  # type: ignore[attr-defined]
+    if code == grpc.StatusCode.INTERNAL:
+        assert "secret" not in status.message
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        assert "QuotaFailure" in details(status)
+
+
+def test_every_domain_error_class_is_in_the_table() -> None:
+    classes = [c for c in vars(d).values() if isinstance(c, type) and issubclass(c, d.BmaasError)]
+    for cls in classes:
+        if cls is d.BmaasError:
+            continue
+        assert any(issubclass(cls, k) for k in ERROR_TABLE), cls
+
+
+def test_field_violations_from_invalid_field_and_from_message_prefix() -> None:
+    bad = details(to_status(InvalidField("instance.image", "is required")))["BadRequest"]
+    assert [v.field for v in bad.field_violations] == ["instance.image"]  # type: ignore[attr-defined]
+    bad = details(to_status(d.InvalidArgument("ssh_keys[2]: not a key")))["BadRequest"]
+    assert [v.field for v in bad.field_violations] == ["ssh_keys[2]"]  # type: ignore[attr-defined]
+    assert "BadRequest" not in details(to_status(d.InvalidArgument("no field here at all")))

@@ -1,0 +1,50 @@
+"""``bmaas-control-plane`` settings: defaults < TOML file < environment < flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from control_plane.main import load_settings, parse_etcd, split_hostport
+
+
+def test_flags_file_and_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tmp_path / "cp.toml"
+    cfg.write_text('operator_token = "from-file"\nlease_ttl = 7\nmetrics = "127.0.0.1:9100"\n')
+    monkeypatch.delenv("BMAAS_OPERATOR_TOKEN", raising=False)
+    monkeypatch.delenv("BMAAS_LEASE_TTL", raising=False)
+    monkeypatch.delenv("BMAAS_METRICS", raising=False)
+    s = load_settings(["--etcd", "http://10.0.0.5:2379", "--listen", ":7443", "--config", str(cfg)])
+    assert (s.etcd_host, s.etcd_port, s.listen) == ("10.0.0.5", 2379, ":7443")
+    assert s.operator_token == "from-file" and s.lease_ttl == 7 and s.controllers
+    assert s.metrics == "127.0.0.1:9100"
+    monkeypatch.setenv("BMAAS_OPERATOR_TOKEN", "from-env")
+    monkeypatch.setenv("BMAAS_LEASE_TTL", "3")
+    s = load_settings(
+        [
+            "--etcd",
+            "127.0.0.1:2379",
+            "--listen",
+            "0:1",
+            "--config",
+            str(cfg),
+            "--metrics",
+            "0.0.0.0:9",
+            "--no-controllers",
+        ]
+    )
+    assert s.operator_token == "from-env" and s.lease_ttl == 3
+    assert s.metrics == "0.0.0.0:9" and not s.controllers
+
+
+def test_bad_values_exit_with_a_message(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exc:
+        split_hostport("nohostport", "--metrics")
+    assert "--metrics" in str(exc.value)
+    assert parse_etcd("etcd.example:2380") == ("etcd.example", 2380)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("not = [valid")
+    with pytest.raises(SystemExit) as exc:
+        load_settings(["--etcd", "x:1", "--listen", ":1", "--config", str(bad)])
+    assert "--config" in str(exc.value)
