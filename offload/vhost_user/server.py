@@ -18,21 +18,33 @@ Each worker therefore sleeps in ``poll()`` on the kick fd and on its own wake
 eventfd (used to stop it, or to re-check a ring that was just enabled), then
 drains the kick counter with one ``eventfd_read``, lets the device process
 *everything* available (``process_queue``), and signals the call eventfd once if
-the device says the driver wants it.  A device throttled by QoS leaves work on
-the ring and names a delay (``qos_delay``); the worker then polls with that
-timeout and runs the ring again without a kick.  ``poll``, ``read``, ``preadv`` and
-``pwritev`` all release the GIL, so while one queue waits for the disk another
-queue's Python code runs, and the protocol thread (blocked in ``recvmsg``)
-never waits for a queue.  Measured with ``bench/blk.py`` on the 2-core dev VM
-(4 KiB random I/O on tmpfs): back-end CPU per I/O is 6-8 us at QD32 (qemu-
-storage-daemon: 4.5-5.5 us) and 15-20 us at QD1 (qsd: 10-14 us); the syscalls
-of one wake-up (poll + eventfd_read + eventfd_write) cost about 1 us of that,
-the rest is sleeping/waking and the per-request Python of the device.  The
-alternative, one epoll thread for all queues, was not built: it saves no
-wake-ups (every kick is one event either way) and would serialise the queues'
-``preadv``/``pwritev``; Python cannot run two queues' parsing in parallel
-anyway (GIL), so what threads buy is exactly the overlap of syscalls, which is
-what a block device needs.
+the device says the driver wants it.  The device may also signal in the middle
+of a drain: the queue's ``notifier`` is the slot's ``signal_call``, which
+``SplitQueue.signal_used`` calls when the driver waits for completions that were
+just pushed.  A device throttled by QoS leaves work on the ring and names a
+delay (``qos_delay``); the worker then polls with that timeout and runs the ring
+again without a kick.  ``poll``, ``read``,
+``preadv`` and ``pwritev`` all release the GIL, so while one queue waits for the
+disk another queue's Python code runs, and the protocol thread (blocked in
+``recvmsg``) never waits for a queue.
+
+Threading model, measured (``docs/offload.md`` has the tables; 2-core dev VM,
+4 KiB random I/O on tmpfs, same Python front-end): a single thread polling
+every ring's kick fd, each ring served up to 32-128 requests per turn, was
+built as an experiment.  With two queues it needs less CPU per I/O (5.8-6.2
+us instead of 7.4 at QD32: no GIL hand-offs between queue threads) and does
++15-25% IOPS at QD32 and about +55% at QD1.  But one slow ``preadv`` (a page
+cache miss on a real disk) then stalls every queue: with queue 0 reading data
+that takes 1 ms per request, queue 1's QD1 reads went from 35 us p50 / 106 us
+p99 (thread per queue) to 8.9 ms / 17.9 ms (single loop).  Queues must not
+block each other, so the model stays one thread per queue.  Processes per
+queue were not built: they would remove the GIL hand-offs (at most the 1-2.5 us
+per I/O that two threads add over one) at the price of sharing the memory
+table, the inflight region and the protocol across processes.  Spinning on the
+ring for 20-50 us before ``poll`` was measured too and is not done: +50% IOPS
+at QD1 on one queue when the machine is idle, but -25% with a busy neighbour
+and -22% with two queues (a spinning thread holds the GIL), at 5-65% more CPU
+per I/O.
 
 Rings are served from the moment they start (SET_VRING_KICK), enabled or not,
 as libvhost-user does: SET_VRING_ENABLE travels on the socket while the first
@@ -265,8 +277,10 @@ class _QueueWorker:
         while not self._stopping:
             # Read only what poll reported: the front-end's fd may be blocking.
             for fd, _ in poll(timeout):
-                with contextlib.suppress(BlockingIOError):
+                try:  # noqa: SIM105 - contextlib.suppress costs 0.25 us per wake-up
                     read(fd)
+                except BlockingIOError:
+                    pass
             if self._stopping:
                 break
             timeout = None if self.broken else self._serve()
@@ -467,6 +481,7 @@ class _Session:
             _close(effect.kick_fd)
             raise
         slot.enabled = cfg.enabled
+        queue.notifier = slot.signal_call  # mid-drain interrupts (SplitQueue.signal_used)
         worker = _QueueWorker(
             index=cfg.index,
             queue=queue,

@@ -27,7 +27,21 @@ Notification suppression: with EVENT_IDX, ``should_notify`` applies
 signalled (invalidating that memory when used.idx laps it, as QEMU does);
 ``set_avail_event`` re-arms driver kicks, after which the device must call
 ``has_available`` once more to close the race with a concurrent add.
-Without EVENT_IDX, VRING_AVAIL_F_NO_INTERRUPT is honoured.
+Without EVENT_IDX, VRING_AVAIL_F_NO_INTERRUPT is honoured.  Kicks are
+suppressed while the device drains: ``disable_kicks`` sets
+VRING_USED_F_NO_NOTIFY (without EVENT_IDX; with it the avail_event left
+behind by the last ``enable_kicks`` already silences the driver), and
+``enable_kicks`` clears the flag or moves avail_event, with a full barrier,
+before the device goes to sleep; the ``has_available`` re-check applies.
+
+Mid-drain interrupts: the transport may set ``notifier`` (a callable that
+writes the call eventfd).  ``signal_used`` then signals right away when
+``should_notify`` says the driver is waiting, so a device that pushes
+completions in small batches lets the driver reap and refill while it keeps
+draining (with EVENT_IDX the driver asks again only when it goes to sleep, so
+this costs one eventfd write per driver sleep, not per batch).  Without a
+notifier ``signal_used`` does nothing and the caller's final
+``should_notify`` covers everything.
 
 Inflight tracking (VHOST_USER_GET/SET_INFLIGHT_FD) hooks in through
 ``InflightHooks``: ``on_pop(head)`` runs once a head is consumed from the
@@ -41,7 +55,7 @@ from __future__ import annotations
 
 import struct
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from offload.errors import (
@@ -67,6 +81,7 @@ USED_F_NO_NOTIFY = 1
 MAX_QUEUE_SIZE = 32768
 
 _USED_ELEM = struct.Struct("<II")
+_pack_used_elem = _USED_ELEM.pack_into
 
 
 class InflightHooks(Protocol):
@@ -117,6 +132,7 @@ class SplitQueue:
         self._desc = self._avail = self._used = memoryview(b"")
         self._avail16 = self._used16 = memoryview(b"").cast("H")
         self._fence_lock = threading.Lock()
+        self.notifier: Callable[[], None] | None = None
 
     # -- indices (SET/GET_VRING_BASE) --------------------------------------
 
@@ -173,13 +189,15 @@ class SplitQueue:
 
     def has_available(self) -> bool:
         """Whether the driver has made buffers available that were not popped yet."""
-        self._map()
+        if self.mem.generation != self._generation:
+            self._map()
         self._shadow_avail_idx = self._avail16[1]
         return self._shadow_avail_idx != self._last_avail_idx
 
     def pop(self) -> DescriptorChain | None:
         """Consume the next available chain, or return None if there is none."""
-        self._map()
+        if self.mem.generation != self._generation:
+            self._map()
         last = self._last_avail_idx
         if self._shadow_avail_idx == last:
             self._shadow_avail_idx = self._avail16[1]
@@ -211,17 +229,23 @@ class SplitQueue:
 
     def push_many(self, completions: Iterable[tuple[int, int]]) -> None:
         """Return a batch of (head, written); used.idx is published once, last."""
-        self._map()
+        if self.mem.generation != self._generation:
+            self._map()
         used = self._used
         mask = self.size - 1
         start = idx = self._used_idx
+        pack = _pack_used_elem
         heads: list[int] = []
+        track = heads.append if self.inflight is not None else None
         for head, written in completions:
             if not 0 <= head <= mask:
                 raise ValueError(f"head {head} is outside the queue")
-            _USED_ELEM.pack_into(used, 4 + 8 * (idx & mask), head, written)
+            # Zero-filled then written by pack_into, but this slot is past
+            # used.idx, so the driver does not read it yet.
+            pack(used, 4 + 8 * (idx & mask), head, written)
             idx = (idx + 1) & 0xFFFF
-            heads.append(head)
+            if track is not None:
+                track(head)
         if idx == start:
             return
         self._used16[1] = idx  # published after the elements (x86-TSO)
@@ -241,8 +265,10 @@ class SplitQueue:
         if not self._unsignalled:
             return False
         self._unsignalled = False
-        self._map()
-        self._fence()  # used.idx must be visible before we read the driver's wishes
+        if self.mem.generation != self._generation:
+            self._map()
+        with self._fence_lock:  # used.idx must be visible before we read the driver's wishes
+            pass
         if not self.event_idx:
             return not self._avail16[0] & AVAIL_F_NO_INTERRUPT
         old, valid = self._signalled_used, self._signalled_valid
@@ -252,6 +278,34 @@ class SplitQueue:
             return True
         used_event: int = self._avail16[2 + self.size]
         return vring_need_event(used_event, new, old)
+
+    def signal_used(self) -> None:
+        """Interrupt the driver now if it is waiting (mid-drain); needs ``notifier``."""
+        if self._unsignalled and self.notifier is not None and self.should_notify():
+            self.notifier()
+
+    def disable_kicks(self) -> None:
+        """Ask the driver not to kick while the device drains (VRING_USED_F_NO_NOTIFY).
+
+        Only without EVENT_IDX: with it, the driver stops kicking by itself
+        once it has added past the avail_event of the last ``enable_kicks``.
+        """
+        if not self.event_idx:
+            self._map()
+            self._used16[0] = USED_F_NO_NOTIFY
+
+    def enable_kicks(self) -> None:
+        """Ask for kicks again before the device sleeps; then re-check ``has_available``."""
+        if self.mem.generation != self._generation:
+            self._map()
+        if self.event_idx:
+            self._used16[2 + 4 * self.size] = self._last_avail_idx
+            with self._fence_lock:  # see _fence
+                pass
+            return
+        if self._used16[0]:
+            self._used16[0] = 0
+            self._fence()
 
     def set_avail_event(self) -> None:
         """Ask for a kick once the driver adds past ``last_avail_idx`` (EVENT_IDX only).

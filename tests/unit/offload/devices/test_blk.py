@@ -440,3 +440,38 @@ def test_queues_run_concurrently_with_memory_table_changes(
     assert failures == [] and swaps > 0
     assert not dev.needs_reset
     assert dev.stats().requests["in"] == 2 * 150 * 4
+
+
+def test_completions_are_pushed_and_signalled_while_draining(
+    vol: SparseFileVolume, ram: GuestRam
+) -> None:
+    ring = DriverRing(ram, size=8, event_idx=True)
+    dev = make_device(vol, completion_batch=2)
+    reqs = [add_request(ring, T_FLUSH, publish=False) for _ in range(5)]
+    ring.publish(*(r.head for r in reqs))
+    q = ring.device_queue()
+    seen: list[tuple[int, int | None]] = []  # (used.idx, status of request 2) at each signal
+    q.notifier = lambda: seen.append((ring.used_idx(), reqs[2].status(ring)))
+    assert not dev.process_queue(0, q)  # the driver got its interrupt mid-drain
+    assert seen == [(2, STATUS_UNSET)]  # after the first batch, before request 2 ran
+    assert [h for h, _ in ring.take_used()] == [r.head for r in reqs]
+    assert ring.avail_event() == 5
+
+
+def test_no_notify_is_set_while_draining_and_cleared_after(
+    vol: SparseFileVolume, ring: DriverRing
+) -> None:
+    dev = make_device(vol, completion_batch=1)
+    reqs = [add_request(ring, T_FLUSH, publish=False) for _ in range(2)]
+    ring.publish(*(r.head for r in reqs))
+    q = ring.device_queue()
+    flags: list[int] = []
+    q.notifier = lambda: flags.append(struct.unpack("<H", ring.ram.read(ring.used_gpa, 2))[0])
+    dev.process_queue(0, q)
+    assert flags == [1, 1]  # one signal per pushed batch, NO_NOTIFY set during each
+    assert struct.unpack("<H", ring.ram.read(ring.used_gpa, 2))[0] == 0
+
+
+def test_completion_batch_must_be_positive(vol: SparseFileVolume) -> None:
+    with pytest.raises(ValueError, match="completion batch"):
+        BlkDevice(vol, completion_batch=0)

@@ -13,7 +13,12 @@ from offload.errors import (
     InvalidHeadIndex,
     VringAddressOutOfRange,
 )
-from offload.virtio.queue import AVAIL_F_NO_INTERRUPT, SplitQueue, vring_need_event
+from offload.virtio.queue import (
+    AVAIL_F_NO_INTERRUPT,
+    USED_F_NO_NOTIFY,
+    SplitQueue,
+    vring_need_event,
+)
 from tests.unit.offload.ringbuilder import Buf, DriverRing, GuestRam
 
 
@@ -254,3 +259,49 @@ def test_malformed_chain_still_reaches_the_inflight_hooks(ram: GuestRam) -> None
         q.pop()
     q.push(0, 0)
     assert rec.events == [("pop", 0), ("push", 0)]
+
+
+def _used_flags(ring: DriverRing) -> int:
+    return int(struct.unpack("<H", ring.ram.read(ring.used_gpa, 2))[0])
+
+
+def test_kicks_are_suppressed_with_no_notify_while_draining(ram: GuestRam) -> None:
+    ring = DriverRing(ram, size=4)
+    q = ring.queue()
+    q.disable_kicks()
+    assert _used_flags(ring) == USED_F_NO_NOTIFY
+    q.enable_kicks()
+    assert _used_flags(ring) == 0
+    assert ring.avail_event() == 0  # no EVENT_IDX: avail_event untouched
+
+
+def test_kick_suppression_with_event_idx_uses_avail_event_only(ram: GuestRam) -> None:
+    ring = DriverRing(ram, size=4, event_idx=True)
+    q = ring.queue()
+    ring.publish(simple_chain(ring))
+    q.disable_kicks()
+    assert _used_flags(ring) == 0
+    assert q.pop() is not None
+    q.enable_kicks()
+    assert ring.avail_event() == 1 and _used_flags(ring) == 0
+
+
+def test_signal_used_calls_the_notifier_when_the_driver_waits(ram: GuestRam) -> None:
+    ring = DriverRing(ram, size=8, event_idx=True)
+    q = ring.queue()
+    q.push(0, 1)
+    q.signal_used()  # no notifier: the pending signal is kept for should_notify
+    calls: list[int] = []
+    q.notifier = lambda: calls.append(ring.used_idx())
+    q.signal_used()
+    assert calls == [1]  # first signal always goes out, after used.idx is published
+    q.signal_used()
+    assert calls == [1]  # nothing pushed since
+    ring.set_used_event(5)  # driver: "wake me when used.idx passes 5"
+    q.push(1, 1)
+    q.signal_used()
+    assert calls == [1] and not q.should_notify()
+    q.push_many([(2, 1), (3, 1), (4, 1), (5, 1)])
+    q.signal_used()
+    assert calls == [1, 6]
+    assert not q.should_notify()
