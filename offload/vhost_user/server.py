@@ -325,6 +325,7 @@ class _Session:
         self.inflight: InflightRegion | None = None
         self._backend_sock: socket.socket | None = None
         self._backend_lock = threading.Lock()
+        self._config_announced = False
         self._closed = False
 
     # -- receive loop ---------------------------------------------------------
@@ -501,6 +502,14 @@ class _Session:
             cfg.event_idx,
         )
         worker.start()
+        if not self._config_announced and self._backend_sock is not None:
+            # The config may have changed while no front-end was connected (the
+            # image grew while this process was down, or between a restart and
+            # QEMU's reconnect), and QEMU 7.2 does not re-read it on reconnect.
+            # One CONFIG_CHANGE_MSG per session is harmless: QEMU re-reads the
+            # config and interrupts the guest only if the capacity differs.
+            self._config_announced = True
+            send_config_change_async(self)
 
     def _device_needs_reset(self) -> bool:
         return bool(getattr(self.device, "needs_reset", False))
@@ -750,21 +759,27 @@ class VhostUserServer:
 
         Sends from a new thread (returned, for tests to join) since the
         front-end asks GET_CONFIG before it acknowledges.  Returns None when no
-        front-end is connected: it reads the config at its next connect anyway.
+        front-end is connected: every session announces the config once when
+        its first ring starts, so the next front-end learns of the change.
         """
         session = self._session
         if session is None:
             return None
+        return send_config_change_async(session)
 
-        def send() -> None:
-            try:
-                session.send_config_change()
-            except OffloadError as exc:
-                log.warning("config change not delivered: %s", exc)
 
-        thread = threading.Thread(target=send, name="vhost-user-config-change", daemon=True)
-        thread.start()
-        return thread
+def send_config_change_async(session: _Session) -> threading.Thread:
+    """CONFIG_CHANGE_MSG from a new thread (returned, for tests to join)."""
+
+    def send() -> None:
+        try:
+            session.send_config_change()
+        except OffloadError as exc:
+            log.warning("config change not delivered: %s", exc)
+
+    thread = threading.Thread(target=send, name="vhost-user-config-change", daemon=True)
+    thread.start()
+    return thread
 
 
 # --------------------------------------------------------------------------- helpers

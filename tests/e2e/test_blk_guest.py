@@ -341,6 +341,37 @@ async def test_online_resize_reaches_the_running_guest(
     assert backend.alive(), backend.log_text()[-2000:]
 
 
+async def test_growth_while_the_backend_is_down_reaches_the_guest_after_restart(
+    qemu_server: QemuFactory, offload_blk: BackendFactory, tmp_path: Path
+) -> None:
+    """QEMU 7.2 does not re-read the config on reconnect: the new back-end announces it."""
+    old_size, new_size = 4 * MIB, 8 * MIB
+    image = tmp_path / "down.img"
+    make_image(image, old_size, seed=5)
+    backend = await offload_blk(image)
+    script = PRELUDE + (
+        "old=$(cat /sys/block/vda/size)\n"
+        "echo size_before=$old\n"
+        "i=0\n"
+        'while [ "$(cat /sys/block/vda/size)" = "$old" ]; do\n'
+        "  i=$((i + 1))\n"
+        "  if [ $i -gt 300 ]; then echo resize=timeout; exit 1; fi\n"
+        "  q dd if=/dev/vda of=/dev/null bs=4096 count=1 iflag=direct\n"
+        "  sleep 0.2\n"
+        "done\n"
+        "echo size_after=$(cat /sys/block/vda/size)\n"
+    )
+    server = await qemu_server(script=script, name="down", disks=(BlkDisk(backend.socket_path),))
+    match = await server.wait_for_serial(r"size_before=(\d+)", timeout=BOOT_AND_RUN_TIMEOUT_S)
+    assert int(match.group(1)) == old_size // SECTOR
+    await backend.kill()
+    os.truncate(image, new_size)  # no SIGHUP: nobody is there to receive it
+    await backend.restart()
+    values = await run_to_exit(server)
+    assert values["size_after"] == str(new_size // SECTOR)
+    assert backend.alive(), backend.log_text()[-2000:]
+
+
 # --------------------------------------------------------------------------- 4. crash + restart
 
 
