@@ -97,6 +97,16 @@ def scrape(url: str, pattern: str) -> float:
     )
 
 
+def scrape_by_op(url: str) -> dict[str, float]:
+    """``bmaas_cp_etcd_round_trips_total`` of one replica, by its ``op`` label."""
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        text = resp.read().decode()
+    out: dict[str, float] = {}
+    for m in re.finditer(r'^bmaas_cp_etcd_round_trips_total\{op="([^"]+)"\} (\S+)$', text, re.M):
+        out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(2))
+    return out
+
+
 def rss_peak_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -349,6 +359,14 @@ def render(res: dict[str, Any]) -> str:
             f"{res['cp_round_trips_per_placement']:.1f} |",
             f"| etcd round trips per placement (etcd's grpc_server_handled_total) | "
             f"{res['etcd_round_trips_per_placement']:.1f} |",
+            "| round trips per placement by replica"
+            + (" (API; controllers)" if res["separate_controllers"] else "")
+            + " and etcd call | "
+            + "; ".join(
+                ", ".join(f"{op} {n:.2f}" for op, n in ops.items())
+                for ops in res.get("cp_round_trips_per_placement_by_replica", [])
+            )
+            + " |",
             "| control-plane RSS peak / after run, per replica"
             + (" (API, controllers)" if res["separate_controllers"] else "")
             + " | "
@@ -449,10 +467,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
             before = sample_counters()
             per_replica0 = [cpu_seconds(pid) for pid in pids]
+            ops0 = [scrape_by_op(u) for u in cp_urls]
             result = await workload(
                 channels, tokens, seconds=args.seconds, workers=args.workers, hold=args.hold
             )
             after = sample_counters()
+            ops1 = [scrape_by_op(u) for u in cp_urls]
+            by_op = [
+                {
+                    op: round((n - o0.get(op, 0.0)) / max(result["placements"], 1), 2)
+                    for op, n in sorted(o1.items())
+                    if n - o0.get(op, 0.0) > 0
+                }
+                for o0, o1 in zip(ops0, ops1, strict=True)
+            ]
             per_replica = [
                 round((cpu_seconds(pid) - c0) * 1000 / max(result["placements"], 1), 2)
                 for pid, c0 in zip(pids, per_replica0, strict=True)
@@ -499,6 +527,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "bench_client": round(delta[4] * 1000, 2),
         },
         "cp_cpu_ms_per_placement_by_replica": per_replica,
+        "cp_round_trips_per_placement_by_replica": by_op,
         "cp_rss_mib": [round(r, 1) for r in rss_now],
         "cp_rss_peak_mib": [round(r, 1) for r in rss_peak],
     }

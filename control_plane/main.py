@@ -11,7 +11,8 @@ variables (``BMAAS_OPERATOR_TOKEN``, ``BMAAS_ETCD_ROOT``,
 
 Startup: connect to etcd, start the API (``control_plane.api.server``),
 start the controllers (``ControllerManager``: they run only while this
-replica holds the etcd leader lease; every replica serves the API), and wait.
+replica holds the etcd leader lease; every replica serves the API; they
+share the API's scheduler, so a replica keeps ONE host cache), and wait.
 SIGTERM/SIGINT starts a graceful shutdown: health goes NOT_SERVING, the
 controllers resign leadership (revoking the lease so another replica takes
 over at once), in-flight RPCs get ``--grace`` seconds, then the store
@@ -129,8 +130,12 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     try:
         port = await api.start()
         if settings.controllers:
+            # one host cache per replica: the controllers use the API's
+            # scheduler (and its list + watch of hosts and heartbeats)
             manager = ControllerManager(
-                store, config=ControllerConfig(lease_ttl=settings.lease_ttl)
+                store,
+                config=ControllerConfig(lease_ttl=settings.lease_ttl),
+                scheduler=api.scheduler,
             )
             await manager.start()
         host = settings.listen.rpartition(":")[0] or "0.0.0.0"

@@ -13,5 +13,9 @@ concern per module:
 - ``validate`` field checks before any write, ownership -> NOT_FOUND;
 - ``convert``  domain dataclasses <-> protobuf messages;
 - ``tenant*``, ``operator``, ``agent`` (+ ``agent_hub``), ``catalog`` the
-               servicers; ``tokens`` stores tenant-token digests.
+               servicers.
+
+Tenant-token digests are a store record kind (``store.tenant_tokens``);
+nothing here builds etcd keys or transactions (an import-linter contract
+keeps ``control_plane.store.kv`` out of this package).
 """

@@ -1,7 +1,7 @@
 """Wakes the agent streams whose desired state may have changed.
 
-One hub per replica follows two etcd prefixes with ``Store.watch_raw``
-(keys only matter, values are not decoded): ``hosts/`` and ``instances/``.
+One hub per replica follows two kinds with ``Store.watch_names``
+(names only matter, values are not decoded): ``hosts/`` and ``instances/``.
 A host key change wakes the stream of that host; an instance key change
 wakes the stream of the host the instance was last seen on (the streams tell
 the hub which instance they are serving, ``bind``).  Each stream waits on its
@@ -19,7 +19,9 @@ import asyncio
 import contextlib
 import logging
 
+from control_plane.domain.compute import Instance
 from control_plane.domain.errors import BmaasError
+from control_plane.domain.host import Host
 from control_plane.store import Store
 
 log = logging.getLogger(__name__)
@@ -34,10 +36,9 @@ class AgentHub:
 
     async def start(self) -> None:
         rev = await self._store.current_revision()
-        for collection in ("hosts", "instances"):
-            prefix = self._store.keys.collection_prefix(collection)
+        for kind in (Host, Instance):
             self._tasks.append(
-                asyncio.create_task(self._follow(prefix, rev + 1), name=f"agent-hub-{collection}")
+                asyncio.create_task(self._follow(kind, rev + 1), name=f"agent-hub-{kind.__name__}")
             )
 
     async def aclose(self) -> None:
@@ -69,18 +70,17 @@ class AgentHub:
             if event is not None:
                 event.set()
 
-    async def _follow(self, prefix: bytes, start: int) -> None:
+    async def _follow(self, kind: type[Host] | type[Instance], start: int) -> None:
         while True:
             try:
-                async for _deleted, kv in self._store.watch_raw(prefix, start_revision=start):
-                    start = kv.mod_revision + 1
-                    name = self._store.keys.name_of_key(kv.key)
+                async for name, revision in self._store.watch_names(kind, start_revision=start):
+                    start = revision + 1
                     if name.startswith("hosts/"):
                         self._wake(name.removeprefix("hosts/"))
                     else:
                         self._wake(self._instance_host.get(name))
             except BmaasError as exc:  # compaction or a long outage: resync everyone
-                log.warning("agent hub watch on %r failed (%s); resyncing", prefix, exc)
+                log.warning("agent hub watch on %s failed (%s); resyncing", kind.__name__, exc)
                 for event in self._events.values():
                     event.set()
                 start = await self._store.current_revision() + 1

@@ -17,7 +17,6 @@ from typing import Protocol
 from control_plane.api.agent_hub import AgentHub
 from control_plane.api.auth import Authenticator
 from control_plane.api.rpc import Context, metadata
-from control_plane.api.tokens import TenantTokens
 from control_plane.domain.compute import Instance
 from control_plane.domain.errors import NotFound
 from control_plane.store import Store
@@ -36,7 +35,6 @@ class Placer(Protocol):
 class ApiDeps:
     store: Store
     auth: Authenticator
-    tokens: TenantTokens
     placer: Placer
     hub: AgentHub
     heartbeat_interval: int = 5

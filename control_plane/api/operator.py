@@ -356,9 +356,9 @@ class OperatorServicer(Servicer, operator_pb2_grpc.OperatorServiceServicer):
         rn = validate.name(request.tenant, "tenant", "tenants")
         await self.ref(Tenant, str(rn), "tenant")
         secret = auth.new_secret()
-        token_id = await self.deps.tokens.issue(rn.id, auth.digest(secret))
+        token = await self.store.tenant_tokens.issue(rn.id, auth.digest(secret))
         return operator_pb2.IssueTenantTokenResponse(
-            tenant=str(rn), token=auth.tenant_token(token_id, secret), token_id=token_id
+            tenant=str(rn), token=auth.tenant_token(token.id, secret), token_id=token.id
         )
 
     @unary(SERVICE)

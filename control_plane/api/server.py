@@ -34,7 +34,6 @@ from control_plane.api.auth import Authenticator
 from control_plane.api.base import ApiDeps
 from control_plane.api.operator import OperatorServicer
 from control_plane.api.tenant import TenantServicer
-from control_plane.api.tokens import TenantTokens
 from control_plane.domain.compute import Instance
 from control_plane.domain.errors import InvalidArgument, NotFound
 from control_plane.domain.host import Host
@@ -77,17 +76,15 @@ class ApiServer:
         self.config = config
         self.cache = HostCache(store)
         self.scheduler = Scheduler(store, self.cache)
-        self.tokens = TenantTokens(store)
         self.auth = Authenticator(
             operator_token=config.operator_token,
-            tenant_tokens=self.tokens.lookup,
+            tenant_tokens=self._tenant_token,
             host_credentials=self._host_credential,
             cache_ttl=config.auth_cache_ttl,
         )
         self.deps = ApiDeps(
             store=store,
             auth=self.auth,
-            tokens=self.tokens,
             placer=SchedulerPlacer(self.scheduler),
             hub=AgentHub(store),
             heartbeat_interval=config.heartbeat_interval,
@@ -96,6 +93,10 @@ class ApiServer:
         self.health = health.aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.port = 0
+
+    async def _tenant_token(self, token_id: str) -> tuple[str, str] | None:
+        token = await self.store.tenant_tokens.lookup(token_id)
+        return (token.tenant, token.sha256) if token is not None else None
 
     async def _host_credential(self, host_id: str) -> str | None:
         try:
@@ -108,6 +109,8 @@ class ApiServer:
         """Serve on ``config.listen``; returns the bound port (``:0`` picks one)."""
         await self.cache.start()
         await self.deps.hub.start()
+        # instance actions (terminate, stop...) start from the watched version
+        await self.store.follow_records(Instance)
         server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),

@@ -150,15 +150,13 @@ class InstancesMixin(Servicer, tenant_pb2_grpc.TenantServiceServicer):
         if not request.HasField("instance"):
             raise InvalidField("instance", "is required")
         inst, volumes = await self._resolve_instance(tenant, request)
-        started = self.store.clock()
-        created = await self.store.create(
+        result = await self.store.create_or_replay(
             inst, request_id=inst.request_id, fingerprint=validate.fingerprint(request)
         )
-        # A retried request_id returns the first call's record: report it and
-        # never run (or undo) the rest of the create for it.  Server-chosen
-        # ids make this exact; for a client-chosen name the record's
-        # create_time tells (the store does not yet say "replayed").
-        if created.id != inst.id or created.create_time < started:
+        created = result.record
+        if result.replayed:
+            # a retried request_id returns the first call's record: report it
+            # and never run (or undo) the rest of the create for it
             return convert.instance(created)
         metrics.INSTANCES_CREATED.inc()
         if volumes:

@@ -5,9 +5,10 @@ improbable; the fabric also keys by tenant).  Subnets must lie inside their
 VPC's CIDR and overlap no sibling.  A network interface gets a locally
 administered MAC (``02:..``) and the lowest free address of its subnet above
 the gateway (``.1``) and reserved ``.2``/``.3``, chosen from the subnet's
-current interfaces; two concurrent creates may pick the same address, so the
-winner is decided by re-reading after the create and the loser is deleted and
-retried.  Attach/detach write the interface and the instance in one
+address claims; the store claims the address in the create transaction
+(``addresses/...`` compared absent), so of two concurrent creates picking
+the same address exactly one wins and the other (``AddressInUse``) picks the
+next one.  Attach/detach write the interface and the instance in one
 transaction compared on both etags.  Deletes refuse while something still
 depends on the resource (FAILED_PRECONDITION, naming the dependant).
 """
@@ -29,9 +30,12 @@ from control_plane.domain.errors import Aborted, FailedPrecondition, NotFound, R
 from control_plane.domain.lifecycle import InstanceState
 from control_plane.domain.network import NetworkInterface, Subnet, Vpc
 from control_plane.domain.placement import PlacementGroup, PlacementStrategy
+from control_plane.store import AddressInUse
 
 SERVICE = "TenantService"
 _RESERVED_HOSTS = 3  # .1 gateway, .2 DHCP/metadata, .3 DNS
+#: creates of one interface that may lose their address to a concurrent create
+_ADDRESS_ATTEMPTS = 64
 
 
 def _check_etag(name: str, want: str, have: str) -> None:
@@ -205,22 +209,31 @@ class NetworkMixin(Servicer, tenant_pb2_grpc.TenantServiceServicer):
             validate.owned(spec.subnet, "network_interface.subnet", "subnets", tenant)
         )
         subnet = await self.ref(Subnet, subnet_name, "network_interface.subnet")
-        nic = NetworkInterface(
-            tenant=tenant,
-            id=nic_id,
-            subnet=subnet_name,
-            mac="02:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(5)),
-            ip_address=await self._free_ip(tenant, subnet),
-            request_id=rid,
-        )
-        created = await self.store.create(
-            nic, request_id=rid, fingerprint=validate.fingerprint(request)
-        )
-        return convert.network_interface(created)
+        mac = "02:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(5))
+        fingerprint = validate.fingerprint(request)
+        skip: set[str] = set()
+        for _ in range(_ADDRESS_ATTEMPTS):
+            nic = NetworkInterface(
+                tenant=tenant,
+                id=nic_id,
+                subnet=subnet_name,
+                mac=mac,
+                ip_address=await self._free_ip(subnet, skip),
+                request_id=rid,
+            )
+            try:
+                created = await self.store.create(nic, request_id=rid, fingerprint=fingerprint)
+            except AddressInUse as exc:
+                skip.add(exc.address)  # a concurrent create took it first: next one
+                continue
+            return convert.network_interface(created)
+        raise Aborted(f"{subnet_name}: addresses kept being taken concurrently; retry")
 
-    async def _free_ip(self, tenant: str, subnet: Subnet) -> str:
-        used, _ = await self.store.list_all(NetworkInterface, parent=f"tenants/{tenant}")
-        taken = {n.ip_address for n in used if n.subnet == subnet.name}
+    async def _free_ip(self, subnet: Subnet, skip: set[str]) -> str:
+        """The lowest unclaimed host address of *subnet* (its first
+        ``_RESERVED_HOSTS`` are the gateway's and the card's); the create
+        txn claims it atomically, so a lost race only costs another try."""
+        taken = await self.store.addresses_in_use(subnet.name) | skip
         net = ipaddress.ip_network(subnet.cidr)
         for i, addr in enumerate(net.hosts()):
             if i >= _RESERVED_HOSTS and str(addr) not in taken:

@@ -1,7 +1,9 @@
 """TenantService volume RPCs (cloud disks served by the card as vhost-user-blk).
 
 A volume's ``size_gib`` is charged to the tenant's ``max_volume_gib`` quota
-by the store in the transaction that creates or resizes it.  Attach and
+by the store in the transaction that creates or resizes it (the quota check
+and the counter write are one compare-and-swap, so concurrent resizes of a
+tenant's volumes cannot overshoot ``max_volume_gib`` together).  Attach and
 detach change the volume and the instance in ONE transaction compared on
 both etags, so the two records never disagree about an attachment; a
 concurrent change to either surfaces as ABORTED and the client retries with
@@ -20,9 +22,8 @@ from control_plane.api.base import Servicer
 from control_plane.api.errors import InvalidField
 from control_plane.api.rpc import Context, unary
 from control_plane.domain.compute import Image, Instance
-from control_plane.domain.errors import Aborted, FailedPrecondition, NotFound, QuotaExceeded
+from control_plane.domain.errors import Aborted, FailedPrecondition, NotFound
 from control_plane.domain.lifecycle import InstanceState
-from control_plane.domain.tenant import Tenant
 from control_plane.domain.validation import MAX_VOLUME_GIB
 from control_plane.domain.volume import Volume
 
@@ -169,13 +170,7 @@ class VolumesMixin(Servicer, tenant_pb2_grpc.TenantServiceServicer):
             raise InvalidField("size_gib", f"volumes only grow ({vol.size_gib} -> {size} GiB)")
         if size == vol.size_gib:
             return convert.volume(vol)
-        owner = await self.store.get(Tenant, f"tenants/{tenant}")
-        usage = await self.store.get_usage(tenant)
-        if usage.volume_gib + size - vol.size_gib > owner.quota.max_volume_gib:
-            raise QuotaExceeded(
-                f"tenants/{tenant}: growing {vol.name} to {size} GiB exceeds max_volume_gib "
-                f"{owner.quota.max_volume_gib} (using {usage.volume_gib})"
-            )
+        # the store checks the growth against the quota in the txn that writes it
         return convert.volume(await self.store.update(dataclasses.replace(vol, size_gib=size)))
 
     @unary(SERVICE)

@@ -3,7 +3,8 @@ global rate limit, periodic resync, and leader election on an etcd lease.
 
 Public API::
 
-    mgr = ControllerManager(store, identity="cp-1", config=ControllerConfig(lease_ttl=5))
+    mgr = ControllerManager(store, identity="cp-1", config=ControllerConfig(lease_ttl=5),
+                            scheduler=api_scheduler)   # or cache=host_cache: one per replica
     async with mgr:                 # or: await mgr.start() ... await mgr.stop()
         await mgr.wait_leader()     # mgr.is_leader; mgr.scheduler while leading
 

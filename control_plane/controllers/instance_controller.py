@@ -23,8 +23,15 @@ etcd), never a wrong decision:
   instance straight to its target state.
 - TERMINATING: ONE txn sets the instance TERMINATED (releasing its quota
   slot), releases the host to CLEANING (``assigned_instance`` cleared,
-  ``cleaning_epoch`` bumped) and drops the instance from its placement
-  group.  The host is never AVAILABLE again before its wipe is reported.
+  ``cleaning_epoch`` bumped), drops the instance from its placement
+  group and detaches its volumes and network interfaces (both sides: the
+  instance's lists are emptied, each volume's ``attached_to`` / interface's
+  ``instance`` that still names it is cleared), so the tenant can reuse or
+  delete them.  The host is never AVAILABLE again before its wipe is reported.
+- TERMINATED with attachments left (an instance terminated by an older
+  replica, or a race): the same detach, alone -- level-triggered: the watch
+  and the resync enqueue every TERMINATED instance whose lists are not
+  empty, and a second pass finds nothing to do.
 """
 
 from __future__ import annotations
@@ -49,8 +56,10 @@ from control_plane.domain.lifecycle import (
     InstanceEvent,
     InstanceState,
 )
+from control_plane.domain.network import NetworkInterface
 from control_plane.domain.placement import PlacementGroup
 from control_plane.domain.transitions import apply_host_event, apply_instance_event
+from control_plane.domain.volume import Volume
 from control_plane.scheduler import Scheduler
 from control_plane.store import RecordChanged, Store
 
@@ -58,6 +67,8 @@ _I = InstanceState
 
 #: States where the controller has work to do (RUNNING/STOPPED/FAILED wait for users).
 ACTIVE_STATES = frozenset(set(InstanceState) - INSTANCE_STABLE)
+
+_Record = Instance | Host | PlacementGroup | Volume | NetworkInterface
 
 _SIMULATED_PHASE = {_I.RUNNING: AgentPhase.RUNNING, _I.STOPPED: AgentPhase.STOPPED}
 
@@ -74,7 +85,7 @@ class InstanceController(Controller):
 
     async def resync_keys(self) -> Iterable[str]:
         instances, _ = await self.store.list_all(Instance)
-        return [i.name for i in instances if i.state in ACTIVE_STATES]
+        return [i.name for i in instances if i.state in ACTIVE_STATES or _holds_attachments(i)]
 
     def sources(self, start_revision: int) -> list[Coroutine[Any, Any, None]]:
         return [self._watch_instances(start_revision), self._watch_reports(start_revision)]
@@ -83,6 +94,10 @@ class InstanceController(Controller):
         async with contextlib.aclosing(self.store.watch(Instance, start_revision=start)) as evs:
             async for ev in evs:
                 inst = ev.obj
+                if inst is not None and _holds_attachments(inst):
+                    self._observed[ev.name] = inst
+                    self.queue.add(ev.name)
+                    continue
                 if inst is None or inst.state not in ACTIVE_STATES:
                     self._observed.pop(ev.name, None)
                     continue
@@ -116,6 +131,10 @@ class InstanceController(Controller):
                 return await self._schedule(inst)
             if inst.state == _I.TERMINATING:
                 return await self._terminate(inst)
+            if _holds_attachments(inst):
+                objs, read = await self._detach_all(inst)
+                await self.store.update_many(objs, previous=[inst, *read])
+                return DONE
             if inst.state in ACTIVE_STATES or inst.state in (_I.RUNNING, _I.STOPPED):
                 return await self._follow_agent(inst)
         except Aborted:
@@ -189,7 +208,7 @@ class InstanceController(Controller):
     async def _terminate(self, inst: Instance, *, fresh: bool = False) -> Outcome:
         now = self.store.clock()
         done = dataclasses.replace(apply_instance_event(inst, InstanceEvent.TERMINATED), host="")
-        objs: list[Instance | Host | PlacementGroup] = [done]
+        objs, read = await self._detach_all(done)
         if inst.host:
             # The cached host saves a read, but only if it already shows this
             # binding (a cache that has not seen the bind yet must not make us
@@ -214,12 +233,36 @@ class InstanceController(Controller):
                 if any(p.instance == inst.name for p in group.placements):
                     objs.append(group.without_member(inst.name))
         try:
-            await self.store.update_many(objs)
+            # the records as read: the store computes the quota release from
+            # them instead of reading them again
+            await self.store.update_many(objs, previous=[inst, *read])
         except RecordChanged as exc:
             if fresh or exc.name != inst.host:
                 raise
             return await self._terminate(inst, fresh=True)
         return DONE
+
+    async def _detach_all(self, inst: Instance) -> tuple[list[_Record], list[_Record]]:
+        """*inst* with no volumes or network interfaces, followed by each of
+        them that still names it, detached (all to be written in one txn);
+        and the records as read (``Store.update_many(previous=...)``)."""
+        if not _holds_attachments(inst):
+            return [inst], []
+        out: list[_Record] = [dataclasses.replace(inst, volumes=(), network_interfaces=())]
+        read: list[_Record] = []
+        for vol in await self.store.get_many(Volume, inst.volumes):
+            if vol is not None and vol.attached_to == inst.name:
+                out.append(dataclasses.replace(vol, attached_to=""))
+                read.append(vol)
+        for nic in await self.store.get_many(NetworkInterface, inst.network_interfaces):
+            if nic is not None and nic.instance == inst.name:
+                out.append(dataclasses.replace(nic, instance=""))
+        return out, read
+
+
+def _holds_attachments(inst: Instance) -> bool:
+    """A TERMINATED instance that still lists volumes or network interfaces."""
+    return inst.state == _I.TERMINATED and bool(inst.volumes or inst.network_interfaces)
 
 
 def _agentless(host: Host) -> bool:

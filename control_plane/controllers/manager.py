@@ -15,7 +15,11 @@ Usage (E's ``main``)::
 Pass ``scheduler=`` (a ``Scheduler`` whose ``HostCache`` the caller has
 started and will close) to share the API's scheduler: one host watch per
 process instead of two, and API and controller placements then skip each
-other's in-flight hosts instead of racing for them.
+other's in-flight hosts instead of racing for them.  ``cache=`` alone (a
+started ``HostCache``) keeps one host cache but gives the controllers their
+own ``Scheduler`` over it.  A shared cache is kept across leadership terms
+(its list + watch is the caller's); only a cache the manager made itself is
+rebuilt per term.  ``control_plane.main`` passes the API's scheduler.
 """
 
 from __future__ import annotations
@@ -46,12 +50,16 @@ class ControllerManager:
         identity: str | None = None,
         config: ControllerConfig | None = None,
         scheduler: Scheduler | None = None,
+        cache: HostCache | None = None,
     ) -> None:
+        if scheduler is not None and cache is not None and scheduler.cache is not cache:
+            raise ValueError("scheduler= and cache= must share one HostCache")
         self.store = store
         #: a scheduler (and its started HostCache) shared with the API of the
         #: same process: one host watch instead of two, and API and controller
         #: placements see each other's in-flight binds
         self.shared_scheduler = scheduler
+        self.shared_cache = scheduler.cache if scheduler is not None else cache
         self.config = config or ControllerConfig()
         self.elector = LeaderElector(
             store, election=self.config.election, identity=identity, ttl=self.config.lease_ttl
@@ -96,12 +104,9 @@ class ControllerManager:
 
     async def _lead(self) -> None:
         cfg = self.config
-        own_cache = self.shared_scheduler is None
-        if self.shared_scheduler is not None:
-            scheduler, cache = self.shared_scheduler, self.shared_scheduler.cache
-        else:
-            cache = HostCache(self.store, track_liveness=cfg.track_liveness)
-            scheduler = Scheduler(self.store, cache, rng=random.Random())
+        own_cache = self.shared_cache is None
+        cache = self.shared_cache or HostCache(self.store, track_liveness=cfg.track_liveness)
+        scheduler = self.shared_scheduler or Scheduler(self.store, cache, rng=random.Random())
         controllers: list[Controller] = [
             InstanceController(self.store, cfg, scheduler),
             HostController(self.store, cfg),

@@ -58,3 +58,14 @@ class Tenant:
     @property
     def name(self) -> str:
         return tenant_name(self.id)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TenantToken:
+    """A tenant bearer token as stored: its id and the SHA-256 hex digest of
+    its secret (the secret itself is never stored)."""
+
+    id: str = ""
+    tenant: str
+    sha256: str
+    create_time: float = 0.0

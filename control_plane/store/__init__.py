@@ -12,20 +12,29 @@ tree, e.g. ``NotFound``, ``AlreadyExists``, ``Aborted``, ``QuotaExceeded``,
     # generic records: any domain resource (Tenant, Host, InstanceType, Image, Instance,
     # Volume, Vpc, Subnet, NetworkInterface, PlacementGroup); names are AIP names
     await store.create(obj, request_id="", fingerprint="") -> obj with etag
+    await store.create_or_replay(obj, request_id=...) -> Created(record, replayed)
     await store.get(Instance, "tenants/t1/instances/i1") -> Instance
+    await store.get_many(Volume, [name, ...]) -> [Volume | None, ...]  # one round trip
     await store.list(Instance, parent="tenants/t1", page_size=50, page_token="",
                      filter="state=RUNNING AND zone=z1") -> Page(items, next_page_token, revision)
     await store.list_all(Host) -> (list[Host], revision)      # one consistent snapshot
     await store.update(obj) -> obj                           # CAS on obj.etag
     await store.update_many([instance, host]) -> [...]       # one txn, every etag compared
+    await store.update_many([done], previous=[as_read])      # usage delta without a read
+    await store.follow_records(Instance)                     # mutate starts from the watch
     await store.mutate(Instance, name, change_fn, etag="")   # read-modify-CAS with retry
     await store.delete(Instance, name, etag="")
     store.watch(Host, start_revision=rev + 1, parent="")     # async iterator of WatchEvent
     await store.get_usage("t1") -> QuotaUsage
+    await store.addresses_in_use("tenants/t1/vpcs/v/subnets/s") -> {"10.0.0.4", ...}
 
     # observed state from agents (written by AgentService, read by controllers)
     await store.reports.put(AgentReport(...)); await store.reports.get("h1")
     store.reports.watch(start_revision=...)
+
+    # tenant bearer tokens: the digest of the secret only, never the token
+    token = await store.tenant_tokens.issue("t1", sha256_hex)   # -> TenantToken(id, ...)
+    await store.tenant_tokens.lookup(token_id) -> TenantToken | None
 
     # liveness: one lease per host; silence = the lease expires = key deleted
     await store.liveness.heartbeat("h1", ttl=10)
@@ -45,14 +54,22 @@ Semantics:
 - **create** of a tenant resource requires the tenant; with ``request_id`` it
   is idempotent (``requests/{t}/{request_id}`` is written in the same txn).
   Instances (1 slot while not TERMINATED) and volumes (``size_gib``) are
-  charged to ``usage/{t}`` in the same txn that creates them, comparing the
-  counter's revision, retried when another create of the tenant won, and
-  refused with ``QuotaExceeded`` past ``Tenant.quota``.  An instance's slot
-  is released by the update that makes it TERMINATED (or by deleting it).
+  charged to ``usage/{t}`` in the same txn that creates (or grows) them,
+  comparing the counter's revision, retried when another charge of the
+  tenant won, and refused with ``QuotaExceeded`` past ``Tenant.quota``.  An
+  instance's slot is released by the update that makes it TERMINATED (or
+  by deleting it), into ``released/{t}``; usage = charged - released, and
+  charges never compare the released counter (a stale one only overstates
+  usage), so creates and terminations never make each other's txn fail.
   Within one replica, usage writes of a tenant are queued on a lock and the
-  last counter value is remembered, so a create costs one txn (two on a
-  cold or contended counter); other replicas only cost a failed txn whose
-  failure branch returns the fresh counter.
+  last counter values are remembered (and refreshed by a watch), so a
+  create costs one txn; a stale memory costs one failed txn whose failure
+  branch returns the fresh counters.
+- **addresses**: a network interface's ``ip_address`` is claimed by an
+  ``addresses/{t}/{vpc}/{s}/{ip}`` key written (compared absent) in the txn
+  that creates it and deleted with it; a taken address raises
+  ``AddressInUse`` (an ``AlreadyExists``) so the caller picks another.  The
+  address of a stored interface never changes.
 - **filter** grammar: ``field=value`` / ``field!=value`` terms joined by
   ``AND``; fields are record attributes (dotted for nested:
   ``hardware.cpus=64``); values bare or double-quoted; see
@@ -66,8 +83,11 @@ Key layout (``keys.py``)::
     /bmaas/v1/instances/{t}/{i}           /bmaas/v1/volumes/{t}/{v}
     /bmaas/v1/vpcs/{t}/{vpc}              /bmaas/v1/subnets/{t}/{vpc}/{s}
     /bmaas/v1/networkInterfaces/{t}/{n}   /bmaas/v1/placementGroups/{t}/{g}
-    /bmaas/v1/usage/{t}                   quota usage counter {"instances", "volume_gib"}
+    /bmaas/v1/usage/{t}                   charged to the quota {"instances", "volume_gib"}
+    /bmaas/v1/released/{t}                released again (usage = usage - released)
     /bmaas/v1/requests/{t}/{request_id}   idempotency record {"name", "fingerprint"}
+    /bmaas/v1/tenant_tokens/{token_id}    TenantToken {"tenant", "sha256", ...}
+    /bmaas/v1/addresses/{t}/{vpc}/{s}/{ip}  IP claim -> the network interface's name
     /bmaas/v1/agent_reports/{h}           latest AgentReport
     /bmaas/v1/heartbeats/{h}              lease-bound while the agent heartbeats
     /bmaas/v1/leases/{election}           lease-bound leader seat
@@ -78,18 +98,21 @@ that), while ``instances/{t}/`` still narrows to one tenant.
 
 Modules: ``kv`` (raw etcd calls, error translation, round-trip stats),
 ``keys`` (layout), ``codec`` (JSON), ``records`` (kind registry, quota rules),
-``store`` (records, txns, lists, watches), ``agent_reports``, ``liveness``,
+``store`` (records, txns, lists, watches), ``watch_hub`` (one etcd watch per
+prefix, fanned out), ``record_cache``, ``agent_reports``, ``tenant_tokens``, ``liveness``,
 ``election``, ``errors``.
 """
 
-from control_plane.store.errors import RecordChanged, RecordGone, RevisionCompacted
+from control_plane.store.errors import AddressInUse, RecordChanged, RecordGone, RevisionCompacted
 from control_plane.store.keys import DEFAULT_ROOT, KeySpace
 from control_plane.store.kv import Stats
 from control_plane.store.liveness import DEFAULT_HEARTBEAT_TTL, HeartbeatEvent
-from control_plane.store.store import Page, Store, WatchEvent
+from control_plane.store.store import Created, Page, Store, WatchEvent
 
 __all__ = [
+    "AddressInUse",
     "DEFAULT_HEARTBEAT_TTL",
+    "Created",
     "DEFAULT_ROOT",
     "HeartbeatEvent",
     "KeySpace",

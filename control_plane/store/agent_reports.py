@@ -49,9 +49,7 @@ class AgentReports:
         from control_plane.store.store import WatchEvent
 
         prefix = self._store.keys.agent_reports_prefix()
-        async for deleted, kv in self._store.kv.watch_resuming(
-            prefix, start_revision=start_revision
-        ):
+        async for deleted, kv in self._store.kv.watch_shared(prefix, start_revision=start_revision):
             host = self._store.keys.last_segment(kv.key)
             obj = (
                 None if deleted else codec.decode(AgentReport, kv.value, etag=str(kv.mod_revision))

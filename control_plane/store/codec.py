@@ -1,11 +1,15 @@
 """Records <-> JSON bytes, driven by the dataclass type hints.
 
 ``encode`` writes every field except ``etag`` (the etag is the key's
-``mod_revision`` and comes back from etcd, never from the value).  Enums are
+``mod_revision`` and comes back from etcd, never from the value), keys in
+field order.  Enums are
 stored by value, tuples as lists, nested dataclasses as objects.  ``decode``
-walks the type hints of the target class (a decoder per class is built once
-and cached) and ignores unknown keys, so an older replica reads records
-written by a newer one; missing keys take the field default.
+walks the type hints of the target class and ignores unknown keys, so an
+older replica reads records written by a newer one; missing keys take the
+field default.  Encoder and decoder of a class are generated once as Python
+source (a dict display / a constructor call with every field spelled out)
+and compiled: the hot path of every store read, write and watch event has
+no per-field loop, ``getattr`` or type inspection.
 """
 
 from __future__ import annotations
@@ -53,13 +57,21 @@ def _class_encoder(cls: type) -> Callable[[Any], dict[str, Any]]:
     if cached is not None:
         return cached
     hints = typing.get_type_hints(cls)
-    fields = [
-        (f.name, _encoder_for(hints[f.name])) for f in dataclasses.fields(cls) if f.name != "etag"
-    ]
-
-    def encode_obj(obj: Any) -> dict[str, Any]:
-        return {name: enc(getattr(obj, name)) for name, enc in fields}
-
+    env: dict[str, Any] = {}
+    items = []
+    for i, f in enumerate(dataclasses.fields(cls)):
+        if f.name == "etag":
+            continue
+        enc = _encoder_for(hints[f.name])
+        if enc is _identity:
+            items.append(f"{f.name!r}: o.{f.name}")
+        else:
+            env[f"e{i}"] = enc
+            items.append(f"{f.name!r}: e{i}(o.{f.name})")
+    # one dict display per class: no per-field loop or getattr at run time
+    src = "def encode_obj(o):\n    return {" + ", ".join(items) + "}\n"
+    exec(compile(src, f"<codec encoder of {cls.__qualname__}>", "exec"), env)
+    encode_obj = typing.cast(Callable[[Any], dict[str, Any]], env["encode_obj"])
     _CLASS_ENCODERS[cls] = encode_obj
     return encode_obj
 
@@ -81,8 +93,15 @@ def to_dict(obj: object) -> dict[str, Any]:
     return _class_encoder(type(obj))(obj)
 
 
+#: one encoder for every record: compact, no circular-reference bookkeeping
+#: (records are trees), keys in dataclass field order (deterministic without
+#: sorting)
+_JSON = json.JSONEncoder(separators=(",", ":"), check_circular=False)
+_JSON_DECODE = json.JSONDecoder().decode
+
+
 def encode(obj: object) -> bytes:
-    return json.dumps(to_dict(obj), separators=(",", ":"), sort_keys=True).encode()
+    return _JSON.encode(to_dict(obj)).encode()
 
 
 def _identity(value: Any) -> Any:
@@ -103,7 +122,8 @@ def _decoder_for(hint: Any) -> _Decoder:
         val = _decoder_for(args[1])
         return lambda v: {k: val(x) for k, x in v.items()}
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        return hint
+        by_value = dict(hint._value2member_map_)
+        return lambda v: by_value[v] if v in by_value else hint(v)
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         cls_dec = _class_decoder(hint)
         return lambda v: cls_dec(v, "")
@@ -121,12 +141,34 @@ def _class_decoder(cls: type) -> Callable[[dict[str, Any], str], Any]:
     has_etag = "etag" in names
     fields = {name: _decoder_for(hints[name]) for name in names if name != "etag"}
 
-    def decode_obj(data: dict[str, Any], etag: str = "") -> Any:
+    def decode_partial(data: dict[str, Any], etag: str = "") -> Any:
+        """Any record: missing keys take the field default."""
         kwargs = {name: dec(data[name]) for name, dec in fields.items() if name in data}
         if has_etag and etag:
             kwargs["etag"] = etag
         return cls(**kwargs)
 
+    # Fast path, compiled once per class: every field present (records written
+    # by this version); a KeyError falls back to ``decode_partial``.
+    env: dict[str, Any] = {"cls": cls, "partial": decode_partial}
+    args = []
+    for i, (name, dec) in enumerate(fields.items()):
+        if dec is _identity:
+            args.append(f"{name}=d[{name!r}]")
+        else:
+            env[f"d{i}"] = dec
+            args.append(f"{name}=d{i}(d[{name!r}])")
+    if has_etag:
+        args.append("etag=etag")
+    src = (
+        "def decode_obj(d, etag=''):\n"
+        "    try:\n"
+        f"        return cls({', '.join(args)})\n"
+        "    except KeyError:\n"
+        "        return partial(d, etag)\n"
+    )
+    exec(compile(src, f"<codec decoder of {cls.__qualname__}>", "exec"), env)
+    decode_obj = typing.cast(Callable[[dict[str, Any], str], Any], env["decode_obj"])
     _CLASS_DECODERS[cls] = decode_obj
     return decode_obj
 
@@ -136,4 +178,4 @@ def from_dict(cls: type[T], data: dict[str, Any], *, etag: str = "") -> T:
 
 
 def decode(cls: type[T], raw: bytes, *, etag: str = "") -> T:
-    return typing.cast(T, _class_decoder(cls)(json.loads(raw), etag))
+    return typing.cast(T, _class_decoder(cls)(_JSON_DECODE(raw.decode()), etag))

@@ -11,6 +11,10 @@ The store raises the domain tree (``NotFound``, ``AlreadyExists``,
     NotFound
      └── RecordGone            a record compared in a transaction was deleted (``.name``)
 
+    AlreadyExists
+     └── AddressInUse          a create claimed an IP address another record holds
+                               (``.address``); pick another and create again
+
 ``translate(exc)`` maps an aetcd/grpc exception to the domain error that
 the caller re-raises with ``raise translate(exc) from exc``.
 """
@@ -22,6 +26,7 @@ import grpc
 
 from control_plane.domain.errors import (
     Aborted,
+    AlreadyExists,
     BmaasError,
     FailedPrecondition,
     InvalidArgument,
@@ -45,6 +50,15 @@ class RecordGone(NotFound):
     def __init__(self, name: str) -> None:
         super().__init__(f"{name} not found")
         self.name = name
+
+
+class AddressInUse(AlreadyExists):
+    """The IP address a new network interface claims is held by another one."""
+
+    def __init__(self, subnet: str, address: str) -> None:
+        super().__init__(f"{subnet}: address {address} is already in use")
+        self.subnet = subnet
+        self.address = address
 
 
 class RevisionCompacted(Aborted):

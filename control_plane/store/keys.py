@@ -13,8 +13,11 @@ watches one kind across all tenants and a longer prefix narrows to a parent::
     {root}/subnets/{t}/{vpc}/{s}               Subnet
     {root}/networkInterfaces/{t}/{n}           NetworkInterface
     {root}/placementGroups/{t}/{g}             PlacementGroup
-    {root}/usage/{t}                           QuotaUsage counter of tenant t
+    {root}/usage/{t}                           QuotaUsage charged to tenant t (only grows)
+    {root}/released/{t}                        QuotaUsage released by tenant t (only grows)
     {root}/requests/{t}/{request_id}           idempotency record -> {"name", "fingerprint"}
+    {root}/tenant_tokens/{token_id}            TenantToken (digest of the secret only)
+    {root}/addresses/{t}/{vpc}/{s}/{ip}        IP claim of a subnet -> the NIC's name
     {root}/agent_reports/{h}                   latest AgentReport of host h
     {root}/heartbeats/{h}                      lease-bound; exists while h's agent heartbeats
     {root}/leases/{election}                   lease-bound; value = the leader's identity
@@ -67,8 +70,29 @@ class KeySpace:
     def usage(self, tenant: str) -> bytes:
         return f"{self.root}/usage/{tenant}".encode()
 
+    def released(self, tenant: str) -> bytes:
+        return f"{self.root}/released/{tenant}".encode()
+
+    def released_prefix(self) -> bytes:
+        return f"{self.root}/released/".encode()
+
+    def usage_prefix(self) -> bytes:
+        return f"{self.root}/usage/".encode()
+
     def request(self, tenant: str, request_id: str) -> bytes:
         return f"{self.root}/requests/{tenant}/{request_id}".encode()
+
+    def address(self, subnet: str, ip: str) -> bytes:
+        """The claim key of *ip* in *subnet* (an AIP subnet name)."""
+        ids = parse_name(subnet, collection="subnets").ids
+        return f"{self.root}/addresses/{'/'.join(ids)}/{ip}".encode()
+
+    def addresses_prefix(self, subnet: str) -> bytes:
+        ids = parse_name(subnet, collection="subnets").ids
+        return f"{self.root}/addresses/{'/'.join(ids)}/".encode()
+
+    def tenant_token(self, token_id: str) -> bytes:
+        return f"{self.root}/tenant_tokens/{token_id}".encode()
 
     def agent_report(self, host: str) -> bytes:
         return f"{self.root}/agent_reports/{host}".encode()

@@ -108,6 +108,9 @@ class EtcdKV:
         self.client = client
         self.timeout = rpc_timeout
         self.stats = Stats()
+        from control_plane.store.watch_hub import WatchHub  # one concern per module
+
+        self._hub = WatchHub(self)
 
     @classmethod
     async def connect(cls, host: str, port: int, *, rpc_timeout: float = 10.0) -> EtcdKV:
@@ -126,6 +129,7 @@ class EtcdKV:
         return cls(client, rpc_timeout=rpc_timeout)
 
     async def aclose(self) -> None:
+        await self._hub.aclose()
         with contextlib.suppress(*FOREIGN_ERRORS):  # a broken channel: nothing to release
             await self.client.close()
 
@@ -249,6 +253,13 @@ class EtcdKV:
             # best effort: the client may already be closed (aetcd then has no watcher)
             with contextlib.suppress(*FOREIGN_ERRORS, AttributeError):
                 await watch.cancel()
+
+    def watch_shared(
+        self, prefix: bytes, *, start_revision: int
+    ) -> AsyncGenerator[tuple[bool, KV], None]:
+        """Like ``watch_resuming``, but every local watcher of *prefix* shares
+        one etcd watch (``control_plane.store.watch_hub``)."""
+        return self._hub.watch(prefix, start_revision=start_revision)
 
     async def watch_resuming(
         self, prefix: bytes, *, start_revision: int

@@ -77,7 +77,7 @@ class Liveness:
     async def watch(self, *, start_revision: int) -> AsyncGenerator[HeartbeatEvent, None]:
         """Heartbeat sessions starting (PUT, version 1) and ending (DELETE)."""
         prefix = self._keys.heartbeats_prefix()
-        async for deleted, kv in self._kv.watch_resuming(prefix, start_revision=start_revision):
+        async for deleted, kv in self._kv.watch_shared(prefix, start_revision=start_revision):
             if deleted or kv.version == 1:
                 host = self._keys.last_segment(kv.key)
                 yield HeartbeatEvent(host, not deleted, kv.mod_revision)

@@ -5,6 +5,10 @@
   instance holds one instance slot until it is TERMINATED (a terminal state,
   so an update can only ever *release* an instance slot); a volume holds its
   ``size_gib`` until it is deleted.
+- ``address_of(record)``: the ``(subnet, ip)`` a record holds exclusively
+  (network interfaces): the store writes an ``addresses/`` claim key in the
+  txn that creates the record (compared absent) and deletes it with the
+  record, so two records can never hold one address of a subnet.
 - ``needs_previous(record)``: whether an update must read the stored version
   to compute the usage delta (instances moving to TERMINATED, volumes).
 """
@@ -17,6 +21,7 @@ from typing import Any, Protocol, TypeVar
 from control_plane.domain import RESOURCE_TYPES
 from control_plane.domain.compute import Instance
 from control_plane.domain.lifecycle import INSTANCE_COUNTS_FOR_QUOTA, InstanceState
+from control_plane.domain.network import NetworkInterface
 from control_plane.domain.tenant import QuotaUsage
 from control_plane.domain.volume import Volume
 
@@ -53,6 +58,12 @@ def usage_of(record: object) -> QuotaUsage:
     return ZERO
 
 
+def address_of(record: object) -> tuple[str, str] | None:
+    if isinstance(record, NetworkInterface) and record.subnet and record.ip_address:
+        return record.subnet, record.ip_address
+    return None
+
+
 def is_accounted(record: object) -> bool:
     return isinstance(record, Instance | Volume)
 
@@ -67,10 +78,16 @@ def needs_previous(record: object) -> bool:
     return isinstance(record, Volume)
 
 
+_TIME_FIELDS: dict[type[Any], frozenset[str]] = {}
+
+
 def stamp(record: R, *, now: float, created: bool) -> R:
     """Set ``update_time`` (and ``create_time`` on create) if the record has them."""
     changes: dict[str, float] = {}
-    names = {f.name for f in dataclasses.fields(record)}  # type: ignore[arg-type]
+    names = _TIME_FIELDS.get(type(record))
+    if names is None:
+        fields = {f.name for f in dataclasses.fields(record)}  # type: ignore[arg-type]
+        names = _TIME_FIELDS[type(record)] = frozenset(fields & {"update_time", "create_time"})
     if "update_time" in names:
         changes["update_time"] = now
     if created and "create_time" in names:

@@ -1,29 +1,47 @@
 """``Store``: typed records in etcd with compare-and-swap, quotas and idempotency.
 
 Every write is ONE etcd transaction, so a crash never leaves half a change.
-The shapes (``k`` = the record's key, ``u`` = ``usage/{t}``, ``q`` =
-``requests/{t}/{id}``, ``t`` = ``tenants/{t}``)::
+The shapes (``k`` = the record's key, ``u`` = ``usage/{t}`` (charged),
+``r`` = ``released/{t}``, ``q`` = ``requests/{t}/{id}``, ``t`` =
+``tenants/{t}``, ``a`` = an ``addresses/`` claim)::
 
-    create   if version(k)=0 [and version(q)=0] [and mod(u)=seen and mod(t)=seen]
-             [or, no quota: version(t)>0]
-             then put k [put q] [put u+delta]
-             else get k, get q, get u, get t         -> decide, retry with what came back
-    update   if mod(k_i)=etag_i for every record [and mod(u)=seen]
-             then put k_i... [put u+delta]
-             else get k_i...                         -> Aborted / NotFound / retry on u
-    delete   if mod(k)=seen [and mod(u)=seen] then delete k [delete q] [put u-delta]
+    create   if version(k)=0 [and version(q)=0] [and version(a)=0]
+                [and mod(u)=seen and mod(t)=seen]   [or, no quota: version(t)>0]
+             then put k [put q] [put a] [put u+delta]
+             else get k, get t, get u, get q, get r [, get a]  -> decide / retry
+    update   if mod(k_i)=etag_i for every record [and mod(t), mod(u)=seen: growth]
+                [and mod(r)=seen: release]
+             then put k_i... [put u+growth] [put r+release]
+             else get k_i..., get u, r, t            -> Aborted / NotFound / retry
+    delete   if mod(k)=seen [and mod(r)=seen] then delete k [delete q] [delete a]
+             [put r+usage]
+
+Quota usage is two monotonic counters per tenant: ``usage/{t}`` (what was
+charged: creates, growth) and ``released/{t}`` (what was given back:
+terminations, deletes); a tenant uses ``usage - released``.  A charge
+compares the tenant and the charged counter and judges the quota on the
+released counter as last seen -- never compared, because a stale (lower)
+released value only overstates usage, so the check stays safe (and a
+refusal is only given on freshly read values).  A release compares only
+the released counter.  So the APIs' creates and the controllers'
+terminations never invalidate each other's transactions.
 
 The etag of a record is its key's ``mod_revision`` as a decimal string; the
 revision of a successful txn becomes the etag of everything it wrote.
-Retries happen only when the *usage counter* moved (another create of the
+Retries happen only when a *usage counter* moved (another write of the
 same tenant won); a moved record always surfaces as ``Aborted``.
 
-"seen" usage is what this replica last read or wrote: writes that move a
-tenant's counter are queued on a per-tenant lock, and a create remembers
-the counter it wrote, so the next create of that tenant goes straight to
-the txn.  A stale memory only costs one failed txn (whose failure branch
-returns the fresh tenant and counter); a quota refusal is only ever given
-on freshly read values.
+"seen" usage is what this replica last read or wrote (merged by
+revision): writes that move a tenant's counters are queued on a per-tenant
+lock, and a write remembers the counter it wrote, so the next one goes
+straight to the txn.  With charges and releases in separate counters, the
+only writers of a counter are, in practice, one replica's APIs (charges) or
+the leading controllers (releases), so that memory stays fresh without a
+watch (a watch was tried: under load it lags etcd by seconds and only adds
+events to parse).  A stale memory only costs one failed txn (whose failure branch
+returns the fresh tenant and counters).  ``update_many(previous=...)``
+takes the records as the caller read them, so a usage-moving update (a
+termination) needs no read either.
 
 Lists walk ``[prefix, prefix_end)`` in key order; ``page_token`` is an
 opaque base64 of ``{"k": last key returned, "s": scope}`` where scope ties
@@ -31,8 +49,9 @@ the token to the (kind, parent, filter) it was issued for.  Filters
 (``domain.filtering``) are applied in the store after decoding, reading
 batches until the page is full.
 
-``watch`` turns etcd watch events into ``WatchEvent``s and, when etcd is
-briefly unreachable, resumes from the last delivered revision (skipping keys
+``watch`` turns etcd watch events into ``WatchEvent``s (every local watcher
+of a prefix shares one etcd watch, ``watch_hub``, and each event is decoded
+once) and, when etcd is briefly unreachable, resumes from the last delivered revision (skipping keys
 it already delivered at that revision).  ``RevisionCompacted`` propagates:
 relist with ``list_all`` and watch from its revision + 1.
 """
@@ -58,6 +77,7 @@ from typing import Any, Generic, TypeVar
 from control_plane.domain.errors import (
     Aborted,
     AlreadyExists,
+    BmaasError,
     InvalidArgument,
     NotFound,
     QuotaExceeded,
@@ -67,7 +87,7 @@ from control_plane.domain.names import parse_name
 from control_plane.domain.tenant import QuotaUsage, Tenant
 from control_plane.domain.validation import validate_page_size, validate_request_id
 from control_plane.store import codec
-from control_plane.store.errors import RecordChanged, RecordGone
+from control_plane.store.errors import AddressInUse, RecordChanged, RecordGone
 from control_plane.store.keys import DEFAULT_ROOT, KeySpace, parent_ids, prefix_range_end
 from control_plane.store.kv import (
     KV,
@@ -80,9 +100,11 @@ from control_plane.store.kv import (
     op_get,
     op_put,
 )
+from control_plane.store.record_cache import RecordCache
 from control_plane.store.records import (
     ZERO,
     R,
+    address_of,
     collection_of,
     is_accounted,
     is_accounted_kind,
@@ -96,11 +118,15 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 #: (compares, request ops) to splice into a transaction
 _TxnParts = tuple[list[Any], list[Any]]
+#: a tenant's (tenant record, ``usage/{t}`` charged, ``released/{t}``) versions
+_Seen = tuple[KV | None, KV | None, KV | None]
 
 #: How many times a write is retried when only the tenant's usage counter moved.
 USAGE_RETRIES = 200
 LIST_BATCH = 500
 SNAPSHOT_BATCH = 2000
+#: decoded watch events kept so that local watchers of one prefix decode each once
+WATCH_MEMO = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +147,16 @@ class WatchEvent(Generic[T]):
     revision: int
 
 
+@dataclass(frozen=True, slots=True)
+class Created(Generic[T]):
+    """What ``Store.create_or_replay`` did: ``replayed`` is True when the
+    ``request_id`` had already been used and ``record`` is the record the
+    first call created (as stored now), not *obj*."""
+
+    record: T
+    replayed: bool
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _CreatePlan(Generic[T]):
     obj: T
@@ -131,6 +167,8 @@ class _CreatePlan(Generic[T]):
     req_key: bytes | None
     req_value: bytes
     state_keys: list[bytes]
+    #: (subnet, ip, claim key) the record holds exclusively, if any
+    claim: tuple[str, str, bytes] | None = None
 
     @property
     def charges(self) -> bool:
@@ -168,12 +206,17 @@ class Store:
         from control_plane.store.agent_reports import AgentReports
         from control_plane.store.election import Elections
         from control_plane.store.liveness import Liveness
+        from control_plane.store.tenant_tokens import TenantTokens
 
         self.liveness = Liveness(kv, self.keys, clock=clock)
         self.elections = Elections(kv, self.keys)
         self.reports = AgentReports(self)
+        self.tenant_tokens = TenantTokens(self)
         self._usage_locks: dict[str, asyncio.Lock] = {}
-        self._usage_seen: dict[str, tuple[KV | None, KV | None]] = {}
+        #: tenant -> (tenant record, charged counter, released counter) as last seen
+        self._usage_seen: dict[str, _Seen] = {}
+        self._watch_memo: dict[tuple[type, bytes, int], Any] = {}
+        self._caches: dict[type, RecordCache[Any]] = {}
 
     @classmethod
     async def connect(
@@ -189,6 +232,8 @@ class Store:
         return cls(kv, root=root, clock=clock)
 
     async def aclose(self) -> None:
+        for cache in self._caches.values():
+            await cache.aclose()
         await self.liveness.aclose()
         await self.kv.aclose()
 
@@ -243,9 +288,28 @@ class Store:
             raise NotFound(f"{name} not found")
         return codec.decode(cls, kv.value, etag=etag_of(kv))
 
+    async def get_many(self, cls: type[R], names: Sequence[str]) -> builtins.list[R | None]:
+        """The records *names* of type *cls* read at one revision in one
+        round-trip (None for each one that does not exist)."""
+        if not names:
+            return []
+        coll = collection_of(cls)
+        got, _ = await self.kv.get_many([self.keys.of_name(n, collection=coll) for n in names])
+        return [None if kv is None else codec.decode(cls, kv.value, etag=etag_of(kv)) for kv in got]
+
+    async def addresses_in_use(self, subnet: str) -> set[str]:
+        """The IP addresses claimed in *subnet* (an AIP subnet name): one
+        keys-only range read."""
+        prefix = self.keys.addresses_prefix(subnet)
+        kvs, _ = await self._snapshot(prefix, keys_only=True)
+        return {self.keys.last_segment(kv.key) for kv in kvs}
+
     async def get_usage(self, tenant: str) -> QuotaUsage:
-        kv = await self.kv.get(self.keys.usage(tenant))
-        return codec.decode(QuotaUsage, kv.value) if kv else ZERO
+        """What *tenant* holds now: charged minus released, read at one revision."""
+        (charged, released), _ = await self.kv.get_many(
+            [self.keys.usage(tenant), self.keys.released(tenant)]
+        )
+        return _net(charged, released)
 
     async def list(
         self,
@@ -295,13 +359,15 @@ class Store:
         items = [codec.decode(cls, kv.value, etag=etag_of(kv)) for kv in kvs[0]]
         return items, kvs[1]
 
-    async def _snapshot(self, prefix: bytes) -> tuple[builtins.list[KV], int]:
+    async def _snapshot(
+        self, prefix: bytes, *, keys_only: bool = False
+    ) -> tuple[builtins.list[KV], int]:
         end = prefix_range_end(prefix)
         out: builtins.list[KV] = []
         start, rev = prefix, 0
         while True:
             kvs, more, header_rev = await self.kv.range(
-                start, end, limit=SNAPSHOT_BATCH, revision=rev
+                start, end, limit=SNAPSHOT_BATCH, revision=rev, keys_only=keys_only
             )
             rev = rev or header_rev
             out.extend(kvs)
@@ -312,6 +378,15 @@ class Store:
     # -- create -------------------------------------------------------------------------------
 
     async def create(self, obj: R, *, request_id: str = "", fingerprint: str = "") -> R:
+        """Store a new record (see ``create_or_replay``, which also says
+        whether *request_id* replayed an earlier create); the stored record."""
+        return (
+            await self.create_or_replay(obj, request_id=request_id, fingerprint=fingerprint)
+        ).record
+
+    async def create_or_replay(
+        self, obj: R, *, request_id: str = "", fingerprint: str = ""
+    ) -> Created[R]:
         """Store a new record; ``AlreadyExists`` if its name is taken.
 
         With *request_id* (tenant-scoped records only) the create is
@@ -336,8 +411,10 @@ class Store:
                     if plan.req_key and got[3] is not None:
                         # a retry of a create that already happened: replay it,
                         # even if the tenant is at its quota by now
-                        return await self._replay(type(plan.obj), got[3], fingerprint)
-                    seen, fresh = (got[1], got[2]), True
+                        return Created(
+                            await self._replay(type(plan.obj), got[3], fingerprint), True
+                        )
+                    seen, fresh = (got[1], got[2], got[4]), True
                 try:
                     compare, success, new_usage = self._create_ops(plan, seen)
                 except QuotaExceeded:
@@ -345,21 +422,33 @@ class Store:
                         raise
                     seen = None  # judged on cached usage: confirm with a fresh read
                     continue
-                res = await self.kv.txn(compare, success, [op_get(k) for k in plan.state_keys])
+                failure = [op_get(k) for k in plan.state_keys]
+                if plan.claim is not None:
+                    failure.append(op_get(plan.claim[2]))
+                res = await self.kv.txn(compare, success, failure)
                 if res.succeeded:
                     if seen is not None and new_usage is not None:
                         usage_kv = KV(plan.state_keys[2], new_usage, res.revision, 0, 0, 0)
-                        self._usage_seen[plan.tenant] = (seen[0], usage_kv)
-                    return _with_etag(plan.obj, str(res.revision))
-                record, tenant_kvs, usage_kvs, request = res.ranges
+                        self._usage_seen.setdefault(plan.tenant, (seen[0], usage_kv, seen[2]))
+                        self._remember_usage(plan.tenant, usage=usage_kv, owner=seen[0])
+                    return Created(_with_etag(plan.obj, str(res.revision)), False)
+                record, tenant_kvs, usage_kvs, request, released_kvs = res.ranges[:5]
                 if plan.req_key and request:
-                    return await self._replay(type(plan.obj), request[0], fingerprint)
+                    return Created(
+                        await self._replay(type(plan.obj), request[0], fingerprint), True
+                    )
                 if record:
                     raise AlreadyExists(f"{plan.obj.name} already exists")
+                if plan.claim is not None and res.ranges[5]:
+                    raise AddressInUse(plan.claim[0], plan.claim[1])
                 if plan.tenant and not tenant_kvs:
                     self._usage_seen.pop(plan.tenant, None)
                     raise NotFound(f"tenants/{plan.tenant} not found")
-                seen = (tenant_kvs[0] if tenant_kvs else None, usage_kvs[0] if usage_kvs else None)
+                seen = (
+                    tenant_kvs[0] if tenant_kvs else None,
+                    usage_kvs[0] if usage_kvs else None,
+                    released_kvs[0] if released_kvs else None,
+                )
                 fresh = True
                 if plan.charges:
                     self._usage_seen[plan.tenant] = seen
@@ -380,6 +469,8 @@ class Store:
             obj = dataclasses.replace(obj, request_id=request_id)  # type: ignore[type-var]
         key = self.keys.resource(rn)
         req_key = self.keys.request(tenant, request_id) if tenant and request_id else None
+        addr = address_of(obj)
+        claim = (*addr, self.keys.address(*addr)) if addr is not None else None
         return _CreatePlan(
             obj=obj,
             key=key,
@@ -388,34 +479,42 @@ class Store:
             delta=usage_of(obj),
             req_key=req_key,
             req_value=json.dumps({"name": obj.name, "fingerprint": fingerprint}).encode(),
-            # read together: [record, tenant, usage, request] (absent keys read as the record)
+            # read together: [record, tenant, usage, request, released]
+            # (absent keys read as the record)
             state_keys=[
                 key,
                 self.keys.tenant(tenant) if tenant else key,
                 self.keys.usage(tenant) if tenant else key,
                 req_key or key,
+                self.keys.released(tenant) if tenant else key,
             ],
+            claim=claim,
         )
 
     def _create_ops(
-        self, plan: _CreatePlan[R], seen: tuple[KV | None, KV | None] | None
+        self, plan: _CreatePlan[R], seen: _Seen | None
     ) -> tuple[builtins.list[Any], builtins.list[Any], bytes | None]:
-        """Compares and ops of the create txn, and the usage value it writes."""
-        key, tenant_key, usage_key, _ = plan.state_keys
+        """Compares and ops of the create txn, and the charged-counter value it
+        writes.  The released counter is not compared: a stale (lower) view
+        of it only overstates usage, so the quota check stays safe."""
+        key, tenant_key, usage_key = plan.state_keys[:3]
         compare = [cmp_absent(key)]
         success = [op_put(key, plan.value)]
         if plan.req_key is not None:
             compare.append(cmp_absent(plan.req_key))
             success.append(op_put(plan.req_key, plan.req_value))
+        if plan.claim is not None:
+            compare.append(cmp_absent(plan.claim[2]))
+            success.append(op_put(plan.claim[2], plan.obj.name.encode()))
         if plan.tenant and not plan.charges:
             compare.append(cmp_present(tenant_key))
         elif plan.charges:
             assert seen is not None
-            tenant_kv, usage_kv = seen
+            tenant_kv, usage_kv, released_kv = seen
             if tenant_kv is None:
                 raise NotFound(f"tenants/{plan.tenant} not found")
             quota = codec.decode(Tenant, tenant_kv.value).quota
-            used = codec.decode(QuotaUsage, usage_kv.value) if usage_kv else ZERO
+            used = _net(usage_kv, released_kv)
             new_usage = used + plan.delta
             if not new_usage.fits(quota):
                 raise QuotaExceeded(
@@ -426,7 +525,7 @@ class Store:
                 )
             compare.append(cmp_mod(tenant_key, tenant_kv.mod_revision))
             compare.append(cmp_mod(usage_key, usage_kv.mod_revision if usage_kv else 0))
-            usage_value = codec.encode(new_usage)
+            usage_value = codec.encode(_counter(usage_kv) + plan.delta)
             success.append(op_put(usage_key, usage_value))
             return compare, success, usage_value
         return compare, success, None
@@ -445,12 +544,20 @@ class Store:
         (out,) = await self.update_many([obj])
         return out
 
-    async def update_many(self, objs: Sequence[R]) -> builtins.list[R]:
+    async def update_many(
+        self, objs: Sequence[R], *, previous: Iterable[object] = ()
+    ) -> builtins.list[R]:
         """Write several records in ONE transaction, each compared on its own
         etag: all are written or none (e.g. bind an instance to a host).
 
         Usage deltas (an instance reaching TERMINATED, a volume resize) are
-        applied to the tenants' usage counters in the same transaction.
+        applied to the tenants' usage counters in the same transaction; a
+        growth must fit the tenant's quota (``QuotaExceeded``).  *previous*
+        may hold the records as the caller read them (matched by name; used
+        only if the etag is the one compared): then the deltas need no read
+        of the stored records, and with this replica's view of the counters
+        (``_usage_seen``) such an update is ONE round trip.  A stale view only
+        costs a failed txn, whose failure branch returns the fresh values.
         """
         now = self.clock()
         keys: builtins.list[bytes] = []
@@ -463,70 +570,202 @@ class Store:
             stamped.append(stamp(obj, now=now, created=False))
         accounted = [i for i, o in enumerate(stamped) if is_accounted(o) and needs_previous(o)]
         values = [codec.encode(o) for o in stamped]
-        async with self._usage_lock(self._tenants_of([stamped[i] for i in accounted])):
-            for _ in range(USAGE_RETRIES):
+        tenants = sorted(set(self._tenants_of([stamped[i] for i in accounted])))
+        known: dict[int, object] = {}
+        if accounted:
+            by_name = {getattr(p, "name", None): p for p in previous}
+            for i in accounted:
+                prev = by_name.get(stamped[i].name)
+                if prev is not None and getattr(prev, "etag", "") == objs[i].etag:
+                    known[i] = prev
+        # per tenant: usage (charged), released, tenant -- what the failure branch returns
+        state_keys = [
+            k
+            for t in tenants
+            for k in (self.keys.usage(t), self.keys.released(t), self.keys.tenant(t))
+        ]
+        failure = [op_get(k) for k in (*keys, *state_keys)]
+        async with self._usage_lock(tenants):
+            fresh = False  # usage state read (or returned by a failed txn) just now
+            for attempt in range(USAGE_RETRIES):
                 compare = [cmp_mod(k, r) for k, r in zip(keys, revs, strict=True)]
                 success = [op_put(k, v) for k, v in zip(keys, values, strict=True)]
+                new_counters: builtins.list[tuple[str, bytes, bytes]] = []
                 if accounted:
-                    extra_cmp, extra_ops = await self._usage_changes(
-                        [stamped[i] for i in accounted],
-                        [keys[i] for i in accounted],
-                        [revs[i] for i in accounted],
-                    )
+                    if len(known) < len(accounted) or any(
+                        t not in self._usage_seen for t in tenants
+                    ):
+                        await self._read_usage_state(stamped, keys, revs, accounted, known)
+                        fresh = True
+                    deltas: dict[str, QuotaUsage] = {}
+                    for i in accounted:
+                        delta = usage_of(stamped[i]) - usage_of(known[i])
+                        if not delta.is_zero:
+                            tenant = parse_name(stamped[i].name).tenant or ""
+                            deltas[tenant] = deltas.get(tenant, ZERO) + delta
+                    try:
+                        extra_cmp, extra_ops, new_counters = self._usage_parts(
+                            deltas, {t: self._usage_seen[t] for t in deltas}
+                        )
+                    except (QuotaExceeded, NotFound):
+                        if fresh:
+                            raise
+                        for t in tenants:  # judged on remembered values: confirm with a read
+                            self._usage_seen.pop(t, None)
+                        continue
                     compare += extra_cmp
                     success += extra_ops
-                res = await self.kv.txn(compare, success, [op_get(k) for k in keys])
+                res = await self.kv.txn(
+                    compare, success, failure if accounted else failure[: len(keys)]
+                )
                 if res.succeeded:
+                    for tenant, key, value in new_counters:
+                        counter_kv = KV(key, value, res.revision, 0, 0, 0)
+                        if key == self.keys.usage(tenant):
+                            self._remember_usage(tenant, usage=counter_kv)
+                        else:
+                            self._remember_usage(tenant, released=counter_kv)
                     return [_with_etag(o, str(res.revision)) for o in stamped]
-                for obj, rev, got in zip(stamped, revs, res.ranges, strict=True):
+                for obj, rev, got in zip(stamped, revs, res.ranges, strict=False):
                     if not got:
                         raise RecordGone(obj.name)
                     if got[0].mod_revision != rev:
                         raise RecordChanged(obj.name, rev, got[0].mod_revision)
+                # only a usage counter (or a tenant) moved: go again with the
+                # fresh values the failure branch brought
+                for i in accounted:
+                    known[i] = codec.decode(type(stamped[i]), res.ranges[i][0].value)
+                n = len(keys)
+                for j, tenant in enumerate(tenants):
+                    usage_got, released_got, tenant_got = res.ranges[n + 3 * j : n + 3 * j + 3]
+                    self._usage_seen[tenant] = (
+                        tenant_got[0] if tenant_got else None,
+                        usage_got[0] if usage_got else None,
+                        released_got[0] if released_got else None,
+                    )
+                fresh = True
+                if attempt:
+                    await _backoff(attempt)
             raise Aborted("too much contention on tenant usage; retry")
 
-    async def _usage_changes(
-        self, objs: Sequence[object], keys: Sequence[bytes], revs: Sequence[int]
-    ) -> _TxnParts:
-        """Compares and puts that move the usage counters by new - old usage
-        (the stored records and the counters read in one round-trip)."""
-        tenants = sorted(set(self._tenants_of(objs)))
-        got, _ = await self.kv.get_many([*keys, *(self.keys.usage(t) for t in tenants)])
-        deltas: dict[str, QuotaUsage] = {}
-        for obj, kv, rev in zip(objs, got, revs, strict=False):
-            name = getattr(obj, "name", "?")
+    async def _read_usage_state(
+        self,
+        objs: Sequence[object],
+        keys: Sequence[bytes],
+        revs: Sequence[int],
+        accounted: Sequence[int],
+        known: dict[int, object],
+    ) -> None:
+        """Read the stored versions of the accounted records, their tenants
+        and usage counters in one round trip (into *known* / ``_usage_seen``)."""
+        tenants = sorted(set(self._tenants_of([objs[i] for i in accounted])))
+        got, _ = await self.kv.get_many(
+            [
+                *(keys[i] for i in accounted),
+                *(self.keys.usage(t) for t in tenants),
+                *(self.keys.released(t) for t in tenants),
+                *(self.keys.tenant(t) for t in tenants),
+            ]
+        )
+        for j, i in enumerate(accounted):
+            name = getattr(objs[i], "name", "?")
+            kv = got[j]
             if kv is None:
                 raise RecordGone(name)
-            if kv.mod_revision != rev:
-                raise RecordChanged(name, rev, kv.mod_revision)
-            delta = usage_of(obj) - usage_of(codec.decode(type(obj), kv.value))
-            if not delta.is_zero:
-                tenant = parse_name(name).tenant or ""
-                deltas[tenant] = deltas.get(tenant, ZERO) + delta
-        counters = dict(zip(tenants, got[len(keys) :], strict=True))
-        return self._usage_parts(deltas, counters)
+            if kv.mod_revision != revs[i]:
+                raise RecordChanged(name, revs[i], kv.mod_revision)
+            known[i] = codec.decode(type(objs[i]), kv.value)
+        n, m = len(accounted), len(tenants)
+        for j, tenant in enumerate(tenants):
+            self._usage_seen[tenant] = (got[n + 2 * m + j], got[n + j], got[n + m + j])
+
+    def _remember_usage(
+        self,
+        tenant: str,
+        *,
+        usage: KV | None = None,
+        owner: KV | None = None,
+        released: KV | None = None,
+    ) -> None:
+        """Merge newer versions of *tenant*'s counters / tenant record into
+        ``_usage_seen`` (a version older than the one held is ignored: txn
+        results of concurrent writes come back in any order)."""
+        held = self._usage_seen.get(tenant)
+        if held is None:
+            return  # only a full read starts an entry
+        self._usage_seen[tenant] = (
+            _newer(held[0], owner),
+            _newer(held[1], usage),
+            _newer(held[2], released),
+        )
 
     async def _usage_ops(self, deltas: dict[str, QuotaUsage]) -> _TxnParts:
+        """Releases (negative *deltas*) on freshly read counters."""
         tenants = sorted(deltas)
-        got, _ = await self.kv.get_many([self.keys.usage(t) for t in tenants])
-        return self._usage_parts(deltas, dict(zip(tenants, got, strict=True)))
+        got, _ = await self.kv.get_many([self.keys.released(t) for t in tenants])
+        for t in tenants:
+            self._usage_seen.pop(t, None)
+        seen: dict[str, _Seen] = {t: (None, None, kv) for t, kv in zip(tenants, got, strict=True)}
+        compare, ops, _ = self._usage_parts(deltas, seen)
+        return compare, ops
 
     def _usage_parts(
-        self, deltas: dict[str, QuotaUsage], counters: dict[str, KV | None]
-    ) -> _TxnParts:
-        """Compare each counter's revision and put it moved by its delta
-        (never below zero)."""
+        self, deltas: dict[str, QuotaUsage], seen: dict[str, _Seen]
+    ) -> tuple[builtins.list[Any], builtins.list[Any], builtins.list[tuple[str, bytes, bytes]]]:
+        """Compares and puts that apply *deltas*, and the counters written
+        (tenant, key, value).  Growth goes to ``usage/{t}`` (charged): it
+        must fit the tenant's quota (``QuotaExceeded``) judged on charged
+        minus released, and the txn compares the tenant and the charged
+        counter -- NOT the released one, whose stale (lower) value only
+        overstates usage.  Shrinkage goes to ``released/{t}``, compared on
+        its own revision.  So releases (terminations in the controllers)
+        and charges (creates in the APIs) never invalidate each other's txn.
+        """
         compare: builtins.list[Any] = []
         ops: builtins.list[Any] = []
+        written: builtins.list[tuple[str, bytes, bytes]] = []
         for tenant in sorted(deltas):
-            self._usage_seen.pop(tenant, None)
-            kv = counters[tenant]
-            used = codec.decode(QuotaUsage, kv.value) if kv else ZERO
-            new = used + deltas[tenant]
-            new = QuotaUsage(instances=max(new.instances, 0), volume_gib=max(new.volume_gib, 0))
-            compare.append(cmp_mod(self.keys.usage(tenant), kv.mod_revision if kv else 0))
-            ops.append(op_put(self.keys.usage(tenant), codec.encode(new)))
-        return compare, ops
+            owner, charged_kv, released_kv = seen[tenant]
+            delta = deltas[tenant]
+            grow = QuotaUsage(
+                instances=max(delta.instances, 0), volume_gib=max(delta.volume_gib, 0)
+            )
+            shrink = grow - delta
+            if not grow.is_zero:
+                if owner is None:
+                    raise NotFound(f"tenants/{tenant} not found")
+                quota = codec.decode(Tenant, owner.value).quota
+                used = _net(charged_kv, released_kv)
+                new = used + delta
+                if not new.fits(quota):
+                    raise QuotaExceeded(
+                        f"tenants/{tenant}: quota exceeded (using {used.instances} instances"
+                        f" / {used.volume_gib} GiB of {quota.max_instances} / "
+                        f"{quota.max_volume_gib} GiB; the change needs {delta.instances} / "
+                        f"{delta.volume_gib} GiB more)"
+                    )
+                key = self.keys.usage(tenant)
+                value = codec.encode(_counter(charged_kv) + grow)
+                compare.append(cmp_mod(self.keys.tenant(tenant), owner.mod_revision))
+                compare.append(cmp_mod(key, charged_kv.mod_revision if charged_kv else 0))
+                ops.append(op_put(key, value))
+                written.append((tenant, key, value))
+            if not shrink.is_zero:
+                key = self.keys.released(tenant)
+                value = codec.encode(_counter(released_kv) + shrink)
+                compare.append(cmp_mod(key, released_kv.mod_revision if released_kv else 0))
+                ops.append(op_put(key, value))
+                written.append((tenant, key, value))
+        return compare, ops, written
+
+    async def follow_records(self, cls: type[R]) -> None:
+        """Keep recently seen *cls* records fresh from a watch, so ``mutate``
+        of them usually needs no read (``control_plane.store.record_cache``)."""
+        if cls in self._caches:
+            return
+        cache = RecordCache(self.kv, cls, self.keys.collection_prefix(collection_of(cls)))
+        self._caches[cls] = cache
+        cache.start(await self.current_revision() + 1, self.current_revision)
 
     async def mutate(
         self,
@@ -540,19 +779,63 @@ class Store:
         """Read-modify-write: ``change(current)`` then CAS.  Without *etag*
         a lost race re-reads and re-applies *change* (it must be pure); with
         *etag* the current record must carry it (``Aborted`` otherwise).
-        *change* may raise (e.g. ``InvalidTransition``) to refuse."""
-        for _ in range(attempts):
+        *change* may raise (e.g. ``InvalidTransition``) to refuse.
+
+        For a kind followed with ``follow_records`` the first "read" is the
+        cached version; the CAS txn returns the stored version when that was
+        stale, and any decision that would not write (no change, a refusal,
+        an etag mismatch) is taken on a freshly read record only.
+        """
+        coll = collection_of(cls)
+        key = self.keys.of_name(name, collection=coll)
+        cache = self._caches.get(cls)
+        current = cache.get(key) if cache is not None else None
+        cached = current is not None
+        if current is None:
             current = await self.get(cls, name)
-            if etag and current.etag != etag:
-                raise Aborted(f"{name}: etag {etag} is stale (now {current.etag})")
-            new = change(current)
-            if new == current:
-                return current
+        for attempt in range(attempts):
             try:
-                return await self.update(new)
-            except Aborted:
-                if etag:
+                if etag and current.etag != etag:
+                    raise Aborted(f"{name}: etag {etag} is stale (now {current.etag})")
+                new = change(current)
+            except BmaasError:
+                if not cached:
                     raise
+                current, cached = await self.get(cls, name), False
+                continue
+            if new == current:
+                if not cached:
+                    return current
+                current, cached = await self.get(cls, name), False
+                continue
+            if is_accounted(new) and needs_previous(new):
+                try:
+                    (out,) = await self.update_many([new], previous=[current])
+                    return out
+                except Aborted:
+                    if etag and not cached:
+                        raise
+                    current, cached = await self.get(cls, name), False
+                    continue
+            stamped = stamp(new, now=self.clock(), created=False)
+            res = await self.kv.txn(
+                [cmp_mod(key, _revision(new.etag, name))],
+                [op_put(key, codec.encode(stamped))],
+                [op_get(key)],
+            )
+            if res.succeeded:
+                written = _with_etag(stamped, str(res.revision))
+                if cache is not None:
+                    cache.offer(key, written, res.revision)
+                return written
+            got = res.ranges[0]
+            if not got:
+                raise NotFound(f"{name} not found")
+            if etag and not cached:
+                raise Aborted(f"{name} was modified concurrently")
+            current, cached = codec.decode(cls, got[0].value, etag=etag_of(got[0])), False
+            if attempt:
+                await _backoff(attempt)  # several writers keep racing on this record
         raise Aborted(f"{name}: too much contention; retry")
 
     # -- delete -------------------------------------------------------------------------------
@@ -575,6 +858,9 @@ class Store:
                 request_id = getattr(current, "request_id", "")
                 if request_id and rn.tenant:
                     success.append(op_delete(self.keys.request(rn.tenant, request_id)))
+                addr = address_of(current)
+                if addr is not None:
+                    success.append(op_delete(self.keys.address(*addr)))
                 used = usage_of(current)
                 if not used.is_zero and rn.tenant:
                     extra_cmp, extra_ops = await self._usage_ops({rn.tenant: ZERO - used})
@@ -582,6 +868,7 @@ class Store:
                     success += extra_ops
                 if rn.collection == "tenants":
                     success.append(op_delete(self.keys.usage(rn.ids[0])))
+                    success.append(op_delete(self.keys.released(rn.ids[0])))
                 res = await self.kv.txn(compare, success)
                 if res.succeeded:
                     return
@@ -598,16 +885,51 @@ class Store:
         (inclusive), forever; resumes by itself across short etcd outages."""
         coll = collection_of(cls)
         prefix = self.keys.collection_prefix(coll, parent_ids(coll, parent))
-        async for deleted, kv in self.kv.watch_resuming(prefix, start_revision=start_revision):
+        memo = self._watch_memo
+        async for deleted, kv in self.kv.watch_shared(prefix, start_revision=start_revision):
             name = self.keys.name_of_key(kv.key)
-            obj = None if deleted else codec.decode(cls, kv.value, etag=etag_of(kv))
+            obj = None
+            if not deleted:
+                # the same event reaches every local watcher of the prefix:
+                # decode it once (records are frozen, so sharing is safe)
+                mkey = (cls, kv.key, kv.mod_revision)
+                obj = memo.get(mkey)
+                if obj is None:
+                    if len(memo) >= WATCH_MEMO:
+                        memo.clear()
+                    obj = memo[mkey] = codec.decode(cls, kv.value, etag=etag_of(kv))
             yield WatchEvent(deleted, name, obj, kv.mod_revision)
+
+    async def watch_names(
+        self, cls: type[R], *, start_revision: int
+    ) -> AsyncGenerator[tuple[str, int], None]:
+        """``(name, revision)`` of every change to a *cls* record, values not
+        decoded (for watchers that only need to know *what* changed)."""
+        prefix = self.keys.collection_prefix(collection_of(cls))
+        async for _deleted, kv in self.kv.watch_shared(prefix, start_revision=start_revision):
+            yield self.keys.name_of_key(kv.key), kv.mod_revision
 
     def watch_raw(
         self, prefix: bytes, *, start_revision: int
     ) -> AsyncGenerator[tuple[bool, KV], None]:
         """``(deleted, kv)`` for every change under *prefix* (see ``EtcdKV.watch_resuming``)."""
-        return self.kv.watch_resuming(prefix, start_revision=start_revision)
+        return self.kv.watch_shared(prefix, start_revision=start_revision)
+
+
+def _counter(kv: KV | None) -> QuotaUsage:
+    return codec.decode(QuotaUsage, kv.value) if kv is not None else ZERO
+
+
+def _net(charged: KV | None, released: KV | None) -> QuotaUsage:
+    """Usage held now: charged minus released (never below zero)."""
+    used = _counter(charged) - _counter(released)
+    return QuotaUsage(instances=max(used.instances, 0), volume_gib=max(used.volume_gib, 0))
+
+
+def _newer(held: KV | None, offered: KV | None) -> KV | None:
+    if offered is None or (held is not None and held.mod_revision >= offered.mod_revision):
+        return held
+    return offered
 
 
 async def _backoff(attempt: int) -> None:

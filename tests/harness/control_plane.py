@@ -104,6 +104,7 @@ class InProcessControlPlane:
                 self.store,
                 identity=self.identity,
                 config=ControllerConfig(lease_ttl=self.lease_ttl, resync_period=5.0),
+                scheduler=self.api.scheduler,  # as control_plane.main wires it
             )
             await self.manager.start()
         return self

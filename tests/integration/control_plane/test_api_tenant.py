@@ -429,3 +429,37 @@ async def test_concurrent_retries_of_one_request_create_one_instance(world: Worl
     assert [i.name for i in listed.instances] == [name]
     got = await c.tenant.GetInstance(tenant_pb2.GetRequest(name=name), metadata=w.md)
     assert got.host and got.state == IS.INSTANCE_STATE_SCHEDULED
+
+
+async def test_concurrent_network_interface_creates_get_distinct_addresses(world: World) -> None:
+    c, w = world.clients, world
+    vpc = await c.tenant.CreateVpc(
+        tenant_pb2.CreateVpcRequest(vpc=common_pb2.Vpc(cidr="10.9.0.0/16")), metadata=w.md
+    )
+    subnet = await c.tenant.CreateSubnet(
+        tenant_pb2.CreateSubnetRequest(
+            parent=vpc.name, subnet=common_pb2.Subnet(cidr="10.9.1.0/27", zone="z1")
+        ),
+        metadata=w.md,
+    )
+
+    def create() -> object:
+        return c.tenant.CreateNetworkInterface(
+            tenant_pb2.CreateNetworkInterfaceRequest(
+                network_interface=common_pb2.NetworkInterface(subnet=subnet.name)
+            ),
+            metadata=w.md,
+        )
+
+    # a /27 has 30 host addresses, 3 reserved: 27 fit, the rest must be refused
+    results = await asyncio.gather(*(create() for _ in range(32)), return_exceptions=True)  # type: ignore[arg-type]
+    nics = [r for r in results if isinstance(r, common_pb2.NetworkInterface)]
+    refused = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    assert len(nics) == 27, [r for r in results if not isinstance(r, common_pb2.NetworkInterface)]
+    assert len({n.private_ip for n in nics}) == 27
+    assert {r.code() for r in refused} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
+    # deleting one frees its address for the next create
+    freed = nics[0]
+    await c.tenant.DeleteNetworkInterface(tenant_pb2.DeleteRequest(name=freed.name), metadata=w.md)
+    again = await create()
+    assert again.private_ip == freed.private_ip  # type: ignore[attr-defined]

@@ -19,6 +19,8 @@ from control_plane.domain import (
     Instance,
     InstanceEvent,
     InstanceState,
+    NetworkInterface,
+    Volume,
 )
 from control_plane.domain.conditions import ConditionStatus, ConditionType, condition_is
 from control_plane.domain.transitions import apply_instance_event
@@ -245,3 +247,103 @@ async def test_resync_recycles_a_host_left_allocated_to_a_finished_instance(
         return h.state == HostState.AVAILABLE and not h.assigned_instance
 
     await eventually(recycled, timeout=CONFIG.resync_period + 5)
+
+
+async def test_manager_can_share_a_host_cache_across_terms(store: Store) -> None:
+    await seed_catalog(store)
+    await seed_hosts(store, 1)
+    async with HostCache(store) as cache:
+        async with ControllerManager(store, config=CONFIG, cache=cache) as mgr:
+            await mgr.wait_running()
+            assert mgr.cache is cache and mgr.scheduler is not None
+            assert mgr.scheduler.cache is cache
+            await _create(store)
+
+            async def running() -> bool:
+                return await _state(store) == InstanceState.RUNNING
+
+            await eventually(running)
+        assert cache.ready.is_set() and len(cache) == 1
+    with pytest.raises(ValueError):
+        ControllerManager(store, scheduler=Scheduler(store, HostCache(store)), cache=cache)
+
+
+async def test_termination_detaches_volumes_and_network_interfaces(
+    store: Store, manager: ControllerManager
+) -> None:
+    await seed_hosts(store, 1)
+    await manager.wait_running()
+    subnet = "tenants/t1/vpcs/v1/subnets/s1"
+    vol = await store.create(Volume(tenant="t1", id="v1", size_gib=10))
+    nic = await store.create(
+        NetworkInterface(tenant="t1", id="n1", subnet=subnet, ip_address="10.0.0.4")
+    )
+    await store.update_many(
+        [dataclasses.replace(vol, attached_to=NAME), dataclasses.replace(nic, instance=NAME)]
+    )
+    await store.create(
+        Instance(
+            tenant="t1",
+            id="i1",
+            instance_type="instanceTypes/m1",
+            image="images/d",
+            subnet=subnet,
+            volumes=(vol.name,),
+            network_interfaces=(nic.name,),
+        )
+    )
+
+    async def running() -> bool:
+        return await _state(store) == InstanceState.RUNNING
+
+    await eventually(running)
+    await _event(store, InstanceEvent.TERMINATE)
+
+    async def released() -> bool:
+        i = await store.get(Instance, NAME)
+        v = await store.get(Volume, vol.name)
+        n = await store.get(NetworkInterface, nic.name)
+        return (
+            i.state == InstanceState.TERMINATED
+            and i.volumes == ()
+            and i.network_interfaces == ()
+            and v.attached_to == ""
+            and n.instance == ""
+        )
+
+    await eventually(released)
+    # released: the tenant can delete them now
+    await store.delete(Volume, vol.name)
+    await store.delete(NetworkInterface, nic.name)
+
+
+async def test_terminated_instances_left_holding_attachments_are_released(
+    store: Store, manager: ControllerManager
+) -> None:
+    """Level-triggered: a TERMINATED instance still listing a volume (e.g.
+    terminated by an older replica) gets it detached; a volume re-attached
+    elsewhere meanwhile is left alone."""
+    await manager.wait_running()
+    old = "tenants/t1/instances/old"
+    mine = await store.create(Volume(tenant="t1", id="mine", size_gib=1, attached_to=old))
+    moved = await store.create(
+        Volume(tenant="t1", id="moved", size_gib=1, attached_to="tenants/t1/instances/other")
+    )
+    done = await store.create(
+        Instance(
+            tenant="t1",
+            id="old",
+            instance_type="instanceTypes/m1",
+            image="images/d",
+            state=InstanceState.TERMINATED,
+            volumes=(mine.name, moved.name, "tenants/t1/volumes/gone"),
+        )
+    )
+    assert done.name == old
+
+    async def released() -> bool:
+        i = await store.get(Instance, done.name)
+        return i.volumes == () and (await store.get(Volume, mine.name)).attached_to == ""
+
+    await eventually(released, timeout=CONFIG.resync_period + 5)
+    assert (await store.get(Volume, moved.name)).attached_to == "tenants/t1/instances/other"

@@ -1,0 +1,63 @@
+"""Tenant bearer-token records: ``tenant_tokens/{token_id}`` -> ``TenantToken``
+(the SHA-256 digest of the secret, never the token itself).
+
+``issue`` writes a new token with ONE create-if-absent transaction that also
+requires ``tenants/{t}`` to exist, so a token never names a tenant that was
+never created; a random id that collides is drawn again.  ``lookup`` is one
+read.  The plaintext token exists only in the ``IssueTenantToken`` response;
+the API (``control_plane.api.auth``) compares digests in constant time.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import TYPE_CHECKING
+
+from control_plane.domain.errors import Aborted, NotFound
+from control_plane.domain.tenant import TenantToken
+from control_plane.store import codec
+from control_plane.store.kv import cmp_absent, cmp_present, op_get, op_put
+
+if TYPE_CHECKING:
+    from control_plane.store.store import Store
+
+#: how many random ids ``issue`` draws before giving up (a collision of 64-bit ids)
+ID_ATTEMPTS = 3
+
+
+class TenantTokens:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def issue(self, tenant: str, sha256: str) -> TenantToken:
+        """Store a new token digest for *tenant* under a fresh random id
+        (``NotFound`` if the tenant does not exist)."""
+        keys = self._store.keys
+        tenant_key = keys.tenant(tenant)
+        for _ in range(ID_ATTEMPTS):
+            token = TenantToken(
+                id=secrets.token_hex(8),
+                tenant=tenant,
+                sha256=sha256,
+                create_time=self._store.clock(),
+            )
+            key = keys.tenant_token(token.id)
+            res = await self._store.kv.txn(
+                [cmp_absent(key), cmp_present(tenant_key)],
+                [op_put(key, codec.encode(token))],
+                [op_get(tenant_key)],
+            )
+            if res.succeeded:
+                return token
+            if not res.ranges[0]:
+                raise NotFound(f"tenants/{tenant} not found")
+        raise Aborted("could not allocate a token id; retry")
+
+    async def lookup(self, token_id: str) -> TenantToken | None:
+        """The token record *token_id*, or None (also for ids that cannot exist)."""
+        if not token_id.isalnum() or len(token_id) > 64:
+            return None
+        kv = await self._store.kv.get(self._store.keys.tenant_token(token_id))
+        if kv is None:
+            return None
+        return codec.decode(TenantToken, kv.value)
