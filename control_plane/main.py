@@ -12,7 +12,9 @@ variables (``BMAAS_OPERATOR_TOKEN``, ``BMAAS_ETCD_ROOT``,
 Startup: connect to etcd, start the API (``control_plane.api.server``),
 start the controllers (``ControllerManager``: they run only while this
 replica holds the etcd leader lease; every replica serves the API; they
-share the API's scheduler, so a replica keeps ONE host cache), and wait.
+share the API's scheduler, so a replica keeps ONE host cache), freeze
+what is alive then out of the garbage collector's walks (``_tune_gc``),
+and wait.
 SIGTERM/SIGINT starts a graceful shutdown: health goes NOT_SERVING, the
 controllers resign leadership (revoking the lease so another replica takes
 over at once), in-flight RPCs get ``--grace`` seconds, then the store
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -129,6 +132,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     manager: ControllerManager | None = None
     try:
         port = await api.start()
+        _tune_gc()
         if settings.controllers:
             # one host cache per replica: the controllers use the API's
             # scheduler (and its list + watch of hosts and heartbeats)
@@ -147,6 +151,27 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
             await manager.stop()
         await api.stop(settings.grace)
         await store.aclose()
+
+
+#: allocations between young-generation collections (CPython's default is 700)
+GC_YOUNG_THRESHOLD = 20_000
+
+
+def _tune_gc() -> None:
+    """Keep full garbage collections out of request latency.
+
+    A replica holds many long-lived objects (every host in the host cache,
+    recent records), and CPython's default thresholds make it walk all of
+    them every few seconds under load -- a 30-80 ms stop of the event loop
+    that shows up as request p99.  Records are acyclic (freed by reference
+    counting), so collections find little: what is alive once the caches
+    are loaded is frozen out of the collector's walks, and young
+    collections run every ``GC_YOUNG_THRESHOLD`` allocations instead of
+    700, which makes older-generation (and full) passes rarer too."""
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

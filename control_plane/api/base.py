@@ -19,7 +19,7 @@ from control_plane.api.auth import Authenticator
 from control_plane.api.rpc import Context, metadata
 from control_plane.domain.compute import Instance
 from control_plane.domain.errors import NotFound
-from control_plane.store import Store
+from control_plane.store import Created, Store
 from control_plane.store.records import R
 
 CATALOG_TTL = 10.0
@@ -28,6 +28,13 @@ CATALOG_TTL = 10.0
 class Placer(Protocol):
     async def place(self, instance: Instance) -> Instance:
         """Bind *instance* (PENDING) to a host; the SCHEDULED instance, or ``NoCapacity``."""
+        ...
+
+    async def create_placed(
+        self, instance: Instance, *, request_id: str, fingerprint: str
+    ) -> Created[Instance]:
+        """Create the new *instance* bound to a host in one transaction
+        (``Store.create_or_replay`` semantics); ``NoCapacity`` writes nothing."""
         ...
 
 

@@ -38,7 +38,7 @@ from control_plane.domain.compute import Instance
 from control_plane.domain.errors import InvalidArgument, NotFound
 from control_plane.domain.host import Host
 from control_plane.scheduler import HostCache, Scheduler
-from control_plane.store import Store
+from control_plane.store import Created, Store
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,13 @@ class SchedulerPlacer:
 
     async def place(self, instance: Instance) -> Instance:
         return (await self.scheduler.place(instance)).instance
+
+    async def create_placed(
+        self, instance: Instance, *, request_id: str, fingerprint: str
+    ) -> Created[Instance]:
+        return await self.scheduler.create_placed(
+            instance, request_id=request_id, fingerprint=fingerprint
+        )
 
 
 class ApiServer:

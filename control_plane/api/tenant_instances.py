@@ -4,6 +4,13 @@ CreateInstance, in order, so that bad input never writes anything:
 
 1. authenticate; validate every field and resolve every reference (type,
    image, subnet, placement group, volumes) with reads only;
+1b. without data volumes (the common case) ``Placer.create_placed`` does
+   steps 2 and 4 in ONE transaction: the instance is written already
+   SCHEDULED on a host (PENDING -> SCHEDULED through the lifecycle table in
+   memory), with the host allocation, quota charge and idempotency record;
+   a lost race on the host tries the next candidate.  When no host fits
+   (or every race was lost) nothing was written and the steps below run,
+   which tell a replayed ``request_id`` apart and refuse RESOURCE_EXHAUSTED;
 2. ``store.create`` writes the PENDING instance and charges the tenant's
    instance quota in one transaction, idempotent on ``request_id`` (a retry
    returns the first call's instance; a different request under the same id
@@ -150,8 +157,22 @@ class InstancesMixin(Servicer, tenant_pb2_grpc.TenantServiceServicer):
         if not request.HasField("instance"):
             raise InvalidField("instance", "is required")
         inst, volumes = await self._resolve_instance(tenant, request)
+        fingerprint = validate.fingerprint(request)
+        if not volumes:
+            try:
+                placed = await self.deps.placer.create_placed(
+                    inst, request_id=inst.request_id, fingerprint=fingerprint
+                )
+            except (NoCapacity, Aborted):
+                # nothing was written: the step-by-step path below tells a
+                # replayed request_id from a real refusal, and undoes its own
+                pass
+            else:
+                if not placed.replayed:
+                    metrics.INSTANCES_CREATED.inc()
+                return convert.instance(placed.record)
         result = await self.store.create_or_replay(
-            inst, request_id=inst.request_id, fingerprint=validate.fingerprint(request)
+            inst, request_id=inst.request_id, fingerprint=fingerprint
         )
         created = result.record
         if result.replayed:

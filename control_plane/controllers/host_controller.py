@@ -129,7 +129,8 @@ class HostController(Controller):
             message=f"epoch {host.cleaning_epoch}",
             now=now,
         )
-        await self.store.update(dataclasses.replace(done, conditions=conds))
+        # many hosts finish cleaning at once: their writes share txns
+        await self.store.update_batched(dataclasses.replace(done, conditions=conds))
         return DONE
 
     async def _orphaned(self, host: Host) -> bool:

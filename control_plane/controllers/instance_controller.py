@@ -6,7 +6,9 @@ report names).  ``reconcile`` takes the newest version the watch delivered
 (as client-go controllers read their informer's cache; used once, then
 dropped) or else reads the instance, and acts on its state -- every write is
 a CAS on the etag it saw, so a stale view costs a retry (which reads from
-etcd), never a wrong decision:
+etcd), never a wrong decision (the writes that follow the agent and the
+terminations go through ``Store.update_many_batched``: concurrent ones
+share one txn):
 
 - PENDING: ``Scheduler.place`` (one bind txn), once the instance is older
   than ``pending_grace`` (the API replica that created it places it
@@ -190,7 +192,7 @@ class InstanceController(Controller):
         new = inst
         for event in events:
             new = apply_instance_event(new, event, reason=report.message)
-        await self.store.update(new)
+        await self.store.update_batched(new)
         return DONE
 
     async def _simulate(self, inst: Instance) -> Outcome:
@@ -202,7 +204,7 @@ class InstanceController(Controller):
         for event in events_for_report(inst.state, phase):
             new = apply_instance_event(new, event)
         if new != inst:
-            await self.store.update(new)
+            await self.store.update_batched(new)
         return DONE
 
     async def _terminate(self, inst: Instance, *, fresh: bool = False) -> Outcome:
@@ -234,8 +236,9 @@ class InstanceController(Controller):
                     objs.append(group.without_member(inst.name))
         try:
             # the records as read: the store computes the quota release from
-            # them instead of reading them again
-            await self.store.update_many(objs, previous=[inst, *read])
+            # them instead of reading them again; concurrent terminations
+            # share a txn
+            await self.store.update_many_batched(objs, previous=[inst, *read])
         except RecordChanged as exc:
             if fresh or exc.name != inst.host:
                 raise

@@ -23,9 +23,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
+import itertools
 import logging
 from collections import defaultdict
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 
 from control_plane.domain.errors import BmaasError
 from control_plane.domain.host import Host
@@ -50,6 +51,9 @@ class HostCache:
         self._rack_free: dict[str, int] = defaultdict(int)
         self._pooled: dict[str, tuple[str, str, str]] = {}
         self._stats: dict[str, RackStats] = {}
+        #: bumped whenever a rack enters or leaves a pool (invalidates ``_names``)
+        self._rack_epoch = 0
+        self._names: dict[tuple[str, str], tuple[int, tuple[str, ...]]] = {}
         self.live: set[str] | None = set() if track_liveness else None
         self._tasks: list[asyncio.Task[None]] = []
         self.ready = asyncio.Event()
@@ -210,7 +214,10 @@ class HostCache:
         self._unpool(host_id)
         host = self._hosts.get(host_id)
         if host is not None and passes_static(host, self.live):
-            self._pools[host.host_class][host.zone][host.rack][host.id] = host
+            racks = self._pools[host.host_class][host.zone]
+            if host.rack not in racks:
+                self._rack_epoch += 1
+            racks[host.rack][host.id] = host
             self._pooled[host.id] = (host.host_class, host.zone, host.rack)
             self._rack_free[host.rack] += 1
         if host is not None:
@@ -224,6 +231,7 @@ class HostCache:
             racks[rack].pop(host_id, None)
             if not racks[rack]:
                 del racks[rack]
+                self._rack_epoch += 1
             self._rack_free[rack] -= 1
             self._restat(rack)
 
@@ -241,21 +249,20 @@ class HostCache:
     def free_count(self) -> int:
         return len(self._pooled)
 
-    def pools(self, req: PlacementRequest) -> dict[str, Collection[Host]]:
+    def pools(self, req: PlacementRequest) -> Mapping[str, Collection[Host]]:
         """rack -> hosts that pass the static filters and match *req*'s class,
-        zone and spread constraint (live views: no copy of the hosts)."""
+        zone and spread constraint (a live view: nothing is copied, and a
+        rack's hosts are only gathered when asked for -- the scorer looks
+        at one or two racks of hundreds)."""
         zones = self._pools.get(req.host_class, {})
-        out: dict[str, Collection[Host]] = {}
-        for zone, racks in zones.items():
-            if req.zone and zone != req.zone:
-                continue
-            for rack, hosts in racks.items():
-                if rack not in req.excluded_racks:
-                    if rack in out:  # the same rack name in two zones
-                        out[rack] = [*out[rack], *hosts.values()]
-                    else:
-                        out[rack] = hosts.values()
-        return out
+        parts = [racks for zone, racks in zones.items() if not req.zone or zone == req.zone]
+        held = self._names.get((req.host_class, req.zone))
+        if held is None or held[0] != self._rack_epoch:
+            # rack names in a stable order (zone by zone, first seen first);
+            # recomputed only when a rack enters or leaves a pool
+            names = tuple(dict.fromkeys(itertools.chain.from_iterable(parts)))
+            held = self._names[(req.host_class, req.zone)] = (self._rack_epoch, names)
+        return _RackPools(parts, held[1], req.excluded_racks)
 
     def rack_stats(self) -> Mapping[str, RackStats]:
         """rack -> (hosts, free hosts); maintained incrementally, not copied."""
@@ -263,3 +270,56 @@ class HostCache:
 
     def count_class(self, host_class: str) -> int:
         return sum(1 for h in self._hosts.values() if h.host_class == host_class)
+
+
+class _RackPools(Mapping[str, Collection[Host]]):
+    """rack -> hosts over the pools of one or more zones (a rack name may
+    appear in several zones: its hosts are chained, not copied)."""
+
+    __slots__ = ("_excluded", "_names", "_parts")
+
+    def __init__(
+        self,
+        parts: Sequence[dict[str, dict[str, Host]]],
+        names: Sequence[str],
+        excluded: frozenset[str],
+    ) -> None:
+        self._parts = parts
+        self._excluded = excluded
+        self._names = names if not excluded else [r for r in names if r not in excluded]
+
+    def __getitem__(self, rack: str) -> Collection[Host]:
+        if rack in self._excluded:
+            raise KeyError(rack)
+        found: list[Collection[Host]] = [
+            racks[rack].values() for racks in self._parts if rack in racks
+        ]
+        if not found:
+            raise KeyError(rack)
+        return found[0] if len(found) == 1 else _Joined(found)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
+class _Joined(Collection[Host]):
+    """The hosts of one rack name found in several zones: a view over the
+    pools' own views."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self, parts: list[Collection[Host]]) -> None:
+        self.parts = parts
+
+    def __iter__(self) -> Iterator[Host]:
+        for part in self.parts:
+            yield from part
+
+    def __len__(self) -> int:
+        return sum(len(part) for part in self.parts)
+
+    def __contains__(self, item: object) -> bool:
+        return any(item in part for part in self.parts)

@@ -23,12 +23,20 @@
 
 In the common case a placement costs exactly one etcd round-trip (the
 txn); ``Placement.round_trips`` reports the real count.
+
+``create_placed(instance)`` is the API's path for a new instance: the same
+loop, but each try is ``Store.create_or_replay`` of the instance already
+SCHEDULED on the candidate (it went PENDING -> SCHEDULED through the
+lifecycle table in memory) with the host and group updates ``together`` --
+create, quota charge, idempotency record and bind in ONE txn, so a lost
+race on the host wrote nothing and the next candidate is tried.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import random
+from collections.abc import Awaitable, Callable, Sequence
 
 from control_plane.domain.compute import Instance, InstanceType
 from control_plane.domain.conditions import ConditionStatus, ConditionType, set_condition
@@ -46,9 +54,18 @@ from control_plane.scheduler.scoring import (
     order_candidates,
     rack_affinity,
 )
-from control_plane.store import RecordChanged, RecordGone, Store
+from control_plane.store import Created, RecordChanged, RecordGone, Store
 
 DEFAULT_MAX_ATTEMPTS = 16
+
+#: writes the bound records (instance, host[, group]) in one txn; as written
+_Commit = Callable[[Sequence[Instance | Host | PlacementGroup]], Awaitable[Sequence[object]]]
+
+
+class _Replayed(Exception):
+    """``create_placed`` found its request_id already used: stop placing."""
+
+
 #: how long a lost race waits for the host cache to catch up (seconds)
 CATCH_UP = 0.05
 
@@ -109,6 +126,37 @@ class Scheduler:
 
     async def place(self, instance: Instance) -> Placement:
         """Bind the PENDING *instance* to a host (see the module docstring)."""
+        return await self._place(instance, self.store.update_many)
+
+    async def create_placed(
+        self, instance: Instance, *, request_id: str = "", fingerprint: str = ""
+    ) -> Created[Instance]:
+        """Create the new PENDING *instance* already bound to a host: ONE txn
+        that creates it SCHEDULED (quota charge and idempotency record
+        included, see ``Store.create_or_replay``) and allocates the host
+        (and joins the placement group).  A replayed *request_id* returns
+        the first call's instance and binds nothing; ``NoCapacity`` (no
+        feasible host) writes nothing."""
+        replayed: list[Created[Instance]] = []
+
+        async def commit(objs: Sequence[Instance | Host | PlacementGroup]) -> list[object]:
+            new = objs[0]
+            assert isinstance(new, Instance)
+            created = await self.store.create_or_replay(
+                new, request_id=request_id, fingerprint=fingerprint, together=objs[1:]
+            )
+            if created.replayed:
+                replayed.append(created)
+                raise _Replayed
+            return [created.record, *created.together]
+
+        try:
+            placed = await self._place(instance, commit)
+        except _Replayed:
+            return replayed[0]
+        return Created(placed.instance, False)
+
+    async def _place(self, instance: Instance, commit: _Commit) -> Placement:
         if instance.state != InstanceState.PENDING:
             raise FailedPrecondition(f"{instance.name} is {instance.state}, not PENDING")
         itype, trips = await self._instance_type(instance.instance_type)
@@ -148,7 +196,7 @@ class Scheduler:
                 objs = _bind(instance, host, group, now=self.store.clock())
                 self._inflight.add(host.id)
                 try:
-                    written = await self.store.update_many(objs)
+                    written = await commit(objs)
                 except RecordChanged as exc:
                     if exc.name == host.name:
                         # the cache lags behind another replica: let it catch up to

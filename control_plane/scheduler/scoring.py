@@ -19,9 +19,10 @@ randomly and the first ``window`` candidates are shuffled.  With a seeded
 
 from __future__ import annotations
 
+import heapq
 import random
 import zlib
-from collections.abc import Callable, Iterable, Mapping, Set
+from collections.abc import Callable, Iterable, Iterator, Mapping, Set
 from dataclasses import dataclass
 
 from control_plane.domain.host import Host
@@ -56,14 +57,29 @@ def rack_order(
 ) -> list[str]:
     """Racks fullest first (plus the replica's *affinity* bonus, if any);
     equal scores in random order."""
+    return list(_racks_in_order(racks, stats, rng, affinity=affinity))
+
+
+def _racks_in_order(
+    racks: Iterable[str],
+    stats: Mapping[str, RackStats],
+    rng: random.Random,
+    *,
+    affinity: Callable[[str], float] | None = None,
+) -> Iterator[str]:
+    """``rack_order`` lazily: scores every rack (the same random draws, in
+    the same order), then pops from a heap only as many as are consumed --
+    a placement usually needs one or two of hundreds of racks."""
     keyed = []
     for r in racks:
-        score = stats[r].used_fraction if r in stats else 0.0
+        st = stats.get(r)
+        score = 1.0 - st.free / st.total if st is not None and st.total else 0.0
         if affinity is not None:
             score += affinity(r)
         keyed.append((-score, rng.random(), r))
-    keyed.sort()
-    return [r for _, _, r in keyed]
+    heapq.heapify(keyed)
+    while keyed:
+        yield heapq.heappop(keyed)[2]
 
 
 def host_order(hosts: Iterable[Host], rng: random.Random) -> list[Host]:
@@ -88,7 +104,7 @@ def order_candidates(
     Only the racks actually used are sorted, so the cost does not grow with
     the number of hosts."""
     out: list[Host] = []
-    for rack in rack_order(pools.keys(), stats, rng, affinity=affinity):
+    for rack in _racks_in_order(pools.keys(), stats, rng, affinity=affinity):
         hosts = [h for h in pools[rack] if h.id not in exclude]
         out.extend(host_order(hosts, rng)[: limit - len(out)])
         if len(out) >= limit:

@@ -13,6 +13,7 @@ tree, e.g. ``NotFound``, ``AlreadyExists``, ``Aborted``, ``QuotaExceeded``,
     # Volume, Vpc, Subnet, NetworkInterface, PlacementGroup); names are AIP names
     await store.create(obj, request_id="", fingerprint="") -> obj with etag
     await store.create_or_replay(obj, request_id=...) -> Created(record, replayed)
+    await store.create_or_replay(inst, request_id=..., together=[host])  # + CAS updates, one txn
     await store.get(Instance, "tenants/t1/instances/i1") -> Instance
     await store.get_many(Volume, [name, ...]) -> [Volume | None, ...]  # one round trip
     await store.list(Instance, parent="tenants/t1", page_size=50, page_token="",
@@ -21,6 +22,8 @@ tree, e.g. ``NotFound``, ``AlreadyExists``, ``Aborted``, ``QuotaExceeded``,
     await store.update(obj) -> obj                           # CAS on obj.etag
     await store.update_many([instance, host]) -> [...]       # one txn, every etag compared
     await store.update_many([done], previous=[as_read])      # usage delta without a read
+    await store.update_batched(obj); await store.update_many_batched(objs, previous=...)
+                                                             # concurrent calls share a txn
     await store.follow_records(Instance)                     # mutate starts from the watch
     await store.mutate(Instance, name, change_fn, etag="")   # read-modify-CAS with retry
     await store.delete(Instance, name, etag="")

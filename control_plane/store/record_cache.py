@@ -2,8 +2,9 @@
 
 ``Store.follow_records(Instance)`` starts one: it follows the kind's prefix
 from the current revision (``EtcdKV.watch_shared``, so it rides on a watch
-the replica usually has anyway), keeps the newest decoded version of each
-record (newer revision wins; deletions drop it) in an LRU of ``MAX_RECORDS``.
+the replica usually has anyway), keeps the newest version of each
+record (newer revision wins; deletions drop it; decoded when first asked
+for) in an LRU of ``MAX_RECORDS``.
 ``Store.mutate`` starts from the cached version instead of reading: its
 compare-and-swap txn compares the cached etag and, if the record moved, its
 failure branch returns the stored version to go again with -- so a cache
@@ -19,10 +20,11 @@ import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Generic
+from typing import TYPE_CHECKING, Generic
 
 from control_plane.domain.errors import BmaasError
 from control_plane.store import codec
+from control_plane.store.kv import KV
 from control_plane.store.records import R
 
 if TYPE_CHECKING:
@@ -40,7 +42,7 @@ class RecordCache(Generic[R]):
         self._kv = kv
         self._cls = cls
         self._prefix = prefix
-        self._records: OrderedDict[bytes, R] = OrderedDict()
+        self._records: OrderedDict[bytes, R | KV] = OrderedDict()
         self._revs: dict[bytes, int] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -57,10 +59,16 @@ class RecordCache(Generic[R]):
                 await self._task
 
     def get(self, key: bytes) -> R | None:
-        return self._records.get(key)
+        held = self._records.get(key)
+        if isinstance(held, KV):
+            from control_plane.store.store import etag_of
 
-    def offer(self, key: bytes, record: R, revision: int) -> None:
-        """Keep *record* (written or read at *revision*) unless a newer one is held."""
+            held = self._records[key] = codec.decode(self._cls, held.value, etag=etag_of(held))
+        return held
+
+    def offer(self, key: bytes, record: R | KV, revision: int) -> None:
+        """Keep *record* (written or read at *revision*; a watched ``KV`` is
+        decoded only if ``get`` asks for it) unless a newer one is held."""
         if self._revs.get(key, 0) >= revision:
             return
         self._revs[key] = revision
@@ -88,12 +96,11 @@ class RecordCache(Generic[R]):
                 start_revision = await current_revision() + 1
 
     async def _follow(self, start_revision: int) -> None:
-        from control_plane.store.store import etag_of
-
         async for deleted, kv in self._kv.watch_shared(self._prefix, start_revision=start_revision):
             if deleted:
                 self._records.pop(kv.key, None)
                 self._revs[kv.key] = kv.mod_revision  # no older version comes back
                 continue
-            obj: Any = codec.decode(self._cls, kv.value, etag=etag_of(kv))
-            self.offer(kv.key, obj, kv.mod_revision)
+            # most watched versions are superseded before anyone asks: keep
+            # the raw value and decode on demand
+            self.offer(kv.key, kv, kv.mod_revision)

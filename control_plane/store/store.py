@@ -16,6 +16,14 @@ The shapes (``k`` = the record's key, ``u`` = ``usage/{t}`` (charged),
     delete   if mod(k)=seen [and mod(r)=seen] then delete k [delete q] [delete a]
              [put r+usage]
 
+``create_or_replay(..., together=[...])`` adds ``mod(x)=etag`` / ``put x``
+for each of the given existing records to the create txn (the API creates
+an instance already bound to its host that way).  ``update_many_batched``
+(controllers) queues the call: while one batched txn is in flight the
+next calls accumulate, and are sent as ONE ``update_many`` of all their
+records; if it fails, each call is retried alone, so the outcome of each
+is what its own ``update_many`` would have given.
+
 Quota usage is two monotonic counters per tenant: ``usage/{t}`` (what was
 charged: creates, growth) and ``released/{t}`` (what was given back:
 terminations, deletes); a tenant uses ``usage - released``.  A charge
@@ -127,6 +135,9 @@ LIST_BATCH = 500
 SNAPSHOT_BATCH = 2000
 #: decoded watch events kept so that local watchers of one prefix decode each once
 WATCH_MEMO = 1024
+#: records per batched transaction (etcd allows 128 ops per txn branch by
+#: default; the failure branch also reads 3 counters per tenant)
+BATCH_MAX = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +166,8 @@ class Created(Generic[T]):
 
     record: T
     replayed: bool
+    #: the records written in the same transaction (``together``), as written
+    together: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -173,6 +186,16 @@ class _CreatePlan(Generic[T]):
     @property
     def charges(self) -> bool:
         return bool(self.tenant) and not self.delta.is_zero
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Batched:
+    """One ``update_many_batched`` call waiting for a shared txn."""
+
+    objs: list[Any]
+    previous: list[Any]
+    keys: frozenset[bytes]
+    future: asyncio.Future[Any]
 
 
 def etag_of(kv: KV) -> str:
@@ -217,6 +240,9 @@ class Store:
         self._usage_seen: dict[str, _Seen] = {}
         self._watch_memo: dict[tuple[type, bytes, int], Any] = {}
         self._caches: dict[type, RecordCache[Any]] = {}
+        #: ``update_batched`` calls waiting for the next shared txn
+        self._batch: builtins.list[_Batched] = []
+        self._batch_task: asyncio.Task[None] | None = None
 
     @classmethod
     async def connect(
@@ -232,6 +258,10 @@ class Store:
         return cls(kv, root=root, clock=clock)
 
     async def aclose(self) -> None:
+        if self._batch_task is not None:
+            self._batch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._batch_task
         for cache in self._caches.values():
             await cache.aclose()
         await self.liveness.aclose()
@@ -385,7 +415,12 @@ class Store:
         ).record
 
     async def create_or_replay(
-        self, obj: R, *, request_id: str = "", fingerprint: str = ""
+        self,
+        obj: R,
+        *,
+        request_id: str = "",
+        fingerprint: str = "",
+        together: Sequence[Any] = (),
     ) -> Created[R]:
         """Store a new record; ``AlreadyExists`` if its name is taken.
 
@@ -396,8 +431,25 @@ class Store:
         quota (instances, volumes) take their usage in the same transaction
         (``QuotaExceeded`` when it would not fit).  Tenant-scoped records
         require their tenant to exist (``NotFound``).
+
+        *together* are existing records (not quota-accounted: a host, a
+        placement group) updated in the SAME transaction, each compared on
+        its etag: ``RecordChanged`` / ``RecordGone`` naming the first that
+        moved, and then nothing was written.  A replayed ``request_id``
+        writes none of them.  ``Created.together`` holds them as written.
         """
         plan = self._plan_create(obj, request_id, fingerprint)
+        now = self.clock()
+        extra_keys: builtins.list[bytes] = []
+        extra_revs: builtins.list[int] = []
+        extra_objs: builtins.list[Any] = []
+        for other in together:
+            if is_accounted(other):
+                raise InvalidArgument(f"{other.name}: only unaccounted records go together")
+            extra_keys.append(self.keys.of_name(other.name, collection=collection_of(type(other))))
+            extra_revs.append(_revision(other.etag, other.name))
+            extra_objs.append(stamp(other, now=now, created=False))
+        extra_values = [codec.encode(o) for o in extra_objs]
         async with self._usage_lock([plan.tenant] if plan.charges else []):
             # Tenant and usage records as last seen: this replica's previous
             # create of the tenant (valid while it holds the tenant's usage
@@ -425,13 +477,24 @@ class Store:
                 failure = [op_get(k) for k in plan.state_keys]
                 if plan.claim is not None:
                     failure.append(op_get(plan.claim[2]))
+                n_fixed = len(failure)
+                for key, rev, value in zip(extra_keys, extra_revs, extra_values, strict=True):
+                    compare.append(cmp_mod(key, rev))
+                    success.append(op_put(key, value))
+                    failure.append(op_get(key))
                 res = await self.kv.txn(compare, success, failure)
                 if res.succeeded:
                     if seen is not None and new_usage is not None:
                         usage_kv = KV(plan.state_keys[2], new_usage, res.revision, 0, 0, 0)
                         self._usage_seen.setdefault(plan.tenant, (seen[0], usage_kv, seen[2]))
                         self._remember_usage(plan.tenant, usage=usage_kv, owner=seen[0])
-                    return Created(_with_etag(plan.obj, str(res.revision)), False)
+                    # not offered to a ``follow_records`` cache: the next writer
+                    # of a new record is usually a controller, so by the time
+                    # this replica mutates it a cached copy would be stale and
+                    # cost a failed txn (a raft write) instead of a read
+                    written = _with_etag(plan.obj, str(res.revision))
+                    etag = str(res.revision)
+                    return Created(written, False, tuple(_with_etag(o, etag) for o in extra_objs))
                 record, tenant_kvs, usage_kvs, request, released_kvs = res.ranges[:5]
                 if plan.req_key and request:
                     return Created(
@@ -452,8 +515,15 @@ class Store:
                 fresh = True
                 if plan.charges:
                     self._usage_seen[plan.tenant] = seen
-                    if attempt:
-                        await _backoff(attempt)  # another replica keeps moving the counter
+                for other, rev, stored in zip(
+                    extra_objs, extra_revs, res.ranges[n_fixed:], strict=True
+                ):
+                    if not stored:
+                        raise RecordGone(other.name)
+                    if stored[0].mod_revision != rev:
+                        raise RecordChanged(other.name, rev, stored[0].mod_revision)
+                if plan.charges and attempt:
+                    await _backoff(attempt)  # another replica keeps moving the counter
         raise Aborted(f"{plan.obj.name}: too much contention on tenant usage; retry")
 
     def _plan_create(self, obj: R, request_id: str, fingerprint: str) -> _CreatePlan[R]:
@@ -537,6 +607,89 @@ class Store:
         return await self.get(cls, data["name"])
 
     # -- update -------------------------------------------------------------------------------
+
+    async def update_batched(self, obj: R) -> R:
+        """``update`` through ``update_many_batched``."""
+        (out,) = await self.update_many_batched([obj])
+        return out
+
+    async def update_many_batched(
+        self, objs: Sequence[R], *, previous: Iterable[object] = ()
+    ) -> builtins.list[R]:
+        """``update_many`` for writers that do not care whose txn carries
+        the write (controllers): the calls of this replica that come while
+        a batch is in flight share the NEXT transaction (every record
+        compared on its own etag, usage deltas summed per tenant).  If that
+        txn fails (a record moved, a quota), each call's write is tried
+        again on its own, so every caller gets exactly what ``update_many``
+        would have given it -- only the round trips are shared."""
+        group = _Batched(
+            objs=builtins.list(objs),
+            previous=builtins.list(previous),
+            keys=frozenset(
+                self.keys.of_name(o.name, collection=collection_of(type(o))) for o in objs
+            ),
+            future=asyncio.get_running_loop().create_future(),
+        )
+        self._batch.append(group)
+        if self._batch_task is None or self._batch_task.done():
+            self._batch_task = asyncio.get_running_loop().create_task(
+                self._run_batches(), name="store-batched-updates"
+            )
+        result: builtins.list[R] = await group.future
+        return result
+
+    async def _run_batches(self) -> None:
+        """Send the waiting ``update_many_batched`` writes, one txn at a time."""
+        batch: builtins.list[_Batched] = []
+        try:
+            while self._batch:
+                keys: set[bytes] = set()
+                batch, rest, size = [], [], 0
+                for group in self._batch:
+                    if group.future.done():
+                        continue  # the caller went away before its write was sent
+                    if keys & group.keys or (batch and size + len(group.objs) > BATCH_MAX):
+                        rest.append(group)  # one put per key per txn: next round
+                    else:
+                        keys |= group.keys
+                        size += len(group.objs)
+                        batch.append(group)
+                self._batch = rest
+                if len(batch) == 1:
+                    await self._settle(batch[0])
+                elif batch:
+                    await self._write_batch(batch)
+        except BaseException:  # cancelled (aclose): nobody may wait forever
+            for group in (*batch, *self._batch):
+                group.future.cancel()
+            self._batch = []
+            raise
+
+    async def _settle(self, group: _Batched) -> None:
+        try:
+            result = await self.update_many(group.objs, previous=group.previous)
+        except Exception as exc:  # handed to the caller, as ``update_many`` would raise it
+            if not group.future.done():
+                group.future.set_exception(exc)
+        else:
+            if not group.future.done():
+                group.future.set_result(result)
+
+    async def _write_batch(self, batch: Sequence[_Batched]) -> None:
+        try:
+            written = await self.update_many(
+                [o for g in batch for o in g.objs], previous=[p for g in batch for p in g.previous]
+            )
+        except Exception:
+            # a record moved, a quota, etcd trouble: let each write meet it alone
+            await asyncio.gather(*(self._settle(group) for group in batch))
+            return
+        at = 0
+        for group in batch:
+            if not group.future.done():
+                group.future.set_result(written[at : at + len(group.objs)])
+            at += len(group.objs)
 
     async def update(self, obj: R) -> R:
         """Compare-and-swap *obj* on its ``etag``; ``Aborted`` if the stored
@@ -782,15 +935,23 @@ class Store:
         *change* may raise (e.g. ``InvalidTransition``) to refuse.
 
         For a kind followed with ``follow_records`` the first "read" is the
-        cached version; the CAS txn returns the stored version when that was
-        stale, and any decision that would not write (no change, a refusal,
-        an etag mismatch) is taken on a freshly read record only.
+        cached version (or, if none, a serializable read); the CAS txn returns
+        the stored version when that was stale, and any decision that would
+        not write (no change, a refusal, an etag mismatch) is taken on a
+        freshly (linearizably) read record only.
         """
         coll = collection_of(cls)
         key = self.keys.of_name(name, collection=coll)
         cache = self._caches.get(cls)
         current = cache.get(key) if cache is not None else None
         cached = current is not None
+        if current is None and cache is not None:
+            # not cached (the watch lags, or the record is new): a
+            # serializable read -- no consensus round in etcd; it may be as
+            # stale as a cached copy, so it is treated like one
+            kvs, _, _ = await self.kv.range(key, serializable=True)
+            if kvs:
+                current, cached = codec.decode(cls, kvs[0].value, etag=etag_of(kvs[0])), True
         if current is None:
             current = await self.get(cls, name)
         for attempt in range(attempts):

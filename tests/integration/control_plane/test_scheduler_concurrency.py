@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import random
 import time
 
 import pytest
 
 from control_plane.domain import Host, HostState, Instance, InstanceState, PlacementGroup
-from control_plane.domain.errors import Aborted, NoCapacity
+from control_plane.domain.errors import Aborted, NoCapacity, QuotaExceeded
 from control_plane.scheduler import HostCache, Scheduler
-from control_plane.store import Store
+from control_plane.store import RecordChanged, Store
 from tests.harness.store import (
     StoreFactory,
     cp_etcd,
@@ -159,5 +160,127 @@ async def test_cache_follows_the_watch_and_no_capacity_when_nothing_fits(store: 
         assert placement.round_trips == 1  # instance type cached: just the bind txn
         assert placement.instance.state == InstanceState.SCHEDULED
         assert cache.free_count() == 0
+    finally:
+        await cache.aclose()
+
+
+def _new(k: int, *, tenant: str = "t1", group: str = "") -> Instance:
+    return Instance(
+        tenant=tenant,
+        id=f"n{k:04d}",
+        instance_type="instanceTypes/m1",
+        image="images/d",
+        placement_group=group,
+        request_id=f"req-{k:04d}",
+    )
+
+
+async def _create_all(scheduler: Scheduler, todo: list[Instance], results: dict[str, str]) -> None:
+    for inst in todo:
+        while True:
+            try:
+                created = await scheduler.create_placed(inst, request_id=inst.request_id)
+            except NoCapacity:
+                results[inst.name] = "no-capacity"
+            except QuotaExceeded:
+                results[inst.name] = "quota"
+            except Aborted:
+                continue
+            else:
+                assert not created.replayed
+                results[inst.name] = created.record.host
+            break
+
+
+async def test_create_and_bind_in_one_txn_never_gives_a_host_twice_and_charges_exactly(
+    store_factory: StoreFactory,
+) -> None:
+    """Two replicas create-and-place concurrently (one txn each): every host
+    at most once, both sides of every binding agree, usage = instances
+    created, and the quota stops creates exactly at its limit."""
+    admin = await store_factory()
+    quota = 100
+    await seed_catalog(admin, max_instances=quota)
+    await seed_hosts(admin, HOSTS, racks=6)  # more hosts than the quota allows
+    replicas = []
+    for _ in range(2):
+        s = await store_factory()
+        cache = HostCache(s)
+        await cache.start()
+        replicas.append((s, cache, Scheduler(s, cache, rng=random.Random(7))))
+    todo = [_new(k) for k in range(INSTANCES)]
+    results: dict[str, str] = {}
+    lanes = 8
+    await asyncio.gather(
+        *(_create_all(replicas[lane % 2][2], todo[lane::lanes], results) for lane in range(lanes))
+    )
+    for _, cache, _ in replicas:
+        await cache.aclose()
+
+    placed = {name: host for name, host in results.items() if host.startswith("hosts/")}
+    assert len(placed) == quota
+    assert list(results.values()).count("quota") == INSTANCES - quota
+    assert len(set(placed.values())) == quota  # no host twice
+    assert (await admin.get_usage("t1")).instances == quota
+    stored, _ = await admin.list_all(Instance)
+    assert {i.name for i in stored} == set(placed)
+    hosts = {h.name: h for h in (await admin.list_all(Host))[0]}
+    for inst in stored:
+        assert inst.state == InstanceState.SCHEDULED
+        assert hosts[inst.host].state == HostState.ALLOCATED
+        assert hosts[inst.host].assigned_instance == inst.name
+    assert sum(h.state == HostState.ALLOCATED for h in hosts.values()) == quota
+
+    # a retry of a request that already created replays it and binds nothing more
+    sched = replicas[0][2]
+    first = next(i for i in stored)
+    again = await sched.create_placed(
+        dataclasses.replace(first, state=InstanceState.PENDING, host="", etag=""),
+        request_id=first.request_id,
+    )
+    assert again.replayed and again.record.host == first.host
+    assert (await admin.get_usage("t1")).instances == quota
+
+
+async def test_create_placed_writes_nothing_without_capacity_or_on_a_lost_race(
+    store: Store,
+) -> None:
+    await seed_catalog(store)
+    cache = HostCache(store)
+    await cache.start()
+    try:
+        sched = Scheduler(store, cache, rng=random.Random(1))
+        with pytest.raises(NoCapacity):
+            await sched.create_placed(_new(1), request_id="req-0001")
+        assert (await store.get_usage("t1")).instances == 0
+        assert (await store.list_all(Instance))[0] == []
+
+        (host,) = await seed_hosts(store, 1)
+        stale = host
+        moved = await store.update(dataclasses.replace(host, cordoned=False, maintenance=False))
+        # the host moved since it was read: the txn fails, nothing is written
+        bound = dataclasses.replace(_new(2), state=InstanceState.SCHEDULED, host=host.name)
+        with pytest.raises(RecordChanged):
+            await store.create_or_replay(
+                bound,
+                request_id="req-0002",
+                together=[dataclasses.replace(stale, state=HostState.ALLOCATED)],
+            )
+        assert (await store.get_usage("t1")).instances == 0
+        assert (await store.list_all(Instance))[0] == []
+        assert (await store.get(Host, host.name)).etag == moved.etag
+
+        for _ in range(100):
+            if cache.get(host.id) is not None and cache.get(host.id).etag == moved.etag:
+                break
+            await asyncio.sleep(0.02)
+        created = await sched.create_placed(_new(2), request_id="req-0002")
+        assert created.record.state == InstanceState.SCHEDULED
+        assert created.record.host == host.name
+        stored = await store.get(Instance, created.record.name)
+        assert stored.etag == created.record.etag
+        assert any(c.type == "Scheduled" and c.status == "True" for c in stored.conditions)
+        assert (await store.get(Host, host.name)).assigned_instance == stored.name
+        assert (await store.get_usage("t1")).instances == 1
     finally:
         await cache.aclose()

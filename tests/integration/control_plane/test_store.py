@@ -561,3 +561,75 @@ async def test_mutate_of_followed_records_starts_from_the_watch_and_survives_sta
     assert (await a.mutate(Instance, inst.name, lambda i: i)) == stored
     with pytest.raises(Aborted):
         await a.mutate(Instance, inst.name, to(InstanceState.STOPPED), etag="1")
+
+
+async def test_update_batched_shares_one_txn_and_isolates_a_stale_write(store: Store) -> None:
+    hosts = await seed_hosts(store, 5)
+    before = store.stats.round_trips["Txn"]
+    done = await asyncio.gather(
+        *(store.update_batched(dataclasses.replace(h, cordoned=True)) for h in hosts)
+    )
+    assert store.stats.round_trips["Txn"] - before == 1  # all five in one txn
+    for host, written in zip(hosts, done, strict=True):
+        stored = await store.get(Host, host.name)
+        assert stored.cordoned and stored.etag == written.etag
+
+    # one stale etag in a batch: the batch txn fails and each write is
+    # retried alone, so only the stale one is refused
+    before = store.stats.round_trips["Txn"]
+    results = await asyncio.gather(
+        *(store.update_batched(dataclasses.replace(h, cordoned=False)) for h in done[:4]),
+        store.update_batched(dataclasses.replace(hosts[4], maintenance=True)),
+        return_exceptions=True,
+    )
+    assert store.stats.round_trips["Txn"] - before == 1 + 5
+    assert isinstance(results[-1], Aborted)
+    assert not any(isinstance(r, BaseException) for r in results[:-1])
+    for host in hosts:
+        stored = await store.get(Host, host.name)
+        assert stored.cordoned == (host is hosts[4]) and not stored.maintenance
+
+    # two writes of one record never share a txn: the second waits for the
+    # next one and, comparing the etag the first replaced, is refused
+    current = await store.get(Host, hosts[0].name)
+    first, second = await asyncio.gather(
+        store.update_batched(dataclasses.replace(current, cordoned=True)),
+        store.update_batched(dataclasses.replace(current, maintenance=True)),
+        return_exceptions=True,
+    )
+    assert not isinstance(first, BaseException) and isinstance(second, Aborted)
+
+
+async def test_batched_terminations_release_the_quota_exactly(store: Store) -> None:
+    await store.create(Tenant(id="tb", quota=Quota(max_instances=3)))
+    created = [
+        await store.create(
+            Instance(tenant="tb", id=f"i{k}", instance_type="instanceTypes/m1", image="images/d")
+        )
+        for k in range(3)
+    ]
+    assert (await store.get_usage("tb")).instances == 3
+    done = await asyncio.gather(
+        *(
+            store.update_many_batched(
+                [dataclasses.replace(i, state=InstanceState.TERMINATED)], previous=[i]
+            )
+            for i in created
+        )
+    )
+    assert {d[0].etag for d in done} == {done[0][0].etag}  # one shared txn
+    assert (await store.get_usage("tb")).instances == 0
+    # a stale one in a batch is refused alone; the fresh one still goes through
+    again = await store.create(
+        Instance(tenant="tb", id="i9", instance_type="instanceTypes/m1", image="images/d")
+    )
+    results = await asyncio.gather(
+        store.update_many_batched(
+            [dataclasses.replace(again, state=InstanceState.TERMINATED)], previous=[again]
+        ),
+        store.update_many_batched([dataclasses.replace(created[0], user_data="x")]),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], RecordChanged)
+    assert not isinstance(results[0], BaseException)
+    assert (await store.get_usage("tb")).instances == 0
