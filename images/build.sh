@@ -14,8 +14,15 @@ OUT=$(cd "$OUT" && pwd)
 # Load order matters: each module after the ones it depends on.
 MODULES="virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk failover net_failover virtio_net"
 
-kpkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
-[ -n "$kpkg" ] || { echo "images/build.sh: cannot resolve linux-image-amd64 (run apt-get update)" >&2; exit 1; }
+resolve_kernel() {
+  apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}'
+}
+kpkg=$(resolve_kernel)
+if [ -z "$kpkg" ]; then  # no package lists yet (a fresh machine): fetch them once
+  apt-get update -q >/dev/null
+  kpkg=$(resolve_kernel)
+fi
+[ -n "$kpkg" ] || { echo "images/build.sh: cannot resolve linux-image-amd64's kernel package" >&2; exit 1; }
 kver_pkg=$(apt-cache policy "$kpkg" | awk '/Candidate:/{print $2}')
 bver=$(apt-cache policy busybox-static | awk '/Candidate:/{print $2}')
 inputs=$(cat "$HERE/build.sh" "$HERE/init" | sha256sum | cut -c1-16)
