@@ -86,13 +86,19 @@ async def seed_catalog(store: Store, *, tenant: str = "t1", max_instances: int =
 
 
 async def eventually(
-    probe: Callable[[], Awaitable[bool]], *, timeout: float = 10.0, interval: float = 0.05
+    probe: Callable[[], Awaitable[bool]],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    explain: Callable[[], Awaitable[str]] | None = None,
 ) -> float:
-    """Poll *probe* until it returns True; the seconds it took (AssertionError on timeout)."""
+    """Poll *probe* until it returns True; the seconds it took (AssertionError on
+    timeout, with what *explain* says about the state it was stuck in)."""
     loop = asyncio.get_running_loop()
     start = loop.time()
     while not await probe():
         if loop.time() - start > timeout:
-            raise AssertionError(f"condition not reached within {timeout}s")
+            why = f": {await explain()}" if explain is not None else ""
+            raise AssertionError(f"condition not reached within {timeout}s{why}")
         await asyncio.sleep(interval)
     return loop.time() - start

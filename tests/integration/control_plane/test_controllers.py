@@ -119,7 +119,17 @@ async def test_agent_reports_drive_the_instance_and_the_wipe(
     async def scheduled() -> bool:
         return await _state(store) == InstanceState.SCHEDULED
 
-    await eventually(scheduled)
+    async def explain() -> str:
+        inst = await store.get(Instance, NAME)
+        cached = manager.cache.get(host.id) if manager.cache is not None else None
+        return (
+            f"instance {inst.state} host={inst.host!r} conditions={inst.conditions}; "
+            f"leader={manager.is_leader}; cached host={cached}"
+        )
+
+    # Generous: this failed twice in ~8 full-suite runs at 10 s and never alone;
+    # the explanation says where it stood if it happens again.
+    await eventually(scheduled, timeout=30.0, explain=explain)
 
     async def reach(state: InstanceState) -> None:
         async def probe() -> bool:
