@@ -56,14 +56,18 @@ class Bmctl:
     def __init__(self, port: int) -> None:
         self.env = {**os.environ, "BMAAS_ENDPOINT": f"127.0.0.1:{port}"}
 
-    def __call__(self, *args: str, token: str, check: bool = True, quiet: bool = False) -> str:
-        print(f"$ bmctl {' '.join(args)}", flush=True)
-        done = subprocess.run(
+    def run(self, *args: str, token: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
             [str(BIN / "bmctl"), *args],
             env={**self.env, "BMAAS_TOKEN": token},
             capture_output=True,
             text=True,
         )
+
+    def __call__(self, *args: str, token: str, check: bool = True, quiet: bool = False) -> str:
+        """Run bmctl as a person would, showing the command and what it printed."""
+        print(f"$ bmctl {' '.join(args)}", flush=True)
+        done = self.run(*args, token=token)
         out = (done.stderr if quiet else done.stdout + done.stderr).rstrip()
         if out:
             print(out, flush=True)
@@ -80,15 +84,7 @@ class Bmctl:
 def wait_state(bmctl: Bmctl, noun: str, name: str, state: str, token: str) -> dict[str, Any]:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        got = json.loads(
-            subprocess.run(
-                [str(BIN / "bmctl"), "-o", "json", noun, "get", name],
-                env={**bmctl.env, "BMAAS_TOKEN": token},
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout
-        )
+        got = json.loads(bmctl.run("-o", "json", noun, "get", name, token=token).stdout)
         if str(got.get("state", "")).endswith(state):
             print(f"   {name} is {state}", flush=True)
             return dict(got)
