@@ -85,7 +85,6 @@ def accelerator(kernel: Path, *, cache_dir: Path | None = None) -> str:
         else:
             _memo[kernel] = probe_kvm(kernel)
             if cached is not None:
-                cache_dir_ = cached.parent
-                cache_dir_.mkdir(parents=True, exist_ok=True)
+                cached.parent.mkdir(parents=True, exist_ok=True)
                 cached.write_text("kvm" if _memo[kernel] else "tcg")
     return "kvm" if _memo[kernel] else "tcg"
