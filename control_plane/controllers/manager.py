@@ -105,9 +105,7 @@ class ControllerManager:
     async def _lead(self) -> None:
         cfg = self.config
         own_cache = self.shared_cache is None
-        cache = self.shared_cache or HostCache(
-            self.store, track_liveness=cfg.track_liveness, resync_period=cfg.resync_period
-        )
+        cache = self.shared_cache or HostCache(self.store, track_liveness=cfg.track_liveness)
         scheduler = self.shared_scheduler or Scheduler(self.store, cache, rng=random.Random())
         controllers: list[Controller] = [
             InstanceController(self.store, cfg, scheduler),

@@ -41,12 +41,9 @@ _Pools = dict[str, dict[str, dict[str, dict[str, Host]]]]
 
 
 class HostCache:
-    def __init__(
-        self, store: Store, *, track_liveness: bool = True, resync_period: float = 30.0
-    ) -> None:
+    def __init__(self, store: Store, *, track_liveness: bool = True) -> None:
         self._store = store
         self._track_liveness = track_liveness
-        self._resync_period = resync_period
         self._hosts: dict[str, Host] = {}
         self._revs: dict[str, int] = {}
         self._pools: _Pools = defaultdict(lambda: defaultdict(lambda: defaultdict(dict)))
@@ -73,9 +70,6 @@ class HostCache:
         if self._track_liveness:
             self._tasks.append(
                 asyncio.create_task(self._follow_liveness(rev + 1), name="host-cache-live")
-            )
-            self._tasks.append(
-                asyncio.create_task(self._resync_liveness(), name="host-cache-live-resync")
             )
         self.ready.set()
 
@@ -171,29 +165,6 @@ class HostCache:
                 for host_id in list(self._hosts):
                     self._reindex(host_id)
                 start = rev + 1
-
-    async def _resync_liveness(self) -> None:
-        """Level-triggered safety net: re-read the live set every resync period.
-
-        The liveness watch should make this a no-op.  In about one full test
-        run in six a host's heartbeat never reached the cache (its liveness
-        controller saw it) and the host stayed unschedulable; the cause is not
-        found yet, so a missed event now costs at most one period, and is logged.
-        """
-        while True:
-            await asyncio.sleep(self._resync_period)
-            try:
-                live, _ = await self._store.liveness.live_hosts()
-            except BmaasError as exc:
-                log.warning("liveness resync failed (%s)", exc)
-                continue
-            if self.live is None or live == self.live:
-                continue
-            changed = live ^ self.live
-            log.warning("liveness resync corrected %d host(s): %s", len(changed), sorted(changed))
-            self.live = live
-            for host_id in changed:
-                self._reindex(host_id)
 
     # -- updates (all O(1)) ---------------------------------------------------------------
 
