@@ -145,37 +145,32 @@ class OperatorServicer(Servicer, operator_pb2_grpc.OperatorServiceServicer):
         name = str(validate.name(request_name, "name", "hosts"))
         return await self.store.mutate(Host, name, change, etag=validate.etag(etag))
 
+    async def _set_cordoned(
+        self, request: operator_pb2.HostActionRequest, context: Context, cordoned: bool
+    ) -> Host:
+        self.operator(context)
+        validate.text(request.reason, "reason")
+        return await self._mutate_host(
+            request.name, request.etag, lambda h: dataclasses.replace(h, cordoned=cordoned)
+        )
+
     @unary(SERVICE)
     async def CordonHost(
         self, request: operator_pb2.HostActionRequest, context: Context
     ) -> common_pb2.Host:
-        self.operator(context)
-        validate.text(request.reason, "reason")
-        host = await self._mutate_host(
-            request.name, request.etag, lambda h: dataclasses.replace(h, cordoned=True)
-        )
-        return convert.host(host)
+        return convert.host(await self._set_cordoned(request, context, True))
 
     @unary(SERVICE)
     async def UncordonHost(
         self, request: operator_pb2.HostActionRequest, context: Context
     ) -> common_pb2.Host:
-        self.operator(context)
-        validate.text(request.reason, "reason")
-        host = await self._mutate_host(
-            request.name, request.etag, lambda h: dataclasses.replace(h, cordoned=False)
-        )
-        return convert.host(host)
+        return convert.host(await self._set_cordoned(request, context, False))
 
     @unary(SERVICE)
     async def DrainHost(
         self, request: operator_pb2.HostActionRequest, context: Context
     ) -> common_pb2.Host:
-        self.operator(context)
-        validate.text(request.reason, "reason")
-        host = await self._mutate_host(
-            request.name, request.etag, lambda h: dataclasses.replace(h, cordoned=True)
-        )
+        host = await self._set_cordoned(request, context, True)
         if host.assigned_instance:
 
             def terminate(inst: Instance) -> Instance:
