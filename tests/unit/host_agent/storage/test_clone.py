@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 from pathlib import Path
 
@@ -54,7 +55,7 @@ def test_reflink_unsupported_falls_back_to_copy_file_range(
     def no_reflink(fd: int, request: int, arg: int) -> int:
         raise OSError(errno.EOPNOTSUPP, "Operation not supported")
 
-    monkeypatch.setattr(clone.fcntl, "ioctl", no_reflink)
+    monkeypatch.setattr(fcntl, "ioctl", no_reflink)
     src, dst = tmp_path / "image.img", tmp_path / "vol.img"
     data = make_image(src)
     res = clone_volume(src, dst, size_bytes=len(data))
@@ -69,8 +70,8 @@ def test_sparse_copy_also_skips_zero_blocks_inside_extents(
     def unsupported(*args: object) -> int:
         raise OSError(errno.EXDEV, "Invalid cross-device link")
 
-    monkeypatch.setattr(clone.fcntl, "ioctl", unsupported)
-    monkeypatch.setattr(clone.os, "copy_file_range", unsupported)
+    monkeypatch.setattr(fcntl, "ioctl", unsupported)
+    monkeypatch.setattr(os, "copy_file_range", unsupported)
     src, dst = tmp_path / "image.img", tmp_path / "vol.img"
     data = make_image(src)
     res = clone_volume(src, dst, size_bytes=40 * MIB)
@@ -88,7 +89,7 @@ def test_reflink_when_the_file_system_has_it(
         os.copy_file_range(src_fd, dst_fd, os.fstat(src_fd).st_size, 0, 0)
         return 0
 
-    monkeypatch.setattr(clone.fcntl, "ioctl", fake_reflink)
+    monkeypatch.setattr(fcntl, "ioctl", fake_reflink)
     src, dst = tmp_path / "image.img", tmp_path / "vol.img"
     data = make_image(src)
     res = clone_volume(src, dst, size_bytes=len(data))
