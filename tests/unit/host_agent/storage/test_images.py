@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import os
 import socket
@@ -59,11 +60,13 @@ class Server:
         self.bodies: dict[str, bytes] = {}
         self.hits: Counter[str] = Counter()
         self.delay = 0.0
+        self.auth: str | None = None
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 server.hits[self.path] += 1
+                server.auth = self.headers.get("Authorization")
                 if self.path == "/slow":
                     time.sleep(2.0)
                 if self.path == "/boom":
@@ -216,6 +219,27 @@ async def test_messages_hide_credentials_and_queries(server: Server, cache: Imag
     assert "hunter2" not in msg and "s3cr3t" not in msg
     assert "\n" not in msg and len(msg) <= MAX_MESSAGE
     assert err.value.uri == uri
+
+
+async def test_userinfo_becomes_basic_auth(server: Server, cache: ImageCache) -> None:
+    server.bodies["/disk.img"] = bootable_image()
+    host = server.url.removeprefix("http://")
+    await cache.fetch(f"http://alice:open%20sesame@{host}/disk.img")
+    assert server.auth == "Basic " + base64.b64encode(b"alice:open sesame").decode()
+
+
+async def test_cancelled_fetch_leaves_nothing(tmp_path: Path, server: Server) -> None:
+    cache = ImageCache(tmp_path / "cache", timeout=5.0)
+    task = asyncio.create_task(cache.fetch(f"{server.url}/slow"))
+    await asyncio.sleep(0.2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for _ in range(50):  # the worker thread notices at its next step
+        if not cache_files(cache):
+            break
+        await asyncio.sleep(0.1)
+    assert cache_files(cache) == []
 
 
 # ------------------------------------------------------------------ files
