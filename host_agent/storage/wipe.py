@@ -10,7 +10,8 @@ so a 100 GiB sparse file takes milliseconds.  Where punching is not
 supported (EOPNOTSUPP), zeros are written over the data extents instead
 (holes already read as zeros).
 
-A **block device** gets ``BLKDISCARD`` (lets the device drop the blocks; a
+A **block device** is opened with ``O_EXCL`` (refused with EBUSY while it
+is mounted or held open exclusively), then gets ``BLKDISCARD`` (lets the device drop the blocks; a
 hint, its read-back is not guaranteed) then ``BLKZEROOUT`` (guaranteed
 zeros; the kernel uses WRITE ZEROES or unmap when the device can, writes
 zeros otherwise).  If BLKZEROOUT is refused, zeros are written by us.
@@ -92,7 +93,10 @@ def wipe_disk(
     """Make every byte of *path* (file or block device) zero, then verify it."""
     started = time.monotonic()
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        # O_EXCL on a block device is an exclusive open: EBUSY while it is
+        # mounted or held by another user, so a disk in use is never wiped.
+        excl = os.O_EXCL if stat.S_ISBLK(os.stat(path).st_mode) else 0
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | excl)
     except OSError as exc:
         raise WipeFailed(f"cannot open {path} to wipe it: {exc.strerror}") from exc
     try:

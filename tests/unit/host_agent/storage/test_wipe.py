@@ -164,3 +164,12 @@ def test_block_device_sampled_mode(loop_device: Path) -> None:
     res = wipe_disk(loop_device, samples=64, full_readback=False)
     assert res.bytes_read_back == 64 * wipe.SAMPLE_BYTES
     assert_all_zero(loop_device)
+
+
+def test_block_device_in_use_is_refused(loop_device: Path) -> None:
+    held = os.open(loop_device, os.O_RDONLY | os.O_EXCL)
+    try:
+        with pytest.raises(WipeFailed, match="busy"):
+            wipe_disk(loop_device)
+    finally:
+        os.close(held)
