@@ -226,6 +226,8 @@ class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
                 desired = await self.desired_state(host_id)
                 for inst in desired.instances:
                     hub.bind(host_id, inst.instance)
+                    for vol in inst.volumes:
+                        hub.bind(host_id, vol.volume)
                 generation = desired.generation
                 desired.generation = 0
                 fingerprint = desired.SerializeToString(deterministic=True)

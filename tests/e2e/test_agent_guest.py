@@ -263,3 +263,70 @@ async def test_bad_images_fail_the_instance_and_leave_the_host_reusable(
         await region.wait_console(name, "BMAAS-IDLE")
         await region.action("Terminate", name)
         await wait_for(region.host_available(), 60, 0.2)
+
+
+HOTPLUG = """
+echo BMAAS-IDLE
+while [ ! -b /dev/vdc ]; do sleep 0.3; done
+s0=$(cat /sys/block/vdc/size)
+echo "HOTPLUG-SEEN sectors=$s0"
+dd if=/dev/urandom of=/tmp/data bs=64k count=16 2>/dev/null
+dd if=/tmp/data of=/dev/vdc bs=64k count=16 conv=fsync 2>/dev/null
+echo "HOTPLUG-WROTE $(md5sum /tmp/data | cut -c1-32)"
+while [ "$(cat /sys/block/vdc/size)" = "$s0" ]; do sleep 0.3; done
+echo "RESIZED sectors=$(cat /sys/block/vdc/size)"
+while [ -b /dev/vdc ]; do sleep 0.3; done
+echo HOTPLUG-GONE
+while true; do sleep 1; done
+"""
+
+
+async def test_attach_resize_detach_a_volume_on_a_running_instance(
+    region: Region, guest_image: GuestImage, tmp_path: Path
+) -> None:
+    image = await region.register_image("hp", disk_with(guest_image, HOTPLUG, tmp_path / "h.raw"))
+    c, md = region.clients, region.tenant_md
+    vol = await c.tenant.CreateVolume(
+        tenant_pb2.CreateVolumeRequest(
+            request_id=str(uuid.uuid4()),
+            volume=common_pb2.Volume(name=f"{region.tenant}/volumes/data1", size_gib=1),
+        ),
+        metadata=md,
+    )
+    async with _agent(region, tmp_path / "agent", guest_image) as agent:
+        name = await region.create(image)
+        await region.wait_state(name, S.INSTANCE_STATE_RUNNING)
+        await region.wait_console(name, "BMAAS-IDLE")
+
+        await c.tenant.AttachVolume(
+            tenant_pb2.AttachVolumeRequest(name=vol.name, instance=name), metadata=md
+        )
+        seen = await region.wait_console(name, r"HOTPLUG-SEEN sectors=(\d+)", 90)
+        assert int(seen.group(1)) == (1 << 30) // 512
+        wrote = await region.wait_console(name, r"HOTPLUG-WROTE ([0-9a-f]{32})", 60)
+
+        await c.tenant.ResizeVolume(
+            tenant_pb2.ResizeVolumeRequest(name=vol.name, size_gib=2), metadata=md
+        )
+        resized = await region.wait_console(name, r"RESIZED sectors=(\d+)", 60)
+        assert int(resized.group(1)) == (2 << 30) // 512
+
+        await c.tenant.DetachVolume(tenant_pb2.DetachVolumeRequest(name=vol.name), metadata=md)
+        await region.wait_console(name, "HOTPLUG-GONE", 90)
+        # the data is on the cloud disk, the guest's server is still running
+        path = agent.reconciler.volume_path(vol.name)
+        assert _md5_head(path, 1 << 20) == wrote.group(1)
+        assert (await region.instance(name)).state == S.INSTANCE_STATE_RUNNING
+        assert not list(agent.config.run_dir.glob(f"*{_disk_id(vol.name)}*"))
+        await region.action("Terminate", name)
+        await wait_for(region.host_available(), 60, 0.2)
+    assert path.exists()  # a tenant's volume outlives the instance
+
+
+def _md5_head(path: Path, size: int) -> str:
+    with path.open("rb") as f:
+        return hashlib.md5(f.read(size)).hexdigest()
+
+
+def _disk_id(volume: str) -> str:
+    return hashlib.sha256(volume.encode()).hexdigest()[:10]
