@@ -19,7 +19,14 @@ from bmaas.v1 import common_pb2, tenant_pb2
 from host_agent import metrics
 from host_agent.agent import Agent
 from tests.harness.agents import agent_config, running_agent
-from tests.harness.control_plane import Clients, InProcessControlPlane, wait_for
+from tests.harness.control_plane import (
+    Clients,
+    ControlPlaneProcess,
+    InProcessControlPlane,
+    wait_for,
+)
+from tests.harness.etcd import EtcdServer
+from tests.harness.ports import free_port
 from tests.integration.control_plane.conftest import World, build_world
 
 S = common_pb2
@@ -157,3 +164,89 @@ async def test_cleaning_waits_for_the_agent(plane: tuple[Clients, World], tmp_pa
     assert (await _host(c, host_name)).state != S.HOST_STATE_AVAILABLE
     async with running_agent(cfg):  # it comes back, tears down, wipes, reports
         await wait_for(_available(c, host_name), 15)
+
+
+async def test_silent_agent_host_unreachable_then_converges_without_reprovisioning(
+    plane: tuple[Clients, World], tmp_path: Path
+) -> None:
+    c, w = plane
+    (host_name, cred) = next(iter(w.hosts.items()))
+    cfg = agent_config(
+        port=c.port, host_id=host_name.split("/")[1], credential=cred, state_dir=tmp_path / "a"
+    )
+    async with running_agent(cfg):
+        name = await _create(c, w)
+        await _wait_state(c, w, name, S.INSTANCE_STATE_RUNNING)
+    # the agent is gone (its server keeps running): heartbeats stop
+
+    async def unreachable_and_impaired() -> bool:
+        host = await _host(c, host_name)
+        inst = await _instance(c, w, name)
+        impaired = any(
+            cond.type == "Impaired" and cond.status == "True" for cond in inst.conditions
+        )
+        return host.state == S.HOST_STATE_UNREACHABLE and impaired
+
+    await wait_for(unreachable_and_impaired, 20)
+    assert (await _instance(c, w, name)).state == S.INSTANCE_STATE_RUNNING
+    async with running_agent(cfg) as agent:
+
+        async def converged() -> bool:
+            host = await _host(c, host_name)
+            inst = await _instance(c, w, name)
+            healthy = any(
+                cond.type == "Impaired" and cond.status == "False" for cond in inst.conditions
+            )
+            return host.state == S.HOST_STATE_ALLOCATED and healthy
+
+        await wait_for(converged, 20)
+        driver = agent.reconciler._drivers[name]
+        assert await driver.state() == "on"  # adopted, never powered off
+        assert driver.boots == 0  # type: ignore[attr-defined]
+        assert (await _instance(c, w, name)).state == S.INSTANCE_STATE_RUNNING
+        await _action(c, w, "Terminate", name)
+        await wait_for(_available(c, host_name), 15)
+
+
+async def test_control_plane_restart_agents_reconnect_nothing_reprovisioned(
+    etcd: EtcdServer, tmp_path: Path
+) -> None:
+    port = free_port()
+    cp = ControlPlaneProcess(etcd, extra_args=("--listen", f"127.0.0.1:{port}"))
+    await asyncio.to_thread(cp.start)
+    try:
+        async with Clients(port) as c:
+            w = await build_world(c, hosts=1)
+            (host_name, cred) = next(iter(w.hosts.items()))
+            cfg = agent_config(
+                port=port, host_id=host_name.split("/")[1], credential=cred, state_dir=tmp_path
+            )
+            async with running_agent(cfg) as agent:
+                name = await wait_for(_create_when_free(c, w), 10)
+                await _wait_state(c, w, name, S.INSTANCE_STATE_RUNNING)
+                driver = agent.reconciler._drivers[name]
+                reconnects = metrics.RECONNECTS._value.get()
+                await asyncio.to_thread(cp.terminate)
+                await asyncio.sleep(1.0)
+                assert not agent.link.connected.is_set()
+                await asyncio.to_thread(cp.start)
+                await wait_for(_connected(agent), 20)
+                assert metrics.RECONNECTS._value.get() > reconnects
+                # still RUNNING, never powered off or re-provisioned
+                await asyncio.sleep(1.0)
+                assert (await _instance(c, w, name)).state == S.INSTANCE_STATE_RUNNING
+                assert driver.boots == 1  # type: ignore[attr-defined]
+                assert agent.reconciler._drivers[name] is driver
+                # and the restarted control plane drives it as before
+                await _action(c, w, "Reboot", name)
+                await _wait_state(c, w, name, S.INSTANCE_STATE_RUNNING)
+                assert driver.boots == 2  # type: ignore[attr-defined]
+    finally:
+        await asyncio.to_thread(cp.close)
+
+
+def _connected(agent: Agent) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return agent.link.connected.is_set()
+
+    return check
