@@ -10,9 +10,13 @@ operator APIs; what the guest did is read from its console through
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import re
+import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -220,7 +224,12 @@ async def test_boot_from_cloud_disk_power_actions_terminate_and_wipe(
 
 
 def _alive(pid: int) -> bool:
-    return os.path.exists(f"/proc/{pid}")
+    """*pid* runs (a zombie waiting for init to reap it does not count)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def _sha256(path: Path) -> str:
@@ -330,3 +339,123 @@ def _md5_head(path: Path, size: int) -> str:
 
 def _disk_id(volume: str) -> str:
     return hashlib.sha256(volume.encode()).hexdigest()[:10]
+
+
+BLOCKS = 300
+CRASH = f"""
+echo BMAAS-IDLE
+i=0
+: > /tmp/sums
+while [ $i -lt {BLOCKS} ]; do
+  dd if=/dev/urandom of=/tmp/b bs=64k count=1 2>/dev/null
+  dd if=/tmp/b of=/dev/vdb bs=64k seek=$i count=1 conv=fsync 2>/dev/null
+  md5sum /tmp/b | cut -c1-32 >> /tmp/sums
+  [ $i = 10 ] && echo CRASH-WRITING
+  i=$((i+1))
+done
+echo 3 > /proc/sys/vm/drop_caches
+i=0
+bad=0
+while [ $i -lt {BLOCKS} ]; do
+  got=$(dd if=/dev/vdb bs=64k skip=$i count=1 2>/dev/null | md5sum | cut -c1-32)
+  want=$(sed -n "$((i+1))p" /tmp/sums)
+  [ "$got" = "$want" ] || bad=$((bad+1))
+  i=$((i+1))
+done
+echo "CRASH-VERIFY bad=$bad sums=$(md5sum /tmp/sums | cut -c1-32)"
+while true; do sleep 1; done
+"""
+
+
+class QemuAgentProcess:
+    """``bmaas-agent`` as a process (qemu driver), so a test can ``kill -9`` it."""
+
+    def __init__(self, region: Region, state: Path, guest_image: GuestImage) -> None:
+        state.mkdir(parents=True, exist_ok=True)
+        self.run_dir = (
+            Path("/run/bmaas-test") / hashlib.sha256(str(state).encode()).hexdigest()[:10]
+        )
+        cred = state.parent / "credential"
+        cred.write_text(region.credential)
+        toml = state.parent / "agent.toml"
+        toml.write_text(
+            'power_driver = "qemu"\n'
+            f'probe_kernel = "{guest_image.kernel}"\n'
+            f'run_dir = "{self.run_dir}"\n'
+            "server_memory_mib = 512\nshutdown_grace = 1.0\nresync = 0.5\nmax_backoff = 1.0\n"
+            '[[local_disks]]\nname = "nvme0"\nsize_gib = 1\n'
+        )
+        self.log = state.parent / "agent.log"
+        self.argv = [
+            sys.executable, "-m", "host_agent.main",
+            "--control-plane", f"127.0.0.1:{region.port}",
+            "--host-id", region.host.split("/")[1],
+            "--credential-file", str(cred),
+            "--state-dir", str(state),
+            "--config", str(toml),
+        ]  # fmt: skip
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=log)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(20)
+
+
+async def test_agent_killed_during_guest_writes_is_adopted_and_no_write_is_lost(
+    region: Region, guest_image: GuestImage, tmp_path: Path
+) -> None:
+    image = await region.register_image("crash", disk_with(guest_image, CRASH, tmp_path / "c.raw"))
+    state = tmp_path / "agent" / "state"
+    agent = QemuAgentProcess(region, state, guest_image)
+    agent.start()
+    try:
+        name = await region.create(image)
+        await region.wait_state(name, S.INSTANCE_STATE_RUNNING)
+        await region.wait_console(name, "CRASH-WRITING", 150)
+        workdir = state / "instances" / _short(name)
+        qemu_pid = int((workdir / "qemu.pid").read_text())
+        local = next(agent.run_dir.glob(f"*-v{_short('local/nvme0')[:10]}.pid"))
+        backend_pid = int(local.read_text())
+
+        agent.kill()  # the management plane dies ...
+        os.kill(backend_pid, signal.SIGKILL)  # ... and so does the local disk's back-end
+        await asyncio.sleep(1.5)
+        assert _alive(qemu_pid)  # the server does not notice the agent
+        agent.start()  # a new agent adopts the server and restarts the back-end
+
+        verify = await region.wait_console(name, r"CRASH-VERIFY bad=(\d+) sums=([0-9a-f]{32})", 240)
+        assert verify.group(1) == "0"
+        disk = state / "local" / "nvme0.img"
+        assert _block_sums(disk, BLOCKS) == verify.group(2)  # every write reached the disk once
+        assert int((workdir / "qemu.pid").read_text()) == qemu_pid  # adopted, not restarted
+        assert int(local.read_text()) != backend_pid  # the back-end was restarted
+        assert (await region.console(name)).count("BMAAS-GUEST-READY") == 1  # never rebooted
+        assert (await region.instance(name)).state == S.INSTANCE_STATE_RUNNING
+
+        await region.action("Terminate", name)
+        await wait_for(region.host_available(), 60, 0.2)
+        assert not _alive(qemu_pid)
+    finally:
+        agent.stop()
+
+
+def _short(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()[:12]
+
+
+def _block_sums(disk: Path, blocks: int) -> str:
+    lines = []
+    with disk.open("rb") as f:
+        for _ in range(blocks):
+            lines.append(hashlib.md5(f.read(64 * 1024)).hexdigest() + "\n")
+    return hashlib.md5("".join(lines).encode()).hexdigest()
