@@ -29,7 +29,7 @@ import pytest_asyncio
 from bmaas.v1 import common_pb2, operator_pb2, tenant_pb2
 from host_agent.agent import Agent
 from host_agent.config import LocalDisk
-from tests.harness.agents import agent_config
+from tests.harness.agents import AGENT_RUN_ROOT, agent_config
 from tests.harness.control_plane import Clients, InProcessControlPlane, bearer, wait_for
 from tests.harness.etcd import EtcdServer
 from tests.harness.guest import GuestImage, disk_with
@@ -372,9 +372,7 @@ class QemuAgentProcess:
 
     def __init__(self, region: Region, state: Path, guest_image: GuestImage) -> None:
         state.mkdir(parents=True, exist_ok=True)
-        self.run_dir = (
-            Path("/run/bmaas-test") / hashlib.sha256(str(state).encode()).hexdigest()[:10]
-        )
+        self.run_dir = AGENT_RUN_ROOT / hashlib.sha256(str(state).encode()).hexdigest()[:10]
         cred = state.parent / "credential"
         cred.write_text(region.credential)
         toml = state.parent / "agent.toml"
