@@ -18,6 +18,7 @@ the agent's process group never reach them.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -26,6 +27,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from host_agent import metrics
 
@@ -84,6 +86,7 @@ class BlkBackend:
         self.spec = spec
         self.pidfile = spec.socket.with_suffix(".pid")
         self.logfile = spec.socket.with_suffix(".log")
+        self.statsfile = spec.socket.with_suffix(".stats")
         self._child: subprocess.Popen[bytes] | None = None
         self.restarts = 0
 
@@ -108,7 +111,7 @@ class BlkBackend:
             metrics.BACKEND_RESTARTS.inc()
         self.spec.socket.parent.mkdir(parents=True, exist_ok=True)
         argv = [_offload_blk(), "--socket", str(self.spec.socket), "--image", str(self.spec.image)]
-        argv += ["--queues", str(self.spec.queues)]
+        argv += ["--queues", str(self.spec.queues), "--stats", str(self.statsfile)]
         if self.spec.read_only:
             argv.append("--read-only")
         if self.spec.serial:
@@ -140,6 +143,22 @@ class BlkBackend:
         except (OSError, IndexError):
             return "no output"
 
+    def stats(self) -> dict[str, Any]:
+        """The back-end's last counters (``offload-blk --stats``), or {} if none yet."""
+        try:
+            data = json.loads(self.statsfile.read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the back-end process so far."""
+        try:
+            fields = Path(f"/proc/{self.pid()}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def resize(self) -> None:
         """Tell the back-end its image grew (it re-reads the size, the guest is told)."""
         pid = self.pid()
@@ -160,5 +179,5 @@ class BlkBackend:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._child.wait(timeout)
             self._child = None
-        for path in (self.spec.socket, self.pidfile, self.logfile):
+        for path in (self.spec.socket, self.pidfile, self.logfile, self.statsfile):
             path.unlink(missing_ok=True)

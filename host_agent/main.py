@@ -18,8 +18,11 @@ import signal
 import sys
 from pathlib import Path
 
+from prometheus_client import REGISTRY
+
 from host_agent import config as config_mod
 from host_agent.agent import Agent
+from host_agent.metrics import DeviceCollector
 
 log = logging.getLogger("host_agent")
 
@@ -73,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
 async def _run(cfg: config_mod.AgentConfig) -> int:
     agent = Agent(cfg)
+    REGISTRY.register(DeviceCollector(agent.reconciler.backends))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

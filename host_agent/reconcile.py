@@ -127,6 +127,9 @@ class Reconciler:
         self._drivers: dict[str, PowerDriver] = {}
         self._backends: dict[str, BlkBackend] = {}
         self._sent: dict[str, object] = {}
+        #: per instance, the wall-clock time each provisioning step finished
+        #: (provision_start, image_fetched, cloned, devices_started, powered_on)
+        self.timeline: dict[str, dict[str, float]] = {}
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
 
@@ -143,6 +146,16 @@ class Reconciler:
     def socket_path(self, instance: str, disk_id: str) -> Path:
         return self.config.run_dir / f"{short_id(instance)[:8]}-{disk_id}.sock"
 
+    def _mark(self, name: str, step: str, *, once: bool = False) -> None:
+        """Record when *step* of provisioning *name* finished (``timeline``)."""
+        steps = self.timeline.setdefault(name, {})
+        if not (once and step in steps):
+            steps[step] = time.time()
+
+    def backends(self) -> list[BlkBackend]:
+        """The device back-ends this agent supervises now."""
+        return list(self._backends.values())
+
     # -- entry points -----------------------------------------------------
     def set_desired(self, desired: Desired) -> None:
         self.desired = desired
@@ -156,9 +169,13 @@ class Reconciler:
     async def run(self) -> None:
         """Converge on every new desired state and every ``resync`` seconds."""
         await self.adopt()
+        loop = asyncio.get_running_loop()
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.config.resync)
+            # a timer handle, not wait_for's task + timer: cheap enough for
+            # thousands of agents in one process (scale tests)
+            timer = loop.call_later(self.config.resync, self._wake.set)
+            await self._wake.wait()
+            timer.cancel()
             self._wake.clear()
             try:
                 await self.converge()
@@ -236,6 +253,7 @@ class Reconciler:
             return
         driver = self._driver(inst.name)
         if rec.generation < 0:
+            self._mark(inst.name, "provision_start", once=True)
             self._send(InstanceReport(inst.name, Phase.PROVISIONING, inst.generation))
         try:
             boot_disks = await self._provision(inst)
@@ -301,6 +319,7 @@ class Reconciler:
             metrics.PROVISION_ERRORS.labels("image").inc()
             raise ProvisionFailed(str(exc)) from exc
         metrics.PROVISION_STEP_SECONDS.labels("image_fetch").observe(time.monotonic() - started)
+        self._mark(inst.name, "image_fetched")
         started = time.monotonic()
         size = max(boot.size_gib * GIB, image.stat().st_size)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -313,6 +332,7 @@ class Reconciler:
             metrics.PROVISION_ERRORS.labels("clone").inc()
             raise ProvisionFailed(f"cloning the boot disk failed: {exc.strerror or exc}") from exc
         metrics.PROVISION_STEP_SECONDS.labels("clone").observe(time.monotonic() - started)
+        self._mark(inst.name, "cloned")
 
     async def _data_volume(self, vol: DesiredVolume) -> Path:
         """The volume's file, created (or grown to its desired size) as needed."""
@@ -364,8 +384,10 @@ class Reconciler:
             elif inst.state == "REBOOTING" and not first and await driver.state() == Power.ON:
                 await driver.reboot()
             else:
+                self._mark(inst.name, "devices_started", once=True)
                 self._send(InstanceReport(inst.name, Phase.STARTING, inst.generation))
                 await driver.power_on(machine)
+                self._mark(inst.name, "powered_on", once=True)
         except PowerError as exc:
             metrics.RECONCILE_ERRORS.inc()
             raise ProvisionFailed(str(exc)) from exc
@@ -420,6 +442,7 @@ class Reconciler:
             self.state.instances.pop(name, None)
             self._sent.pop(InstanceReport.__name__ + name, None)
             self._sent.pop(ConsoleReport.__name__ + name, None)
+            self.timeline.pop(name, None)
             self._save()
             with contextlib.suppress(KeyError):
                 metrics.POWER_STATE.remove(name.rsplit("/", 1)[-1])
