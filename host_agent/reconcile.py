@@ -281,33 +281,41 @@ class Reconciler:
             self._send(ConsoleReport(inst.name, tail))
 
     async def _provision(self, inst: DesiredInstance) -> list[Disk]:
-        """Disks and back-ends for everything the server boots with (idempotent)."""
-        disks: list[Disk] = []
+        """Disks and back-ends for everything the server boots with (idempotent).
+
+        The files come first (the boot disk's clone, local disks, data
+        volumes); then every back-end starts at once, since each is a process
+        whose start-up is mostly waiting."""
         if not self.config.devices:
-            return disks
+            return []
+        wanted: list[tuple[str, Path, bool]] = []  # volume, file, boot
         boot = next((v for v in inst.volumes if v.boot), None)
         if boot is not None:
             path = self.volume_path(boot.volume)
             if not path.exists():
                 await self._clone_boot(inst, boot, path)
-            disks.append(await self._serve(inst, boot.volume, path, boot=True))
+            wanted.append((boot.volume, path, True))
         for local in self.config.local_disks:
             path = self.local_disk_path(local.name)
             if not path.exists():
                 path.parent.mkdir(parents=True, exist_ok=True)
                 await asyncio.to_thread(create_volume, path, local.size_gib * GIB)
-            disks.append(await self._serve(inst, f"local/{local.name}", path))
+            wanted.append((f"local/{local.name}", path, False))
         rec = self.state.instances[inst.name]
         for vol in inst.volumes:
-            if vol.boot:
-                continue
-            path = await self._data_volume(vol)
-            disk = await self._serve(inst, vol.volume, path)
-            if rec.generation < 0:  # cold plugged at first boot
-                disks.append(disk)
-                if vol.volume not in rec.attached:
-                    rec.attached.append(vol.volume)
-        return disks
+            if not vol.boot:
+                wanted.append((vol.volume, await self._data_volume(vol), False))
+                if rec.generation < 0 and vol.volume not in rec.attached:
+                    rec.attached.append(vol.volume)  # cold plugged at first boot
+        disks = await asyncio.gather(
+            *(self._serve(inst, volume, path, boot=is_boot) for volume, path, is_boot in wanted)
+        )
+        cold = set(rec.attached) if rec.generation < 0 else set()
+        return [
+            disk
+            for disk, (volume, _, is_boot) in zip(disks, wanted, strict=True)
+            if is_boot or volume.startswith("local/") or volume in cold
+        ]
 
     async def _clone_boot(self, inst: DesiredInstance, boot: DesiredVolume, path: Path) -> None:
         if not inst.image_uri:
