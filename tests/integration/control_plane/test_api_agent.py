@@ -9,6 +9,7 @@ import grpc
 import pytest
 
 from bmaas.v1 import agent_pb2, common_pb2, operator_pb2, tenant_pb2
+from control_plane import metrics
 from control_plane.domain.agent import AgentPhase
 from tests.harness.control_plane import Clients, InProcessControlPlane, bearer, wait_for
 from tests.integration.control_plane.conftest import World, enroll
@@ -144,22 +145,46 @@ async def test_connect_streams_desired_state_and_records_status(
     assert exc.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
-async def test_connect_refuses_status_for_instances_not_on_the_host(world: World) -> None:
+async def test_connect_drops_status_for_instances_not_on_the_host(
+    world: World, cp: InProcessControlPlane
+) -> None:
+    """A status or console tail about an instance not bound to the host (an
+    agent that has not yet heard of a termination) is dropped and counted;
+    the stream stays open and nothing reaches the report or the console."""
     w, c = world, world.clients
-    cred = next(iter(w.hosts.values()))
+    store = cp.store
+    assert store is not None
+    host_name, cred = next(iter(w.hosts.items()))
+    host_id = host_name.removeprefix("hosts/")
+    other = "tenants/acme/instances/i-other"
+    stale = metrics.AGENT_STALE_MESSAGES._value.get()
     call = c.agent.Connect(metadata=bearer(cred))
-    await next_desired(call)
+    first = await next_desired(call)
     await call.write(
         agent_pb2.AgentMessage(
             instance_status=agent_pb2.InstanceStatus(
-                instance="tenants/acme/instances/i-other", phase=common_pb2.INSTANCE_STATE_RUNNING
+                instance=other, phase=common_pb2.INSTANCE_STATE_RUNNING, generation=7
             )
         )
     )
-    with pytest.raises(grpc.aio.AioRpcError) as exc:
-        while True:
-            await asyncio.wait_for(call.read(), 5)
-    assert exc.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    await call.write(
+        agent_pb2.AgentMessage(console=agent_pb2.ConsoleTail(instance=other, tail=b"boot\n"))
+    )
+    await wait_for(lambda: _async(metrics.AGENT_STALE_MESSAGES._value.get() == stale + 2))
+    # the stream still works both ways: a heartbeat is applied ...
+    await call.write(agent_pb2.AgentMessage(heartbeat=agent_pb2.Heartbeat(host=host_name)))
+    await wait_for(lambda: store.liveness.is_alive(host_id))
+    # ... and a change of the host's desired state is pushed down
+    await c.operator.SetHostMaintenance(
+        operator_pb2.SetHostMaintenanceRequest(name=host_name, maintenance=True), metadata=c.op_md
+    )
+    maintained = await next_desired(call)
+    assert maintained.state == common_pb2.HOST_STATE_MAINTENANCE
+    assert maintained.generation > first.generation
+    assert await store.reports.get(host_id) is None
+    assert await store.consoles.get(other) == b""
+    call.cancel()
+
     bad = c.agent.Connect(metadata=bearer("h0.not-the-secret"))
     with pytest.raises(grpc.aio.AioRpcError) as exc:
         await asyncio.wait_for(bad.read(), 5)
@@ -171,3 +196,7 @@ async def test_connect_refuses_status_for_instances_not_on_the_host(world: World
         while True:
             await asyncio.wait_for(empty.read(), 5)
     assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def _async(value: bool) -> bool:
+    return value

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 import pytest
 import pytest_asyncio
 
 from bmaas.v1 import common_pb2, operator_pb2, tenant_pb2
+from tests.harness.agents import running_agents
 from tests.harness.control_plane import Clients, InProcessControlPlane, bearer, wait_for
 from tests.integration.control_plane.conftest import World, build_world, make_tenant
 
@@ -32,9 +34,12 @@ async def expect(code: grpc.StatusCode, coro: object) -> grpc.aio.AioRpcError:
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def live_world(cp_ctl: InProcessControlPlane) -> AsyncIterator[World]:
+async def live_world(cp_ctl: InProcessControlPlane, tmp_path: Path) -> AsyncIterator[World]:
+    """Controllers, and a real agent (fake power driver) on every host."""
     async with Clients(cp_ctl.port) as c:
-        yield await build_world(c, hosts=2)
+        world = await build_world(c, hosts=2)
+        async with running_agents(port=c.port, hosts=world.hosts, state_root=tmp_path):
+            yield world
 
 
 async def test_instance_lifecycle_through_every_action(live_world: World) -> None:
@@ -86,10 +91,18 @@ async def test_instance_lifecycle_through_every_action(live_world: World) -> Non
     )
     assert rebooting.state in (IS.INSTANCE_STATE_REBOOTING, IS.INSTANCE_STATE_RUNNING)
     await wait_for(lambda: state_is(IS.INSTANCE_STATE_RUNNING), timeout=15)
-    console = await c.tenant.GetConsoleOutput(
-        tenant_pb2.GetConsoleOutputRequest(name=inst.name, max_bytes=4096), metadata=w.md
-    )
-    assert inst.name.encode() in console.output and len(console.output) <= 4096
+    # the agent's console tail: its fake server powered on twice and was reset once
+    instance_id = inst.name.rsplit("/", 1)[1].encode()
+
+    async def console_shows_every_action() -> bytes:
+        got = await c.tenant.GetConsoleOutput(
+            tenant_pb2.GetConsoleOutputRequest(name=inst.name, max_bytes=4096), metadata=w.md
+        )
+        out = got.output
+        assert len(out) <= 4096
+        return out if out.count(b"power on " + instance_id) == 2 and b"reset" in out else b""
+
+    await wait_for(console_shows_every_action, timeout=10)
     term = await c.tenant.TerminateInstance(
         tenant_pb2.InstanceActionRequest(name=inst.name), metadata=w.md
     )
@@ -101,9 +114,14 @@ async def test_instance_lifecycle_through_every_action(live_world: World) -> Non
     )
     assert not freed.instance and freed.state == common_pb2.VOLUME_STATE_AVAILABLE
     await c.tenant.DeleteVolume(tenant_pb2.DeleteRequest(name=data.name), metadata=w.md)
-    # The host is cleaned and handed out again.
-    host = await c.operator.GetHost(tenant_pb2.GetRequest(name=inst.host), metadata=c.op_md)
-    assert not host.instance
+
+    # The host is released, wiped by its agent, and can be handed out again.
+    async def cleaned() -> common_pb2.Host | None:
+        host = await c.operator.GetHost(tenant_pb2.GetRequest(name=inst.host), metadata=c.op_md)
+        return host if host.state == common_pb2.HOST_STATE_AVAILABLE else None
+
+    host = await wait_for(cleaned, timeout=15)
+    assert not host.instance and host.cleaning_epoch == 1
 
 
 async def test_create_is_idempotent_on_request_id_and_checks_quota(world: World) -> None:

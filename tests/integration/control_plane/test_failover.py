@@ -2,12 +2,17 @@
 
 1. Two replicas; the controllers' leader is SIGKILLed (its lease is not
    revoked).  The other replica takes the seat within the lease TTL (plus a
-   small slack for the watch) and its controllers then drive a new instance
-   to RUNNING.
+   small slack for the watch); the host's agent (a ``bmaas-agent`` process
+   given both replicas, connected to the killed one) moves to the survivor,
+   whose controllers then drive a new instance to RUNNING on that agent's
+   report.
 2. The only replica is SIGKILLed while creates and a terminate are in flight,
-   then restarted: everything converges - no PENDING instance left, every
-   bound host/instance pair agrees, the terminated instance's host is
-   handed back.
+   then restarted at the same address: the hosts' agents reconnect and
+   everything converges - no PENDING instance left, every live instance
+   RUNNING as its agent reports, every bound host/instance pair agrees, the
+   terminated instance's host is wiped by its agent and handed back.
+
+Instances reach RUNNING, and hosts leave CLEANING, only on agent reports.
 """
 
 from __future__ import annotations
@@ -16,11 +21,13 @@ import asyncio
 import contextlib
 import json
 import time
+from pathlib import Path
 
 import aetcd
 import grpc
 
 from bmaas.v1 import common_pb2, tenant_pb2
+from tests.harness.agents import AgentProcess, running_agents
 from tests.harness.control_plane import (
     Clients,
     ControlPlaneProcess,
@@ -50,15 +57,37 @@ async def instance_state(w: World, clients: Clients, name: str) -> int:
     return int(got.state)
 
 
-async def test_leader_killed_follower_takes_over_within_ttl(etcd: EtcdServer) -> None:
+async def test_leader_killed_follower_takes_over_within_ttl(
+    etcd: EtcdServer, tmp_path: Path
+) -> None:
     a = ControlPlaneProcess(etcd, lease_ttl=LEASE_TTL).start()
     b = ControlPlaneProcess(etcd, lease_ttl=LEASE_TTL).start()
+    agent: AgentProcess | None = None
     try:
         first = await wait_for(lambda: leader_identity(etcd), timeout=10)
         assert first is not None
         by_pid = {a.proc.pid: a, b.proc.pid: b}  # type: ignore[union-attr]
         leader, follower = (a, b) if pid_of(first) == a.proc.pid else (b, a)  # type: ignore[union-attr]
         assert pid_of(first) in by_pid
+        async with Clients(follower.port) as c:
+            w = await build_world(c, hosts=1)
+            ((host_name, cred),) = w.hosts.items()
+            # the agent knows both replicas and starts with the leader
+            agent = AgentProcess(
+                endpoints=(leader.port, follower.port),
+                host_id=host_name.removeprefix("hosts/"),
+                credential=cred,
+                state_dir=tmp_path / "agent",
+            ).start()
+
+            async def heartbeating() -> bool:
+                host: common_pb2.Host = await c.operator.GetHost(
+                    tenant_pb2.GetRequest(name=host_name), metadata=c.op_md
+                )
+                return host.HasField("last_heartbeat_time")
+
+            await wait_for(heartbeating, timeout=20)
+
         killed_at = time.monotonic()
         leader.kill()
 
@@ -71,30 +100,41 @@ async def test_leader_killed_follower_takes_over_within_ttl(etcd: EtcdServer) ->
         assert pid_of(second) == follower.proc.pid  # type: ignore[union-attr]
         print(f"takeover after {took:.2f}s (lease TTL {LEASE_TTL}s)")
         assert took < LEASE_TTL + 1.0, f"takeover took {took:.2f}s"
-        # The new leader's controllers work: an instance reaches RUNNING.
+        # The new leader's controllers work, and the agent followed the
+        # survivor: an instance reaches RUNNING on the agent's report.
         async with Clients(follower.port) as c:
-            w = await build_world(c, hosts=1)
+            w.clients = c
             inst = await c.tenant.CreateInstance(
                 tenant_pb2.CreateInstanceRequest(
                     instance=common_pb2.Instance(instance_type=w.instance_type, image=w.image)
                 ),
                 metadata=w.md,
             )
+            assert inst.host == host_name
 
             async def running() -> bool:
                 return await instance_state(w, c, inst.name) == common_pb2.INSTANCE_STATE_RUNNING
 
-            await wait_for(running, timeout=15)
+            await wait_for(running, timeout=20)
     finally:
+        if agent is not None:
+            print(agent.tail())
+            agent.close()
         a.close()
         b.close()
 
 
-async def test_killed_mid_operation_restart_converges(etcd: EtcdServer) -> None:
+async def test_killed_mid_operation_restart_converges(etcd: EtcdServer, tmp_path: Path) -> None:
     cp = ControlPlaneProcess(etcd, lease_ttl=LEASE_TTL).start()
     try:
-        async with Clients(cp.port) as c:
+        async with contextlib.AsyncExitStack() as stack:
+            c = await stack.enter_async_context(Clients(cp.port))
             w = await build_world(c, hosts=8)
+            # in-process agents (fake driver) for the 8 hosts; they keep
+            # retrying the replica's address while it is down
+            await stack.enter_async_context(
+                running_agents(port=cp.port, hosts=w.hosts, state_root=tmp_path)
+            )
             victim = await c.tenant.CreateInstance(
                 tenant_pb2.CreateInstanceRequest(
                     instance=common_pb2.Instance(instance_type=w.instance_type, image=w.image)
@@ -102,7 +142,7 @@ async def test_killed_mid_operation_restart_converges(etcd: EtcdServer) -> None:
                 metadata=w.md,
             )
             await wait_for(
-                lambda: _is(w, c, victim.name, common_pb2.INSTANCE_STATE_RUNNING), timeout=15
+                lambda: _is(w, c, victim.name, common_pb2.INSTANCE_STATE_RUNNING), timeout=20
             )
 
             async def create(i: int) -> None:
@@ -124,9 +164,14 @@ async def test_killed_mid_operation_restart_converges(etcd: EtcdServer) -> None:
             )
             cp.kill()  # SIGKILL with calls in flight
             await asyncio.gather(*tasks)
-        cp.close()
-        cp = ControlPlaneProcess(etcd, lease_ttl=LEASE_TTL).start()
-        async with Clients(cp.port) as c:
+            port = cp.port
+            cp.close()
+            # restarted where the agents expect it
+            cp = ControlPlaneProcess(
+                etcd, lease_ttl=LEASE_TTL, extra_args=("--listen", f"127.0.0.1:{port}")
+            ).start()
+            assert cp.port == port
+            c = await stack.enter_async_context(Clients(cp.port))
             w.clients = c
             await wait_for(
                 lambda: _is(w, c, victim.name, common_pb2.INSTANCE_STATE_TERMINATED), timeout=20
@@ -137,7 +182,7 @@ async def test_killed_mid_operation_restart_converges(etcd: EtcdServer) -> None:
                 live = [i for i in page.instances if i.name != victim.name]
                 return all(i.state == common_pb2.INSTANCE_STATE_RUNNING for i in live)
 
-            await wait_for(settled, timeout=20)
+            await wait_for(settled, timeout=30)
             # Retrying the interrupted creates is idempotent.
             for i in range(5):
                 await c.tenant.CreateInstance(
@@ -147,6 +192,18 @@ async def test_killed_mid_operation_restart_converges(etcd: EtcdServer) -> None:
                     ),
                     metadata=bearer(w.token),
                 )
+            # the victim's host is wiped by its agent and handed back
+            victim_host = victim.host
+
+            async def handed_back() -> bool:
+                host: common_pb2.Host = await c.operator.GetHost(
+                    tenant_pb2.GetRequest(name=victim_host), metadata=c.op_md
+                )
+                return host.state == common_pb2.HOST_STATE_AVAILABLE or (
+                    host.state == common_pb2.HOST_STATE_ALLOCATED and host.instance != victim.name
+                )
+
+            await wait_for(handed_back, timeout=20)
         dump = await etcd_dump(etcd)
         instances = {
             f"tenants/{r['tenant']}/instances/{r['id']}": r
