@@ -5,7 +5,9 @@ benchmark run many times in one process (with the ``fake`` power driver
 and no devices): it speaks the real ``AgentService`` protocol, so the
 control plane cannot tell it from a real card.  ``aclose()`` stops the
 agent and leaves its servers and back-ends running, as a crash or an
-upgrade would: the next agent adopts them.
+upgrade would: the next agent adopts them.  Agents in one process should
+share their channels (``channels=SharedChannels()``, see
+``host_agent.client``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
-from host_agent.client import ControlPlaneLink
+from host_agent.client import ControlPlaneLink, SharedChannels
 from host_agent.config import AgentConfig
 from host_agent.power.base import PowerDriver
 from host_agent.power.fake import FakePower
@@ -37,6 +39,7 @@ class Agent:
         config: AgentConfig,
         *,
         driver_factory: Callable[[Path], PowerDriver] | None = None,
+        channels: SharedChannels | None = None,
     ) -> None:
         self.config = config
         self.reconciler = Reconciler(
@@ -49,6 +52,7 @@ class Agent:
             on_desired=self.reconciler.set_desired,
             on_connect=self.reconciler.resend,
             applied_generation=lambda: self.reconciler.applied_generation,
+            channels=channels,
         )
         self._tasks: list[asyncio.Task[None]] = []
 

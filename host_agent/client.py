@@ -16,12 +16,20 @@ endpoint and starts over; the reconciler keeps running meanwhile, so the
 servers and their devices are left alone.  On every new stream the
 reconciler is asked to send all its reports again.  A refused credential
 (UNAUTHENTICATED / PERMISSION_DENIED) is logged once per change.
+
+A link owns one channel per session by default.  Many agents in one process
+(scale tests, ``bench/control_plane.py``) pass ``SharedChannels`` instead:
+every link's Register and Connect stream is multiplexed over one HTTP/2
+connection per endpoint (the credential is per-call metadata, so nothing
+about a channel is host-specific).  Ten thousand private channels would be
+ten thousand TCP connections, HTTP/2 sessions and gRPC-core subchannels on
+both ends, a few hundred KiB each.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import collections
 import logging
 import random
 from collections.abc import AsyncIterator, Callable
@@ -120,6 +128,31 @@ def report_to_pb(host: str, report: Report) -> agent_pb2.AgentMessage:
     )
 
 
+class SharedChannels:
+    """One ``grpc.aio`` channel per endpoint, shared by many links.
+
+    Links never close a shared channel (it reconnects by itself when a
+    replica comes back); ``aclose()`` closes them all once every link is
+    stopped."""
+
+    def __init__(
+        self, factory: Callable[[str], grpc.aio.Channel] = grpc.aio.insecure_channel
+    ) -> None:
+        self._factory = factory
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    def get(self, endpoint: str) -> grpc.aio.Channel:
+        channel = self._channels.get(endpoint)
+        if channel is None:
+            channel = self._channels[endpoint] = self._factory(endpoint)
+        return channel
+
+    async def aclose(self) -> None:
+        channels, self._channels = list(self._channels.values()), {}
+        for channel in channels:
+            await channel.close()
+
+
 class ControlPlaneLink:
     def __init__(
         self,
@@ -129,13 +162,16 @@ class ControlPlaneLink:
         on_connect: Callable[[], None],
         applied_generation: Callable[[], int],
         channel_factory: Callable[[str], grpc.aio.Channel] | None = None,
+        channels: SharedChannels | None = None,
     ) -> None:
         self.config = config
         self._on_desired = on_desired
         self._on_connect = on_connect
         self._applied = applied_generation
         self._channel_factory = channel_factory or grpc.aio.insecure_channel
-        self._outbox: asyncio.Queue[agent_pb2.AgentMessage] = asyncio.Queue()
+        self._shared = channels
+        self._outbox: collections.deque[agent_pb2.AgentMessage] = collections.deque()
+        self._kick = asyncio.Event()  # set by send() and by the heartbeat timer
         self._metadata = (("authorization", f"Bearer {config.credential}"),)
         self.host_name = f"hosts/{config.host_id}"
         self.connected = asyncio.Event()
@@ -144,7 +180,8 @@ class ControlPlaneLink:
 
     def send(self, report: Report) -> None:
         """Queue a report for the current (or next) stream."""
-        self._outbox.put_nowait(report_to_pb(self.host_name, report))
+        self._outbox.append(report_to_pb(self.host_name, report))
+        self._kick.set()
 
     async def run(self) -> None:
         backoff = 0.2
@@ -177,32 +214,39 @@ class ControlPlaneLink:
             self._last_problem = text
 
     async def _session(self, endpoint: str) -> None:
+        if self._shared is not None:
+            await self._stream(self._shared.get(endpoint), endpoint)
+            return
         async with self._channel_factory(endpoint) as channel:
-            stub = agent_pb2_grpc.AgentServiceStub(channel)
-            self.registered = await stub.Register(
-                agent_pb2.RegisterRequest(
-                    host=self.host_name,
-                    hardware=common_pb2.HardwareProfile(
-                        cpus=self.config.cpus,
-                        memory_gib=self.config.memory_gib,
-                        disks=[
-                            common_pb2.Disk(name=d.name, size_gib=d.size_gib, kind=d.kind)
-                            for d in self.config.local_disks
-                        ],
-                    ),
-                    agent_version=AGENT_VERSION,
-                    underlay_address=self.config.underlay_address,
-                    card_cpus=self.config.card_cpus,
+            await self._stream(channel, endpoint)
+
+    async def _stream(self, channel: grpc.aio.Channel, endpoint: str) -> None:
+        """Register, then hold one Connect stream on *channel* until it ends."""
+        stub = agent_pb2_grpc.AgentServiceStub(channel)
+        self.registered = await stub.Register(
+            agent_pb2.RegisterRequest(
+                host=self.host_name,
+                hardware=common_pb2.HardwareProfile(
+                    cpus=self.config.cpus,
+                    memory_gib=self.config.memory_gib,
+                    disks=[
+                        common_pb2.Disk(name=d.name, size_gib=d.size_gib, kind=d.kind)
+                        for d in self.config.local_disks
+                    ],
                 ),
-                metadata=self._metadata,
-                timeout=10,
-            )
-            interval = max(1, self.registered.heartbeat_interval_seconds or 5)
-            # drop reports queued for the dead stream: on_connect re-sends the current ones
-            while not self._outbox.empty():
-                self._outbox.get_nowait()
-            call = stub.Connect(self._upstream(interval), metadata=self._metadata)
-            self._on_connect()
+                agent_version=AGENT_VERSION,
+                underlay_address=self.config.underlay_address,
+                card_cpus=self.config.card_cpus,
+            ),
+            metadata=self._metadata,
+            timeout=10,
+        )
+        interval = max(1, self.registered.heartbeat_interval_seconds or 5)
+        # drop reports queued for the dead stream: on_connect re-sends the current ones
+        self._outbox.clear()
+        call = stub.Connect(self._upstream(interval), metadata=self._metadata)
+        self._on_connect()
+        try:
             async for msg in call:
                 if not self.connected.is_set():
                     self.connected.set()
@@ -212,18 +256,23 @@ class ControlPlaneLink:
                         self._last_problem = ""
                 if msg.WhichOneof("body") == "desired_state":
                     self._on_desired(desired_from_pb(msg.desired_state))
+        finally:
+            call.cancel()  # a shared channel outlives the stream: end it explicitly
 
     async def _upstream(self, interval: float) -> AsyncIterator[agent_pb2.AgentMessage]:
         yield self._heartbeat()
         loop = asyncio.get_running_loop()
         next_beat = loop.time() + interval
         while True:
-            timeout = max(0.0, next_beat - loop.time())
-            msg: agent_pb2.AgentMessage | None = None
-            with contextlib.suppress(TimeoutError):
-                msg = await asyncio.wait_for(self._outbox.get(), timeout)
-            if msg is not None:
-                yield msg
+            if not self._outbox:
+                # one timer handle per wait, no task: thousands of agents in
+                # one process (scale tests) wait here between heartbeats
+                timer = loop.call_at(next_beat, self._kick.set)
+                await self._kick.wait()
+                timer.cancel()
+            self._kick.clear()
+            while self._outbox:
+                yield self._outbox.popleft()
             if loop.time() >= next_beat:
                 yield self._heartbeat()
                 next_beat = loop.time() + interval
