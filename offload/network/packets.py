@@ -106,8 +106,13 @@ class Ipv4Packet:
     dst: bytes
     proto: int
     ttl: int
-    fragment: bool
+    offset: int  # fragment offset in bytes
+    more_fragments: bool
     payload: bytes
+
+    @property
+    def fragment(self) -> bool:
+        return self.more_fragments or self.offset != 0
 
 
 def parse_ipv4(data: bytes) -> Ipv4Packet | None:
@@ -118,8 +123,8 @@ def parse_ipv4(data: bytes) -> Ipv4Packet | None:
     ihl = (vihl & 0x0F) * 4
     if vihl >> 4 != 4 or ihl < 20 or total < ihl or total > len(data):
         return None
-    fragment = bool(frag & 0x2000) or (frag & 0x1FFF) != 0
-    return Ipv4Packet(src, dst, proto, ttl, fragment, bytes(data[ihl:total]))
+    offset, more = (frag & 0x1FFF) * 8, bool(frag & 0x2000)
+    return Ipv4Packet(src, dst, proto, ttl, offset, more, bytes(data[ihl:total]))
 
 
 @dataclass(frozen=True, slots=True)

@@ -142,3 +142,26 @@ def test_random_tcp_conversations(
         svc.poll()
         assert len(svc.tcp) <= 1
     check_replies(svc, sent)
+
+
+ipv4_seeds = st.sampled_from(
+    [
+        eth(ipv4(b"\x00\x35\x00\x35\x00\x0cabcd", 17, dst=b"\x0a\x08\x00\x07")),
+        eth(ipv4(b"\x00\x44\x00\x43\x00\x0cabcd", 17, dst=GATEWAY.packed)),
+        eth(ipv4(b"\x00\x43\x00\x44\x00\x0cabcd", 17, dst=BCAST_IP)),
+        eth(ipv4(b"x" * 24, 6, dst=b"\x0a\x08\x00\x07")),
+        eth(ipv4(b"x" * 24, 6, dst=MD_IP)),
+    ]
+)
+
+
+@settings(max_examples=400)
+@given(ipv4_seeds, st.lists(st.tuples(st.integers(14, 45), st.integers(0, 255)), max_size=4))
+def test_fast_path_agrees_with_the_full_parse(frame: bytes, edits: list[tuple[int, int]]) -> None:
+    data = bytearray(frame)
+    for pos, value in edits:
+        if pos < len(data):
+            data[pos] = value
+    svc, _ = fresh()
+    if svc._plain_ipv4(bytes(data)):
+        assert svc._ipv4(bytes(data[14:]), []) is TxVerdict.FORWARD
