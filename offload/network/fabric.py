@@ -10,8 +10,9 @@ list it makes sure that
   host never speaks into a tenant's VPC);
 * VXLAN ``bmvx<vni>`` exists with that VNI, ``local`` the host's underlay
   address, destination port 4789, learning off, the underlay device as its
-  link and an MTU 50 bytes below it, is enslaved to the bridge and up; a
-  device whose parameters differ is deleted and created again;
+  link and an MTU 50 bytes below it (followed when the underlay's changes),
+  is enslaved to the bridge and up; a device whose parameters differ is
+  deleted and created again;
 * the VXLAN device's flood list (FDB entries ``00:00:00:00:00:00 dst
   <remote>``) is exactly the other hosts carrying the VPC, so broadcast and
   unknown unicast go by head-end replication to those hosts only;
@@ -353,6 +354,9 @@ class Fabric:
         elif link.alias != self._alias(vpc):
             self._ipr.link("set", index=link.index, ifalias=self._alias(vpc))
             self._did(f"retag {name} for {vpc.vpc_id}")
+        if link.mtu != underlay.mtu - VXLAN_OVERHEAD:
+            self._ipr.link("set", index=link.index, mtu=underlay.mtu - VXLAN_OVERHEAD)
+            self._did(f"set {name} mtu {underlay.mtu - VXLAN_OVERHEAD}")
         if link.master != bridge.index:
             self._ipr.link("set", index=link.index, master=bridge.index)
             self._did(f"attach {name} to {bridge.name}")

@@ -127,6 +127,11 @@ def test_two_hosts_two_vpcs(world: dict[str, NetNamespace]) -> None:
         world["g1a"].run("ip", "neigh", "flush", "all")
         assert ping(world["g1a"], "10.0.0.4") and not ping(world["g1a"], "10.0.0.2", tries=1)
 
+        # the underlay's MTU grows: the VXLAN device follows, nothing else changes
+        world["2"].run("ip", "link", "set", "u2", "mtu", "9000")
+        changes = fabrics["2"].reconcile(ports(2)).changes
+        assert set(changes) == {"set bmvx4100 mtu 8950", "set bmvx4200 mtu 8950"}
+
         # a missing TAP is reported, the rest converges
         result = fabrics["2"].reconcile([*ports(2), VpcPort("vpc-a", VNI["a"], "tapnope")])
         assert result.missing_taps == ("tapnope",) and result.changes == ()
