@@ -4,7 +4,8 @@ The device hands every ethernet frame the guest transmits (without the
 virtio-net header) to ``classify_tx`` and acts on the verdict: FORWARD sends
 it on to the TAP, CONSUMED and DROP end it there.  ``attach`` gives the hook
 a thread-safe ``deliver`` function that queues an ethernet frame for the
-guest's RX queue, which is how card services answer.
+guest's RX queue, which is how card services answer.  ``ForwardAll`` is the
+hook of a NIC without card services.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import enum
 from collections.abc import Callable
 from typing import Protocol
 
-__all__ = ["NicHook", "TxVerdict"]
+__all__ = ["ForwardAll", "NicHook", "TxVerdict"]
 
 
 class TxVerdict(enum.Enum):
@@ -34,3 +35,13 @@ class NicHook(Protocol):
     def attach(self, deliver: Callable[[bytes], None]) -> None:
         """Give the hook a thread-safe function that queues a frame for guest RX."""
         ...
+
+
+class ForwardAll:
+    """The trivial ``NicHook``: every frame goes to the TAP, nothing is answered."""
+
+    def classify_tx(self, frame: bytes) -> TxVerdict:
+        return TxVerdict.FORWARD
+
+    def attach(self, deliver: Callable[[bytes], None]) -> None:
+        pass
