@@ -86,10 +86,10 @@ MAX_INJECTED: Final = 256
 SPEED_UNKNOWN: Final = 0xFFFFFFFF
 DUPLEX_UNKNOWN: Final = 0xFF
 # What QEMU's vhost-user netdev needs and nothing it could misuse: no CONFIG
-# (QEMU owns virtio-net's config space), no BACKEND_REQ (no back-end channel,
-# so nothing ever arrives on it while QEMU waits for a reply), no
-# INFLIGHT_SHMFD (packets may be lost; QEMU never sets it up for net), no
-# STATUS (see docs/offload.md for why offering it is dangerous with QEMU 7.2).
+# (QEMU owns virtio-net's config space and masks CONFIG for net anyway), no
+# BACKEND_REQ (no back-end channel, so nothing ever arrives on it while QEMU
+# waits for a reply), no INFLIGHT_SHMFD (QEMU never sets it up for net), and
+# STATUS is not implemented.  docs/offload.md has the QEMU 7.2 notes.
 PROTOCOL_FEATURES: Final = int(
     ProtocolFeature.MQ | ProtocolFeature.REPLY_ACK | ProtocolFeature.CONFIGURE_MEM_SLOTS
 )
