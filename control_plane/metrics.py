@@ -53,6 +53,11 @@ AGENT_MESSAGES = Counter(
     "Messages received from host agents, by kind.",
     ["kind"],
 )
+AGENT_STALE_MESSAGES = Counter(
+    "bmaas_cp_agent_stale_messages_total",
+    "Instance statuses and console tails dropped because the instance is no longer "
+    "bound to the agent's host (it was just terminated).",
+)
 DESIRED_STATE_PUSHES = Counter(
     "bmaas_cp_desired_state_pushes_total",
     "DesiredState messages sent down agent streams.",

@@ -2,6 +2,9 @@
 # Build the guest image for the server stand-in from Debian packages:
 #   OUT/vmlinuz            the Debian 12 kernel (linux-image-amd64's dependency)
 #   OUT/initramfs.cpio.gz  busybox-static + the virtio modules + images/init
+#   OUT/disk.raw           a UEFI-bootable GPT disk: an EFI system partition with
+#                          GRUB (grub-efi-amd64-bin), vmlinuz and the initramfs,
+#                          built by tools/diskimage.py without mounting anything
 # The result is cached: a stamp records the package versions and the inputs'
 # checksum, and a re-run with nothing changed does nothing.
 set -euo pipefail
@@ -25,11 +28,13 @@ fi
 [ -n "$kpkg" ] || { echo "images/build.sh: cannot resolve linux-image-amd64's kernel package" >&2; exit 1; }
 kver_pkg=$(apt-cache policy "$kpkg" | awk '/Candidate:/{print $2}')
 bver=$(apt-cache policy busybox-static | awk '/Candidate:/{print $2}')
-inputs=$(cat "$HERE/build.sh" "$HERE/init" | sha256sum | cut -c1-16)
-stamp="$kpkg=$kver_pkg busybox-static=$bver inputs=$inputs"
+# The disk's boot loader is built from the installed GRUB modules.
+gver=$(dpkg-query -W -f='${Version}' grub-efi-amd64-bin 2>/dev/null || echo none)
+inputs=$(cat "$HERE/build.sh" "$HERE/init" "$HERE/../tools/diskimage.py" | sha256sum | cut -c1-16)
+stamp="$kpkg=$kver_pkg busybox-static=$bver grub-efi-amd64-bin=$gver inputs=$inputs"
 
 if [ -f "$OUT/stamp" ] && [ "$(cat "$OUT/stamp")" = "$stamp" ] \
-   && [ -s "$OUT/vmlinuz" ] && [ -s "$OUT/initramfs.cpio.gz" ]; then
+   && [ -s "$OUT/vmlinuz" ] && [ -s "$OUT/initramfs.cpio.gz" ] && [ -s "$OUT/disk.raw" ]; then
   echo "guest image up to date in $OUT"
   exit 0
 fi
@@ -67,5 +72,8 @@ find "$root" -exec touch -h -d @0 {} +
   | gzip -n -9 > "$OUT/initramfs.cpio.gz.new"
 mv "$OUT/vmlinuz.new" "$OUT/vmlinuz"
 mv "$OUT/initramfs.cpio.gz.new" "$OUT/initramfs.cpio.gz"
+# tools/diskimage.py needs only the standard library: any python3 will do.
+(cd "$HERE/.." && "${PYTHON:-python3}" -m tools.diskimage \
+  --kernel "$OUT/vmlinuz" --initrd "$OUT/initramfs.cpio.gz" --out "$OUT/disk.raw" >/dev/null)
 echo "$stamp" > "$OUT/stamp"
 echo "guest image built in $OUT ($kpkg $kver_pkg, busybox $bver)"

@@ -6,7 +6,11 @@ background thread.  The main thread blocks SIGTERM, SIGINT and SIGHUP *before*
 any thread starts (so every thread inherits the mask) and waits for them with
 ``sigwait``: TERM/INT shut the server down (queue workers joined, socket file
 removed, exit 0); HUP re-reads the image file's size and, if it grew, resizes
-the device online, which sends the front-end a config-change message.  Every
+the device online, which sends the front-end a config-change message.  With
+``--stats FILE`` the main thread also writes the device's counters (requests,
+bytes, errors, a service-time histogram, whether a front-end is connected)
+to FILE every second, which is how the host agent exports per-device
+metrics without sharing memory with the data path.  Every
 start-up failure is one ``offload-blk: error: ...`` line on stderr and a
 non-zero exit (2 for bad arguments, 1 for everything else).
 
@@ -43,7 +47,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import NoReturn
 
-from offload.devices.blk import BlkDevice
+from offload.devices.blk import LATENCY_BOUNDS_NS, BlkDevice
 from offload.devices.net import NetDevice
 from offload.errors import OffloadError
 from offload.network.hook import ForwardAll, NicHook
@@ -59,6 +63,7 @@ log = logging.getLogger("offload.blk")
 
 MAX_QUEUES = 64
 MAX_QUEUE_SIZE = 1024
+STATS_INTERVAL = 1.0
 _SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 
 
@@ -98,6 +103,24 @@ class BlkService:
     def close(self) -> None:
         self.server.close()
         self.volume.close()
+
+    def write_stats(self, path: Path) -> None:
+        """The device's counters as JSON at *path* (written whole, then renamed)."""
+        stats = self.device.stats()
+        data = {
+            "requests": dict(stats.requests),
+            "errors": dict(stats.errors),
+            "read_bytes": stats.read_bytes,
+            "write_bytes": stats.write_bytes,
+            "latency_bounds_ns": list(LATENCY_BOUNDS_NS),
+            "latency_buckets": stats.latency_buckets,
+            "latency_ns_sum": stats.latency_ns_sum,
+            "connected": self.server.connected,
+            "size_bytes": self.volume.size,
+        }
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(data))
+        tmp.replace(path)
 
     def check_resize(self) -> bool:
         """Grow the device to the image file's current size; True if it changed."""
@@ -178,6 +201,11 @@ def _blk_parser() -> argparse.ArgumentParser:
         help="largest ring size a front-end may use, a power of two (256)",
     )
     parser.add_argument("--serial", default="", metavar="ID", help="disk serial (GET_ID)")
+    parser.add_argument(
+        "--stats",
+        metavar="FILE",
+        help="write I/O counters as JSON to FILE every second (read by the host agent)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every message")
     return parser
 
@@ -213,9 +241,17 @@ def blk_main(argv: list[str] | None = None) -> int:
             ", read-only" if args.read_only else "",
             os.getpid(),
         )
+        stats = Path(args.stats) if args.stats else None
         try:
             while True:
-                sig = signal.sigwait(_SIGNALS)
+                if stats is not None:
+                    service.write_stats(stats)
+                    info = signal.sigtimedwait(_SIGNALS, STATS_INTERVAL)
+                    if info is None:
+                        continue
+                    sig = info.si_signo
+                else:
+                    sig = signal.sigwait(_SIGNALS)
                 if sig != signal.SIGHUP:
                     log.info("%s: shutting down", signal.Signals(sig).name)
                     break

@@ -8,6 +8,7 @@ exactly what it created.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,18 @@ import pytest
 
 from host_agent.power.accel import accelerator
 from host_agent.power.qemu import QemuServer, ServerSpec
+from tests.harness.agents import AGENT_RUN_ROOT
 from tests.harness.etcd import EtcdServer
 from tests.harness.guest import ROOT, GuestImage
 from tests.harness.netns import NetNamespace
+
+
+@pytest.fixture(scope="session", autouse=True)
+def agent_run_dirs() -> Iterator[None]:
+    """Agents started by tests keep their sockets under ``AGENT_RUN_ROOT``
+    (``tests.harness.agents``); whatever is left there goes at the end."""
+    yield
+    shutil.rmtree(AGENT_RUN_ROOT, ignore_errors=True)
 
 
 @pytest.fixture

@@ -27,21 +27,33 @@ class RegisterRequest(_message.Message):
     HOST_FIELD_NUMBER: _builtins.int
     HARDWARE_FIELD_NUMBER: _builtins.int
     AGENT_VERSION_FIELD_NUMBER: _builtins.int
+    UNDERLAY_ADDRESS_FIELD_NUMBER: _builtins.int
+    CARD_CPUS_FIELD_NUMBER: _builtins.int
     host: _builtins.str
     """"hosts/{host}"; must match the credential"""
     agent_version: _builtins.str
+    underlay_address: _builtins.str
+    """The card's address on the underlay network (VXLAN tunnel endpoint), or
+    empty when the host carries no VPC traffic.
+    """
+    card_cpus: _builtins.int
+    """CPUs set aside for the card (not for tenants)"""
     @_builtins.property
-    def hardware(self) -> _common_pb2.HardwareProfile: ...
+    def hardware(self) -> _common_pb2.HardwareProfile:
+        """what the agent found (CPUs, memory, local disks)"""
+
     def __init__(
         self,
         *,
         host: _builtins.str = ...,
         hardware: _common_pb2.HardwareProfile | None = ...,
         agent_version: _builtins.str = ...,
+        underlay_address: _builtins.str = ...,
+        card_cpus: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["hardware", b"hardware"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_version", b"agent_version", "hardware", b"hardware", "host", b"host"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_version", b"agent_version", "card_cpus", b"card_cpus", "hardware", b"hardware", "host", b"host", "underlay_address", b"underlay_address"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -77,24 +89,28 @@ class AgentMessage(_message.Message):
     HEARTBEAT_FIELD_NUMBER: _builtins.int
     INSTANCE_STATUS_FIELD_NUMBER: _builtins.int
     HOST_STATUS_FIELD_NUMBER: _builtins.int
+    CONSOLE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def heartbeat(self) -> Global___Heartbeat: ...
     @_builtins.property
     def instance_status(self) -> Global___InstanceStatus: ...
     @_builtins.property
     def host_status(self) -> Global___HostStatus: ...
+    @_builtins.property
+    def console(self) -> Global___ConsoleTail: ...
     def __init__(
         self,
         *,
         heartbeat: Global___Heartbeat | None = ...,
         instance_status: Global___InstanceStatus | None = ...,
         host_status: Global___HostStatus | None = ...,
+        console: Global___ConsoleTail | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "heartbeat", b"heartbeat", "host_status", b"host_status", "instance_status", b"instance_status"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "console", b"console", "heartbeat", b"heartbeat", "host_status", b"host_status", "instance_status", b"instance_status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "heartbeat", b"heartbeat", "host_status", b"host_status", "instance_status", b"instance_status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "console", b"console", "heartbeat", b"heartbeat", "host_status", b"host_status", "instance_status", b"instance_status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["heartbeat", "instance_status", "host_status"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["heartbeat", "instance_status", "host_status", "console"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
@@ -136,25 +152,59 @@ class InstanceStatus(_message.Message):
     INSTANCE_FIELD_NUMBER: _builtins.int
     PHASE_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
+    GENERATION_FIELD_NUMBER: _builtins.int
     instance: _builtins.str
     phase: _common_pb2.InstanceState.ValueType
     """PROVISIONING, STARTING, RUNNING, STOPPED or FAILED (observed phase)."""
     message: _builtins.str
     """failure reason or progress note"""
+    generation: _builtins.int
+    """The highest DesiredInstance.generation the agent has acted on (see the
+    service comment).  A status older than the instance's generation is
+    kept but completes no action.
+    """
     def __init__(
         self,
         *,
         instance: _builtins.str = ...,
         phase: _common_pb2.InstanceState.ValueType = ...,
         message: _builtins.str = ...,
+        generation: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance", b"instance", "message", b"message", "phase", b"phase"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["generation", b"generation", "instance", b"instance", "message", b"message", "phase", b"phase"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___InstanceStatus: _TypeAlias = InstanceStatus  # noqa: Y015
+
+@_typing.final
+class ConsoleTail(_message.Message):
+    """The tail of the server's serial console, sent when it changes (at most
+    about once a second).  Replaces the previous tail.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_FIELD_NUMBER: _builtins.int
+    TAIL_FIELD_NUMBER: _builtins.int
+    instance: _builtins.str
+    tail: _builtins.bytes
+    """at most 64 KiB, the newest bytes"""
+    def __init__(
+        self,
+        *,
+        instance: _builtins.str = ...,
+        tail: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance", b"instance", "tail", b"tail"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConsoleTail: _TypeAlias = ConsoleTail  # noqa: Y015
 
 @_typing.final
 class HostStatus(_message.Message):
@@ -216,7 +266,9 @@ class DesiredState(_message.Message):
     INSTANCES_FIELD_NUMBER: _builtins.int
     host: _builtins.str
     generation: _builtins.int
-    """max etcd revision of the host and its instance"""
+    """Version of this whole message (see the service comment); echoed in
+    Heartbeat.applied_generation once applied.
+    """
     state: _common_pb2.HostState.ValueType
     clean: _builtins.bool
     """Wipe local disks for this epoch (CLEANING), then report wiped_epoch."""
@@ -257,6 +309,8 @@ class DesiredInstance(_message.Message):
     USER_DATA_FIELD_NUMBER: _builtins.int
     SSH_KEYS_FIELD_NUMBER: _builtins.int
     HOSTNAME_FIELD_NUMBER: _builtins.int
+    GENERATION_FIELD_NUMBER: _builtins.int
+    IMAGE_CHECKSUM_FIELD_NUMBER: _builtins.int
     instance: _builtins.str
     tenant: _builtins.str
     power: _common_pb2.PowerState.ValueType
@@ -270,6 +324,10 @@ class DesiredInstance(_message.Message):
     image_source_uri: _builtins.str
     user_data: _builtins.str
     hostname: _builtins.str
+    generation: _builtins.int
+    """The action generation (see the service comment)."""
+    image_checksum: _builtins.str
+    """"sha256:<hex>" or empty: verify the fetched image"""
     @_builtins.property
     def volumes(self) -> _containers.RepeatedCompositeFieldContainer[Global___DesiredVolume]:
         """boot volume first"""
@@ -293,10 +351,12 @@ class DesiredInstance(_message.Message):
         user_data: _builtins.str = ...,
         ssh_keys: _abc.Iterable[_builtins.str] | None = ...,
         hostname: _builtins.str = ...,
+        generation: _builtins.int = ...,
+        image_checksum: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["hostname", b"hostname", "image", b"image", "image_source_uri", b"image_source_uri", "instance", b"instance", "nics", b"nics", "power", b"power", "ssh_keys", b"ssh_keys", "state", b"state", "tenant", b"tenant", "terminate", b"terminate", "user_data", b"user_data", "volumes", b"volumes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["generation", b"generation", "hostname", b"hostname", "image", b"image", "image_checksum", b"image_checksum", "image_source_uri", b"image_source_uri", "instance", b"instance", "nics", b"nics", "power", b"power", "ssh_keys", b"ssh_keys", "state", b"state", "tenant", b"tenant", "terminate", b"terminate", "user_data", b"user_data", "volumes", b"volumes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -347,6 +407,7 @@ class DesiredNic(_message.Message):
     GATEWAY_IP_FIELD_NUMBER: _builtins.int
     VNI_FIELD_NUMBER: _builtins.int
     VPC_FIELD_NUMBER: _builtins.int
+    PEER_UNDERLAY_ADDRESSES_FIELD_NUMBER: _builtins.int
     network_interface: _builtins.str
     mac_address: _builtins.str
     private_ip: _builtins.str
@@ -354,6 +415,10 @@ class DesiredNic(_message.Message):
     gateway_ip: _builtins.str
     vni: _builtins.int
     vpc: _builtins.str
+    @_builtins.property
+    def peer_underlay_addresses(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Underlay addresses of the other hosts that carry this VPC (VXLAN peers)."""
+
     def __init__(
         self,
         *,
@@ -364,10 +429,11 @@ class DesiredNic(_message.Message):
         gateway_ip: _builtins.str = ...,
         vni: _builtins.int = ...,
         vpc: _builtins.str = ...,
+        peer_underlay_addresses: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["gateway_ip", b"gateway_ip", "mac_address", b"mac_address", "network_interface", b"network_interface", "private_ip", b"private_ip", "subnet_cidr", b"subnet_cidr", "vni", b"vni", "vpc", b"vpc"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gateway_ip", b"gateway_ip", "mac_address", b"mac_address", "network_interface", b"network_interface", "peer_underlay_addresses", b"peer_underlay_addresses", "private_ip", b"private_ip", "subnet_cidr", b"subnet_cidr", "vni", b"vni", "vpc", b"vpc"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

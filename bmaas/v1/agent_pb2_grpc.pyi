@@ -30,6 +30,29 @@ class AgentServiceStub:
     """The host agent's API.  The agent authenticates with the credential issued
     by OperatorService.EnrollHost ("authorization: Bearer <host-id>.<secret>")
     and may only speak for that host.
+
+    Generations: one protocol for "the agent has seen and done this".
+
+    - DesiredInstance.generation is the instance's action generation.  The
+      control plane raises it by one for every power action a user asks for
+      (stop, start, reboot); it never changes otherwise.  An agent acts on a
+      power action once: when it receives a generation higher than the one it
+      last acted on (persisted across agent restarts), it makes the server's
+      power match DesiredInstance.power (REBOOTING: reset the server).  With
+      an unchanged generation it changes nothing about power: a server that
+      powered itself off stays off and is reported STOPPED.
+    - InstanceStatus.generation echoes the highest DesiredInstance.generation
+      the agent has acted on.  The control plane completes an action (STOPPING
+      -> STOPPED, REBOOTING -> RUNNING, STARTING -> RUNNING) only from a status
+      whose generation is at least the instance's: a status sent before the
+      agent saw the action can never complete it.
+    - DesiredState.generation versions the whole message (it grows with every
+      change of the host or its instance); the agent echoes the last one it has
+      fully applied in Heartbeat.applied_generation, which tells operators how
+      far behind an agent is.  It is not an action counter.
+
+    Devices (volumes, NICs) are level-triggered: the agent converges them to
+    every DesiredState it receives, whatever the generations say.
     """
 
     @_typing.overload
@@ -49,6 +72,29 @@ class AgentServiceAsyncStub(AgentServiceStub):
     """The host agent's API.  The agent authenticates with the credential issued
     by OperatorService.EnrollHost ("authorization: Bearer <host-id>.<secret>")
     and may only speak for that host.
+
+    Generations: one protocol for "the agent has seen and done this".
+
+    - DesiredInstance.generation is the instance's action generation.  The
+      control plane raises it by one for every power action a user asks for
+      (stop, start, reboot); it never changes otherwise.  An agent acts on a
+      power action once: when it receives a generation higher than the one it
+      last acted on (persisted across agent restarts), it makes the server's
+      power match DesiredInstance.power (REBOOTING: reset the server).  With
+      an unchanged generation it changes nothing about power: a server that
+      powered itself off stays off and is reported STOPPED.
+    - InstanceStatus.generation echoes the highest DesiredInstance.generation
+      the agent has acted on.  The control plane completes an action (STOPPING
+      -> STOPPED, REBOOTING -> RUNNING, STARTING -> RUNNING) only from a status
+      whose generation is at least the instance's: a status sent before the
+      agent saw the action can never complete it.
+    - DesiredState.generation versions the whole message (it grows with every
+      change of the host or its instance); the agent echoes the last one it has
+      fully applied in Heartbeat.applied_generation, which tells operators how
+      far behind an agent is.  It is not an action counter.
+
+    Devices (volumes, NICs) are level-triggered: the agent converges them to
+    every DesiredState it receives, whatever the generations say.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -64,6 +110,29 @@ class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
     """The host agent's API.  The agent authenticates with the credential issued
     by OperatorService.EnrollHost ("authorization: Bearer <host-id>.<secret>")
     and may only speak for that host.
+
+    Generations: one protocol for "the agent has seen and done this".
+
+    - DesiredInstance.generation is the instance's action generation.  The
+      control plane raises it by one for every power action a user asks for
+      (stop, start, reboot); it never changes otherwise.  An agent acts on a
+      power action once: when it receives a generation higher than the one it
+      last acted on (persisted across agent restarts), it makes the server's
+      power match DesiredInstance.power (REBOOTING: reset the server).  With
+      an unchanged generation it changes nothing about power: a server that
+      powered itself off stays off and is reported STOPPED.
+    - InstanceStatus.generation echoes the highest DesiredInstance.generation
+      the agent has acted on.  The control plane completes an action (STOPPING
+      -> STOPPED, REBOOTING -> RUNNING, STARTING -> RUNNING) only from a status
+      whose generation is at least the instance's: a status sent before the
+      agent saw the action can never complete it.
+    - DesiredState.generation versions the whole message (it grows with every
+      change of the host or its instance); the agent echoes the last one it has
+      fully applied in Heartbeat.applied_generation, which tells operators how
+      far behind an agent is.  It is not an action counter.
+
+    Devices (volumes, NICs) are level-triggered: the agent converges them to
+    every DesiredState it receives, whatever the generations say.
     """
 
     @_abc_1.abstractmethod

@@ -269,8 +269,9 @@ class TenantServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetConsoleOutput(self, request, context):
-        """The console tail as last reported by the host agent (today the control
-        plane's view plus the agent's latest InstanceStatus.message).
+        """The tail of the server's serial console, as last sent by the host's
+        agent (empty until the server has printed something).  FAILED_PRECONDITION
+        while the instance has no host.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

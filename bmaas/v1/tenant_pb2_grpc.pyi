@@ -48,8 +48,9 @@ class TenantServiceStub:
     RebootInstance: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.InstanceActionRequest, _common_pb2.Instance]
     TerminateInstance: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.InstanceActionRequest, _common_pb2.Instance]
     GetConsoleOutput: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.GetConsoleOutputRequest, _tenant_pb2.ConsoleOutput]
-    """The console tail as last reported by the host agent (today the control
-    plane's view plus the agent's latest InstanceStatus.message).
+    """The tail of the server's serial console, as last sent by the host's
+    agent (empty until the server has printed something).  FAILED_PRECONDITION
+    while the instance has no host.
     """
     CreateVolume: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.CreateVolumeRequest, _common_pb2.Volume]
     """Cloud disks."""
@@ -101,8 +102,9 @@ class TenantServiceAsyncStub(TenantServiceStub):
     RebootInstance: _aio.UnaryUnaryMultiCallable[_tenant_pb2.InstanceActionRequest, _common_pb2.Instance]  # type: ignore[assignment]
     TerminateInstance: _aio.UnaryUnaryMultiCallable[_tenant_pb2.InstanceActionRequest, _common_pb2.Instance]  # type: ignore[assignment]
     GetConsoleOutput: _aio.UnaryUnaryMultiCallable[_tenant_pb2.GetConsoleOutputRequest, _tenant_pb2.ConsoleOutput]  # type: ignore[assignment]
-    """The console tail as last reported by the host agent (today the control
-    plane's view plus the agent's latest InstanceStatus.message).
+    """The tail of the server's serial console, as last sent by the host's
+    agent (empty until the server has printed something).  FAILED_PRECONDITION
+    while the instance has no host.
     """
     CreateVolume: _aio.UnaryUnaryMultiCallable[_tenant_pb2.CreateVolumeRequest, _common_pb2.Volume]  # type: ignore[assignment]
     """Cloud disks."""
@@ -199,8 +201,9 @@ class TenantServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _tenant_pb2.GetConsoleOutputRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_tenant_pb2.ConsoleOutput, _abc.Awaitable[_tenant_pb2.ConsoleOutput]]:
-        """The console tail as last reported by the host agent (today the control
-        plane's view plus the agent's latest InstanceStatus.message).
+        """The tail of the server's serial console, as last sent by the host's
+        agent (empty until the server has printed something).  FAILED_PRECONDITION
+        while the instance has no host.
         """
 
     @_abc_1.abstractmethod

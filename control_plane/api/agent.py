@@ -10,7 +10,11 @@ returns the heartbeat interval.  ``Connect`` runs two tasks per stream:
 - the reader applies agent messages: a heartbeat refreshes the host's
   liveness lease (``store.liveness``; no write to the host record, so the
   scheduler's CAS is not disturbed), instance and host statuses are merged
-  into the host's ``AgentReport`` that controllers converge on;
+  into the host's ``AgentReport`` that controllers converge on (with the
+  action generation the agent echoes: see ``agent.proto``), console tails
+  go to ``store.consoles``.  A status or console tail about an instance no
+  longer bound to the host (just terminated: the agent had not heard yet)
+  is dropped and counted, never an error: it must not close the stream;
 - the pusher computes the host's desired state (host record, bound
   instance, its image, volumes, NICs with subnet/VPC) whenever the
   ``AgentHub`` wakes it (a watched change of the host or its instance) and at
@@ -46,6 +50,7 @@ from control_plane.domain.transitions import apply_host_event
 from control_plane.domain.volume import Volume
 
 SERVICE = "AgentService"
+MAX_CONSOLE_TAIL = 64 * 1024
 DESIRED_RESYNC_SECONDS = 10.0
 _POWERED = frozenset(
     {
@@ -75,14 +80,29 @@ class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
         validate.required(request.host, "host")
         _own(host_id, request.host, "host")
         validate.text(request.agent_version, "agent_version", max_len=64)
+        underlay = validate.text(request.underlay_address, "underlay_address", max_len=45)
+        if underlay:
+            try:
+                ipaddress.ip_address(underlay)
+            except ValueError:
+                raise InvalidField("underlay_address", "is not an IP address") from None
+        hardware = (
+            convert.hardware_from_pb(request.hardware) if request.HasField("hardware") else None
+        )
         now = self.store.clock()
 
         def provide(h: Host) -> Host:
             if h.state == HostState.DECOMMISSIONED:
                 raise PermissionDenied(f"{h.name} is decommissioned")
+            found = dataclasses.replace(
+                h,
+                underlay_address=underlay,
+                card_cpus=request.card_cpus,
+                hardware=hardware if hardware is not None and hardware.cpus else h.hardware,
+            )
             if h.state == HostState.ENROLLED:
-                return apply_host_event(h, HostEvent.PROVIDE, now=now)
-            return h
+                return apply_host_event(found, HostEvent.PROVIDE, now=now)
+            return found
 
         host = await self.store.mutate(Host, f"hosts/{host_id}", provide)
         return agent_pb2.RegisterResponse(
@@ -146,19 +166,26 @@ class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
             phase = convert.agent_phase(st.phase)
             if phase is None:
                 raise InvalidField("instance_status.phase", "is not an observable phase")
-            host = await self.store.get(Host, f"hosts/{host_id}")
-            if st.instance != host.assigned_instance:
-                raise PermissionDenied(f"instance_status.instance: not bound to hosts/{host_id}")
+            if not await self._bound(host_id, st.instance):
+                return
             prev = await self.store.reports.get(host_id) or AgentReport(host=host_id)
             await self.store.reports.put(
                 dataclasses.replace(
                     prev,
                     instance=st.instance,
                     instance_phase=phase,
+                    generation=st.generation,
                     message=st.message,
                     report_time=0.0,
                 )
             )
+        elif kind == "console":
+            con = msg.console
+            validate.name(con.instance, "console.instance", "instances")
+            if len(con.tail) > MAX_CONSOLE_TAIL:
+                raise InvalidField("console.tail", f"is longer than {MAX_CONSOLE_TAIL} bytes")
+            if await self._bound(host_id, con.instance):
+                await self.store.consoles.put(con.instance, con.tail)
         elif kind == "host_status":
             st_h = msg.host_status
             _own(host_id, st_h.host, "host_status.host")
@@ -174,6 +201,14 @@ class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
             )
         else:
             raise InvalidField("body", "an AgentMessage must carry one body")
+
+    async def _bound(self, host_id: str, instance: str) -> bool:
+        """Whether *instance* is bound to the host; counts the stale message if not."""
+        host = await self.store.get(Host, f"hosts/{host_id}")
+        if instance == host.assigned_instance:
+            return True
+        metrics.AGENT_STALE_MESSAGES.inc()
+        return False
 
     async def _push(
         self,
@@ -191,6 +226,8 @@ class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
                 desired = await self.desired_state(host_id)
                 for inst in desired.instances:
                     hub.bind(host_id, inst.instance)
+                    for vol in inst.volumes:
+                        hub.bind(host_id, vol.volume)
                 generation = desired.generation
                 desired.generation = 0
                 fingerprint = desired.SerializeToString(deterministic=True)
@@ -233,6 +270,8 @@ class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
             terminate=inst.state in _TEARDOWN,
             image=image.name,
             image_source_uri=image.source,
+            image_checksum=image.checksum,
+            generation=inst.generation,
             user_data=inst.user_data,
             ssh_keys=list(inst.ssh_keys),
             hostname=inst.id,

@@ -1,15 +1,17 @@
 """Wakes the agent streams whose desired state may have changed.
 
-One hub per replica follows two kinds with ``Store.watch_names``
-(names only matter, values are not decoded): ``hosts/`` and ``instances/``.
-A host key change wakes the stream of that host; an instance key change
-wakes the stream of the host the instance was last seen on (the streams tell
-the hub which instance they are serving, ``bind``).  Each stream waits on its
+One hub per replica follows three kinds with ``Store.watch_names``
+(names only matter, values are not decoded): ``hosts/``, ``instances/`` and
+``volumes/``.  A host key change wakes the stream of that host; an instance
+or volume key change wakes the stream of the host the instance (or the
+instance the volume is attached to) was last seen on (the streams tell the
+hub which records they are serving, ``bind``), so an attach, a detach or a
+resize reaches the agent at once.  Each stream waits on its
 own ``asyncio.Event`` with a resync timeout, so a missed or compacted event
 costs at most one resync period, never correctness (level-triggered: the
 stream recomputes the whole desired state from etcd after every wake-up).
 
-Cost: two watches per replica regardless of the number of agents, instead of
+Cost: three watches per replica regardless of the number of agents, instead of
 one poll per agent per second.
 """
 
@@ -22,6 +24,7 @@ import logging
 from control_plane.domain.compute import Instance
 from control_plane.domain.errors import BmaasError
 from control_plane.domain.host import Host
+from control_plane.domain.volume import Volume
 from control_plane.store import Store
 
 log = logging.getLogger(__name__)
@@ -36,7 +39,7 @@ class AgentHub:
 
     async def start(self) -> None:
         rev = await self._store.current_revision()
-        for kind in (Host, Instance):
+        for kind in (Host, Instance, Volume):
             self._tasks.append(
                 asyncio.create_task(self._follow(kind, rev + 1), name=f"agent-hub-{kind.__name__}")
             )
@@ -60,7 +63,8 @@ class AgentHub:
             del self._instance_host[inst]
 
     def bind(self, host_id: str, instance: str) -> None:
-        """*host_id*'s stream currently serves *instance* (wake it on its changes)."""
+        """*host_id*'s stream currently serves *instance* (or a volume attached to
+        it): wake the stream when that record changes."""
         if instance:
             self._instance_host[instance] = host_id
 
@@ -70,7 +74,7 @@ class AgentHub:
             if event is not None:
                 event.set()
 
-    async def _follow(self, kind: type[Host] | type[Instance], start: int) -> None:
+    async def _follow(self, kind: type[Host] | type[Instance] | type[Volume], start: int) -> None:
         while True:
             try:
                 async for name, revision in self._store.watch_names(kind, start_revision=start):

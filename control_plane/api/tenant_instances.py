@@ -286,11 +286,7 @@ class InstancesMixin(Servicer, tenant_pb2_grpc.TenantServiceServicer):
         inst = await self.store.get(Instance, name)
         if not inst.host:
             raise FailedPrecondition(f"{name} has no host yet (state {inst.state})")
-        report = await self.store.reports.get(inst.host.removeprefix("hosts/"))
-        lines = [f"[bmaas] {inst.name} state={inst.state} host={inst.host}"]
-        if report is not None and report.instance == inst.name:
-            lines.append(f"[agent] phase={report.instance_phase} {report.message}".rstrip())
-        raw = ("\n".join(lines) + "\n").encode()
+        raw = await self.store.consoles.get(name)
         return tenant_pb2.ConsoleOutput(
             instance=name, output=raw[-(max_bytes or CONSOLE_DEFAULT_BYTES) :]
         )

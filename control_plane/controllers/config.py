@@ -25,11 +25,5 @@ class ControllerConfig:
     #: created it (it places synchronously); the controller only picks up
     #: instances whose creator crashed or gave up.  0 = schedule at once.
     pending_grace: float = 2.0
-    #: hosts without an agent (fake power driver, never heartbeated) finish
-    #: CLEANING after this many seconds
-    fake_clean_seconds: float = 1.0
-    #: instances on such hosts are advanced to their target state by the
-    #: controller itself (simulated hosts for scale tests and demos)
-    simulate_agentless_hosts: bool = True
     #: the scheduler's host cache also follows heartbeat leases
     track_liveness: bool = True

@@ -5,11 +5,9 @@ Keys are host ids.  Sources: the ``hosts/`` watch and the
 of the host (once) or reads it, and, with a CAS on its etag:
 
 - CLEANING: completes when the agent's report has ``wiped_epoch >=
-  cleaning_epoch`` (-> AVAILABLE, ``Cleaned=True``), or, for a host without
-  an agent (never heartbeated, fake power driver), once
-  ``fake_clean_seconds`` have passed since ``cleaning_started_time``
-  (polls with ``Transient(delay)``).  A host flagged ``maintenance`` goes
-  to MAINTENANCE instead.
+  cleaning_epoch`` (-> AVAILABLE, ``Cleaned=True``): only the agent's wipe
+  report ends a cleaning.  A host flagged ``maintenance`` goes to
+  MAINTENANCE instead.
 - ENROLLED / AVAILABLE with ``maintenance`` set: -> MAINTENANCE.
 - MAINTENANCE with ``maintenance`` cleared: -> CLEANING (always re-wiped).
 - ALLOCATED whose instance is gone, TERMINATED or bound elsewhere (found
@@ -64,16 +62,7 @@ class HostController(Controller):
                     self._observed.pop(ev.name.rsplit("/", 1)[-1], None)
                     continue
                 self._observed[host.id] = host
-                wait = self._simulated_wipe_left(host)
-                if wait > 0:
-                    self.queue.add_after(host.id, wait)
-                else:
-                    self.queue.add(host.id)
-
-    def _simulated_wipe_left(self, host: Host) -> float:
-        if host.state != _H.CLEANING or host.maintenance or not _agentless(host):
-            return 0.0
-        return host.cleaning_started_time + self.config.fake_clean_seconds - self.store.clock()
+                self.queue.add(host.id)
 
     async def _watch_reports(self, start: int) -> None:
         async with contextlib.aclosing(self.store.reports.watch(start_revision=start)) as evs:
@@ -110,15 +99,8 @@ class HostController(Controller):
         if host.maintenance:
             await self.store.update(apply_host_event(host, HostEvent.MAINTAIN, now=now))
             return DONE
-        if _agentless(host):
-            remaining = self._simulated_wipe_left(host)
-            if remaining > 0:
-                return Transient(delay=remaining, reason="simulated wipe in progress")
-            wiped = True
-        else:
-            report = await self.store.reports.get(host.id)
-            wiped = report is not None and report.wiped_epoch >= host.cleaning_epoch
-        if not wiped:
+        report = await self.store.reports.get(host.id)
+        if report is None or report.wiped_epoch < host.cleaning_epoch:
             return DONE  # the agent's wipe report requeues the host
         done = apply_host_event(host, HostEvent.CLEAN_DONE, now=now)
         conds = set_condition(
@@ -149,10 +131,6 @@ def _orphan(host: Host, instances: dict[str, Instance]) -> bool:
         return False
     inst = instances.get(host.assigned_instance)
     return inst is None or inst.host != host.name or inst.state == InstanceState.TERMINATED
-
-
-def _agentless(host: Host) -> bool:
-    return host.power_driver == "fake" and not host.monitored
 
 
 def _needs_work(host: Host) -> bool:

@@ -19,10 +19,9 @@ share one txn):
   STOPPED, for a FAILED report): follow the agent.
   The latest report of the instance's host is applied only if it names this
   instance and is at least as new as ``Instance.generation``;
-  ``domain.agent.events_for_report`` gives the events to apply.  On hosts
-  without an agent (fake power driver, never heartbeated) and with
-  ``simulate_agentless_hosts``, the controller plays the agent and moves the
-  instance straight to its target state.
+  ``domain.agent.events_for_report`` gives the events to apply.  Nothing
+  else moves an instance forward: a state is written because an agent
+  observed it.
 - TERMINATING: ONE txn sets the instance TERMINATED (releasing its quota
   slot), releases the host to CLEANING (``assigned_instance`` cleared,
   ``cleaning_epoch`` bumped), drops the instance from its placement
@@ -46,7 +45,7 @@ from typing import Any
 from control_plane.controllers.base import Controller
 from control_plane.controllers.config import ControllerConfig
 from control_plane.controllers.outcome import DONE, Outcome, Transient
-from control_plane.domain.agent import AgentPhase, events_for_report
+from control_plane.domain.agent import events_for_report
 from control_plane.domain.compute import Instance
 from control_plane.domain.conditions import ConditionStatus, ConditionType, set_condition
 from control_plane.domain.errors import Aborted, NoCapacity, NotFound
@@ -71,8 +70,6 @@ _I = InstanceState
 ACTIVE_STATES = frozenset(set(InstanceState) - INSTANCE_STABLE)
 
 _Record = Instance | Host | PlacementGroup | Volume | NetworkInterface
-
-_SIMULATED_PHASE = {_I.RUNNING: AgentPhase.RUNNING, _I.STOPPED: AgentPhase.STOPPED}
 
 
 class InstanceController(Controller):
@@ -170,20 +167,7 @@ class InstanceController(Controller):
     async def _follow_agent(self, inst: Instance) -> Outcome:
         if not inst.host:
             return DONE
-        host_id = inst.host.rsplit("/", 1)[-1]
-        if self.config.simulate_agentless_hosts:
-            # power driver and "ever heartbeated" rarely change: the scheduler's
-            # host cache answers without a round-trip
-            cached = self.scheduler.cache.get(host_id)
-            if cached is not None and _agentless(cached):
-                return await self._simulate(inst)
-        report = await self.store.reports.get(host_id)
-        if report is None and self.config.simulate_agentless_hosts:
-            try:
-                host = await self.store.get(Host, inst.host)
-            except NotFound:
-                return DONE
-            return await self._simulate(inst) if _agentless(host) else DONE
+        report = await self.store.reports.get(inst.host.rsplit("/", 1)[-1])
         if report is None or report.instance != inst.name or report.generation < inst.generation:
             return DONE  # wait: the next report requeues this instance
         events = events_for_report(inst.state, report.instance_phase)
@@ -193,18 +177,6 @@ class InstanceController(Controller):
         for event in events:
             new = apply_instance_event(new, event, reason=report.message)
         await self.store.update_batched(new)
-        return DONE
-
-    async def _simulate(self, inst: Instance) -> Outcome:
-        """Play the agent of an agentless host: straight to the target state."""
-        phase = _SIMULATED_PHASE.get(inst.target_state)
-        if phase is None:
-            return DONE
-        new = inst
-        for event in events_for_report(inst.state, phase):
-            new = apply_instance_event(new, event)
-        if new != inst:
-            await self.store.update_batched(new)
         return DONE
 
     async def _terminate(self, inst: Instance, *, fresh: bool = False) -> Outcome:
@@ -243,6 +215,7 @@ class InstanceController(Controller):
             if fresh or exc.name != inst.host:
                 raise
             return await self._terminate(inst, fresh=True)
+        await self.store.consoles.delete(inst.name)
         return DONE
 
     async def _detach_all(self, inst: Instance) -> tuple[list[_Record], list[_Record]]:
@@ -266,8 +239,3 @@ class InstanceController(Controller):
 def _holds_attachments(inst: Instance) -> bool:
     """A TERMINATED instance that still lists volumes or network interfaces."""
     return inst.state == _I.TERMINATED and bool(inst.volumes or inst.network_interfaces)
-
-
-def _agentless(host: Host) -> bool:
-    """A simulated host: fake power driver and no agent ever heartbeated."""
-    return host.power_driver == "fake" and not host.monitored

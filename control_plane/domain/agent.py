@@ -9,7 +9,8 @@ Controllers read the latest report by host key and converge:
   bound to the host (PROVISIONING -> STARTING -> RUNNING, STOPPED, FAILED).
   A report naming another instance than ``Host.assigned_instance``, or an
   older ``generation`` than the instance's (a stop/start/reboot the agent has
-  not seen yet), is stale and ignored.
+  not acted on yet), is stale and ignored.  STOPPED while RUNNING means the
+  server powered itself off (the guest shut down): the instance is STOPPED.
 - ``wiped_epoch``: the highest ``Host.cleaning_epoch`` whose secure wipe of
   local disks has finished; CLEANING ends when it reaches the host's epoch.
 """
@@ -55,7 +56,7 @@ def events_for_report(state: InstanceState, phase: AgentPhase) -> list[InstanceE
         return list(_BOOT_EVENTS[have:want])
     if state == InstanceState.REBOOTING and phase == AgentPhase.RUNNING:
         return [InstanceEvent.STARTED]
-    if state == InstanceState.STOPPING and phase == AgentPhase.STOPPED:
+    if state in (InstanceState.STOPPING, InstanceState.RUNNING) and phase == AgentPhase.STOPPED:
         return [InstanceEvent.STOPPED]
     return []
 

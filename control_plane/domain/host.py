@@ -61,6 +61,10 @@ class Host:
     cleaning_epoch: int = 0
     cleaning_started_time: float = 0.0
     last_cleaned_time: float = 0.0
+    #: reported by the agent at Register: the card's VXLAN tunnel endpoint
+    underlay_address: str = ""
+    #: reported by the agent: CPUs kept for the card, not for tenants
+    card_cpus: int = 0
     etag: str = ""
     create_time: float = 0.0
     update_time: float = 0.0

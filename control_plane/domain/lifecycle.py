@@ -24,6 +24,7 @@ Instance (every transient state names its target in ``INSTANCE_TARGETS``)::
     PENDING --schedule--> SCHEDULED --provision--> PROVISIONING --provisioned--> STARTING
     STARTING --started--> RUNNING
     RUNNING --stop--> STOPPING --stopped--> STOPPED --start--> STARTING
+    RUNNING --stopped--> STOPPED              (the server powered itself off)
     RUNNING --reboot--> REBOOTING --started--> RUNNING
     any non-final state --terminate--> TERMINATING --terminated--> TERMINATED
     any transient state or RUNNING --fail--> FAILED (with a reason) --terminate--> TERMINATING
@@ -161,6 +162,7 @@ INSTANCE_TRANSITIONS: Mapping[InstanceState, Mapping[InstanceEvent, InstanceStat
     _I.STARTING: {_IE.STARTED: _I.RUNNING, _IE.FAIL: _I.FAILED, _IE.TERMINATE: _I.TERMINATING},
     _I.RUNNING: {
         _IE.STOP: _I.STOPPING,
+        _IE.STOPPED: _I.STOPPED,
         _IE.REBOOT: _I.REBOOTING,
         _IE.FAIL: _I.FAILED,
         _IE.TERMINATE: _I.TERMINATING,

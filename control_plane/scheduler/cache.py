@@ -196,7 +196,12 @@ class HostCache:
 
     def mark_stale(self, host_id: str, revision: int) -> None:
         """The store holds *host_id* at *revision*: drop it from the pools
-        until the watch delivers that revision."""
+        until the watch delivers that revision.  If the watch already has
+        (it can beat the failed transaction's reply), the cache is current
+        and nothing changes: unpooling it then would hide the host until
+        its next change, which may never come."""
+        if revision > 0 and self._revs.get(host_id, 0) >= revision:
+            return
         self._unpool(host_id)
         if revision > 0:
             self._revs[host_id] = min(self._revs.get(host_id, 0), revision - 1)

@@ -19,6 +19,7 @@ watches one kind across all tenants and a longer prefix narrows to a parent::
     {root}/tenant_tokens/{token_id}            TenantToken (digest of the secret only)
     {root}/addresses/{t}/{vpc}/{s}/{ip}        IP claim of a subnet -> the NIC's name
     {root}/agent_reports/{h}                   latest AgentReport of host h
+    {root}/consoles/{t}/{i}                    serial console tail of instance i (agent-sent)
     {root}/heartbeats/{h}                      lease-bound; exists while h's agent heartbeats
     {root}/leases/{election}                   lease-bound; value = the leader's identity
 
@@ -99,6 +100,10 @@ class KeySpace:
 
     def agent_reports_prefix(self) -> bytes:
         return f"{self.root}/agent_reports/".encode()
+
+    def console(self, instance: str) -> bytes:
+        ids = parse_name(instance, collection="instances").ids
+        return f"{self.root}/consoles/{'/'.join(ids)}".encode()
 
     def heartbeat(self, host: str) -> bytes:
         return f"{self.root}/heartbeats/{host}".encode()

@@ -227,6 +227,7 @@ class Store:
         self.clock = clock
         # imported here to keep one concern per module and avoid an import cycle
         from control_plane.store.agent_reports import AgentReports
+        from control_plane.store.consoles import Consoles
         from control_plane.store.election import Elections
         from control_plane.store.liveness import Liveness
         from control_plane.store.tenant_tokens import TenantTokens
@@ -234,6 +235,7 @@ class Store:
         self.liveness = Liveness(kv, self.keys, clock=clock)
         self.elections = Elections(kv, self.keys)
         self.reports = AgentReports(self)
+        self.consoles = Consoles(kv, self.keys)
         self.tenant_tokens = TenantTokens(self)
         self._usage_locks: dict[str, asyncio.Lock] = {}
         #: tenant -> (tenant record, charged counter, released counter) as last seen

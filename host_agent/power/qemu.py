@@ -6,6 +6,23 @@ it), and its only devices are vhost-user ones served by the card:
 ``vhost-user-blk-pci`` per disk and ``virtio-net-pci`` on a ``vhost-user``
 netdev per NIC.  QEMU itself does no I/O work.
 
+The server boots one of two ways.  Direct kernel boot (``kernel``,
+``initrd``, ``append``) is quick and what most tests use.  Firmware boot
+(``firmware=UefiFirmware(...)``) is what a real server does: OVMF's code is a
+read-only pflash, its variable store (the server's NVRAM) a second, writable
+pflash that is this server's own copy of the template, created on the first
+``start()`` and kept across power cycles.  OVMF then boots the disk with the
+lowest ``bootindex`` (a GPT disk with an EFI system partition, see
+``tools/diskimage.py``); there is no ``-kernel``.  Both flashes are attached
+with ``-blockdev`` and the machine's ``pflash0``/``pflash1`` properties.
+
+Disks can be hot-plugged through QMP.  q35's root complex takes no hot-plug,
+so ``hotplug_slots=N`` creates N empty ``pcie-root-port`` devices with ids
+``hotplug_bus(0)`` ... ``hotplug_bus(N-1)``, the ``bus=`` of a later
+``device_add``.  They come after the cold-plugged devices on the command
+line, so adding slots does not move the PCI addresses of existing disks (the
+NVRAM's boot entries name those addresses).
+
 ``ServerSpec`` describes the machine; ``build_argv`` turns it into a command
 line (pure, unit-tested); ``QemuServer`` owns the process: ``start()``,
 ``wait_for_serial()`` (polls the serial log, which QEMU writes to a file),
@@ -45,6 +62,23 @@ class NetNic:
     queues: int = 1
 
 
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")  # Debian ovmf
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+
+
+@dataclass(frozen=True)
+class UefiFirmware:
+    """OVMF: read-only *code*, and *vars*, this server's writable variable store.
+
+    *vars* is copied from *vars_template* when it does not exist yet.  The
+    GRUB of our disk images needs ``memory_mib >= 384`` to load the kernel.
+    """
+
+    vars: Path
+    code: Path = OVMF_CODE
+    vars_template: Path = OVMF_VARS
+
+
 @dataclass(frozen=True)
 class ServerSpec:
     """What the stand-in server looks like (CPU, RAM, boot, devices)."""
@@ -61,6 +95,8 @@ class ServerSpec:
     nics: tuple[NetNic, ...] = ()
     qmp_socket: Path | None = None
     reconnect_s: int = 1
+    firmware: UefiFirmware | None = None
+    hotplug_slots: int = 0
     extra: tuple[str, ...] = field(default=())
 
 
@@ -68,7 +104,14 @@ def build_argv(spec: ServerSpec, *, qemu: str = "qemu-system-x86_64") -> list[st
     """The QEMU command line for *spec*."""
     if spec.accel not in ("kvm", "tcg"):
         raise ValueError(f"unknown accelerator {spec.accel!r}")
+    if spec.firmware is not None and spec.kernel is not None:
+        raise ValueError("firmware boots from a disk; give either firmware or kernel, not both")
+    if spec.hotplug_slots < 0:
+        raise ValueError(f"hotplug_slots must be >= 0, got {spec.hotplug_slots}")
     cpu = "host" if spec.accel == "kvm" else "max"
+    machine = "q35,memory-backend=ram0"
+    if spec.firmware is not None:
+        machine += ",pflash0=fw-code,pflash1=fw-vars"
     argv = [
         qemu,
         "-name", spec.name,
@@ -80,11 +123,17 @@ def build_argv(spec: ServerSpec, *, qemu: str = "qemu-system-x86_64") -> list[st
         "-smp", str(spec.cpus),
         "-m", f"{spec.memory_mib}M",
         "-object", f"memory-backend-memfd,id=ram0,size={spec.memory_mib}M,share=on",
-        "-machine", "q35,memory-backend=ram0",
+        "-machine", machine,
         "-chardev", f"file,id=serial0,path={spec.serial_log}",
         "-serial", "chardev:serial0",
         "-no-reboot",
     ]  # fmt: skip
+    if spec.firmware is not None:
+        fw = spec.firmware
+        argv += [
+            "-blockdev", f"node-name=fw-code,driver=file,filename={fw.code},read-only=on",
+            "-blockdev", f"node-name=fw-vars,driver=file,filename={fw.vars}",
+        ]  # fmt: skip
     if spec.kernel is not None:
         argv += ["-kernel", str(spec.kernel), "-append", spec.append]
         if spec.initrd is not None:
@@ -108,7 +157,24 @@ def build_argv(spec: ServerSpec, *, qemu: str = "qemu-system-x86_64") -> list[st
                 mq="on" if nic.queues > 1 else None,
             ),
         ]  # fmt: skip
+    for i in range(spec.hotplug_slots):
+        argv += ["-device", _device("pcie-root-port", id=hotplug_bus(i), chassis=i + 1)]
     return argv + list(spec.extra)
+
+
+def hotplug_bus(slot: int) -> str:
+    """The id of hot-plug slot *slot*'s root port: ``device_add``'s ``bus=``."""
+    return f"hp{slot}"
+
+
+def prepare_firmware(firmware: UefiFirmware) -> None:
+    """Create the server's variable store from the template unless it exists."""
+    if firmware.vars.exists():
+        return
+    firmware.vars.parent.mkdir(parents=True, exist_ok=True)
+    partial = firmware.vars.with_name(firmware.vars.name + ".tmp")
+    shutil.copyfile(firmware.vars_template, partial)
+    partial.replace(firmware.vars)
 
 
 def _device(driver: str, **props: object) -> str:
@@ -138,6 +204,8 @@ class QemuServer:
     async def start(self) -> None:
         self.spec.serial_log.parent.mkdir(parents=True, exist_ok=True)
         self.spec.serial_log.write_bytes(b"")
+        if self.spec.firmware is not None:
+            prepare_firmware(self.spec.firmware)
         with self._stderr_path.open("wb") as err:
             self._proc = await asyncio.create_subprocess_exec(
                 *self.argv, stdin=asyncio.subprocess.DEVNULL, stdout=err, stderr=err

@@ -47,8 +47,10 @@ from __future__ import annotations
 
 import contextlib
 import struct
+from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass, field
+from time import perf_counter_ns
 
 from offload.devices.base import DEFAULT_PROTOCOL_FEATURES, DeviceBackend
 from offload.errors import GuestDescriptorError, GuestRingError, StorageError
@@ -111,20 +113,36 @@ _TYPE_NAMES = {
 }
 
 
+#: upper bounds (ns) of the service-time histogram buckets; one more bucket is +Inf
+LATENCY_BOUNDS_NS = (
+    10_000, 25_000, 50_000, 100_000, 250_000,
+    500_000, 1_000_000, 2_500_000, 10_000_000, 100_000_000,
+)  # fmt: skip
+
+
 @dataclass
 class BlkStats:
-    """Counters for one queue (summed across queues by ``BlkDevice.stats``)."""
+    """Counters for one queue (summed across queues by ``BlkDevice.stats``).
+
+    ``latency_buckets[i]`` counts requests whose service time (parse to
+    completion, in the back-end) was at most ``LATENCY_BOUNDS_NS[i]`` and
+    above the previous bound; the last bucket is everything slower."""
 
     requests: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
     read_bytes: int = 0
     write_bytes: int = 0
+    latency_ns_sum: int = 0
+    latency_buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BOUNDS_NS) + 1))
 
     def merge(self, other: BlkStats) -> None:
         self.requests.update(other.requests)
         self.errors.update(other.errors)
         self.read_bytes += other.read_bytes
         self.write_bytes += other.write_bytes
+        self.latency_ns_sum += other.latency_ns_sum
+        for i, n in enumerate(other.latency_buckets):
+            self.latency_buckets[i] += n
 
 
 class _Bad(Exception):
@@ -326,6 +344,14 @@ class BlkDevice(DeviceBackend):
 
     def _handle(self, chain: DescriptorChain, stats: BlkStats) -> tuple[int, int]:
         """Parse, execute and complete one request; returns (head, used len)."""
+        started = perf_counter_ns()
+        done = self._serve(chain, stats)
+        took = perf_counter_ns() - started
+        stats.latency_ns_sum += took
+        stats.latency_buckets[bisect_left(LATENCY_BOUNDS_NS, took)] += 1
+        return done
+
+    def _serve(self, chain: DescriptorChain, stats: BlkStats) -> tuple[int, int]:
         writable = chain.writable
         if not writable:
             stats.errors["no_status"] += 1

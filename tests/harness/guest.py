@@ -67,6 +67,23 @@ class GuestImage:
         return dest
 
 
+def disk_with(image: GuestImage, script: str, dest: Path, *, quiet: bool = True) -> Path:
+    """A UEFI-bootable raw disk (``tools.diskimage``) whose guest runs *script*.
+
+    ``quiet`` keeps the kernel's boot log off the console, so several boots
+    fit in one console tail."""
+    from tools.diskimage import build_disk_image
+
+    initrd = image.initrd_with(script, dest.with_suffix(".initrd"))
+    cmdline = "console=ttyS0 quiet panic=-1" if quiet else "console=ttyS0 panic=-1"
+    try:
+        return build_disk_image(
+            kernel=image.kernel, initrd=initrd, out=dest, cmdline=cmdline, size_mib=32
+        )
+    finally:
+        initrd.unlink(missing_ok=True)
+
+
 def command_output(serial: str) -> str:
     """What /bmaas/cmd printed: the console text after the ready marker."""
     _, _, rest = serial.partition(READY)

@@ -42,7 +42,6 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 CONFIG = ControllerConfig(
     lease_ttl=2,
     resync_period=1.0,
-    fake_clean_seconds=0.2,
     no_capacity_retry=0.2,
     pending_grace=0.0,
 )

@@ -26,7 +26,7 @@ __all__ = ["cp_etcd", "root", "store", "store_factory"]
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 HB_TTL = 2
-CONFIG = ControllerConfig(lease_ttl=2, resync_period=1.0, fake_clean_seconds=0.1, pending_grace=0.0)
+CONFIG = ControllerConfig(lease_ttl=2, resync_period=1.0, pending_grace=0.0)
 T, F = ConditionStatus.TRUE, ConditionStatus.FALSE
 
 

@@ -74,6 +74,21 @@ async def test_a_lost_race_hides_the_host_until_the_watch_catches_up() -> None:
     assert _ids(cache) == {"h0"}
 
 
+async def test_a_lost_race_the_watch_already_reported_keeps_the_host() -> None:
+    """The watch delivered the write that beat us before the failed txn
+    returned: the cache is current, the host stays pooled (hiding it would
+    last until its next change, which may never come)."""
+    cache = HostCache(cast(Store, None), track_liveness=False)
+    cache.apply(_host(0, 5))
+    assert cache.apply(_host(0, 9, last_heartbeat=1.0))  # e.g. the liveness stamp
+    cache.mark_stale("h0", 9)
+    assert _ids(cache) == {"h0"}
+    cache.mark_stale("h0", 11)  # a newer write the watch has not delivered yet
+    assert _ids(cache) == set()
+    assert cache.apply(_host(0, 11))
+    assert _ids(cache) == {"h0"}
+
+
 async def test_monitored_hosts_leave_the_pools_when_their_lease_expires() -> None:
     cache = HostCache(cast(Store, None), track_liveness=True)
     cache.apply(_host(0, 5, last_heartbeat=1.0))

@@ -1,0 +1,183 @@
+"""The card's device back-ends, as supervised processes.
+
+Each volume is served by its own ``offload-blk`` process (one vhost-user-blk
+socket each).  They are processes, not threads of the agent, for one
+reason above all: the data path must outlive the management plane.  A
+crashed or upgraded agent leaves every back-end serving its guest; the new
+agent finds them again from their pid files (checking that the pid still
+runs ``offload-blk`` on the same socket) and supervises them from there.
+When a back-end dies the agent starts a new one on the same socket and
+image; QEMU reconnects and the back-end's inflight region lets it resubmit
+what was in flight, so the guest sees a pause, not an error.  Processes
+also give each device its own GIL and its own crash domain.
+
+Back-ends run in their own session (``start_new_session``), so signals to
+the agent's process group never reach them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from host_agent import metrics
+
+
+class DeviceError(Exception):
+    """A back-end could not be started (the message names the volume)."""
+
+
+def _offload_blk() -> str:
+    beside = Path(sys.executable).parent / "offload-blk"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("offload-blk")
+    if found is None:
+        raise DeviceError("offload-blk not found next to the agent's Python or on PATH")
+    return found
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+def pid_alive(pid: int, *, must_contain: str) -> bool:
+    """*pid* runs and its command line contains *must_contain* (not a reused pid)."""
+    if pid <= 0:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    if stat.rsplit(")", 1)[-1].split()[0] == "Z":
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # our child: reap it
+        return False
+    return any(must_contain in arg for arg in _cmdline(pid))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BlkSpec:
+    id: str
+    image: Path
+    socket: Path
+    queues: int = 1
+    read_only: bool = False
+    serial: str = ""
+
+
+class BlkBackend:
+    """One supervised ``offload-blk``; its pid file sits beside its socket."""
+
+    def __init__(self, spec: BlkSpec) -> None:
+        self.spec = spec
+        self.pidfile = spec.socket.with_suffix(".pid")
+        self.logfile = spec.socket.with_suffix(".log")
+        self.statsfile = spec.socket.with_suffix(".stats")
+        self._child: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+
+    def pid(self) -> int:
+        try:
+            return int(self.pidfile.read_text())
+        except (OSError, ValueError):
+            return 0
+
+    def alive(self) -> bool:
+        if self._child is not None and self._child.poll() is not None:
+            self._child = None
+            return False
+        return pid_alive(self.pid(), must_contain=str(self.spec.socket))
+
+    def ensure(self, *, timeout: float = 10.0) -> bool:
+        """Start the back-end unless it is running; True if it was (re)started."""
+        if self.alive():
+            return False
+        if self.pid():  # it ran before and died: a restart
+            self.restarts += 1
+            metrics.BACKEND_RESTARTS.inc()
+        self.spec.socket.parent.mkdir(parents=True, exist_ok=True)
+        argv = [_offload_blk(), "--socket", str(self.spec.socket), "--image", str(self.spec.image)]
+        argv += ["--queues", str(self.spec.queues), "--stats", str(self.statsfile)]
+        if self.spec.read_only:
+            argv.append("--read-only")
+        if self.spec.serial:
+            argv += ["--serial", self.spec.serial[:20]]
+        with self.logfile.open("ab") as log:
+            self._child = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        self.pidfile.write_text(str(self._child.pid))
+        deadline = time.monotonic() + timeout
+        while not self.spec.socket.exists():
+            if self._child.poll() is not None:
+                raise DeviceError(
+                    f"offload-blk for {self.spec.id} exited ({self._child.returncode}): "
+                    f"{self._log_tail()}"
+                )
+            if time.monotonic() > deadline:
+                raise DeviceError(f"offload-blk for {self.spec.id}: no socket after {timeout}s")
+            time.sleep(0.02)
+        return True
+
+    def _log_tail(self) -> str:
+        try:
+            return self.logfile.read_text(errors="replace").strip().splitlines()[-1][-300:]
+        except (OSError, IndexError):
+            return "no output"
+
+    def stats(self) -> dict[str, Any]:
+        """The back-end's last counters (``offload-blk --stats``), or {} if none yet."""
+        try:
+            data = json.loads(self.statsfile.read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the back-end process so far."""
+        try:
+            fields = Path(f"/proc/{self.pid()}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def resize(self) -> None:
+        """Tell the back-end its image grew (it re-reads the size, the guest is told)."""
+        pid = self.pid()
+        if self.alive():
+            os.kill(pid, signal.SIGHUP)
+
+    def stop(self, *, timeout: float = 5.0) -> None:
+        """Stop the back-end and remove its socket, pid and log files."""
+        pid = self.pid()
+        if self.alive():
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while self.alive() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if self.alive():
+                os.kill(pid, signal.SIGKILL)
+        if self._child is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._child.wait(timeout)
+            self._child = None
+        for path in (self.spec.socket, self.pidfile, self.logfile, self.statsfile):
+            path.unlink(missing_ok=True)

@@ -1,0 +1,96 @@
+"""The ``PowerDriver`` contract: how the agent drives its physical server.
+
+One driver object per server (the instance's working directory holds its
+state, so a restarted agent re-adopts what is running).  The agent calls:
+
+- ``power_on(machine)``: boot the server with the devices in *machine*
+  (their back-ends are already serving); no-op when it is on.
+- ``power_off(grace=...)``: ask the OS to shut down, wait up to *grace*
+  seconds, then cut power; no-op when it is off.
+- ``reboot()``: a hard reset (the server stays on).
+- ``state()``: ON or OFF as observed now (a server that powered itself off
+  is OFF).
+- ``console_tail(limit)``: the newest bytes of the serial console.
+- ``attach_disk`` / ``detach_disk``: hot-plug of a vhost-user-blk disk into
+  the running server.
+- ``adopt()``: find a server left running by a previous agent process.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from pathlib import Path
+
+from host_agent.desired import Power
+
+
+class PowerError(Exception):
+    """A power action failed (the message says which and why)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Disk:
+    id: str
+    socket: Path
+    queues: int = 1
+    boot: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Nic:
+    id: str
+    socket: Path
+    mac: str
+    queues: int = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Machine:
+    """The server as it should boot: CPU, RAM and the card's devices."""
+
+    name: str
+    cpus: int = 1
+    memory_mib: int = 512
+    disks: tuple[Disk, ...] = ()
+    nics: tuple[Nic, ...] = ()
+
+
+class PowerDriver(abc.ABC):
+    #: the name operators see (``Host.power_driver``)
+    kind: str = ""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+
+    @abc.abstractmethod
+    async def adopt(self) -> bool:
+        """Re-attach to a server left running; True if one was found."""
+
+    @abc.abstractmethod
+    async def power_on(self, machine: Machine) -> None: ...
+
+    @abc.abstractmethod
+    async def power_off(self, *, grace: float = 0.0) -> None: ...
+
+    @abc.abstractmethod
+    async def reboot(self) -> None: ...
+
+    @abc.abstractmethod
+    async def state(self) -> Power: ...
+
+    @abc.abstractmethod
+    def console_tail(self, limit: int) -> bytes: ...
+
+    @abc.abstractmethod
+    async def attach_disk(self, disk: Disk) -> None: ...
+
+    @abc.abstractmethod
+    async def detach_disk(self, disk_id: str) -> None: ...
+
+    @abc.abstractmethod
+    def attached_disks(self) -> set[str]:
+        """Ids of the disks the running server has (empty when off)."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
+        """Let go of the server without changing its power (agent shutdown)."""

@@ -1,0 +1,82 @@
+"""The ``fake`` power driver: no server at all.
+
+For control-plane scale tests and benchmarks: thousands of agents in one
+process speak the real ``AgentService`` protocol while their "servers" are
+a power flag and a set of disk ids.  The flag is kept in the working
+directory (when one is given) so a restarted agent adopts its fake server
+like the qemu driver adopts a live QEMU.  The console shows what happened.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from host_agent.desired import Power
+from host_agent.power.base import Disk, Machine, PowerDriver
+
+
+class FakePower(PowerDriver):
+    kind = "fake"
+
+    def __init__(self, workdir: Path | None = None) -> None:
+        super().__init__(workdir or Path("/nonexistent"))
+        self._persist = workdir is not None
+        self._power = Power.OFF
+        self._disks: set[str] = set()
+        self._console = bytearray()
+        self.boots = 0
+
+    def _say(self, line: str) -> None:
+        self._console += f"[fake {time.strftime('%H:%M:%S')}] {line}\n".encode()
+
+    def _flag(self) -> Path:
+        return self.workdir / "fake-power"
+
+    def _save(self) -> None:
+        if self._persist:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            self._flag().write_text(self._power.value)
+
+    async def adopt(self) -> bool:
+        if self._persist and self._flag().exists():
+            self._power = Power(self._flag().read_text().strip() or "off")
+        return self._power == Power.ON
+
+    async def power_on(self, machine: Machine) -> None:
+        if self._power == Power.ON:
+            return
+        self._power = Power.ON
+        self._disks = {d.id for d in machine.disks}
+        self.boots += 1
+        self._say(f"power on {machine.name} with disks {sorted(self._disks)}")
+        self._save()
+
+    async def power_off(self, *, grace: float = 0.0) -> None:
+        if self._power == Power.OFF:
+            return
+        self._power = Power.OFF
+        self._disks = set()
+        self._say("power off")
+        self._save()
+
+    async def reboot(self) -> None:
+        self.boots += 1
+        self._say("reset")
+
+    async def state(self) -> Power:
+        return self._power
+
+    def console_tail(self, limit: int) -> bytes:
+        return bytes(self._console[-limit:])
+
+    async def attach_disk(self, disk: Disk) -> None:
+        self._disks.add(disk.id)
+        self._say(f"attach {disk.id}")
+
+    async def detach_disk(self, disk_id: str) -> None:
+        self._disks.discard(disk_id)
+        self._say(f"detach {disk_id}")
+
+    def attached_disks(self) -> set[str]:
+        return set(self._disks)

@@ -1,0 +1,320 @@
+"""The ``qemu`` power driver: a QEMU process stands in for the server.
+
+Powering on starts QEMU (``host_agent.power.qemu.build_argv``: memfd RAM
+shared with the card, only vhost-user devices, UEFI firmware booting the
+disk marked ``boot``) in its own session, so it outlives the agent; its pid
+file and QMP socket let a restarted agent adopt it.  Everything after the
+start goes through QMP: ``query-status`` for the power state,
+``system_powerdown`` then ``quit`` for power off, ``system_reset`` for a
+reboot, ``chardev-add`` + ``device_add`` on a free hot-plug root port to
+plug a disk and ``device_del`` + ``chardev-remove`` to unplug it.
+
+Files in the instance's working directory: ``qemu.pid``, ``console.log``
+(the serial port, appended across power cycles), ``qemu.log`` (QEMU's own
+stderr), ``vars.fd`` (the server's UEFI variable store, its NVRAM), and
+``devices.json`` (which QEMU device id and hot-plug slot each disk has).
+The QMP socket lives in the agent's ``run_dir`` (unix socket paths are
+short).
+
+The server's vCPUs are kept off the card's CPUs (the first ``card_cpus`` of
+the machine) when the machine has CPUs left for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+from host_agent.config import AgentConfig
+from host_agent.desired import Power
+from host_agent.devices import pid_alive
+from host_agent.power.accel import accelerator
+from host_agent.power.base import Disk, Machine, PowerDriver, PowerError
+from host_agent.power.qemu import (
+    BlkDisk,
+    ServerSpec,
+    UefiFirmware,
+    build_argv,
+    hotplug_bus,
+    prepare_firmware,
+)
+from host_agent.power.qmp import QmpClient, QmpConnectionError, QmpError
+
+HOTPLUG_SLOTS = 6
+
+
+class QemuPower(PowerDriver):
+    kind = "qemu"
+
+    def __init__(self, workdir: Path, config: AgentConfig) -> None:
+        super().__init__(workdir)
+        self.config = config
+        self.pidfile = workdir / "qemu.pid"
+        self.console = workdir / "console.log"
+        self.qmp_socket = config.run_dir / f"{workdir.name}.qmp"
+        self._devices_file = workdir / "devices.json"
+        self._qmp: QmpClient | None = None
+        self._child: subprocess.Popen[bytes] | None = None
+
+    @property
+    def _tag(self) -> str:
+        return f"bmaas-{self.workdir.name}"
+
+    # -- devices.json: {disk id: {"qdev": id, "slot": n or -1}} -------------
+    def _devices(self) -> dict[str, dict[str, object]]:
+        try:
+            data = json.loads(self._devices_file.read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _save_devices(self, devices: dict[str, dict[str, object]]) -> None:
+        tmp = self._devices_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(devices))
+        tmp.replace(self._devices_file)
+
+    # -- process -------------------------------------------------------------
+    def _pid(self) -> int:
+        try:
+            return int(self.pidfile.read_text())
+        except (OSError, ValueError):
+            return 0
+
+    def _running(self) -> bool:
+        if self._child is not None and self._child.poll() is not None:
+            self._child = None
+        return pid_alive(self._pid(), must_contain=self._tag)
+
+    async def _client(self) -> QmpClient:
+        if self._qmp is None:
+            self._qmp = await QmpClient.connect(self.qmp_socket, timeout=10.0)
+        return self._qmp
+
+    async def _exec(self, command: str, /, **arguments: object) -> object:
+        """One QMP command; a connection lost since the last one is re-opened once."""
+        try:
+            return await (await self._client()).execute(command, **arguments)
+        except QmpConnectionError:
+            if self._qmp is not None:
+                await self._qmp.aclose()
+            self._qmp = None
+            return await (await self._client()).execute(command, **arguments)
+
+    async def _wait_gone(self, seconds: float) -> bool:
+        for _ in range(max(1, int(seconds / 0.05))):
+            if not self._running():
+                return True
+            await asyncio.sleep(0.05)
+        return not self._running()
+
+    async def adopt(self) -> bool:
+        if not self._running():
+            return False
+        with contextlib.suppress(QmpError, OSError, TimeoutError):
+            await self._client()
+        return True
+
+    def _accel(self) -> str:
+        if self.config.probe_kernel is not None:
+            return accelerator(self.config.probe_kernel, cache_dir=self.config.state_dir)
+        forced = os.environ.get("BMAAS_ACCEL")
+        if forced in ("kvm", "tcg"):
+            return forced
+        return "kvm" if os.access("/dev/kvm", os.R_OK | os.W_OK) else "tcg"
+
+    async def power_on(self, machine: Machine) -> None:
+        if self._running():
+            return
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.qmp_socket.parent.mkdir(parents=True, exist_ok=True)
+        self.qmp_socket.unlink(missing_ok=True)
+        firmware = UefiFirmware(vars=self.workdir / "vars.fd")
+        spec = ServerSpec(
+            name=self._tag,
+            serial_log=self.console,
+            memory_mib=machine.memory_mib,
+            cpus=machine.cpus,
+            accel=await asyncio.to_thread(self._accel),
+            firmware=firmware,
+            disks=tuple(
+                BlkDisk(socket=d.socket, num_queues=d.queues, bootindex=0 if d.boot else None)
+                for d in machine.disks
+            ),
+            qmp_socket=self.qmp_socket,
+            hotplug_slots=HOTPLUG_SLOTS,
+        )
+        binary = shutil.which("qemu-system-x86_64")
+        if binary is None:
+            raise PowerError("qemu-system-x86_64 not found on PATH")
+        argv = _server_argv(build_argv(spec, qemu=binary), self.console)
+        await asyncio.to_thread(prepare_firmware, firmware)
+        self._save_devices(
+            {d.id: {"qdev": f"disk{i}", "slot": -1} for i, d in enumerate(machine.disks)}
+        )
+        self._child = await asyncio.to_thread(self._spawn, argv)
+        self.pidfile.write_text(str(self._child.pid))
+        self._pin(self._child.pid)
+        try:
+            await self._client()
+        except (QmpError, OSError, TimeoutError) as exc:
+            await self._kill()
+            raise PowerError(f"QEMU did not start: {self._qemu_log_tail()}") from exc
+
+    def _spawn(self, argv: list[str]) -> subprocess.Popen[bytes]:
+        with (self.workdir / "qemu.log").open("ab") as log:
+            return subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+            )
+
+    def _pin(self, pid: int) -> None:
+        """Keep the server's vCPUs off the card's CPUs when there are CPUs to spare."""
+        cpus = sorted(os.sched_getaffinity(0))
+        card = self.config.card_cpus
+        if card and len(cpus) > card:
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                with contextlib.suppress(OSError):
+                    os.sched_setaffinity(int(task.name), set(cpus[card:]))
+
+    def _qemu_log_tail(self) -> str:
+        try:
+            text = (self.workdir / "qemu.log").read_text(errors="replace").strip()
+        except OSError:
+            return "no output"
+        return text.splitlines()[-1][-400:] if text else "no output"
+
+    async def power_off(self, *, grace: float = 0.0) -> None:
+        if not self._running():
+            await self._forget()
+            return
+        if grace > 0:
+            with contextlib.suppress(QmpError, OSError, TimeoutError):
+                await self._exec("system_powerdown")
+                await self._wait_gone(grace)
+        if self._running():
+            with contextlib.suppress(QmpError, OSError, TimeoutError):
+                await self._exec("quit")
+            await self._wait_gone(5)
+        await self._kill()
+
+    async def _kill(self) -> None:
+        pid = self._pid()
+        if self._running():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            await self._wait_gone(5)
+        if self._child is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                await asyncio.to_thread(self._child.wait, 5)
+            self._child = None
+        await self._forget()
+
+    async def _forget(self) -> None:
+        if self._qmp is not None:
+            await self._qmp.aclose()
+            self._qmp = None
+        self.pidfile.unlink(missing_ok=True)
+        self.qmp_socket.unlink(missing_ok=True)
+        self._devices_file.unlink(missing_ok=True)
+
+    async def reboot(self) -> None:
+        try:
+            await self._exec("system_reset")
+        except (QmpError, OSError, TimeoutError) as exc:
+            raise PowerError(f"reset failed: {exc}") from exc
+
+    async def state(self) -> Power:
+        if not self._running():
+            if self.pidfile.exists():
+                await self._forget()  # it powered itself off
+            return Power.OFF
+        return Power.ON
+
+    def console_tail(self, limit: int) -> bytes:
+        try:
+            with self.console.open("rb") as f:
+                f.seek(0, os.SEEK_END)
+                size = f.tell()
+                f.seek(max(0, size - limit))
+                return f.read()
+        except OSError:
+            return b""
+
+    async def attach_disk(self, disk: Disk) -> None:
+        devices = self._devices()
+        if disk.id in devices:
+            return
+        used = {int(str(d.get("slot", -1))) for d in devices.values()}
+        free = [s for s in range(HOTPLUG_SLOTS) if s not in used]
+        if not free:
+            raise PowerError(f"no free hot-plug slot for {disk.id} ({HOTPLUG_SLOTS} in use)")
+        chardev = f"c{disk.id}"
+        with contextlib.suppress(QmpError):
+            await self._exec("chardev-remove", id=chardev)  # a half-done earlier attempt
+        try:
+            await self._exec(
+                "chardev-add",
+                id=chardev,
+                backend={
+                    "type": "socket",
+                    "data": {
+                        "addr": {"type": "unix", "data": {"path": str(disk.socket)}},
+                        "server": False,
+                        "reconnect": 1,
+                    },
+                },
+            )
+            await self._exec(
+                "device_add",
+                driver="vhost-user-blk-pci",
+                id=disk.id,
+                chardev=chardev,
+                bus=hotplug_bus(free[0]),
+                **{"num-queues": disk.queues},
+            )
+        except QmpError as exc:
+            raise PowerError(f"hot-plug of {disk.id} failed: {exc}") from exc
+        devices[disk.id] = {"qdev": disk.id, "slot": free[0]}
+        self._save_devices(devices)
+
+    async def detach_disk(self, disk_id: str) -> None:
+        devices = self._devices()
+        entry = devices.get(disk_id)
+        if entry is None:
+            return
+        qdev = str(entry["qdev"])
+        try:
+            await self._exec("device_del", id=qdev)
+            await (await self._client()).wait_event(
+                "DEVICE_DELETED", data={"device": qdev}, timeout=30
+            )
+        except QmpError as exc:
+            if "not found" not in str(exc):
+                raise PowerError(f"unplug of {disk_id} failed: {exc}") from exc
+        except TimeoutError as exc:
+            raise PowerError(f"the guest did not release {disk_id} within 30 s") from exc
+        with contextlib.suppress(QmpError):
+            await self._exec("chardev-remove", id=f"c{disk_id}")
+        del devices[disk_id]
+        self._save_devices(devices)
+
+    def attached_disks(self) -> set[str]:
+        return set(self._devices())
+
+    async def aclose(self) -> None:
+        if self._qmp is not None:
+            await self._qmp.aclose()
+            self._qmp = None
+
+
+def _server_argv(argv: list[str], console: Path) -> list[str]:
+    """A server, unlike a test guest, survives its own reboot and keeps its
+    console across power cycles: drop ``-no-reboot``, append to the log."""
+    out = [a for a in argv if a != "-no-reboot"]
+    serial = f"file,id=serial0,path={console}"
+    return [a + ",append=on" if a == serial else a for a in out]

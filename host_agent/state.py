@@ -1,0 +1,57 @@
+"""The agent's memory across restarts: one JSON file in ``--state-dir``.
+
+It records what the agent has *done*, never what it was asked: per instance
+the action generation it last acted on (so a restarted agent does not
+reboot a server twice for one request), whether provisioning failed for
+good, which data volumes the server has; and the highest cleaning epoch it
+has wiped.  Everything else (is the server on, is a back-end alive) is
+observed again after a restart.  Writes go to a temp file, are fsynced and
+renamed, so a ``kill -9`` leaves the old or the new file, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+@dataclass(slots=True)
+class InstanceRecord:
+    name: str
+    #: the DesiredInstance.generation last acted on; -1: never powered yet
+    generation: int = -1
+    failed: str = ""
+    #: data volumes plugged into the server (AIP names)
+    attached: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class AgentState:
+    wiped_epoch: int = 0
+    instances: dict[str, InstanceRecord] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> AgentState:
+        try:
+            raw = json.loads(path.read_text())
+        except FileNotFoundError:
+            return cls()
+        return cls(
+            wiped_epoch=int(raw.get("wiped_epoch", 0)),
+            instances={
+                name: InstanceRecord(**rec) for name, rec in raw.get("instances", {}).items()
+            },
+        )
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        data = json.dumps(asdict(self), indent=1, sort_keys=True).encode()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
