@@ -18,6 +18,19 @@ non-zero exit (2 for bad arguments, 1 for everything else).
 
     with BlkService(socket_path="/run/vol0.sock", image="vol0.img", queues=2) as svc:
         ...  # a front-end may connect; svc.check_resize() after growing the file
+
+How ``offload-net`` works, with the same structure: ``NetService`` opens the
+TAP (``offload.network.tap``: created if missing, one fd per queue pair, MTU
+set, link up), builds the NIC hook, wraps both in a ``NetDevice`` and serves
+it with ``VhostUserServer``.  The hook is ``NicServices`` (DHCP, ARP for the
+gateway and metadata address, metadata HTTP, anti-spoofing) when ``--ip`` is
+given, built from ``--ip``/``--gateway``/``--metadata``/``--mtu``; without an
+address the NIC is a plain wire (``ForwardAll``).  The main thread waits in
+``sigtimedwait`` with a one-second timeout and calls the services' ``poll``
+(metadata retransmissions) on each timeout; SIGHUP copies the TAP's up/down
+state into the link status; TERM/INT close the server, then the TAP, which is
+deleted only if this process created it.  Errors are one
+``offload-net: error: ...`` line, exit 2 for bad arguments, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -28,16 +41,23 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
+from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 from types import TracebackType
 from typing import NoReturn
 
 from offload.devices.blk import LATENCY_BOUNDS_NS, BlkDevice
+from offload.devices.net import NetDevice
 from offload.errors import OffloadError
+from offload.network.hook import ForwardAll, NicHook
+from offload.network.metadata import InstanceMetadata
+from offload.network.services import NicConfig, NicServices
+from offload.network.tap import Tap
 from offload.storage.volume import SparseFileVolume
 from offload.vhost_user.server import VhostUserServer
 
-__all__ = ["BlkService", "blk_main", "net_main"]
+__all__ = ["BlkService", "NetService", "blk_main", "net_main"]
 
 log = logging.getLogger("offload.blk")
 
@@ -198,7 +218,7 @@ def blk_main(argv: list[str] | None = None) -> int:
     )
     image = Path(args.image)
     if not image.is_file():
-        return _fail(f"image {image} does not exist or is not a regular file")
+        return _fail("offload-blk", f"image {image} does not exist or is not a regular file")
     # Block the signals before any thread exists so that only sigwait sees them.
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
     try:
@@ -212,7 +232,7 @@ def blk_main(argv: list[str] | None = None) -> int:
                 queue_size=args.queue_size,
             ).start()
         except (OffloadError, OSError) as exc:
-            return _fail(str(exc))
+            return _fail("offload-blk", str(exc))
         log.info(
             "serving %s on %s (%d queue(s)%s), pid %d",
             image,
@@ -246,11 +266,239 @@ def blk_main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _fail(message: str) -> int:
-    print(f"offload-blk: error: {message}", file=sys.stderr)
+def _fail(prog: str, message: str) -> int:
+    print(f"{prog}: error: {message}", file=sys.stderr)
     return 1
 
 
-def net_main() -> int:
-    print("offload-net: not implemented yet", file=sys.stderr)
-    return 2
+# --------------------------------------------------------------------------- offload-net
+
+
+class NetService:
+    """One NIC: a TAP served as a vhost-user virtio-net device on one unix socket."""
+
+    def __init__(
+        self,
+        *,
+        socket_path: str | os.PathLike[str],
+        tap: str,
+        mac: str,
+        queues: int = 1,
+        mtu: int = 1500,
+        hook: NicHook | None = None,
+        queue_size: int = 1024,
+    ) -> None:
+        self.tap = Tap(tap, queues=queues, mtu=mtu)
+        self.mac = mac
+        self.mtu = mtu
+        self.queue_size = queue_size
+        self.hook: NicHook = hook if hook is not None else ForwardAll()
+        self.socket_path = socket_path
+        self.device: NetDevice | None = None
+        self.server: VhostUserServer | None = None
+
+    def start(self) -> NetService:
+        """Open the TAP, bind the socket (errors surface here), serve in the background."""
+        try:
+            self.tap.open()
+            self.device = NetDevice(
+                mac=bytes.fromhex(self.mac.replace(":", "")),
+                tap_fds=self.tap.fds,
+                mtu=self.mtu,
+                hook=self.hook,
+                queue_size=self.queue_size,
+            )
+            self.server = VhostUserServer(self.device, self.socket_path).start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def refresh_link(self) -> bool:
+        """Copy the TAP's up/down state into the link status; returns it."""
+        up = self.tap.is_up()
+        if self.device is not None:
+            self.device.set_link(up)
+        return up
+
+    def close(self) -> None:
+        """Stop serving, release the device, close (and delete, if ours) the TAP."""
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+        if self.device is not None:
+            self.device.close()
+            self.device = None
+        self.tap.close()
+
+    def __enter__(self) -> NetService:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _mac(text: str) -> str:
+    parts = text.split(":")
+    if len(parts) != 6 or not all(len(p) == 2 for p in parts):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a MAC address (aa:bb:cc:dd:ee:ff)")
+    try:
+        first = int(parts[0], 16)
+        for p in parts[1:]:
+            int(p, 16)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a MAC address") from None
+    if first & 1:
+        raise argparse.ArgumentTypeError(f"{text} is a multicast MAC")
+    return text.lower()
+
+
+def _typed(parse: Callable[[str], object], what: str) -> Callable[[str], object]:
+    def convert(text: str) -> object:
+        try:
+            return parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+
+    return convert
+
+
+def _net_parser() -> argparse.ArgumentParser:
+    parser = _OneLineParser(
+        prog="offload-net",
+        description="Serve a TAP as a vhost-user virtio-net NIC (the offload card's back-end).",
+        epilog=(
+            "The TAP is created if missing and deleted on exit only if this process created it. "
+            "Signals: SIGTERM/SIGINT stop; SIGHUP copies the TAP up/down state to the link status."
+        ),
+    )
+    parser.add_argument("--socket", required=True, metavar="PATH", help="unix socket to listen on")
+    parser.add_argument("--tap", required=True, metavar="NAME", help="TAP interface (1-15 chars)")
+    parser.add_argument("--mac", required=True, type=_mac, metavar="MAC", help="the guest's MAC")
+    parser.add_argument(
+        "--ip",
+        type=_typed(IPv4Interface, "an IPv4 address/prefix"),
+        metavar="ADDR/PREFIX",
+        help="the guest's address: enables DHCP, ARP, metadata and anti-spoofing on the card",
+    )
+    parser.add_argument(
+        "--gateway", type=_typed(IPv4Address, "an IPv4 address"), metavar="IP", help="default route"
+    )
+    parser.add_argument("--metadata", metavar="FILE.json", help="instance metadata (needs --ip)")
+    parser.add_argument(
+        "--queues", type=_positive(MAX_QUEUES // 2), default=1, metavar="N", help="queue pairs (1)"
+    )
+    parser.add_argument(
+        "--mtu", type=_positive(65517), default=1500, metavar="N", help="MTU of the TAP (1500)"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every message")
+    return parser
+
+
+def _load_metadata(path: str, mac: str, ip: IPv4Interface) -> InstanceMetadata:
+    try:
+        raw = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"metadata {path}: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ValueError(f"metadata {path}: not a JSON object")
+    keys = raw.get("public_keys", [])
+    user_data = raw.get("user_data")
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise ValueError(f"metadata {path}: public_keys must be a list of strings")
+    if user_data is not None and not isinstance(user_data, str):
+        raise ValueError(f"metadata {path}: user_data must be a string")
+    instance_id = str(raw.get("instance_id", "i-" + mac.replace(":", "")))
+    return InstanceMetadata(
+        instance_id=instance_id,
+        hostname=str(raw.get("hostname", instance_id)),
+        local_ipv4=str(ip.ip),
+        mac=mac,
+        public_keys=tuple(keys),
+        user_data=None if user_data is None else user_data.encode(),
+    )
+
+
+def _net_hook(args: argparse.Namespace) -> NicServices | None:
+    """The card services for ``--ip`` (None without an address)."""
+    if args.ip is None:
+        return None
+    if args.metadata is not None:
+        metadata = _load_metadata(args.metadata, args.mac, args.ip)
+    else:
+        instance_id = "i-" + args.mac.replace(":", "")
+        metadata = InstanceMetadata(
+            instance_id=instance_id, hostname=instance_id, local_ipv4=str(args.ip.ip), mac=args.mac
+        )
+    config = NicConfig(
+        mac=args.mac,
+        ip=args.ip,
+        gateway=args.gateway,
+        metadata=metadata,
+        hostname=metadata.hostname,
+        mtu=args.mtu,
+    )
+    return NicServices(config)
+
+
+def net_main(argv: list[str] | None = None) -> int:
+    parser = _net_parser()
+    args = parser.parse_args(argv)
+    if args.ip is None and (args.gateway is not None or args.metadata is not None):
+        parser.error("--gateway and --metadata need --ip")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="offload-net[%(threadName)s]: %(levelname)s %(message)s",
+    )
+    logging.getLogger("pyroute2").setLevel(logging.WARNING)  # its DEBUG is per message
+    try:
+        services = _net_hook(args)
+    except (OffloadError, ValueError) as exc:
+        return _fail("offload-net", str(exc))
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    try:
+        try:
+            service = NetService(
+                socket_path=args.socket,
+                tap=args.tap,
+                mac=args.mac,
+                queues=args.queues,
+                mtu=args.mtu,
+                hook=services,
+            ).start()
+        except (OffloadError, OSError) as exc:
+            return _fail("offload-net", str(exc))
+        log.info(
+            "serving TAP %s%s on %s (%d queue pair(s), mac %s, %s), pid %d",
+            args.tap,
+            " (created)" if service.tap.created else "",
+            args.socket,
+            args.queues,
+            args.mac,
+            f"services for {args.ip}" if services is not None else "no card services",
+            os.getpid(),
+        )
+        try:
+            while True:
+                info = signal.sigtimedwait(_SIGNALS, 1.0)
+                if info is None:
+                    if services is not None:
+                        services.poll()
+                    continue
+                if info.si_signo != signal.SIGHUP:
+                    log.info("%s: shutting down", signal.Signals(info.si_signo).name)
+                    break
+                try:
+                    log.info("link %s", "up" if service.refresh_link() else "down")
+                except OffloadError as exc:
+                    log.error("link refresh failed: %s", exc)
+        finally:
+            service.close()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    return 0

@@ -1,12 +1,15 @@
-"""The small interface every device behind the vhost-user server implements.
+"""The base class of every device behind the vhost-user server.
 
-Modelled on rust-vmm's ``VhostUserBackend`` trait: the server owns the
-protocol, the rings' eventfds and the threads; a device only answers
-feature and config questions and drains a queue when it is kicked.
+``DeviceBackend`` implements ``offload.vhost_user.device.VhostUserDevice``
+(rust-vmm's ``VhostUserBackend`` trait, which documents every member) with
+its defaults, so a device overrides only what it has:
 
 * ``features()`` returns device *and* transport bits (VERSION_1, INDIRECT,
   EVENT_IDX, ...); ``ack_features`` stores what the driver accepted in
   ``acked_features``.
+* ``protocol_features()`` defaults to ``DEFAULT_PROTOCOL_FEATURES`` (MQ,
+  REPLY_ACK, CONFIG, BACKEND_REQ, CONFIGURE_MEM_SLOTS); a device that needs
+  more (inflight tracking) or must offer less (virtio-net under QEMU) says so.
 * ``get_config`` has a documented default: the bytes of ``config_bytes()``
   (the device's config struct, little-endian) sliced to ``[offset,
   offset+size)`` and zero-padded past its end, so an oversized read from an
@@ -18,8 +21,10 @@ feature and config questions and drains a queue when it is kicked.
   guest errors: malformed requests complete with an error status, and a
   broken ring sets ``needs_reset`` (the server then reports
   DEVICE_NEEDS_RESET and stops calling the device until ``reset()``).
-* ``config_changed`` is a hook the server wires; a device calls it (see
-  ``notify_config_changed``) to request a config-change interrupt, e.g. after
+* ``queue_events``, ``queue_timeout`` and ``queue_enabled`` default to no
+  extra fds, no timeout, and recording the flag in ``enabled_queues``.
+* ``set_config_changed`` stores the server's callback; a device calls
+  ``notify_config_changed`` to request a config-change interrupt, e.g. after
   an online resize.
 
 Queue threads call ``process_queue`` for different indices concurrently; a
@@ -31,11 +36,21 @@ from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Final
 
+from offload.vhost_user.messages import ProtocolFeature
 from offload.virtio.queue import SplitQueue
 
-__all__ = ["DeviceBackend", "DeviceStatus"]
+__all__ = ["DEFAULT_PROTOCOL_FEATURES", "DeviceBackend", "DeviceStatus"]
+
+DEFAULT_PROTOCOL_FEATURES: Final = int(
+    ProtocolFeature.MQ
+    | ProtocolFeature.REPLY_ACK
+    | ProtocolFeature.BACKEND_REQ
+    | ProtocolFeature.CONFIG
+    | ProtocolFeature.CONFIGURE_MEM_SLOTS
+)
 
 
 class DeviceStatus(enum.Enum):
@@ -57,11 +72,16 @@ class DeviceBackend(abc.ABC):
         self.acked_features = 0
         self.status = DeviceStatus.OK
         self.needs_reset_reason = ""
-        self.config_changed: Callable[[], None] | None = None
+        self.enabled_queues = [False] * num_queues
+        self._config_changed: Callable[[], None] | None = None
 
     @abc.abstractmethod
     def features(self) -> int:
         """Device and transport feature bits the device offers."""
+
+    def protocol_features(self) -> int:
+        """vhost-user protocol features to offer (see the module docstring)."""
+        return DEFAULT_PROTOCOL_FEATURES
 
     def ack_features(self, features: int) -> None:
         """Record the features the driver accepted (a subset of ``features()``)."""
@@ -85,6 +105,18 @@ class DeviceBackend(abc.ABC):
     def process_queue(self, index: int, queue: SplitQueue) -> bool:
         """Drain queue ``index``; return True if the driver should be notified."""
 
+    def queue_events(self, index: int) -> Sequence[int]:
+        """Extra fds that should wake ring ``index``'s worker; none by default."""
+        return ()
+
+    def queue_timeout(self, index: int) -> float:
+        """Seconds until ring ``index`` should run again without a kick (0: never)."""
+        return 0.0
+
+    def queue_enabled(self, index: int, enabled: bool) -> None:
+        """SET_VRING_ENABLE for ring ``index``: recorded in ``enabled_queues``."""
+        self.enabled_queues[index] = enabled
+
     @property
     def needs_reset(self) -> bool:
         return self.status is DeviceStatus.NEEDS_RESET
@@ -100,7 +132,12 @@ class DeviceBackend(abc.ABC):
         self.needs_reset_reason = ""
         self.acked_features = 0
 
+    def set_config_changed(self, callback: Callable[[], None] | None) -> None:
+        """The server's config-change callback (None: unhooked)."""
+        self._config_changed = callback
+
     def notify_config_changed(self) -> None:
         """Ask the server for a config-change interrupt, if it wired the hook."""
-        if self.config_changed is not None:
-            self.config_changed()
+        callback = self._config_changed
+        if callback is not None:
+            callback()

@@ -52,10 +52,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from time import perf_counter_ns
 
-from offload.devices.base import DeviceBackend
+from offload.devices.base import DEFAULT_PROTOCOL_FEATURES, DeviceBackend
 from offload.errors import GuestDescriptorError, GuestRingError, StorageError
 from offload.storage.qos import QosLimiter
 from offload.storage.volume import Volume
+from offload.vhost_user.messages import ProtocolFeature
 from offload.virtio import features as vf
 from offload.virtio.chain import DescriptorChain
 from offload.virtio.iov import gather, split_back, split_front
@@ -213,6 +214,10 @@ class BlkDevice(DeviceBackend):
             mask |= vf.bit(vf.BLK_RO)
         return mask
 
+    def protocol_features(self) -> int:
+        # Inflight tracking lets a restarted back-end resume the guest's requests.
+        return DEFAULT_PROTOCOL_FEATURES | ProtocolFeature.INFLIGHT_SHMFD
+
     def ack_features(self, features: int) -> None:
         super().ack_features(features)
         # Without FLUSH the driver cannot ask for durability: write through.
@@ -277,6 +282,9 @@ class BlkDevice(DeviceBackend):
     def qos_delay(self) -> float:
         """Seconds until a throttled queue should be run again (0: not throttled)."""
         return 0.0 if self.qos is None else self.qos.wait_time()
+
+    def queue_timeout(self, index: int) -> float:
+        return self.qos_delay()
 
     # -- the data path --------------------------------------------------------
 

@@ -23,6 +23,9 @@ One concern per module, each importing only those above it:
     :func:`wait_any`).
 ``frontend``
     negotiation, queue setup and teardown (:class:`VhostUserBlkFrontend`).
+``net``
+    a vhost-user-net driver (``offload.testing.net.VhostUserNetFrontend``):
+    RX buffers, TX frames, mergeable reassembly; import it from its module.
 
 Import from the package; the names below are its public API.
 """

@@ -5,7 +5,7 @@ little-endian header (request, flags with version 1 / REPLY / NEED_REPLY,
 payload size) then the payload; file descriptors ride along as
 ``SCM_RIGHTS`` ancillary data on the same ``sendmsg``.  The payload encoders
 and reply decoders here are plain ``struct`` code; they share nothing with
-the card's own ``offload.vhost_user.protocol``, so each checks the other.
+the card's own ``offload.vhost_user.messages``, so each checks the other.
 
 :class:`VhostUserChannel` owns the unix socket.  ``call()`` is for messages
 with a real reply (the GET_* family, listed in :data:`HAS_REPLY`); ``set()``

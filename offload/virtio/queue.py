@@ -194,6 +194,13 @@ class SplitQueue:
         self._shadow_avail_idx = self._avail16[1]
         return self._shadow_avail_idx != self._last_avail_idx
 
+    def available(self) -> int:
+        """How many entries the driver has made available past ``last_avail_idx`` (unchecked)."""
+        if self.mem.generation != self._generation:
+            self._map()
+        self._shadow_avail_idx = self._avail16[1]
+        return (self._shadow_avail_idx - self._last_avail_idx) & 0xFFFF
+
     def pop(self) -> DescriptorChain | None:
         """Consume the next available chain, or return None if there is none."""
         if self.mem.generation != self._generation:

@@ -21,7 +21,7 @@ import pytest
 
 from offload.cli import BlkService
 from offload.testing import VhostUserBlkFrontend
-from offload.vhost_user.protocol import (
+from offload.vhost_user.messages import (
     HEADER,
     BackendRequest,
     Flags,

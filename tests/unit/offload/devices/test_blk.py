@@ -274,7 +274,7 @@ def test_writeback_toggle_through_config(dev: BlkDevice, vol: SparseFileVolume) 
 
 def test_resize_updates_capacity_and_fires_hook(dev: BlkDevice) -> None:
     fired: list[int] = []
-    dev.config_changed = lambda: fired.append(dev.capacity)
+    dev.set_config_changed(lambda: fired.append(dev.capacity))
     dev.resize(2 * VOL_SIZE)
     assert fired == [2 * VOL_SIZE // 512]
     assert CONFIG.unpack(dev.get_config(0, CONFIG.size))[0] == 2 * VOL_SIZE // 512

@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from offload.devices.base import DeviceBackend
+from offload.vhost_user.effects import SetInflightFd, SetMemTable, StartVring, VringConfig
 from offload.vhost_user.errors import InflightRegionInvalid
 from offload.vhost_user.inflight import (
     INFLIGHT_VERSION,
@@ -22,14 +24,8 @@ from offload.vhost_user.inflight import (
     inflight_queue_size,
     inflight_region_size,
 )
-from offload.vhost_user.protocol import (
-    RegionDescription,
-    SetInflightFd,
-    SetMemTable,
-    StartVring,
-    VringConfig,
-)
-from offload.vhost_user.server import _Session
+from offload.vhost_user.messages import RegionDescription
+from offload.vhost_user.session import Session
 from offload.virtio.queue import SplitQueue
 from tests.unit.offload.ringbuilder import Buf, DriverRing, GuestRam
 
@@ -255,28 +251,17 @@ def test_mismatched_or_corrupt_regions_are_refused(ram: GuestRam, shm: int) -> N
 # --------------------------------------------------------------------------- server glue
 
 
-class RecordingDevice:
+class RecordingDevice(DeviceBackend):
     """Completes every chain at once and remembers the order it saw heads in."""
 
-    num_queues = 2
-    max_queue_size = SIZE
-
     def __init__(self) -> None:
+        super().__init__(num_queues=2, max_queue_size=SIZE)
         self.seen: list[int] = []
         self.done = threading.Event()
         self.expect = 0
 
     def features(self) -> int:
         return 1 << 32
-
-    def ack_features(self, features: int) -> None:
-        pass
-
-    def get_config(self, offset: int, size: int) -> bytes:
-        return bytes(size)
-
-    def set_config(self, offset: int, data: bytes) -> None:
-        pass
 
     def process_queue(self, index: int, queue: SplitQueue) -> bool:
         completions = []
@@ -304,7 +289,7 @@ def test_server_resumes_a_crashed_backend_from_the_inflight_region(ram: GuestRam
     device = RecordingDevice()
     device.expect = 3
     ours, theirs = socket.socketpair()
-    session = _Session(device, ours)
+    session = Session(device, ours)
     kick = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
     try:
         session._apply(

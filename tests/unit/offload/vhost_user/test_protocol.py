@@ -9,30 +9,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from offload.vhost_user.errors import (
-    InvalidTransition,
-    MalformedMessage,
-    RequestRefused,
-    VhostUserError,
-)
-from offload.vhost_user.inflight import inflight_region_size
-from offload.vhost_user.protocol import (
-    HEADER,
-    MAX_PAYLOAD,
-    OFFERED_PROTOCOL_FEATURES,
-    VHOST_USER_F_PROTOCOL_FEATURES,
+from offload.vhost_user.backend import (
+    SUPPORTED_PROTOCOL_FEATURES,
     VRING_TRANSITIONS,
+    VhostUserBackend,
+    VringEvent,
+    VringState,
+    vring_transition,
+)
+from offload.vhost_user.effects import (
     AddMemRegion,
     AllocateInflight,
-    BackendRequest,
     DiscardFds,
     Effect,
-    Flags,
-    FrontendRequest,
     Ignored,
-    Message,
-    ProtocolFeature,
-    RegionDescription,
     RemoveMemRegion,
     SendReply,
     SetBackendReqFd,
@@ -42,14 +32,30 @@ from offload.vhost_user.protocol import (
     SetVringErr,
     StartVring,
     StopVring,
-    VhostUserBackend,
     VringEnable,
-    VringEvent,
-    VringState,
+)
+from offload.vhost_user.errors import (
+    InvalidTransition,
+    MalformedMessage,
+    RequestRefused,
+    VhostUserError,
+)
+from offload.vhost_user.inflight import inflight_region_size
+from offload.vhost_user.messages import (
+    HEADER,
+    MAX_PAYLOAD,
+    VHOST_USER_F_PROTOCOL_FEATURES,
+    BackendRequest,
+    Flags,
+    FrontendRequest,
+    Message,
+    ProtocolFeature,
+    RegionDescription,
     encode_backend_request,
     encode_message,
-    vring_transition,
 )
+
+OFFERED_PROTOCOL_FEATURES = SUPPORTED_PROTOCOL_FEATURES
 
 R = FrontendRequest
 VERSION_1 = 1 << 32
@@ -67,12 +73,16 @@ class FakeDevice:
     max_queue_size = 1024
 
     def __init__(self) -> None:
+        self.offered_protocol_features = SUPPORTED_PROTOCOL_FEATURES
         self.acked: int | None = None
         self.config = bytearray(range(CONFIG_LEN))
         self.writes: list[tuple[int, bytes]] = []
 
     def features(self) -> int:
         return VERSION_1 | EVENT_IDX | (1 << 9)
+
+    def protocol_features(self) -> int:
+        return int(self.offered_protocol_features)
 
     def ack_features(self, features: int) -> None:
         self.acked = features

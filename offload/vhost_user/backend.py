@@ -1,36 +1,27 @@
-"""Sans-I/O vhost-user back-end protocol: message bytes and fds in, replies and effects out.
+"""The sans-I/O vhost-user back-end: a state machine from messages to effects.
 
 How it works
 ------------
-The object never touches a socket, an fd or a thread.  The server feeds it the bytes
-and fds it received (``receive_data``) and pulls complete messages out
-(``next_message``); ``bytes_wanted`` tells the server how many bytes finish the
-current header or payload, so a ``recvmsg`` never reads across a message boundary
-and every fd lands on the message it was sent with (QEMU sends a message, payload
-and fds with one ``sendmsg``).
+The object never touches a socket, an fd or a thread.  The session feeds it the
+bytes and fds it received (``receive_data``) and pulls complete messages out
+(``next_message``, framing by ``messages.MessageReader``).
 
 ``handle(message)`` checks the payload layout, updates the connection state and
-returns a list of *effects* for the server to carry out, in order:
+returns a list of *effects* (``offload.vhost_user.effects``) for the session to
+carry out, in order: replies are ``SendReply(data)`` with the encoded bytes, and
+a REPLY_ACK acknowledgement (u64 0 = success) is appended whenever the
+front-end set NEED_REPLY on a message that has no reply of its own; everything
+that needs the outside world is a typed effect (``SetMemTable``, ``StartVring``
+...).  Fds that a message should not carry come back as ``DiscardFds``.
 
-* replies are ``SendReply(data)`` with the encoded bytes; a REPLY_ACK
-  acknowledgement (u64 0 = success) is appended whenever the front-end set
-  NEED_REPLY on a message that has no reply of its own;
-* everything that needs the outside world is a typed effect (``SetMemTable``,
-  ``StartVring``, ``SetVringCall``, ``StopVring`` ...).  Effects that carry fds
-  hand them over: the server owns them from then on.  Fds that a message
-  should not carry come back as ``DiscardFds``;
-* two replies depend on the outside world: ``GET_VRING_BASE`` (the ring's
-  ``last_avail_idx`` is known only once its worker stopped) returns
-  ``StopVring``, and the server builds the reply with ``vring_base_reply``;
-  ``GET_INFLIGHT_FD`` returns ``AllocateInflight`` carrying the reply bytes, which
-  the server sends together with the shared-memory fd it created.
-
-Device questions that have a synchronous answer (features, queue count, config
-space) are asked of the ``DeviceModel`` given to the constructor; it is plain
-in-memory state, so the protocol stays testable with a fake.
+Device questions with a synchronous answer (features, protocol features, queue
+count, config space) are asked of the ``DeviceModel`` given to the constructor
+(``offload.vhost_user.device``); the protocol features offered are the device's
+wish intersected with ``SUPPORTED_PROTOCOL_FEATURES``, what this module
+implements.
 
 Errors: a message whose header or payload cannot be decoded raises
-``MalformedMessage`` and the server closes that connection.  A well-formed
+``MalformedMessage`` and the session closes that connection.  A well-formed
 request that cannot be honoured (bad ring index, ring size not a power of two,
 a feature never offered ...) raises ``RequestRefused`` internally; it becomes a
 non-zero REPLY_ACK if the front-end asked for one, otherwise the connection is
@@ -48,11 +39,29 @@ SET_VRING_ENABLE(1).
 from __future__ import annotations
 
 import enum
-import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Protocol
+from typing import Final
 
+from offload.vhost_user.device import DeviceModel
+from offload.vhost_user.effects import (
+    AddMemRegion,
+    AllocateInflight,
+    DiscardFds,
+    Effect,
+    Ignored,
+    RemoveMemRegion,
+    SendReply,
+    SetBackendReqFd,
+    SetInflightFd,
+    SetMemTable,
+    SetVringCall,
+    SetVringErr,
+    StartVring,
+    StopVring,
+    VringConfig,
+    VringEnable,
+)
 from offload.vhost_user.errors import (
     InvalidTransition,
     MalformedMessage,
@@ -60,159 +69,45 @@ from offload.vhost_user.errors import (
     UnknownRequest,
 )
 from offload.vhost_user.inflight import inflight_region_size
+from offload.vhost_user.messages import (
+    CONFIG_HEADER,
+    INFLIGHT,
+    MAX_FDS_PER_MESSAGE,
+    MAX_MEM_SLOTS,
+    MEM_HEADER,
+    MEM_REG_MSG,
+    MEM_REGION,
+    U64,
+    VHOST_F_LOG_ALL,
+    VHOST_USER_F_PROTOCOL_FEATURES,
+    VIRTIO_RING_F_EVENT_IDX,
+    VRING_ADDR,
+    VRING_FD_INDEX_MASK,
+    VRING_FD_NOFD,
+    VRING_STATE,
+    FrontendRequest,
+    Message,
+    MessageReader,
+    ProtocolFeature,
+    config_header,
+    inflight,
+    region,
+    reply,
+    reply_u64,
+    request_name,
+    unpack,
+)
 
 __all__ = [
-    "HEADER",
-    "MAX_FDS_PER_MESSAGE",
-    "MAX_MEM_SLOTS",
-    "MAX_PAYLOAD",
-    "OFFERED_PROTOCOL_FEATURES",
-    "VHOST_USER_F_PROTOCOL_FEATURES",
+    "SUPPORTED_PROTOCOL_FEATURES",
     "VRING_TRANSITIONS",
-    "AddMemRegion",
-    "AllocateInflight",
-    "BackendRequest",
-    "DeviceModel",
-    "DiscardFds",
-    "Effect",
-    "Flags",
-    "FrontendRequest",
-    "Ignored",
-    "Message",
-    "ProtocolFeature",
-    "RegionDescription",
-    "RemoveMemRegion",
-    "SendReply",
-    "SetBackendReqFd",
-    "SetInflightFd",
-    "SetMemTable",
-    "SetVringCall",
-    "SetVringErr",
-    "StartVring",
-    "StopVring",
     "VhostUserBackend",
-    "VringConfig",
-    "VringEnable",
     "VringEvent",
     "VringState",
-    "encode_backend_request",
-    "encode_message",
     "vring_transition",
 ]
 
-HEADER: Final = struct.Struct("=III")
-"""request u32, flags u32, size u32 (native byte order, as the spec says)."""
-
-MAX_PAYLOAD: Final = 4096
-"""No front-end message is larger (the biggest is a 256-byte config or 8 regions)."""
-
-MAX_MEM_SLOTS: Final = 32
-"""Answer to GET_MAX_MEM_SLOTS (libvhost-user and QEMU use 32 too)."""
-
-MAX_FDS_PER_MESSAGE: Final = 8
-"""SET_MEM_TABLE carries at most 8 fds (VHOST_MEMORY_BASELINE_NREGIONS)."""
-
-VHOST_USER_F_PROTOCOL_FEATURES: Final = 1 << 30
-VHOST_F_LOG_ALL: Final = 1 << 26
-VIRTIO_RING_F_EVENT_IDX: Final = 1 << 29
-
-_U64 = struct.Struct("=Q")
-_VRING_STATE = struct.Struct("=II")  # index, num
-_VRING_ADDR = struct.Struct("=IIQQQQ")  # index, flags, desc, used, avail, log
-_MEM_HEADER = struct.Struct("=II")  # nregions, padding
-_MEM_REGION = struct.Struct("=QQQQ")  # guest_phys_addr, size, user_addr, mmap_offset
-_MEM_REG_MSG = struct.Struct("=QQQQQ")  # padding, then one region
-_CONFIG_HEADER = struct.Struct("=III")  # offset, size, flags
-_INFLIGHT = struct.Struct("=QQHH4x")  # mmap_size, mmap_offset, num_queues, queue_size (24 bytes)
-_INFLIGHT_MIN = 20  # the same struct packed, as some front-ends send it
-_VRING_FD_INDEX_MASK: Final = 0xFF
-_VRING_FD_NOFD: Final = 1 << 8
-_MAX_CONFIG_SIZE: Final = 256
-
-
-class FrontendRequest(enum.IntEnum):
-    """Requests the front-end (QEMU) sends to us."""
-
-    GET_FEATURES = 1
-    SET_FEATURES = 2
-    SET_OWNER = 3
-    RESET_OWNER = 4
-    SET_MEM_TABLE = 5
-    SET_LOG_BASE = 6
-    SET_LOG_FD = 7
-    SET_VRING_NUM = 8
-    SET_VRING_ADDR = 9
-    SET_VRING_BASE = 10
-    GET_VRING_BASE = 11
-    SET_VRING_KICK = 12
-    SET_VRING_CALL = 13
-    SET_VRING_ERR = 14
-    GET_PROTOCOL_FEATURES = 15
-    SET_PROTOCOL_FEATURES = 16
-    GET_QUEUE_NUM = 17
-    SET_VRING_ENABLE = 18
-    SEND_RARP = 19
-    NET_SET_MTU = 20
-    SET_BACKEND_REQ_FD = 21  # SET_SLAVE_REQ_FD in QEMU 7.2
-    IOTLB_MSG = 22
-    SET_VRING_ENDIAN = 23
-    GET_CONFIG = 24
-    SET_CONFIG = 25
-    CREATE_CRYPTO_SESSION = 26
-    CLOSE_CRYPTO_SESSION = 27
-    POSTCOPY_ADVISE = 28
-    POSTCOPY_LISTEN = 29
-    POSTCOPY_END = 30
-    GET_INFLIGHT_FD = 31
-    SET_INFLIGHT_FD = 32
-    GPU_SET_SOCKET = 33
-    RESET_DEVICE = 34
-    VRING_KICK = 35
-    GET_MAX_MEM_SLOTS = 36
-    ADD_MEM_REG = 37
-    REM_MEM_REG = 38
-    SET_STATUS = 39
-    GET_STATUS = 40
-
-
-class BackendRequest(enum.IntEnum):
-    """Requests we send to the front-end on the back-end request channel."""
-
-    IOTLB_MSG = 1
-    CONFIG_CHANGE_MSG = 2
-    VRING_HOST_NOTIFIER_MSG = 3
-
-
-class Flags(enum.IntFlag):
-    VERSION = 0x1
-    REPLY = 0x4
-    NEED_REPLY = 0x8
-
-
-_VERSION_MASK: Final = 0x3
-
-
-class ProtocolFeature(enum.IntFlag):
-    MQ = 1 << 0
-    LOG_SHMFD = 1 << 1
-    RARP = 1 << 2
-    REPLY_ACK = 1 << 3
-    MTU = 1 << 4
-    BACKEND_REQ = 1 << 5  # SLAVE_REQ in QEMU 7.2
-    CROSS_ENDIAN = 1 << 6
-    CRYPTO_SESSION = 1 << 7
-    PAGEFAULT = 1 << 8
-    CONFIG = 1 << 9
-    BACKEND_SEND_FD = 1 << 10
-    HOST_NOTIFIER = 1 << 11
-    INFLIGHT_SHMFD = 1 << 12
-    RESET_DEVICE = 1 << 13
-    INBAND_NOTIFICATIONS = 1 << 14
-    CONFIGURE_MEM_SLOTS = 1 << 15
-    STATUS = 1 << 16
-
-
-OFFERED_PROTOCOL_FEATURES: Final = (
+SUPPORTED_PROTOCOL_FEATURES: Final = (
     ProtocolFeature.MQ
     | ProtocolFeature.REPLY_ACK
     | ProtocolFeature.BACKEND_REQ
@@ -220,204 +115,7 @@ OFFERED_PROTOCOL_FEATURES: Final = (
     | ProtocolFeature.INFLIGHT_SHMFD
     | ProtocolFeature.CONFIGURE_MEM_SLOTS
 )
-
-
-class DeviceModel(Protocol):
-    """What the protocol asks the device synchronously (a subset of the device backend)."""
-
-    @property
-    def num_queues(self) -> int: ...
-
-    @property
-    def max_queue_size(self) -> int: ...
-
-    def features(self) -> int: ...
-
-    def ack_features(self, features: int) -> None: ...
-
-    def get_config(self, offset: int, size: int) -> bytes: ...
-
-    def set_config(self, offset: int, data: bytes) -> None: ...
-
-
-# --------------------------------------------------------------------------- messages
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One decoded front-end message; ``request`` is a plain int when the code is unknown."""
-
-    request: FrontendRequest | int
-    flags: int
-    payload: bytes
-    fds: tuple[int, ...] = ()
-
-    @property
-    def need_reply(self) -> bool:
-        return bool(self.flags & Flags.NEED_REPLY)
-
-
-def encode_message(request: int, payload: bytes = b"", *, flags: int = Flags.VERSION) -> bytes:
-    """Header plus payload, as both sides put them on the wire."""
-    return HEADER.pack(request, flags, len(payload)) + payload
-
-
-def encode_backend_request(
-    request: BackendRequest, payload: bytes = b"", *, need_reply: bool
-) -> bytes:
-    """A back-end-initiated message (e.g. CONFIG_CHANGE_MSG) for the back-end request channel."""
-    flags = Flags.VERSION | (Flags.NEED_REPLY if need_reply else 0)
-    return encode_message(request, payload, flags=flags)
-
-
-def _reply(request: int, payload: bytes) -> bytes:
-    return encode_message(request, payload, flags=Flags.VERSION | Flags.REPLY)
-
-
-def _reply_u64(request: int, value: int) -> bytes:
-    return _reply(request, _U64.pack(value))
-
-
-# --------------------------------------------------------------------------- effects
-
-
-@dataclass(frozen=True, slots=True)
-class RegionDescription:
-    """A memory region as the front-end describes it (all u64)."""
-
-    guest_phys_addr: int
-    size: int
-    user_addr: int
-    mmap_offset: int
-
-
-@dataclass(frozen=True, slots=True)
-class VringConfig:
-    """Everything the server needs to build a queue once the ring starts."""
-
-    index: int
-    size: int
-    desc_user_addr: int
-    avail_user_addr: int
-    used_user_addr: int
-    base: int
-    event_idx: bool
-    enabled: bool
-
-
-@dataclass(frozen=True, slots=True)
-class SendReply:
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class SetMemTable:
-    """Replace the whole memory table; ``fds[i]`` backs ``regions[i]``."""
-
-    regions: tuple[RegionDescription, ...]
-    fds: tuple[int, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class AddMemRegion:
-    region: RegionDescription
-    fd: int
-
-
-@dataclass(frozen=True, slots=True)
-class RemoveMemRegion:
-    region: RegionDescription
-
-
-@dataclass(frozen=True, slots=True)
-class StartVring:
-    """SET_VRING_KICK: (re)start a ring; the server stops a running worker first."""
-
-    config: VringConfig
-    kick_fd: int
-
-
-@dataclass(frozen=True, slots=True)
-class StopVring:
-    """GET_VRING_BASE: stop the ring, then send ``vring_base_reply(index, last_avail_idx)``."""
-
-    index: int
-
-
-@dataclass(frozen=True, slots=True)
-class SetVringCall:
-    index: int
-    fd: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class SetVringErr:
-    index: int
-    fd: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class VringEnable:
-    index: int
-    enabled: bool
-
-
-@dataclass(frozen=True, slots=True)
-class SetBackendReqFd:
-    fd: int
-
-
-@dataclass(frozen=True, slots=True)
-class AllocateInflight:
-    """GET_INFLIGHT_FD: create a zeroed shared region of ``mmap_size`` bytes, map it, and
-    send ``reply`` with its fd attached."""
-
-    mmap_size: int
-    num_queues: int
-    queue_size: int
-    reply: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class SetInflightFd:
-    fd: int
-    mmap_size: int
-    mmap_offset: int
-    num_queues: int
-    queue_size: int
-
-
-@dataclass(frozen=True, slots=True)
-class DiscardFds:
-    """Fds the message should not have carried (or that we refuse): close them unused."""
-
-    fds: tuple[int, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Ignored:
-    """A request that was refused without a way to tell the front-end; for the log."""
-
-    request: int
-    reason: str
-
-
-Effect = (
-    SendReply
-    | SetMemTable
-    | AddMemRegion
-    | RemoveMemRegion
-    | StartVring
-    | StopVring
-    | SetVringCall
-    | SetVringErr
-    | VringEnable
-    | SetBackendReqFd
-    | AllocateInflight
-    | SetInflightFd
-    | DiscardFds
-    | Ignored
-)
+"""Protocol features this module implements; a device offers a subset."""
 
 
 # --------------------------------------------------------------------------- vring lifecycle
@@ -490,11 +188,10 @@ class VhostUserBackend:
     def __init__(self, device: DeviceModel) -> None:
         self._device = device
         self._state = _ConnectionState(vrings=[_Vring() for _ in range(device.num_queues)])
-        self._buffer = bytearray()
-        self._pending_fds: list[int] = []
+        self._reader = MessageReader()
         self._pending_stop: int | None = None
 
-    # ---------------------------------------------------------------- framing
+    # ---------------------------------------------------------------- state and framing
 
     @property
     def protocol_features(self) -> int:
@@ -503,6 +200,11 @@ class VhostUserBackend:
     @property
     def features(self) -> int:
         return self._state.features
+
+    @property
+    def offered_protocol_features(self) -> int:
+        """What GET_PROTOCOL_FEATURES answers: the device's wish, within what we implement."""
+        return self._device.protocol_features() & SUPPORTED_PROTOCOL_FEATURES
 
     def has_protocol_feature(self, feature: ProtocolFeature) -> bool:
         return bool(self._state.protocol_features & feature)
@@ -513,50 +215,19 @@ class VhostUserBackend:
     @property
     def bytes_wanted(self) -> int:
         """How many more bytes complete the header, or the payload once the header is in."""
-        have = len(self._buffer)
-        if have < HEADER.size:
-            return HEADER.size - have
-        size = int(HEADER.unpack_from(self._buffer)[2])
-        return max(0, HEADER.size + min(size, MAX_PAYLOAD) - have)
+        return self._reader.bytes_wanted
 
     def receive_data(self, data: bytes, fds: Sequence[int] = ()) -> None:
         """Buffer bytes (and the fds that arrived with them) from the front-end."""
-        self._buffer += data
-        self._pending_fds.extend(fds)
+        self._reader.receive_data(data, fds)
 
     def take_pending_fds(self) -> tuple[int, ...]:
         """Fds received but not yet attached to a message (the server closes them)."""
-        fds = tuple(self._pending_fds)
-        self._pending_fds.clear()
-        return fds
+        return self._reader.take_pending_fds()
 
     def next_message(self) -> Message | None:
-        """The next complete message, or None when more bytes are needed.
-
-        Raises ``MalformedMessage`` on a bad version or an oversized payload; the
-        fds that arrived so far are then left for ``take_pending_fds``.
-        """
-        if len(self._buffer) < HEADER.size:
-            return None
-        request, flags, size = HEADER.unpack_from(self._buffer)
-        if flags & _VERSION_MASK != Flags.VERSION:
-            raise MalformedMessage(f"request {request}: unsupported version in flags {flags:#x}")
-        if flags & Flags.REPLY:
-            raise MalformedMessage(f"request {request}: front-end sent a reply ({flags:#x})")
-        if size > MAX_PAYLOAD:
-            raise MalformedMessage(f"request {request}: payload of {size} bytes is too large")
-        end = HEADER.size + size
-        if len(self._buffer) < end:
-            return None
-        payload = bytes(self._buffer[HEADER.size : end])
-        del self._buffer[:end]
-        fds = tuple(self._pending_fds)
-        self._pending_fds.clear()
-        try:
-            code: FrontendRequest | int = FrontendRequest(request)
-        except ValueError:
-            code = request
-        return Message(code, flags, payload, fds)
+        """The next complete message, or None (see ``MessageReader.next_message``)."""
+        return self._reader.next_message()
 
     # ---------------------------------------------------------------- dispatch
 
@@ -577,14 +248,14 @@ class VhostUserBackend:
             fds = tuple(sorted(set(msg.fds)))
             effects = [DiscardFds(fds)] if fds else []
             if msg.need_reply:
-                effects.append(SendReply(_reply_u64(msg.request, 1)))
+                effects.append(SendReply(reply_u64(msg.request, 1)))
             elif isinstance(exc, UnknownRequest | _Unsupported):
                 effects.append(Ignored(int(msg.request), str(exc)))
             else:
                 raise
             return effects
         if msg.need_reply and not has_reply:
-            effects.append(SendReply(_reply_u64(msg.request, 0)))
+            effects.append(SendReply(reply_u64(msg.request, 0)))
         return effects
 
     def vring_base_reply(self, index: int, last_avail_idx: int) -> bytes:
@@ -593,8 +264,8 @@ class VhostUserBackend:
             raise InvalidTransition(f"no GET_VRING_BASE pending for ring {index}")
         self._pending_stop = None
         self._state.vrings[index].base = last_avail_idx & 0xFFFF
-        return _reply(
-            FrontendRequest.GET_VRING_BASE, _VRING_STATE.pack(index, last_avail_idx & 0xFFFF)
+        return reply(
+            FrontendRequest.GET_VRING_BASE, VRING_STATE.pack(index, last_avail_idx & 0xFFFF)
         )
 
     # ---------------------------------------------------------------- helpers
@@ -616,14 +287,16 @@ class VhostUserBackend:
         return msg.fds[0]
 
     def _vring_fd(self, msg: Message) -> tuple[int, int | None]:
-        (value,) = _unpack(_U64, msg)
-        index = value & _VRING_FD_INDEX_MASK
+        (value,) = unpack(U64, msg)
+        index = value & VRING_FD_INDEX_MASK
         self._vring(index)
-        if value & _VRING_FD_NOFD:
+        if value & VRING_FD_NOFD:
             if msg.fds:
-                raise RequestRefused(f"{_name(msg)}: NOFD flag set but {len(msg.fds)} fd(s) sent")
+                raise RequestRefused(
+                    f"{request_name(msg)}: NOFD flag set but {len(msg.fds)} fd(s) sent"
+                )
             return index, None
-        return index, self._single_fd(msg, _name(msg))
+        return index, self._single_fd(msg, request_name(msg))
 
     # ---------------------------------------------------------------- handlers
     # Each returns True when it appended its own reply (no REPLY_ACK then).
@@ -631,11 +304,11 @@ class VhostUserBackend:
     def _get_features(self, msg: Message, effects: list[Effect]) -> bool:
         _expect_no_fds(msg, effects)
         offered = (self._device.features() | VHOST_USER_F_PROTOCOL_FEATURES) & ~VHOST_F_LOG_ALL
-        effects.append(SendReply(_reply_u64(msg.request, offered)))
+        effects.append(SendReply(reply_u64(msg.request, offered)))
         return True
 
     def _set_features(self, msg: Message, effects: list[Effect]) -> bool:
-        (value,) = _unpack(_U64, msg)
+        (value,) = unpack(U64, msg)
         offered = self._device.features() | VHOST_USER_F_PROTOCOL_FEATURES
         if value & ~offered:
             raise RequestRefused(f"SET_FEATURES acks unoffered bits {value & ~offered:#x}")
@@ -651,12 +324,12 @@ class VhostUserBackend:
 
     def _get_protocol_features(self, msg: Message, effects: list[Effect]) -> bool:
         _expect_no_fds(msg, effects)
-        effects.append(SendReply(_reply_u64(msg.request, int(OFFERED_PROTOCOL_FEATURES))))
+        effects.append(SendReply(reply_u64(msg.request, self.offered_protocol_features)))
         return True
 
     def _set_protocol_features(self, msg: Message, effects: list[Effect]) -> bool:
-        (value,) = _unpack(_U64, msg)
-        if value & ~OFFERED_PROTOCOL_FEATURES:
+        (value,) = unpack(U64, msg)
+        if value & ~self.offered_protocol_features:
             raise RequestRefused(f"SET_PROTOCOL_FEATURES acks unoffered bits {value:#x}")
         _expect_no_fds(msg, effects)
         self._state.protocol_features = value
@@ -678,26 +351,26 @@ class VhostUserBackend:
 
     def _get_queue_num(self, msg: Message, effects: list[Effect]) -> bool:
         _expect_no_fds(msg, effects)
-        effects.append(SendReply(_reply_u64(msg.request, self._device.num_queues)))
+        effects.append(SendReply(reply_u64(msg.request, self._device.num_queues)))
         return True
 
     def _get_max_mem_slots(self, msg: Message, effects: list[Effect]) -> bool:
         _expect_no_fds(msg, effects)
-        effects.append(SendReply(_reply_u64(msg.request, MAX_MEM_SLOTS)))
+        effects.append(SendReply(reply_u64(msg.request, MAX_MEM_SLOTS)))
         return True
 
     def _set_mem_table(self, msg: Message, effects: list[Effect]) -> bool:
-        if len(msg.payload) < _MEM_HEADER.size:
+        if len(msg.payload) < MEM_HEADER.size:
             raise MalformedMessage(f"SET_MEM_TABLE payload of {len(msg.payload)} bytes")
-        nregions, _ = _MEM_HEADER.unpack_from(msg.payload)
+        nregions, _ = MEM_HEADER.unpack_from(msg.payload)
         if nregions > MAX_FDS_PER_MESSAGE:
             raise MalformedMessage(f"SET_MEM_TABLE with {nregions} regions (max 8)")
-        if len(msg.payload) < _MEM_HEADER.size + nregions * _MEM_REGION.size:
+        if len(msg.payload) < MEM_HEADER.size + nregions * MEM_REGION.size:
             raise MalformedMessage(f"SET_MEM_TABLE payload too short for {nregions} regions")
         if len(msg.fds) != nregions:
             raise RequestRefused(f"SET_MEM_TABLE: {nregions} regions but {len(msg.fds)} fds")
         regions = tuple(
-            _region(_MEM_REGION.unpack_from(msg.payload, _MEM_HEADER.size + i * _MEM_REGION.size))
+            region(MEM_REGION.unpack_from(msg.payload, MEM_HEADER.size + i * MEM_REGION.size))
             for i in range(nregions)
         )
         effects.append(SetMemTable(regions, msg.fds))
@@ -705,25 +378,25 @@ class VhostUserBackend:
 
     def _add_mem_reg(self, msg: Message, effects: list[Effect]) -> bool:
         self._require_protocol_feature(ProtocolFeature.CONFIGURE_MEM_SLOTS, "ADD_MEM_REG")
-        _, *fields = _unpack(_MEM_REG_MSG, msg)
+        _, *fields = unpack(MEM_REG_MSG, msg)
         fd = self._single_fd(msg, "ADD_MEM_REG")
-        effects.append(AddMemRegion(_region(fields), fd))
+        effects.append(AddMemRegion(region(fields), fd))
         return False
 
     def _rem_mem_reg(self, msg: Message, effects: list[Effect]) -> bool:
         self._require_protocol_feature(ProtocolFeature.CONFIGURE_MEM_SLOTS, "REM_MEM_REG")
-        _, *fields = _unpack(_MEM_REG_MSG, msg)
+        _, *fields = unpack(MEM_REG_MSG, msg)
         # The spec allows (and says to close) one stray fd for old front-ends.
         _expect_no_fds(msg, effects)
-        effects.append(RemoveMemRegion(_region(fields)))
+        effects.append(RemoveMemRegion(region(fields)))
         return False
 
     def _set_log(self, msg: Message, effects: list[Effect]) -> bool:
         # We never offer LOG_SHMFD nor VHOST_F_LOG_ALL, so dirty logging cannot work.
-        raise _Unsupported(f"{_name(msg)}: dirty logging is not supported")
+        raise _Unsupported(f"{request_name(msg)}: dirty logging is not supported")
 
     def _set_vring_num(self, msg: Message, effects: list[Effect]) -> bool:
-        index, num = _unpack(_VRING_STATE, msg)
+        index, num = unpack(VRING_STATE, msg)
         vring = self._vring(index)
         if num == 0 or num & (num - 1) or num > self._device.max_queue_size:
             raise RequestRefused(
@@ -736,7 +409,7 @@ class VhostUserBackend:
         return False
 
     def _set_vring_addr(self, msg: Message, effects: list[Effect]) -> bool:
-        index, _flags, desc, used, avail, _log = _unpack(_VRING_ADDR, msg)
+        index, _flags, desc, used, avail, _log = unpack(VRING_ADDR, msg)
         vring = self._vring(index)
         if vring.state is VringState.STARTED:
             raise RequestRefused(f"ring {index}: SET_VRING_ADDR while started")
@@ -746,7 +419,7 @@ class VhostUserBackend:
         return False
 
     def _set_vring_base(self, msg: Message, effects: list[Effect]) -> bool:
-        index, num = _unpack(_VRING_STATE, msg)
+        index, num = unpack(VRING_STATE, msg)
         vring = self._vring(index)
         if num > 0xFFFF:
             raise RequestRefused(f"ring {index}: base {num} does not fit a split ring index")
@@ -757,7 +430,7 @@ class VhostUserBackend:
         return False
 
     def _get_vring_base(self, msg: Message, effects: list[Effect]) -> bool:
-        index, _ = _unpack(_VRING_STATE, msg)
+        index, _ = unpack(VRING_STATE, msg)
         vring = self._vring(index)
         _expect_no_fds(msg, effects)
         was_started = vring.state is VringState.STARTED
@@ -766,7 +439,7 @@ class VhostUserBackend:
             self._pending_stop = index
             effects.append(StopVring(index))
         else:
-            effects.append(SendReply(_reply(msg.request, _VRING_STATE.pack(index, vring.base))))
+            effects.append(SendReply(reply(msg.request, VRING_STATE.pack(index, vring.base))))
         return True
 
     def _set_vring_kick(self, msg: Message, effects: list[Effect]) -> bool:
@@ -801,7 +474,7 @@ class VhostUserBackend:
         return False
 
     def _set_vring_enable(self, msg: Message, effects: list[Effect]) -> bool:
-        index, num = _unpack(_VRING_STATE, msg)
+        index, num = unpack(VRING_STATE, msg)
         vring = self._vring(index)
         if num not in (0, 1):
             raise RequestRefused(f"ring {index}: SET_VRING_ENABLE with {num}")
@@ -812,24 +485,24 @@ class VhostUserBackend:
 
     def _get_config(self, msg: Message, effects: list[Effect]) -> bool:
         self._require_protocol_feature(ProtocolFeature.CONFIG, "GET_CONFIG")
-        offset, size, flags = _config_header(msg)
+        offset, size, flags = config_header(msg)
         _expect_no_fds(msg, effects)
         try:
             data = self._device.get_config(offset, size)
         except Exception as exc:  # the device refuses: an empty payload tells the front-end
             effects.append(Ignored(int(msg.request), f"device config read failed: {exc}"))
-            effects.append(SendReply(_reply(msg.request, b"")))
+            effects.append(SendReply(reply(msg.request, b"")))
             return True
         data = data[:size].ljust(size, b"\0")
         effects.append(
-            SendReply(_reply(msg.request, _CONFIG_HEADER.pack(offset, size, flags) + data))
+            SendReply(reply(msg.request, CONFIG_HEADER.pack(offset, size, flags) + data))
         )
         return True
 
     def _set_config(self, msg: Message, effects: list[Effect]) -> bool:
         self._require_protocol_feature(ProtocolFeature.CONFIG, "SET_CONFIG")
-        offset, size, _flags = _config_header(msg)
-        data = msg.payload[_CONFIG_HEADER.size : _CONFIG_HEADER.size + size]
+        offset, size, _flags = config_header(msg)
+        data = msg.payload[CONFIG_HEADER.size : CONFIG_HEADER.size + size]
         try:
             self._device.set_config(offset, data)
         except Exception as exc:
@@ -844,20 +517,20 @@ class VhostUserBackend:
 
     def _get_inflight_fd(self, msg: Message, effects: list[Effect]) -> bool:
         self._require_protocol_feature(ProtocolFeature.INFLIGHT_SHMFD, "GET_INFLIGHT_FD")
-        _, _, num_queues, queue_size = _inflight(msg)
+        _, _, num_queues, queue_size = inflight(msg)
         if not 0 < num_queues <= self._device.num_queues:
             raise RequestRefused(f"GET_INFLIGHT_FD for {num_queues} queues")
         if not 0 < queue_size <= self._device.max_queue_size:
             raise RequestRefused(f"GET_INFLIGHT_FD for queue size {queue_size}")
         _expect_no_fds(msg, effects)
         size = inflight_region_size(num_queues, queue_size)
-        reply = _reply(msg.request, _INFLIGHT.pack(size, 0, num_queues, queue_size))
-        effects.append(AllocateInflight(size, num_queues, queue_size, reply))
+        answer = reply(msg.request, INFLIGHT.pack(size, 0, num_queues, queue_size))
+        effects.append(AllocateInflight(size, num_queues, queue_size, answer))
         return True
 
     def _set_inflight_fd(self, msg: Message, effects: list[Effect]) -> bool:
         self._require_protocol_feature(ProtocolFeature.INFLIGHT_SHMFD, "SET_INFLIGHT_FD")
-        mmap_size, mmap_offset, num_queues, queue_size = _inflight(msg)
+        mmap_size, mmap_offset, num_queues, queue_size = inflight(msg)
         fd = self._single_fd(msg, "SET_INFLIGHT_FD")
         if not 0 < num_queues <= self._device.num_queues:
             raise RequestRefused(f"SET_INFLIGHT_FD for {num_queues} queues")
@@ -869,7 +542,7 @@ class VhostUserBackend:
         return False
 
     def _unsupported(self, msg: Message, effects: list[Effect]) -> bool:
-        raise _Unsupported(f"{_name(msg)} is not supported by this back-end")
+        raise _Unsupported(f"{request_name(msg)} is not supported by this back-end")
 
     def reset(self) -> list[Effect]:
         """The connection is gone: every started ring stops (the server tears down)."""
@@ -925,46 +598,3 @@ _HANDLERS: Final[dict[int, Callable[[VhostUserBackend, Message, list[Effect]], b
     FrontendRequest.SET_STATUS: VhostUserBackend._unsupported,
     FrontendRequest.GET_STATUS: VhostUserBackend._unsupported,
 }
-
-
-# --------------------------------------------------------------------------- decoding helpers
-
-
-def _name(msg: Message) -> str:
-    if isinstance(msg.request, FrontendRequest):
-        return msg.request.name
-    return f"request {msg.request}"
-
-
-def _unpack(layout: struct.Struct, msg: Message) -> tuple[int, ...]:
-    # Payloads may be longer than the struct (front-ends pad); shorter is malformed.
-    if len(msg.payload) < layout.size:
-        raise MalformedMessage(
-            f"{_name(msg)}: payload of {len(msg.payload)} bytes, need {layout.size}"
-        )
-    values: tuple[int, ...] = layout.unpack_from(msg.payload)
-    return values
-
-
-def _region(fields: Sequence[int]) -> RegionDescription:
-    gpa, size, uva, offset = fields
-    return RegionDescription(gpa, size, uva, offset)
-
-
-def _config_header(msg: Message) -> tuple[int, int, int]:
-    offset, size, flags = _unpack(_CONFIG_HEADER, msg)
-    if size > _MAX_CONFIG_SIZE or offset > _MAX_CONFIG_SIZE or offset + size > _MAX_CONFIG_SIZE:
-        raise RequestRefused(f"{_name(msg)}: config access {offset}+{size} out of range")
-    if len(msg.payload) != _CONFIG_HEADER.size + size:
-        raise MalformedMessage(
-            f"{_name(msg)}: payload of {len(msg.payload)} bytes for a {size}-byte access"
-        )
-    return offset, size, flags
-
-
-def _inflight(msg: Message) -> tuple[int, int, int, int]:
-    if len(msg.payload) < _INFLIGHT_MIN:
-        raise MalformedMessage(f"{_name(msg)}: payload of {len(msg.payload)} bytes")
-    padded = msg.payload[: _INFLIGHT.size].ljust(_INFLIGHT.size, b"\0")
-    mmap_size, mmap_offset, num_queues, queue_size = _INFLIGHT.unpack(padded)
-    return mmap_size, mmap_offset, num_queues, queue_size
