@@ -9,9 +9,11 @@ task owns the socket's read side and sorts each line QEMU sends:
   that command's future with ``return``, or fails it with ``QmpCommandError``
   carrying QEMU's ``error.class`` and ``error.desc``;
 * an event (``{"event": ..., "data": ..., "timestamp": ...}``) is appended to
-  ``events`` (everything seen) and to a pending list that ``wait_event``
+  ``events`` (what was seen) and to a pending list that ``wait_event``
   consumes.  An event that arrived before anyone waited for it is not lost:
-  ``wait_event`` looks at the pending list first, then waits for more.
+  ``wait_event`` looks at the pending list first, then waits for more.  Both
+  lists keep the newest ``_EVENTS_KEPT`` events, so a session the agent holds
+  for days does not grow without bound.
 
 Commands may be sent concurrently (each has its own id).  When the socket
 closes (QEMU quit, or ``aclose()``), every waiting command and
@@ -29,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +39,7 @@ from types import TracebackType
 from typing import Any
 
 _LINE_LIMIT = 16 << 20  # query-qmp-schema's reply is a few hundred KiB on one line
+_EVENTS_KEPT = 1024
 
 
 class QmpError(Exception):
@@ -79,8 +83,8 @@ class QmpClient:
         self._writer = writer
         self._next_id = 0
         self._replies: dict[str, asyncio.Future[Any]] = {}
-        self._pending_events: list[QmpEvent] = []
-        self._events: list[QmpEvent] = []
+        self._pending_events: deque[QmpEvent] = deque(maxlen=_EVENTS_KEPT)
+        self._events: deque[QmpEvent] = deque(maxlen=_EVENTS_KEPT)
         self._wakeups: set[asyncio.Future[None]] = set()
         self._closed: QmpConnectionError | None = None
         self._task: asyncio.Task[None] | None = None
@@ -103,6 +107,12 @@ class QmpClient:
         try:
             async with asyncio.timeout(max(deadline - loop.time(), 1.0)):
                 await client._handshake()
+        except TimeoutError as exc:
+            await client.aclose()
+            # QEMU greets one client at a time on a -qmp socket.
+            raise QmpConnectionError(
+                f"no QMP greeting on {path} within {timeout}s (is another client connected?)"
+            ) from exc
         except BaseException:
             await client.aclose()
             raise
@@ -122,7 +132,10 @@ class QmpClient:
 
     @property
     def events(self) -> tuple[QmpEvent, ...]:
-        """Every event received so far, oldest first (``wait_event`` does not remove them)."""
+        """The events received so far (the newest 1024), oldest first.
+
+        ``wait_event`` does not remove events from here.
+        """
         return tuple(self._events)
 
     async def execute(self, command: str, /, **arguments: Any) -> Any:

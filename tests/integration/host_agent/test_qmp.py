@@ -113,3 +113,14 @@ async def test_quit_ends_qemu_and_the_session(qemu: QemuServer) -> None:
 async def test_connect_fails_clearly_without_a_socket(tmp_path: Path) -> None:
     with pytest.raises(QmpConnectionError, match="no QMP socket"):
         await QmpClient.connect(tmp_path / "absent.sock", timeout=0.3)
+
+
+async def test_a_second_client_is_told_the_socket_is_taken(qemu: QemuServer) -> None:
+    assert qemu.spec.qmp_socket is not None
+    async with await _connect(qemu) as qmp:
+        with pytest.raises(QmpConnectionError, match="no QMP greeting"):
+            await QmpClient.connect(qemu.spec.qmp_socket, timeout=1.0)
+        assert (await qmp.execute("query-status"))["running"] is True
+    # once the first session is closed, the next client is greeted
+    async with await _connect(qemu) as again:
+        assert (await again.execute("query-status"))["running"] is True
