@@ -16,9 +16,11 @@ returns the heartbeat interval.  ``Connect`` runs two tasks per stream:
   longer bound to the host (just terminated: the agent had not heard yet)
   is dropped and counted, never an error: it must not close the stream;
 - the pusher computes the host's desired state (host record, bound
-  instance, its image, volumes, NICs with subnet/VPC) whenever the
-  ``AgentHub`` wakes it (a watched change of the host or its instance) and at
-  least every ``desired_resync`` seconds, and sends it when it differs from
+  instance, its image, volumes, NICs with subnet/VPC and the VPC's VXLAN
+  peers: the underlay addresses of the other hosts with a live instance in
+  the VPC) whenever the ``AgentHub`` wakes it (a watched change of the host,
+  its instance, or a record its peers were computed from) and at least every
+  ``desired_resync`` seconds, and sends it when it differs from
   the last one sent - level-triggered: each DesiredState replaces the
   previous one, and the first is sent as soon as the stream opens.
 
@@ -223,11 +225,19 @@ class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), self.desired_resync)
                 wake.clear()
+                since = hub.mark()
                 desired = await self.desired_state(host_id)
-                for inst in desired.instances:
-                    hub.bind(host_id, inst.instance)
-                    for vol in inst.volumes:
-                        hub.bind(host_id, vol.volume)
+                # the served records, and with them what their VXLAN peers
+                # were computed from (noted by ``_desired_instance``)
+                hub.rebind(
+                    host_id,
+                    [
+                        name
+                        for inst in desired.instances
+                        for name in (inst.instance, *(vol.volume for vol in inst.volumes))
+                    ],
+                    since=since,
+                )
                 generation = desired.generation
                 desired.generation = 0
                 fingerprint = desired.SerializeToString(deterministic=True)
@@ -289,21 +299,69 @@ class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
                 out.volumes.append(
                     convert.desired_volume(await self.store.get(Volume, vname), boot=False)
                 )
+        nics: list[tuple[NetworkInterface, Subnet, Vpc]] = []
         for nname in inst.network_interfaces:
             with contextlib.suppress(NotFound):
                 nic = await self.store.get(NetworkInterface, nname)
                 subnet = await self.store.get(Subnet, nic.subnet)
-                vpc = await self.store.get(Vpc, subnet.vpc_name)
-                gateway = str(next(ipaddress.ip_network(subnet.cidr).hosts()))
-                out.nics.append(
-                    agent_pb2.DesiredNic(
-                        network_interface=nic.name,
-                        mac_address=nic.mac,
-                        private_ip=nic.ip_address,
-                        subnet_cidr=subnet.cidr,
-                        gateway_ip=gateway,
-                        vni=vpc.vni,
-                        vpc=vpc.name,
-                    )
+                nics.append((nic, subnet, await self.store.get(Vpc, subnet.vpc_name)))
+        peers = await self._vpc_peers(inst, {vpc.name for _, _, vpc in nics}) if nics else {}
+        for nic, subnet, vpc in nics:
+            gateway = str(next(ipaddress.ip_network(subnet.cidr).hosts()))
+            out.nics.append(
+                agent_pb2.DesiredNic(
+                    network_interface=nic.name,
+                    mac_address=nic.mac,
+                    private_ip=nic.ip_address,
+                    subnet_cidr=subnet.cidr,
+                    gateway_ip=gateway,
+                    vni=vpc.vni,
+                    vpc=vpc.name,
+                    peer_underlay_addresses=peers.get(vpc.name, ()),
                 )
+            )
         return out
+
+    async def _vpc_peers(self, inst: Instance, vpcs: set[str]) -> dict[str, list[str]]:
+        """VPC name -> underlay addresses of the OTHER hosts carrying it: the
+        hosts bound to a live (not tearing down) instance of the tenant with
+        an interface in the VPC; sorted, no duplicates, no empty address.
+
+        Cost: one range read of the tenant's interfaces (every one decoded),
+        one multi-get of the instances attached to the VPCs' interfaces and
+        one of their hosts -- three round trips per computation, whatever the
+        number of NICs.  Every record read is noted with the hub, so a peer
+        appearing or going away wakes this stream (``AgentHub.rebind``).
+        """
+        tenant_nics, _ = await self.store.list_all(
+            NetworkInterface, parent=f"tenants/{inst.tenant}"
+        )
+        watched = set(vpcs)
+        members: dict[str, set[str]] = {}  # other instance -> the VPCs it has NICs in
+        for nic in tenant_nics:
+            vpc = nic.vpc_name
+            if vpc in vpcs:
+                watched.add(nic.name)
+                if nic.instance and nic.instance != inst.name:
+                    members.setdefault(nic.instance, set()).add(vpc)
+        candidates = sorted(members)
+        live = {
+            other.name: other.host
+            for other in await self.store.get_many(Instance, candidates)
+            if other is not None
+            and other.host
+            and other.host != inst.host
+            and other.state not in _TEARDOWN
+        }
+        host_names = sorted(set(live.values()))
+        watched.update(candidates, host_names)
+        self.deps.hub.note_dependencies(inst.name, watched)
+        addresses: dict[str, set[str]] = {vpc: set() for vpc in vpcs}
+        for host in await self.store.get_many(Host, host_names):
+            # the host must still be bound to the instance (not released since)
+            if host is None or not host.underlay_address:
+                continue
+            if live.get(host.assigned_instance) == host.name:
+                for vpc in members[host.assigned_instance]:
+                    addresses[vpc].add(host.underlay_address)
+        return {vpc: sorted(addrs) for vpc, addrs in addresses.items()}

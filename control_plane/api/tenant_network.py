@@ -1,16 +1,24 @@
 """TenantService VPC, subnet, network-interface and placement-group RPCs.
 
-VPCs get a random 24-bit VXLAN VNI (collisions across 16M values are
-improbable; the fabric also keys by tenant).  Subnets must lie inside their
-VPC's CIDR and overlap no sibling.  A network interface gets a locally
-administered MAC (``02:..``) and the lowest free address of its subnet above
-the gateway (``.1``) and reserved ``.2``/``.3``, chosen from the subnet's
-address claims; the store claims the address in the create transaction
-(``addresses/...`` compared absent), so of two concurrent creates picking
-the same address exactly one wins and the other (``AddressInUse``) picks the
-next one.  Attach/detach write the interface and the instance in one
-transaction compared on both etags.  Deletes refuse while something still
-depends on the resource (FAILED_PRECONDITION, naming the dependant).
+VPCs get a random 24-bit VXLAN VNI and network interfaces a random locally
+administered MAC (``02:..``), each unique by construction: the store claims
+the value in the create transaction (``vnis/{vni}`` / ``macs/{mac}``
+compared absent, global), so a drawn value another VPC or interface holds
+fails the txn (``VniInUse`` / ``MacInUse``) and the create draws again, at
+most ``_CLAIM_ATTEMPTS`` times (then ABORTED: with 16M VNIs or 2^40 MACs
+that means the space is nearly full or the random source is broken).
+Subnets must lie inside their VPC's CIDR and overlap no sibling.  An
+interface's address is the lowest free one of its subnet above the gateway
+(``.1``) and reserved ``.2``/``.3``, chosen from the subnet's address
+claims and claimed in the same create transaction (``addresses/...``), so
+of two concurrent creates picking the same address exactly one wins and the
+other (``AddressInUse``) picks the next one.  A replayed ``request_id``
+returns the first call's record (the store checks the request before the
+claims), whatever was drawn this time.  Deleting a VPC or an interface
+frees its claims in the delete transaction.  Attach/detach write the
+interface and the instance in one transaction compared on both etags.
+Deletes refuse while something still depends on the resource
+(FAILED_PRECONDITION, naming the dependant).
 """
 
 from __future__ import annotations
@@ -28,14 +36,27 @@ from control_plane.api.rpc import Context, unary
 from control_plane.domain.compute import Instance
 from control_plane.domain.errors import Aborted, FailedPrecondition, NotFound, ResourceExhausted
 from control_plane.domain.lifecycle import InstanceState
-from control_plane.domain.network import NetworkInterface, Subnet, Vpc
+from control_plane.domain.network import VNI_MAX, VNI_MIN, NetworkInterface, Subnet, Vpc
 from control_plane.domain.placement import PlacementGroup, PlacementStrategy
-from control_plane.store import AddressInUse
+from control_plane.store import AddressInUse, MacInUse, VniInUse
 
 SERVICE = "TenantService"
 _RESERVED_HOSTS = 3  # .1 gateway, .2 DHCP/metadata, .3 DNS
 #: creates of one interface that may lose their address to a concurrent create
 _ADDRESS_ATTEMPTS = 64
+#: random VNIs / MACs one create draws before giving up (each drawn value is
+#: claimed in the create txn; a taken one costs one more txn)
+_CLAIM_ATTEMPTS = 16
+
+
+def _draw_vni() -> int:
+    """A random VXLAN network identifier (the create claims it)."""
+    return VNI_MIN + secrets.randbelow(VNI_MAX - VNI_MIN + 1)
+
+
+def _draw_mac() -> str:
+    """A random locally administered unicast MAC (the create claims it)."""
+    return "02:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(5))
 
 
 def _check_etag(name: str, want: str, have: str) -> None:
@@ -61,17 +82,17 @@ class NetworkMixin(Servicer, tenant_pb2_grpc.TenantServiceServicer):
             else validate.new_id("vpc")
         )
         cidr = validate.cidr(spec.cidr, "vpc.cidr", min_prefix=8, max_prefix=28)
-        vpc = Vpc(
-            tenant=tenant,
-            id=vpc_id,
-            cidr=cidr,
-            vni=secrets.randbelow(2**24 - 2) + 1,
-            request_id=rid,
+        fingerprint = validate.fingerprint(request)
+        for _ in range(_CLAIM_ATTEMPTS):
+            vpc = Vpc(tenant=tenant, id=vpc_id, cidr=cidr, vni=_draw_vni(), request_id=rid)
+            try:
+                created = await self.store.create(vpc, request_id=rid, fingerprint=fingerprint)
+            except VniInUse:
+                continue  # another VPC holds it: draw again
+            return convert.vpc(created)
+        raise Aborted(
+            f"vpc: {_CLAIM_ATTEMPTS} random VXLAN VNIs in a row were already taken; retry"
         )
-        created = await self.store.create(
-            vpc, request_id=rid, fingerprint=validate.fingerprint(request)
-        )
-        return convert.vpc(created)
 
     @unary(SERVICE)
     async def GetVpc(self, request: tenant_pb2.GetRequest, context: Context) -> common_pb2.Vpc:
@@ -209,22 +230,34 @@ class NetworkMixin(Servicer, tenant_pb2_grpc.TenantServiceServicer):
             validate.owned(spec.subnet, "network_interface.subnet", "subnets", tenant)
         )
         subnet = await self.ref(Subnet, subnet_name, "network_interface.subnet")
-        mac = "02:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(5))
         fingerprint = validate.fingerprint(request)
         skip: set[str] = set()
+        mac, mac_draws = _draw_mac(), 1
+        ip: str | None = None
         for _ in range(_ADDRESS_ATTEMPTS):
+            if ip is None:
+                ip = await self._free_ip(subnet, skip)
             nic = NetworkInterface(
                 tenant=tenant,
                 id=nic_id,
                 subnet=subnet_name,
                 mac=mac,
-                ip_address=await self._free_ip(subnet, skip),
+                ip_address=ip,
                 request_id=rid,
             )
             try:
                 created = await self.store.create(nic, request_id=rid, fingerprint=fingerprint)
             except AddressInUse as exc:
                 skip.add(exc.address)  # a concurrent create took it first: next one
+                ip = None
+                continue
+            except MacInUse:
+                if mac_draws >= _CLAIM_ATTEMPTS:
+                    raise Aborted(
+                        f"network_interface: {_CLAIM_ATTEMPTS} random MAC addresses in a row"
+                        " were already taken; retry"
+                    ) from None
+                mac, mac_draws = _draw_mac(), mac_draws + 1  # another interface holds it
                 continue
             return convert.network_interface(created)
         raise Aborted(f"{subnet_name}: addresses kept being taken concurrently; retry")

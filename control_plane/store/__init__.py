@@ -73,6 +73,11 @@ Semantics:
   that creates it and deleted with it; a taken address raises
   ``AddressInUse`` (an ``AlreadyExists``) so the caller picks another.  The
   address of a stored interface never changes.
+- **claims**: the same for globally unique values: a VPC's VXLAN VNI
+  (``vnis/{vni}``) and an interface's MAC (``macs/{mac}``); a taken one
+  raises ``VniInUse`` / ``MacInUse`` (``ClaimTaken``, an ``AlreadyExists``).
+  Deleting the holder deletes its claims in the same txn, compared on their
+  value (the holder's name): a claim some other record holds is never freed.
 - **filter** grammar: ``field=value`` / ``field!=value`` terms joined by
   ``AND``; fields are record attributes (dotted for nested:
   ``hardware.cpus=64``); values bare or double-quoted; see
@@ -91,6 +96,8 @@ Key layout (``keys.py``)::
     /bmaas/v1/requests/{t}/{request_id}   idempotency record {"name", "fingerprint"}
     /bmaas/v1/tenant_tokens/{token_id}    TenantToken {"tenant", "sha256", ...}
     /bmaas/v1/addresses/{t}/{vpc}/{s}/{ip}  IP claim -> the network interface's name
+    /bmaas/v1/vnis/{vni}                  VXLAN VNI claim (global) -> the VPC's name
+    /bmaas/v1/macs/{mac}                  MAC claim (global) -> the network interface's name
     /bmaas/v1/agent_reports/{h}           latest AgentReport
     /bmaas/v1/heartbeats/{h}              lease-bound while the agent heartbeats
     /bmaas/v1/leases/{election}           lease-bound leader seat
@@ -106,7 +113,15 @@ prefix, fanned out), ``record_cache``, ``agent_reports``, ``tenant_tokens``, ``l
 ``election``, ``errors``.
 """
 
-from control_plane.store.errors import AddressInUse, RecordChanged, RecordGone, RevisionCompacted
+from control_plane.store.errors import (
+    AddressInUse,
+    ClaimTaken,
+    MacInUse,
+    RecordChanged,
+    RecordGone,
+    RevisionCompacted,
+    VniInUse,
+)
 from control_plane.store.keys import DEFAULT_ROOT, KeySpace
 from control_plane.store.kv import Stats
 from control_plane.store.liveness import DEFAULT_HEARTBEAT_TTL, HeartbeatEvent
@@ -114,16 +129,19 @@ from control_plane.store.store import Created, Page, Store, WatchEvent
 
 __all__ = [
     "AddressInUse",
+    "ClaimTaken",
     "DEFAULT_HEARTBEAT_TTL",
     "Created",
     "DEFAULT_ROOT",
     "HeartbeatEvent",
     "KeySpace",
+    "MacInUse",
     "Page",
     "RecordChanged",
     "RecordGone",
     "RevisionCompacted",
     "Stats",
     "Store",
+    "VniInUse",
     "WatchEvent",
 ]

@@ -12,8 +12,11 @@ The store raises the domain tree (``NotFound``, ``AlreadyExists``,
      └── RecordGone            a record compared in a transaction was deleted (``.name``)
 
     AlreadyExists
-     └── AddressInUse          a create claimed an IP address another record holds
-                               (``.address``); pick another and create again
+     └── ClaimTaken            a create claimed a value another record holds
+          │                    (``.kind``, ``.value``); pick another and create again
+          ├── AddressInUse     an IP address of a subnet (``.subnet``, ``.address``)
+          ├── MacInUse         a MAC address (global)
+          └── VniInUse         a VXLAN network identifier (global)
 
 ``translate(exc)`` maps an aetcd/grpc exception to the domain error that
 the caller re-raises with ``raise translate(exc) from exc``.
@@ -52,13 +55,37 @@ class RecordGone(NotFound):
         self.name = name
 
 
-class AddressInUse(AlreadyExists):
+class ClaimTaken(AlreadyExists):
+    """A value a new record claims (``records.claims_of``) is held by another."""
+
+    kind = "value"
+
+    def __init__(self, value: str, message: str = "") -> None:
+        super().__init__(message or f"{self.kind} {value} is already in use")
+        self.value = value
+
+
+class AddressInUse(ClaimTaken):
     """The IP address a new network interface claims is held by another one."""
 
+    kind = "address"
+
     def __init__(self, subnet: str, address: str) -> None:
-        super().__init__(f"{subnet}: address {address} is already in use")
+        super().__init__(address, f"{subnet}: address {address} is already in use")
         self.subnet = subnet
         self.address = address
+
+
+class MacInUse(ClaimTaken):
+    """The MAC address a new network interface claims is held by another one."""
+
+    kind = "mac"
+
+
+class VniInUse(ClaimTaken):
+    """The VXLAN network identifier a new VPC claims is held by another one."""
+
+    kind = "vni"
 
 
 class RevisionCompacted(Aborted):

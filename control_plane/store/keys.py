@@ -18,10 +18,16 @@ watches one kind across all tenants and a longer prefix narrows to a parent::
     {root}/requests/{t}/{request_id}           idempotency record -> {"name", "fingerprint"}
     {root}/tenant_tokens/{token_id}            TenantToken (digest of the secret only)
     {root}/addresses/{t}/{vpc}/{s}/{ip}        IP claim of a subnet -> the NIC's name
+    {root}/vnis/{vni}                          VXLAN VNI claim (global, decimal) -> the VPC's name
+    {root}/macs/{mac}                          MAC claim (global, lower case) -> the NIC's name
     {root}/agent_reports/{h}                   latest AgentReport of host h
     {root}/consoles/{t}/{i}                    serial console tail of instance i (agent-sent)
     {root}/heartbeats/{h}                      lease-bound; exists while h's agent heartbeats
     {root}/leases/{election}                   lease-bound; value = the leader's identity
+
+Claim keys (``addresses/``, ``vnis/``, ``macs/``) make a value unique: the
+txn that creates the holder puts the claim compared absent, the txn that
+deletes the holder deletes it compared on its value (the holder's name).
 
 ``root`` defaults to ``/bmaas/v1``.  Ids never contain ``/`` (RFC 1123
 labels), so every "{prefix}/" range is exact: ``t1/`` never matches ``t10/``.
@@ -33,6 +39,7 @@ from dataclasses import dataclass
 
 from control_plane.domain.errors import InvalidArgument
 from control_plane.domain.names import COLLECTIONS, ResourceName, parse_name
+from control_plane.store.records import Claim
 
 DEFAULT_ROOT = "/bmaas/v1"
 
@@ -91,6 +98,24 @@ class KeySpace:
     def addresses_prefix(self, subnet: str) -> bytes:
         ids = parse_name(subnet, collection="subnets").ids
         return f"{self.root}/addresses/{'/'.join(ids)}/".encode()
+
+    def vni(self, vni: int | str) -> bytes:
+        """The claim key of VXLAN network identifier *vni* (global)."""
+        return f"{self.root}/vnis/{int(vni)}".encode()
+
+    def mac(self, mac: str) -> bytes:
+        """The claim key of MAC address *mac* (global)."""
+        return f"{self.root}/macs/{mac.lower()}".encode()
+
+    def claim(self, claim: Claim) -> bytes:
+        """The key of *claim* (``records.claims_of``)."""
+        if claim.kind == "address":
+            return self.address(claim.scope, claim.value)
+        if claim.kind == "mac":
+            return self.mac(claim.value)
+        if claim.kind == "vni":
+            return self.vni(claim.value)
+        raise ValueError(f"unknown claim kind {claim.kind!r}")
 
     def tenant_token(self, token_id: str) -> bytes:
         return f"{self.root}/tenant_tokens/{token_id}".encode()

@@ -5,10 +5,12 @@
   instance holds one instance slot until it is TERMINATED (a terminal state,
   so an update can only ever *release* an instance slot); a volume holds its
   ``size_gib`` until it is deleted.
-- ``address_of(record)``: the ``(subnet, ip)`` a record holds exclusively
-  (network interfaces): the store writes an ``addresses/`` claim key in the
-  txn that creates the record (compared absent) and deletes it with the
-  record, so two records can never hold one address of a subnet.
+- ``claims_of(record)``: the values a record holds exclusively -- a network
+  interface's ``(subnet, ip)`` and its MAC, a VPC's VXLAN VNI.  The store
+  writes one claim key per value (``addresses/``, ``macs/``, ``vnis/``) in
+  the txn that creates the record (compared absent) and deletes them with
+  the record, so two records can never hold one value.  Claimed values never
+  change on a stored record.  ``address_of`` is the address claim alone.
 - ``needs_previous(record)``: whether an update must read the stored version
   to compute the usage delta (instances moving to TERMINATED, volumes).
 """
@@ -21,7 +23,7 @@ from typing import Any, Protocol, TypeVar
 from control_plane.domain import RESOURCE_TYPES
 from control_plane.domain.compute import Instance
 from control_plane.domain.lifecycle import INSTANCE_COUNTS_FOR_QUOTA, InstanceState
-from control_plane.domain.network import NetworkInterface
+from control_plane.domain.network import NetworkInterface, Vpc
 from control_plane.domain.tenant import QuotaUsage
 from control_plane.domain.volume import Volume
 
@@ -58,10 +60,34 @@ def usage_of(record: object) -> QuotaUsage:
     return ZERO
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Claim:
+    """A value one record holds exclusively: ``kind`` is ``"address"``
+    (``scope`` = the subnet), ``"mac"`` or ``"vni"`` (global)."""
+
+    kind: str
+    value: str
+    scope: str = ""
+
+
 def address_of(record: object) -> tuple[str, str] | None:
     if isinstance(record, NetworkInterface) and record.subnet and record.ip_address:
         return record.subnet, record.ip_address
     return None
+
+
+def claims_of(record: object) -> tuple[Claim, ...]:
+    if isinstance(record, NetworkInterface):
+        out: list[Claim] = []
+        addr = address_of(record)
+        if addr is not None:
+            out.append(Claim("address", addr[1], addr[0]))
+        if record.mac:
+            out.append(Claim("mac", record.mac.lower()))
+        return tuple(out)
+    if isinstance(record, Vpc) and record.vni:
+        return (Claim("vni", str(record.vni)),)
+    return ()
 
 
 def is_accounted(record: object) -> bool:

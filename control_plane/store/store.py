@@ -3,18 +3,20 @@
 Every write is ONE etcd transaction, so a crash never leaves half a change.
 The shapes (``k`` = the record's key, ``u`` = ``usage/{t}`` (charged),
 ``r`` = ``released/{t}``, ``q`` = ``requests/{t}/{id}``, ``t`` =
-``tenants/{t}``, ``a`` = an ``addresses/`` claim)::
+``tenants/{t}``, ``c`` = each claim of the record (``records.claims_of``:
+``addresses/``, ``macs/``, ``vnis/``), ``n`` = the record's name)::
 
-    create   if version(k)=0 [and version(q)=0] [and version(a)=0]
+    create   if version(k)=0 [and version(q)=0] [and version(c)=0 ...]
                 [and mod(u)=seen and mod(t)=seen]   [or, no quota: version(t)>0]
-             then put k [put q] [put a] [put u+delta]
-             else get k, get t, get u, get q, get r [, get a]  -> decide / retry
+             then put k [put q] [put c=n ...] [put u+delta]
+             else get k, get t, get u, get q, get r [, get c ...]  -> decide / retry
     update   if mod(k_i)=etag_i for every record [and mod(t), mod(u)=seen: growth]
                 [and mod(r)=seen: release]
              then put k_i... [put u+growth] [put r+release]
              else get k_i..., get u, r, t            -> Aborted / NotFound / retry
-    delete   if mod(k)=seen [and mod(r)=seen] then delete k [delete q] [delete a]
-             [put r+usage]
+    delete   if mod(k)=seen [and value(c)=n ...] [and mod(r)=seen]
+             then delete k [delete q] [delete c ...] [put r+usage]
+             else get k [, get c ...]     -> a claim not held by n: left alone, retry
 
 ``create_or_replay(..., together=[...])`` adds ``mod(x)=etag`` / ``put x``
 for each of the given existing records to the create txn (the API creates
@@ -95,7 +97,14 @@ from control_plane.domain.names import parse_name
 from control_plane.domain.tenant import QuotaUsage, Tenant
 from control_plane.domain.validation import validate_page_size, validate_request_id
 from control_plane.store import codec
-from control_plane.store.errors import AddressInUse, RecordChanged, RecordGone
+from control_plane.store.errors import (
+    AddressInUse,
+    ClaimTaken,
+    MacInUse,
+    RecordChanged,
+    RecordGone,
+    VniInUse,
+)
 from control_plane.store.keys import DEFAULT_ROOT, KeySpace, parent_ids, prefix_range_end
 from control_plane.store.kv import (
     KV,
@@ -104,6 +113,7 @@ from control_plane.store.kv import (
     cmp_absent,
     cmp_mod,
     cmp_present,
+    cmp_value,
     op_delete,
     op_get,
     op_put,
@@ -111,8 +121,9 @@ from control_plane.store.kv import (
 from control_plane.store.record_cache import RecordCache
 from control_plane.store.records import (
     ZERO,
+    Claim,
     R,
-    address_of,
+    claims_of,
     collection_of,
     is_accounted,
     is_accounted_kind,
@@ -180,8 +191,8 @@ class _CreatePlan(Generic[T]):
     req_key: bytes | None
     req_value: bytes
     state_keys: list[bytes]
-    #: (subnet, ip, claim key) the record holds exclusively, if any
-    claim: tuple[str, str, bytes] | None = None
+    #: the values the record holds exclusively, with their claim keys
+    claims: tuple[tuple[Claim, bytes], ...] = ()
 
     @property
     def charges(self) -> bool:
@@ -477,8 +488,7 @@ class Store:
                     seen = None  # judged on cached usage: confirm with a fresh read
                     continue
                 failure = [op_get(k) for k in plan.state_keys]
-                if plan.claim is not None:
-                    failure.append(op_get(plan.claim[2]))
+                failure += [op_get(ckey) for _, ckey in plan.claims]
                 n_fixed = len(failure)
                 for key, rev, value in zip(extra_keys, extra_revs, extra_values, strict=True):
                     compare.append(cmp_mod(key, rev))
@@ -504,8 +514,9 @@ class Store:
                     )
                 if record:
                     raise AlreadyExists(f"{plan.obj.name} already exists")
-                if plan.claim is not None and res.ranges[5]:
-                    raise AddressInUse(plan.claim[0], plan.claim[1])
+                for (claim, _), held in zip(plan.claims, res.ranges[5:n_fixed], strict=True):
+                    if held:
+                        raise _claim_taken(claim)
                 if plan.tenant and not tenant_kvs:
                     self._usage_seen.pop(plan.tenant, None)
                     raise NotFound(f"tenants/{plan.tenant} not found")
@@ -541,8 +552,7 @@ class Store:
             obj = dataclasses.replace(obj, request_id=request_id)  # type: ignore[type-var]
         key = self.keys.resource(rn)
         req_key = self.keys.request(tenant, request_id) if tenant and request_id else None
-        addr = address_of(obj)
-        claim = (*addr, self.keys.address(*addr)) if addr is not None else None
+        claims = tuple((c, self.keys.claim(c)) for c in claims_of(obj))
         return _CreatePlan(
             obj=obj,
             key=key,
@@ -560,7 +570,7 @@ class Store:
                 req_key or key,
                 self.keys.released(tenant) if tenant else key,
             ],
-            claim=claim,
+            claims=claims,
         )
 
     def _create_ops(
@@ -575,9 +585,9 @@ class Store:
         if plan.req_key is not None:
             compare.append(cmp_absent(plan.req_key))
             success.append(op_put(plan.req_key, plan.req_value))
-        if plan.claim is not None:
-            compare.append(cmp_absent(plan.claim[2]))
-            success.append(op_put(plan.claim[2], plan.obj.name.encode()))
+        for _, ckey in plan.claims:
+            compare.append(cmp_absent(ckey))
+            success.append(op_put(ckey, plan.obj.name.encode()))
         if plan.tenant and not plan.charges:
             compare.append(cmp_present(tenant_key))
         elif plan.charges:
@@ -1005,9 +1015,13 @@ class Store:
 
     async def delete(self, cls: type[R], name: str, *, etag: str = "") -> None:
         """Delete *name* (compared on *etag* if given), its idempotency record,
-        and release its quota usage, in one transaction."""
+        its claims (those it holds: a claim key holding another name, or none,
+        is left alone) and release its quota usage, in one transaction."""
         rn = parse_name(name, collection=collection_of(cls))
         key = self.keys.resource(rn)
+        #: claim keys found NOT held by this record (one stored before its
+        #: kind had claims): a failed txn names them, the next one skips them
+        foreign: set[bytes] = set()
         async with self._usage_lock([rn.tenant] if rn.tenant and is_accounted_kind(cls) else []):
             for _ in range(USAGE_RETRIES):
                 kv = await self.kv.get(key)
@@ -1021,9 +1035,11 @@ class Store:
                 request_id = getattr(current, "request_id", "")
                 if request_id and rn.tenant:
                     success.append(op_delete(self.keys.request(rn.tenant, request_id)))
-                addr = address_of(current)
-                if addr is not None:
-                    success.append(op_delete(self.keys.address(*addr)))
+                ckeys = [self.keys.claim(c) for c in claims_of(current)]
+                for ckey in ckeys:
+                    if ckey not in foreign:
+                        compare.append(cmp_value(ckey, name.encode()))
+                        success.append(op_delete(ckey))
                 used = usage_of(current)
                 if not used.is_zero and rn.tenant:
                     extra_cmp, extra_ops = await self._usage_ops({rn.tenant: ZERO - used})
@@ -1032,9 +1048,22 @@ class Store:
                 if rn.collection == "tenants":
                     success.append(op_delete(self.keys.usage(rn.ids[0])))
                     success.append(op_delete(self.keys.released(rn.ids[0])))
-                res = await self.kv.txn(compare, success)
+                failure = [op_get(k) for k in (key, *ckeys)] if ckeys else []
+                res = await self.kv.txn(compare, success, failure)
                 if res.succeeded:
                     return
+                if ckeys:
+                    stored, held = res.ranges[0], res.ranges[1:]
+                    lost = {
+                        ckey
+                        for ckey, got in zip(ckeys, held, strict=True)
+                        if ckey not in foreign and (not got or got[0].value != name.encode())
+                    }
+                    if lost and stored and stored[0].mod_revision == kv.mod_revision:
+                        # the record is as read: only claims it does not hold failed
+                        # the compare -- delete it without them
+                        foreign |= lost
+                        continue
                 if etag:
                     raise Aborted(f"{name} was modified concurrently")
             raise Aborted(f"{name}: too much contention; retry")
@@ -1077,6 +1106,17 @@ class Store:
     ) -> AsyncGenerator[tuple[bool, KV], None]:
         """``(deleted, kv)`` for every change under *prefix* (see ``EtcdKV.watch_resuming``)."""
         return self.kv.watch_shared(prefix, start_revision=start_revision)
+
+
+def _claim_taken(claim: Claim) -> ClaimTaken:
+    """The error for a create that lost *claim* to another record."""
+    if claim.kind == "address":
+        return AddressInUse(claim.scope, claim.value)
+    if claim.kind == "mac":
+        return MacInUse(claim.value)
+    if claim.kind == "vni":
+        return VniInUse(claim.value)
+    return ClaimTaken(claim.value)
 
 
 def _counter(kv: KV | None) -> QuotaUsage:
