@@ -11,6 +11,8 @@ inventory cannot be probed, so it is declared here)::
     rack = "r1"
     underlay_address = "192.0.2.10"  # the card's VXLAN tunnel endpoint
     card_cpus = 1                    # CPUs kept for the card (QEMU's vCPUs avoid them)
+    netns = "bmaas-host1"            # where TAPs, bridges and VXLAN live (emulated hosts)
+    nic_mtu = 1450                   # MTU given to guests by DHCP
     server_memory_mib = 512          # the stand-in server's RAM
     server_cpus = 1
     shutdown_grace = 3.0             # seconds a stop waits for the OS before cutting power
@@ -59,6 +61,11 @@ class AgentConfig:
     rack: str = ""
     underlay_address: str = ""
     card_cpus: int = 0
+    #: the network namespace of the host's card side (TAPs, bridges, VXLAN);
+    #: "" for the agent's own namespace.  Emulated hosts get one each.
+    netns: str = ""
+    #: the MTU the card gives guests (DHCP option 26): the underlay's minus VXLAN's 50
+    nic_mtu: int = 1450
     server_memory_mib: int = 512
     server_cpus: int = 1
     shutdown_grace: float = 3.0
@@ -101,6 +108,8 @@ _FIELDS = {
     "rack": str,
     "underlay_address": str,
     "card_cpus": int,
+    "netns": str,
+    "nic_mtu": int,
     "server_memory_mib": int,
     "server_cpus": int,
     "shutdown_grace": float,

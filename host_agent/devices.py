@@ -1,15 +1,17 @@
 """The card's device back-ends, as supervised processes.
 
 Each volume is served by its own ``offload-blk`` process (one vhost-user-blk
-socket each).  They are processes, not threads of the agent, for one
-reason above all: the data path must outlive the management plane.  A
-crashed or upgraded agent leaves every back-end serving its guest; the new
-agent finds them again from their pid files (checking that the pid still
-runs ``offload-blk`` on the same socket) and supervises them from there.
-When a back-end dies the agent starts a new one on the same socket and
-image; QEMU reconnects and the back-end's inflight region lets it resubmit
-what was in flight, so the guest sees a pause, not an error.  Processes
-also give each device its own GIL and its own crash domain.
+socket each), each NIC by its own ``offload-net`` (started inside the host's
+network namespace, where its TAP and the VPC fabric live).  They are
+processes, not threads of the agent, for one reason above all: the data
+path must outlive the management plane.  A crashed or upgraded agent leaves
+every back-end serving its guest; the new agent finds them again from their
+pid files (checking that the pid still runs a back-end on the same socket)
+and supervises them from there.  When a back-end dies the agent starts a
+new one on the same socket; QEMU reconnects, and a disk's inflight region
+lets it resubmit what was in flight, so the guest sees a pause, not an
+error.  Processes also give each device its own GIL and its own crash
+domain.
 
 Back-ends run in their own session (``start_new_session``), so signals to
 the agent's process group never reach them.
@@ -25,6 +27,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,13 +39,13 @@ class DeviceError(Exception):
     """A back-end could not be started (the message names the volume)."""
 
 
-def _offload_blk() -> str:
-    beside = Path(sys.executable).parent / "offload-blk"
+def _program(name: str) -> str:
+    beside = Path(sys.executable).parent / name
     if beside.exists():
         return str(beside)
-    found = shutil.which("offload-blk")
+    found = shutil.which(name)
     if found is None:
-        raise DeviceError("offload-blk not found next to the agent's Python or on PATH")
+        raise DeviceError(f"{name} not found next to the agent's Python or on PATH")
     return found
 
 
@@ -78,11 +81,60 @@ class BlkSpec:
     read_only: bool = False
     serial: str = ""
 
+    program = "offload-blk"
 
-class BlkBackend:
-    """One supervised ``offload-blk``; its pid file sits beside its socket."""
+    def args(self, stats: Path) -> list[str]:
+        argv = ["--socket", str(self.socket), "--image", str(self.image)]
+        argv += ["--queues", str(self.queues), "--stats", str(stats)]
+        if self.read_only:
+            argv.append("--read-only")
+        if self.serial:
+            argv += ["--serial", self.serial[:20]]
+        return argv
 
-    def __init__(self, spec: BlkSpec) -> None:
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NetSpec:
+    """A NIC: ``offload-net`` between the server's virtio-net and a TAP
+    (in the host's network namespace, *netns*, when one is set)."""
+
+    id: str
+    socket: Path
+    tap: str
+    mac: str
+    ip: str = ""  # ADDR/PREFIX: the card answers DHCP, ARP and metadata for it
+    gateway: str = ""
+    metadata: Path | None = None
+    mtu: int = 1500
+    netns: str = ""
+    serial: str = ""
+
+    program = "offload-net"
+
+    def args(self, stats: Path) -> list[str]:
+        argv = ["--socket", str(self.socket), "--tap", self.tap, "--mac", self.mac]
+        if self.ip:
+            argv += ["--ip", self.ip]
+            if self.gateway:
+                argv += ["--gateway", self.gateway]
+            if self.metadata is not None:
+                argv += ["--metadata", str(self.metadata)]
+        return [*argv, "--mtu", str(self.mtu)]
+
+
+def _enter_netns(name: str) -> Callable[[], None]:
+    def enter() -> None:
+        from pyroute2.netns import setns
+
+        setns(name)
+
+    return enter
+
+
+class Backend:
+    """One supervised back-end process; its pid file sits beside its socket."""
+
+    def __init__(self, spec: BlkSpec | NetSpec) -> None:
         self.spec = spec
         self.pidfile = spec.socket.with_suffix(".pid")
         self.logfile = spec.socket.with_suffix(".log")
@@ -110,12 +162,8 @@ class BlkBackend:
             self.restarts += 1
             metrics.BACKEND_RESTARTS.inc()
         self.spec.socket.parent.mkdir(parents=True, exist_ok=True)
-        argv = [_offload_blk(), "--socket", str(self.spec.socket), "--image", str(self.spec.image)]
-        argv += ["--queues", str(self.spec.queues), "--stats", str(self.statsfile)]
-        if self.spec.read_only:
-            argv.append("--read-only")
-        if self.spec.serial:
-            argv += ["--serial", self.spec.serial[:20]]
+        argv = [_program(self.spec.program), *self.spec.args(self.statsfile)]
+        netns = getattr(self.spec, "netns", "")
         with self.logfile.open("ab") as log:
             self._child = subprocess.Popen(
                 argv,
@@ -123,17 +171,20 @@ class BlkBackend:
                 stdout=log,
                 stderr=log,
                 start_new_session=True,
+                preexec_fn=_enter_netns(netns) if netns else None,
             )
         self.pidfile.write_text(str(self._child.pid))
         deadline = time.monotonic() + timeout
         while not self.spec.socket.exists():
             if self._child.poll() is not None:
                 raise DeviceError(
-                    f"offload-blk for {self.spec.id} exited ({self._child.returncode}): "
-                    f"{self._log_tail()}"
+                    f"{self.spec.program} for {self.spec.id} exited "
+                    f"({self._child.returncode}): {self._log_tail()}"
                 )
             if time.monotonic() > deadline:
-                raise DeviceError(f"offload-blk for {self.spec.id}: no socket after {timeout}s")
+                raise DeviceError(
+                    f"{self.spec.program} for {self.spec.id}: no socket after {timeout}s"
+                )
             time.sleep(0.02)
         return True
 

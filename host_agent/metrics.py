@@ -22,7 +22,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from host_agent.devices import BlkBackend
+    from host_agent.devices import Backend
 
 CONNECTED = Gauge(
     "bmaas_agent_connected",
@@ -79,7 +79,7 @@ WIPE_FAILURES = Counter(
 class DeviceCollector(Collector):
     """Per-device I/O, connection state and data-plane CPU, read at scrape time."""
 
-    def __init__(self, backends: Callable[[], Iterable[BlkBackend]]) -> None:
+    def __init__(self, backends: Callable[[], Iterable[Backend]]) -> None:
         self._backends = backends
 
     def collect(self) -> Iterator[Metric]:

@@ -36,6 +36,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import ipaddress
+import json
 import logging
 import shutil
 import time
@@ -46,8 +48,8 @@ from pathlib import Path
 from host_agent import metrics
 from host_agent.config import AgentConfig
 from host_agent.desired import Desired, DesiredInstance, DesiredVolume, Phase, Power
-from host_agent.devices import BlkBackend, BlkSpec, DeviceError
-from host_agent.power.base import Disk, Machine, PowerDriver, PowerError
+from host_agent.devices import Backend, BlkSpec, DeviceError, NetSpec
+from host_agent.power.base import Disk, Machine, Nic, PowerDriver, PowerError
 from host_agent.state import AgentState, InstanceRecord
 from host_agent.storage.clone import clone_volume, create_volume, grow_volume
 from host_agent.storage.errors import (
@@ -60,6 +62,8 @@ from host_agent.storage.errors import (
 )
 from host_agent.storage.images import ImageCache
 from host_agent.storage.wipe import wipe_disk
+from offload.network.errors import NetworkError
+from offload.network.fabric import Fabric, VpcPort
 
 log = logging.getLogger("host_agent.reconcile")
 
@@ -102,6 +106,20 @@ class ProvisionFailed(Exception):
     """Provisioning cannot succeed (the message is the instance's failure reason)."""
 
 
+def _pluggable(volume: str, disk: Disk) -> bool:
+    """Data volumes come and go while the server runs; boot and local disks do not."""
+    return not disk.boot and not volume.startswith("local/")
+
+
+def _fake_disk(volume: str) -> Disk:
+    return Disk(id="v" + short_id(volume)[:10], socket=Path())
+
+
+def tap_name(nic: str) -> str:
+    """The TAP of a NIC on its host (15 characters at most)."""
+    return "bmt" + short_id(nic)[:10]
+
+
 def short_id(name: str) -> str:
     """A short, stable file-name-safe id for an AIP name (sockets have 108 bytes)."""
     return hashlib.sha256(name.encode()).hexdigest()[:12]
@@ -125,12 +143,15 @@ class Reconciler:
         #: the DesiredState.generation of the last fully applied desired state
         self.applied_generation = 0
         self._drivers: dict[str, PowerDriver] = {}
-        self._backends: dict[str, BlkBackend] = {}
+        self._backends: dict[str, Backend] = {}
         self._sent: dict[str, object] = {}
         #: per instance, the wall-clock time each provisioning step finished
         #: (provision_start, image_fetched, cloned, devices_started, powered_on)
         self.timeline: dict[str, dict[str, float]] = {}
         self._wake = asyncio.Event()
+        #: the VPC ports (one per NIC) this host carries, and the fabric holding them
+        self._ports: dict[str, VpcPort] = {}
+        self._fabric: Fabric | None = None
         self._lock = asyncio.Lock()
 
     # -- paths ------------------------------------------------------------
@@ -152,7 +173,7 @@ class Reconciler:
         if not (once and step in steps):
             steps[step] = time.time()
 
-    def backends(self) -> list[BlkBackend]:
+    def backends(self) -> list[Backend]:
         """The device back-ends this agent supervises now."""
         return list(self._backends.values())
 
@@ -194,6 +215,9 @@ class Reconciler:
         """Let go of drivers without touching the servers (agent shutdown)."""
         for driver in self._drivers.values():
             await driver.aclose()
+        if self._fabric is not None:
+            self._fabric.close()
+            self._fabric = None
 
     async def converge(self) -> None:
         async with self._lock:
@@ -256,7 +280,8 @@ class Reconciler:
             self._mark(inst.name, "provision_start", once=True)
             self._send(InstanceReport(inst.name, Phase.PROVISIONING, inst.generation))
         try:
-            boot_disks = await self._provision(inst)
+            disks = await self._provision(inst)
+            nics = await self._nics(inst)
         except ProvisionFailed as exc:
             rec.failed = str(exc) or "provisioning failed"
             self._save()
@@ -264,14 +289,21 @@ class Reconciler:
             await self._teardown(inst.name, keep_record=True)
             self._send(InstanceReport(inst.name, Phase.FAILED, inst.generation, rec.failed))
             return
+        await self._unplug_removed(rec, driver, disks, nics)
+        if await driver.state() == Power.OFF:
+            # a server powers on with exactly what is desired now
+            rec.attached = [v for v, d in disks.items() if _pluggable(v, d)]
+            rec.nics = list(nics)
+            self._save()
         machine = Machine(
             name=inst.id,
             cpus=self.config.server_cpus,
             memory_mib=self.config.server_memory_mib,
-            disks=tuple(boot_disks),
+            disks=tuple(d for v, d in disks.items() if not _pluggable(v, d) or v in rec.attached),
+            nics=tuple(nics[n] for n in rec.nics if n in nics),
         )
         await self._power(inst, rec, driver, machine)
-        await self._hotplug(inst, rec, driver)
+        await self._plug_new(rec, driver, disks, nics)
         power = await driver.state()
         metrics.POWER_STATE.labels(inst.id).set(1 if power == Power.ON else 0)
         phase = Phase.RUNNING if power == Power.ON else Phase.STOPPED
@@ -280,14 +312,15 @@ class Reconciler:
         if tail:
             self._send(ConsoleReport(inst.name, tail))
 
-    async def _provision(self, inst: DesiredInstance) -> list[Disk]:
-        """Disks and back-ends for everything the server boots with (idempotent).
+    async def _provision(self, inst: DesiredInstance) -> dict[str, Disk]:
+        """A served disk for every desired volume (boot disk, local disks, data
+        volumes, in that order), created and started as needed (idempotent).
 
         The files come first (the boot disk's clone, local disks, data
         volumes); then every back-end starts at once, since each is a process
         whose start-up is mostly waiting."""
         if not self.config.devices:
-            return []
+            return {v.volume: _fake_disk(v.volume) for v in inst.volumes if not v.boot}
         wanted: list[tuple[str, Path, bool]] = []  # volume, file, boot
         boot = next((v for v in inst.volumes if v.boot), None)
         if boot is not None:
@@ -301,21 +334,13 @@ class Reconciler:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 await asyncio.to_thread(create_volume, path, local.size_gib * GIB)
             wanted.append((f"local/{local.name}", path, False))
-        rec = self.state.instances[inst.name]
         for vol in inst.volumes:
             if not vol.boot:
                 wanted.append((vol.volume, await self._data_volume(vol), False))
-                if rec.generation < 0 and vol.volume not in rec.attached:
-                    rec.attached.append(vol.volume)  # cold plugged at first boot
         disks = await asyncio.gather(
             *(self._serve(inst, volume, path, boot=is_boot) for volume, path, is_boot in wanted)
         )
-        cold = set(rec.attached) if rec.generation < 0 else set()
-        return [
-            disk
-            for disk, (volume, _, is_boot) in zip(disks, wanted, strict=True)
-            if is_boot or volume.startswith("local/") or volume in cold
-        ]
+        return {volume: disk for (volume, _, _), disk in zip(wanted, disks, strict=True)}
 
     async def _clone_boot(self, inst: DesiredInstance, boot: DesiredVolume, path: Path) -> None:
         if not inst.image_uri:
@@ -361,15 +386,17 @@ class Reconciler:
         self, inst: DesiredInstance, volume: str, path: Path, *, boot: bool = False
     ) -> Disk:
         disk_id = ("b" if boot else "v") + short_id(volume)[:10]
-        backend = self._backends.get(volume)
+        spec = BlkSpec(
+            id=volume, image=path, socket=self.socket_path(inst.name, disk_id), serial=disk_id
+        )
+        backend = await self._start(spec)
+        return Disk(id=disk_id, socket=backend.spec.socket, boot=boot)
+
+    async def _start(self, spec: BlkSpec | NetSpec) -> Backend:
+        """The running back-end for *spec* (adopted, or started now)."""
+        backend = self._backends.get(spec.id)
         if backend is None:
-            spec = BlkSpec(
-                id=volume,
-                image=path,
-                socket=self.socket_path(inst.name, disk_id),
-                serial=disk_id,
-            )
-            backend = self._backends[volume] = BlkBackend(spec)
+            backend = self._backends[spec.id] = Backend(spec)
         started = time.monotonic()
         try:
             if await asyncio.to_thread(backend.ensure):
@@ -378,7 +405,67 @@ class Reconciler:
                 )
         except DeviceError as exc:
             raise ProvisionFailed(str(exc)) from exc
-        return Disk(id=disk_id, socket=backend.spec.socket, boot=boot)
+        return backend
+
+    async def _nics(self, inst: DesiredInstance) -> dict[str, Nic]:
+        """An ``offload-net`` per NIC, its TAP in the VPC's bridge (VXLAN to the peers)."""
+        if not self.config.devices:
+            return {n.name: Nic(id=n.name, socket=Path(), mac=n.mac) for n in inst.nics}
+        if not inst.nics:
+            return {}
+        if not self.config.underlay_address:
+            raise ProvisionFailed("this host has no underlay_address: it cannot join a VPC")
+        nics: dict[str, Nic] = {}
+        for nic in inst.nics:
+            nic_id = "n" + short_id(nic.name)[:10]
+            prefix = ipaddress.ip_network(nic.subnet_cidr, strict=False).prefixlen
+            meta = self.instance_dir(inst.name) / f"{nic_id}.json"
+            meta.parent.mkdir(parents=True, exist_ok=True)
+            meta.write_text(
+                json.dumps(
+                    {
+                        "instance_id": inst.id,
+                        "hostname": inst.hostname or inst.id,
+                        "public_keys": list(inst.ssh_keys),
+                        "user_data": inst.user_data,
+                    }
+                )
+            )
+            spec = NetSpec(
+                id=nic.name,
+                socket=self.socket_path(inst.name, nic_id),
+                tap=tap_name(nic.name),
+                mac=nic.mac,
+                ip=f"{nic.private_ip}/{prefix}" if nic.private_ip else "",
+                gateway=nic.gateway_ip,
+                metadata=meta,
+                mtu=self.config.nic_mtu,
+                netns=self.config.netns,
+            )
+            await self._start(spec)
+            self._ports[nic.name] = VpcPort(
+                vpc_id=short_id(nic.vpc)[:12],
+                vni=nic.vni,
+                tap=spec.tap,
+                remotes=tuple(ipaddress.IPv4Address(a) for a in nic.peers),
+            )
+            nics[nic.name] = Nic(id=nic_id, socket=spec.socket, mac=nic.mac)
+        await self._fabric_reconcile()
+        return nics
+
+    async def _fabric_reconcile(self) -> None:
+        if self._fabric is None:
+            if not self._ports:
+                return
+            self._fabric = await asyncio.to_thread(
+                Fabric, self.config.netns or None, underlay_ip=self.config.underlay_address
+            )
+        try:
+            result = await asyncio.to_thread(self._fabric.reconcile, list(self._ports.values()))
+        except NetworkError as exc:
+            raise ProvisionFailed(f"VPC fabric: {exc}") from exc
+        if result.changes:
+            log.info("fabric: %s", "; ".join(result.changes))
 
     async def _power(
         self, inst: DesiredInstance, rec: InstanceRecord, driver: PowerDriver, machine: Machine
@@ -402,32 +489,56 @@ class Reconciler:
         rec.generation = inst.generation
         self._save()
 
-    async def _hotplug(
-        self, inst: DesiredInstance, rec: InstanceRecord, driver: PowerDriver
+    async def _unplug_removed(
+        self,
+        rec: InstanceRecord,
+        driver: PowerDriver,
+        disks: dict[str, Disk],
+        nics: dict[str, Nic],
     ) -> None:
-        want = [v.volume for v in inst.volumes if not v.boot]
-        if not self.config.devices:
-            rec.attached = want
-            return
-        if await driver.state() != Power.ON:
-            if rec.attached != want:
-                rec.attached = want  # cold plugged at the next power on
-                self._save()
-            return
-        for volume in [v for v in rec.attached if v not in want]:
-            disk_id = "v" + short_id(volume)[:10]
-            await driver.detach_disk(disk_id)
-            backend = self._backends.pop(volume, None)
-            if backend is not None:
-                await asyncio.to_thread(backend.stop)
+        """Take volumes and NICs no longer desired out of the server (if it
+        runs) and stop their back-ends."""
+        on = await driver.state() == Power.ON
+        for volume in [v for v in rec.attached if v not in disks]:
+            if on:
+                await driver.detach_disk("v" + short_id(volume)[:10])
+            await self._stop_backend(volume)
             rec.attached.remove(volume)
             self._save()
-        for volume in [v for v in want if v not in rec.attached]:
-            backend = self._backends[volume]
-            disk = Disk(id="v" + short_id(volume)[:10], socket=backend.spec.socket)
-            await driver.attach_disk(disk)
-            rec.attached.append(volume)
+        for nic in [n for n in rec.nics if n not in nics]:
+            if on:
+                await driver.detach_nic("n" + short_id(nic)[:10])
+            await self._stop_backend(nic)
+            rec.nics.remove(nic)
             self._save()
+
+    async def _plug_new(
+        self,
+        rec: InstanceRecord,
+        driver: PowerDriver,
+        disks: dict[str, Disk],
+        nics: dict[str, Nic],
+    ) -> None:
+        """Hot-plug desired volumes and NICs the running server does not have yet."""
+        if await driver.state() != Power.ON:
+            return
+        for volume, disk in disks.items():
+            if _pluggable(volume, disk) and volume not in rec.attached:
+                await driver.attach_disk(disk)
+                rec.attached.append(volume)
+                self._save()
+        for name, nic in nics.items():
+            if name not in rec.nics:
+                await driver.attach_nic(nic)
+                rec.nics.append(name)
+                self._save()
+
+    async def _stop_backend(self, key: str) -> None:
+        backend = self._backends.pop(key, None)
+        if backend is not None:
+            await asyncio.to_thread(backend.stop)
+        if self._ports.pop(key, None) is not None:
+            await self._fabric_reconcile()
 
     # -- teardown and cleaning -------------------------------------------
     async def _teardown(self, name: str, *, keep_record: bool = False) -> None:
@@ -436,10 +547,9 @@ class Reconciler:
         await driver.power_off(grace=0.0)
         await driver.aclose()
         prefix = short_id(name)[:8] + "-"
-        for volume, backend in list(self._backends.items()):
+        for key, backend in list(self._backends.items()):
             if backend.spec.socket.name.startswith(prefix):
-                await asyncio.to_thread(backend.stop)
-                del self._backends[volume]
+                await self._stop_backend(key)
         for stale in self.config.run_dir.glob(prefix + "*") if self.config.run_dir.exists() else []:
             # back-ends of a previous agent process this one never adopted
             await asyncio.to_thread(_stop_orphan, stale)
@@ -488,7 +598,7 @@ def _stop_orphan(path: Path) -> None:
     except (OSError, ValueError):
         pid = 0
     sock = path.with_suffix(".sock")
-    backend = BlkBackend(BlkSpec(id=str(path), image=Path("/dev/null"), socket=sock))
+    backend = Backend(BlkSpec(id=str(path), image=Path("/dev/null"), socket=sock))
     if pid:
         backend.stop()
     path.unlink(missing_ok=True)

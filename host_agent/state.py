@@ -25,6 +25,8 @@ class InstanceRecord:
     failed: str = ""
     #: data volumes plugged into the server (AIP names)
     attached: list[str] = field(default_factory=list)
+    #: network interfaces plugged into the server (AIP names)
+    nics: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)

@@ -11,8 +11,9 @@ state, so a restarted agent re-adopts what is running).  The agent calls:
 - ``state()``: ON or OFF as observed now (a server that powered itself off
   is OFF).
 - ``console_tail(limit)``: the newest bytes of the serial console.
-- ``attach_disk`` / ``detach_disk``: hot-plug of a vhost-user-blk disk into
-  the running server.
+- ``attach_disk`` / ``detach_disk``, ``attach_nic`` / ``detach_nic``:
+  hot-plug of a vhost-user-blk disk or a virtio-net NIC (on a vhost-user
+  netdev) into the running server.
 - ``adopt()``: find a server left running by a previous agent process.
 """
 
@@ -89,8 +90,14 @@ class PowerDriver(abc.ABC):
     async def detach_disk(self, disk_id: str) -> None: ...
 
     @abc.abstractmethod
+    async def attach_nic(self, nic: Nic) -> None: ...
+
+    @abc.abstractmethod
+    async def detach_nic(self, nic_id: str) -> None: ...
+
+    @abc.abstractmethod
     def attached_disks(self) -> set[str]:
-        """Ids of the disks the running server has (empty when off)."""
+        """Ids of the disks and NICs the running server has (empty when off)."""
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Let go of the server without changing its power (agent shutdown)."""

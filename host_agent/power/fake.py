@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from host_agent.desired import Power
-from host_agent.power.base import Disk, Machine, PowerDriver
+from host_agent.power.base import Disk, Machine, Nic, PowerDriver
 
 
 class FakePower(PowerDriver):
@@ -47,7 +47,7 @@ class FakePower(PowerDriver):
         if self._power == Power.ON:
             return
         self._power = Power.ON
-        self._disks = {d.id for d in machine.disks}
+        self._disks = {d.id for d in machine.disks} | {n.id for n in machine.nics}
         self.boots += 1
         self._say(f"power on {machine.name} with disks {sorted(self._disks)}")
         self._save()
@@ -77,6 +77,14 @@ class FakePower(PowerDriver):
     async def detach_disk(self, disk_id: str) -> None:
         self._disks.discard(disk_id)
         self._say(f"detach {disk_id}")
+
+    async def attach_nic(self, nic: Nic) -> None:
+        self._disks.add(nic.id)
+        self._say(f"attach nic {nic.id} ({nic.mac})")
+
+    async def detach_nic(self, nic_id: str) -> None:
+        self._disks.discard(nic_id)
+        self._say(f"detach nic {nic_id}")
 
     def attached_disks(self) -> set[str]:
         return set(self._disks)

@@ -7,7 +7,8 @@ file and QMP socket let a restarted agent adopt it.  Everything after the
 start goes through QMP: ``query-status`` for the power state,
 ``system_powerdown`` then ``quit`` for power off, ``system_reset`` for a
 reboot, ``chardev-add`` + ``device_add`` on a free hot-plug root port to
-plug a disk and ``device_del`` + ``chardev-remove`` to unplug it.
+plug a disk and ``device_del`` + ``chardev-remove`` to unplug it (a NIC
+also gets a ``vhost-user`` netdev between its chardev and its device).
 
 Files in the instance's working directory: ``qemu.pid``, ``console.log``
 (the serial port, appended across power cycles), ``qemu.log`` (QEMU's own
@@ -35,9 +36,10 @@ from host_agent.config import AgentConfig
 from host_agent.desired import Power
 from host_agent.devices import pid_alive
 from host_agent.power.accel import accelerator
-from host_agent.power.base import Disk, Machine, PowerDriver, PowerError
+from host_agent.power.base import Disk, Machine, Nic, PowerDriver, PowerError
 from host_agent.power.qemu import (
     BlkDisk,
+    NetNic,
     ServerSpec,
     UefiFirmware,
     build_argv,
@@ -146,6 +148,7 @@ class QemuPower(PowerDriver):
                 BlkDisk(socket=d.socket, num_queues=d.queues, bootindex=0 if d.boot else None)
                 for d in machine.disks
             ),
+            nics=tuple(NetNic(socket=n.socket, mac=n.mac, queues=n.queues) for n in machine.nics),
             qmp_socket=self.qmp_socket,
             hotplug_slots=HOTPLUG_SLOTS,
         )
@@ -154,9 +157,15 @@ class QemuPower(PowerDriver):
             raise PowerError("qemu-system-x86_64 not found on PATH")
         argv = _server_argv(build_argv(spec, qemu=binary), self.console)
         await asyncio.to_thread(prepare_firmware, firmware)
-        self._save_devices(
-            {d.id: {"qdev": f"disk{i}", "slot": -1} for i, d in enumerate(machine.disks)}
-        )
+        cold: dict[str, dict[str, object]] = {
+            d.id: {"qdev": f"disk{i}", "slot": -1, "chardev": f"blk{i}"}
+            for i, d in enumerate(machine.disks)
+        }
+        cold.update(
+            {n.id: {"qdev": f"nic{i}", "slot": -1, "netdev": f"netdev{i}", "chardev": f"net{i}"}
+             for i, n in enumerate(machine.nics)}
+        )  # fmt: skip
+        self._save_devices(cold)
         self._child = await asyncio.to_thread(self._spawn, argv)
         self.pidfile.write_text(str(self._child.pid))
         self._pin(self._child.pid)
@@ -249,42 +258,70 @@ class QemuPower(PowerDriver):
         devices = self._devices()
         if disk.id in devices:
             return
-        used = {int(str(d.get("slot", -1))) for d in devices.values()}
-        free = [s for s in range(HOTPLUG_SLOTS) if s not in used]
-        if not free:
-            raise PowerError(f"no free hot-plug slot for {disk.id} ({HOTPLUG_SLOTS} in use)")
+        slot = self._free_slot(devices, disk.id)
         chardev = f"c{disk.id}"
         with contextlib.suppress(QmpError):
             await self._exec("chardev-remove", id=chardev)  # a half-done earlier attempt
         try:
-            await self._exec(
-                "chardev-add",
-                id=chardev,
-                backend={
-                    "type": "socket",
-                    "data": {
-                        "addr": {"type": "unix", "data": {"path": str(disk.socket)}},
-                        "server": False,
-                        "reconnect": 1,
-                    },
-                },
-            )
+            await self._exec("chardev-add", id=chardev, backend=_unix_client(disk.socket))
             await self._exec(
                 "device_add",
                 driver="vhost-user-blk-pci",
                 id=disk.id,
                 chardev=chardev,
-                bus=hotplug_bus(free[0]),
+                bus=hotplug_bus(slot),
                 **{"num-queues": disk.queues},
             )
         except QmpError as exc:
             raise PowerError(f"hot-plug of {disk.id} failed: {exc}") from exc
-        devices[disk.id] = {"qdev": disk.id, "slot": free[0]}
+        devices[disk.id] = {"qdev": disk.id, "slot": slot, "chardev": chardev}
         self._save_devices(devices)
 
-    async def detach_disk(self, disk_id: str) -> None:
+    async def attach_nic(self, nic: Nic) -> None:
         devices = self._devices()
-        entry = devices.get(disk_id)
+        if nic.id in devices:
+            return
+        slot = self._free_slot(devices, nic.id)
+        chardev, netdev = f"c{nic.id}", f"d{nic.id}"
+        with contextlib.suppress(QmpError):
+            await self._exec("netdev_del", id=netdev)  # a half-done earlier attempt
+        with contextlib.suppress(QmpError):
+            await self._exec("chardev-remove", id=chardev)
+        try:
+            await self._exec("chardev-add", id=chardev, backend=_unix_client(nic.socket))
+            await self._exec(
+                "netdev_add", type="vhost-user", id=netdev, chardev=chardev, queues=nic.queues
+            )
+            await self._exec(
+                "device_add",
+                driver="virtio-net-pci",
+                id=nic.id,
+                netdev=netdev,
+                mac=nic.mac,
+                bus=hotplug_bus(slot),
+            )
+        except QmpError as exc:
+            raise PowerError(f"hot-plug of NIC {nic.id} failed: {exc}") from exc
+        devices[nic.id] = {"qdev": nic.id, "slot": slot, "netdev": netdev, "chardev": chardev}
+        self._save_devices(devices)
+
+    async def detach_nic(self, nic_id: str) -> None:
+        await self._unplug(nic_id)
+
+    def _free_slot(self, devices: dict[str, dict[str, object]], what: str) -> int:
+        used = {int(str(d.get("slot", -1))) for d in devices.values()}
+        free = [s for s in range(HOTPLUG_SLOTS) if s not in used]
+        if not free:
+            raise PowerError(f"no free hot-plug slot for {what} ({HOTPLUG_SLOTS} in use)")
+        return free[0]
+
+    async def detach_disk(self, disk_id: str) -> None:
+        await self._unplug(disk_id)
+
+    async def _unplug(self, dev_id: str) -> None:
+        """``device_del``, wait for the guest to let go, then drop its netdev and chardev."""
+        devices = self._devices()
+        entry = devices.get(dev_id)
         if entry is None:
             return
         qdev = str(entry["qdev"])
@@ -295,12 +332,15 @@ class QemuPower(PowerDriver):
             )
         except QmpError as exc:
             if "not found" not in str(exc):
-                raise PowerError(f"unplug of {disk_id} failed: {exc}") from exc
+                raise PowerError(f"unplug of {dev_id} failed: {exc}") from exc
         except TimeoutError as exc:
-            raise PowerError(f"the guest did not release {disk_id} within 30 s") from exc
+            raise PowerError(f"the guest did not release {dev_id} within 30 s") from exc
+        if entry.get("netdev"):
+            with contextlib.suppress(QmpError):
+                await self._exec("netdev_del", id=str(entry["netdev"]))
         with contextlib.suppress(QmpError):
-            await self._exec("chardev-remove", id=f"c{disk_id}")
-        del devices[disk_id]
+            await self._exec("chardev-remove", id=str(entry.get("chardev", f"c{dev_id}")))
+        del devices[dev_id]
         self._save_devices(devices)
 
     def attached_disks(self) -> set[str]:
@@ -310,6 +350,18 @@ class QemuPower(PowerDriver):
         if self._qmp is not None:
             await self._qmp.aclose()
             self._qmp = None
+
+
+def _unix_client(path: Path) -> dict[str, object]:
+    """A QMP chardev backend: a client of the back-end's socket that reconnects."""
+    return {
+        "type": "socket",
+        "data": {
+            "addr": {"type": "unix", "data": {"path": str(path)}},
+            "server": False,
+            "reconnect": 1,
+        },
+    }
 
 
 def _server_argv(argv: list[str], console: Path) -> list[str]:

@@ -27,8 +27,9 @@ from host_agent.agent import Agent
 from host_agent.config import AgentConfig
 
 ROOT = Path(__file__).resolve().parents[2]
-#: run dirs (sockets, pid files) of test agents; removed at the end of the session
-AGENT_RUN_ROOT = Path("/run/bmaas-test")
+#: run dirs (sockets, pid files) of this test session's agents; removed at its end
+#: (one root per session, so concurrent sessions never remove each other's)
+AGENT_RUN_ROOT = Path("/run/bmaas-test") / str(os.getpid())
 
 
 def _run_dir(state_dir: Path) -> Path:
