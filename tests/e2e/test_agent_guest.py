@@ -17,6 +17,7 @@ import re
 import signal
 import subprocess
 import sys
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from tests.harness.agents import AGENT_RUN_ROOT, agent_config
 from tests.harness.control_plane import Clients, InProcessControlPlane, bearer, wait_for
 from tests.harness.etcd import EtcdServer
 from tests.harness.guest import GuestImage, disk_with
+from tests.harness.ports import free_port
 from tests.integration.control_plane.conftest import enroll, make_tenant
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -372,6 +374,7 @@ class QemuAgentProcess:
 
     def __init__(self, region: Region, state: Path, guest_image: GuestImage) -> None:
         state.mkdir(parents=True, exist_ok=True)
+        self.metrics_port = free_port()
         self.run_dir = AGENT_RUN_ROOT / hashlib.sha256(str(state).encode()).hexdigest()[:10]
         cred = state.parent / "credential"
         cred.write_text(region.credential)
@@ -381,6 +384,7 @@ class QemuAgentProcess:
             f'probe_kernel = "{guest_image.kernel}"\n'
             f'run_dir = "{self.run_dir}"\n'
             "server_memory_mib = 512\nshutdown_grace = 1.0\nresync = 0.5\nmax_backoff = 1.0\n"
+            f'metrics = "127.0.0.1:{self.metrics_port}"\n'
             '[[local_disks]]\nname = "nvme0"\nsize_gib = 1\n'
         )
         self.log = state.parent / "agent.log"
@@ -440,11 +444,47 @@ async def test_agent_killed_during_guest_writes_is_adopted_and_no_write_is_lost(
         assert (await region.console(name)).count("BMAAS-GUEST-READY") == 1  # never rebooted
         assert (await region.instance(name)).state == S.INSTANCE_STATE_RUNNING
 
+        # the new agent's metrics: the local disk's back-end saw the writes it served
+        await asyncio.sleep(1.5)  # back-ends write their counters every second
+        scraped = await asyncio.to_thread(_scrape, agent.metrics_port)
+        volume = 'volume="local/nvme0"'
+        assert (
+            scraped[
+                f'bmaas_agent_device_connected{{device="v{_short("local/nvme0")[:10]}",{volume}}}'
+            ]
+            == 1
+        )
+        assert _sample(scraped, "bmaas_agent_device_io_bytes_total", volume, 'direction="read"') > 0
+        assert _sample(scraped, "bmaas_agent_device_request_seconds_count", volume) > 0
+        assert _sample(scraped, "bmaas_agent_dataplane_cpu_seconds_total", volume) > 0
+        assert _sample(scraped, "bmaas_agent_power_on") == 1
+
         await region.action("Terminate", name)
         await wait_for(region.host_available(), 60, 0.2)
         assert not _alive(qemu_pid)
     finally:
         agent.stop()
+
+
+def _scrape(port: int) -> dict[str, float]:
+    """``name{labels} -> value`` of every sample the agent's /metrics serves."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            out[key] = float(value)
+    return out
+
+
+def _sample(scraped: dict[str, float], name: str, *labels: str) -> float:
+    """The sum of *name*'s samples whose labels include all of *labels*."""
+    return sum(
+        v
+        for k, v in scraped.items()
+        if k.split("{")[0] == name and all(label in k for label in labels)
+    )
 
 
 def _short(name: str) -> str:
