@@ -119,14 +119,14 @@ class NetSpec:
                 argv += ["--gateway", self.gateway]
             if self.metadata is not None:
                 argv += ["--metadata", str(self.metadata)]
-        return [*argv, "--mtu", str(self.mtu)]
+        return [*argv, "--mtu", str(self.mtu), "--stats", str(stats)]
 
 
 def _enter_netns(name: str) -> Callable[[], None]:
     def enter() -> None:
         from pyroute2.netns import setns
 
-        setns(name)
+        setns(name, flags=0)  # never create it: it must exist
 
     return enter
 

@@ -114,11 +114,36 @@ class DeviceCollector(Collector):
             "CPU time (user + system) spent by the device's back-end process.",
             labels=labels,
         )
+        nic_frames = CounterMetricFamily(
+            "bmaas_agent_nic_frames",
+            "Frames through a NIC: tx (guest to the VPC), rx (VPC to the guest).",
+            labels=["device", "nic", "direction"],
+        )
+        nic_bytes = CounterMetricFamily(
+            "bmaas_agent_nic_bytes",
+            "Bytes through a NIC, by direction.",
+            labels=["device", "nic", "direction"],
+        )
+        nic_verdicts = CounterMetricFamily(
+            "bmaas_agent_nic_card_verdicts",
+            "What the card did with guest frames: forwarded, consumed (DHCP, ARP, metadata "
+            "answered by the card), dropped_spoofed, dropped_malformed, dropped_policy.",
+            labels=["device", "nic", "verdict"],
+        )
         for backend in self._backends():
             values = [backend.spec.serial or backend.spec.id, backend.spec.id]
             stats = backend.stats()
             cpu.add_metric(values, backend.cpu_seconds())
             if not stats:
+                continue
+            connected.add_metric(values, 1.0 if stats.get("connected") else 0.0)
+            if "tx_frames" in stats:  # a NIC
+                for direction in ("tx", "rx"):
+                    nic_frames.add_metric([*values, direction], stats[f"{direction}_frames"])
+                    nic_bytes.add_metric([*values, direction], stats[f"{direction}_bytes"])
+                for verdict, n in sorted(stats.get("services", {}).items()):
+                    if verdict != "replies":
+                        nic_verdicts.add_metric([*values, verdict], n)
                 continue
             for op, n in sorted(stats.get("requests", {}).items()):
                 requests.add_metric([*values, op], n)
@@ -126,7 +151,6 @@ class DeviceCollector(Collector):
             io_bytes.add_metric([*values, "write"], stats.get("write_bytes", 0))
             for kind, n in sorted(stats.get("errors", {}).items()):
                 errors.add_metric([*values, kind], n)
-            connected.add_metric(values, 1.0 if stats.get("connected") else 0.0)
             bounds = stats.get("latency_bounds_ns", [])
             counts = stats.get("latency_buckets", [])
             if bounds and len(counts) == len(bounds) + 1:
@@ -138,3 +162,4 @@ class DeviceCollector(Collector):
                     buckets.append((edge, running))
                 latency.add_metric(values, buckets, stats.get("latency_ns_sum", 0) / 1e9)
         yield from (requests, io_bytes, errors, latency, connected, cpu)
+        yield from (nic_frames, nic_bytes, nic_verdicts)

@@ -49,6 +49,7 @@ from host_agent import metrics
 from host_agent.config import AgentConfig
 from host_agent.desired import Desired, DesiredInstance, DesiredVolume, Phase, Power
 from host_agent.devices import Backend, BlkSpec, DeviceError, NetSpec
+from host_agent.network import HostFabric
 from host_agent.power.base import Disk, Machine, Nic, PowerDriver, PowerError
 from host_agent.state import AgentState, InstanceRecord
 from host_agent.storage.clone import clone_volume, create_volume, grow_volume
@@ -63,7 +64,7 @@ from host_agent.storage.errors import (
 from host_agent.storage.images import ImageCache
 from host_agent.storage.wipe import wipe_disk
 from offload.network.errors import NetworkError
-from offload.network.fabric import Fabric, VpcPort
+from offload.network.fabric import VpcPort
 
 log = logging.getLogger("host_agent.reconcile")
 
@@ -151,7 +152,7 @@ class Reconciler:
         self._wake = asyncio.Event()
         #: the VPC ports (one per NIC) this host carries, and the fabric holding them
         self._ports: dict[str, VpcPort] = {}
-        self._fabric: Fabric | None = None
+        self._fabric: HostFabric | None = None
         self._lock = asyncio.Lock()
 
     # -- paths ------------------------------------------------------------
@@ -457,11 +458,11 @@ class Reconciler:
         if self._fabric is None:
             if not self._ports:
                 return
-            self._fabric = await asyncio.to_thread(
-                Fabric, self.config.netns or None, underlay_ip=self.config.underlay_address
+            self._fabric = HostFabric(
+                netns=self.config.netns, underlay_address=self.config.underlay_address
             )
         try:
-            result = await asyncio.to_thread(self._fabric.reconcile, list(self._ports.values()))
+            result = await self._fabric.reconcile(self._ports.values())
         except NetworkError as exc:
             raise ProvisionFailed(f"VPC fabric: {exc}") from exc
         if result.changes:

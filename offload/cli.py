@@ -321,6 +321,34 @@ class NetService:
             self.device.set_link(up)
         return up
 
+    def write_stats(self, path: Path, services: NicServices | None) -> None:
+        """Frame counters (TX: guest to TAP, RX: TAP to guest) and the card
+        services' verdicts as JSON at *path* (written whole, then renamed)."""
+        if self.device is None or self.server is None:
+            return  # not started
+        tx, rx = self.device.stats(rx=False), self.device.stats(rx=True)
+        data: dict[str, object] = {
+            "tx_frames": tx.frames,
+            "tx_bytes": tx.bytes,
+            "rx_frames": rx.frames,
+            "rx_bytes": rx.bytes,
+            "dropped": dict(tx.dropped + rx.dropped),
+            "errors": dict(tx.errors + rx.errors),
+            "connected": self.server.connected,
+        }
+        if services is not None:
+            data["services"] = {
+                "forwarded": services.forwarded,
+                "consumed": services.consumed,
+                "dropped_spoofed": services.dropped_spoofed,
+                "dropped_malformed": services.dropped_malformed,
+                "dropped_policy": services.dropped_policy,
+                "replies": services.replies,
+            }
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(data))
+        tmp.replace(path)
+
     def close(self) -> None:
         """Stop serving, release the device, close (and delete, if ours) the TAP."""
         if self.server is not None:
@@ -390,6 +418,11 @@ def _net_parser() -> argparse.ArgumentParser:
         "--gateway", type=_typed(IPv4Address, "an IPv4 address"), metavar="IP", help="default route"
     )
     parser.add_argument("--metadata", metavar="FILE.json", help="instance metadata (needs --ip)")
+    parser.add_argument(
+        "--stats",
+        metavar="FILE",
+        help="write frame counters as JSON to FILE every second (read by the host agent)",
+    )
     parser.add_argument(
         "--queues", type=_positive(MAX_QUEUES // 2), default=1, metavar="N", help="queue pairs (1)"
     )
@@ -483,9 +516,12 @@ def net_main(argv: list[str] | None = None) -> int:
             f"services for {args.ip}" if services is not None else "no card services",
             os.getpid(),
         )
+        stats = Path(args.stats) if args.stats else None
         try:
             while True:
-                info = signal.sigtimedwait(_SIGNALS, 1.0)
+                if stats is not None:
+                    service.write_stats(stats, services)
+                info = signal.sigtimedwait(_SIGNALS, STATS_INTERVAL)
                 if info is None:
                     if services is not None:
                         services.poll()

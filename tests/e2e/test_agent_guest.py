@@ -19,23 +19,17 @@ import subprocess
 import sys
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import grpc
 import pytest
-import pytest_asyncio
 
-from bmaas.v1 import common_pb2, operator_pb2, tenant_pb2
-from host_agent.agent import Agent
-from host_agent.config import LocalDisk
-from tests.harness.agents import AGENT_RUN_ROOT, agent_config
-from tests.harness.control_plane import Clients, InProcessControlPlane, bearer, wait_for
-from tests.harness.etcd import EtcdServer
+from bmaas.v1 import common_pb2, tenant_pb2
+from tests.harness.agents import AGENT_RUN_ROOT
+from tests.harness.control_plane import wait_for
 from tests.harness.guest import GuestImage, disk_with
 from tests.harness.ports import free_port
-from tests.integration.control_plane.conftest import enroll, make_tenant
+from tests.harness.region import Region, qemu_agent
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 S = common_pb2
@@ -51,138 +45,13 @@ while true; do sleep 1; done
 """
 
 
-@dataclass
-class Region:
-    clients: Clients
-    tenant_md: tuple[tuple[str, str], ...]
-    tenant: str
-    instance_type: str
-    host: str
-    credential: str
-    port: int
-
-    async def register_image(self, name: str, disk: Path, *, checksum: str = "") -> str:
-        checksum = checksum or _sha256(disk)
-        img = await self.clients.operator.RegisterImage(
-            operator_pb2.RegisterImageRequest(
-                image=common_pb2.Image(
-                    name=f"images/{name}",
-                    os="linux",
-                    source_uri=f"file://{disk}",
-                    size_gib=1,
-                    checksum=checksum,
-                )
-            ),
-            metadata=self.clients.op_md,
-        )
-        return img.name
-
-    async def create(self, image: str) -> str:
-        async def attempt() -> str:
-            try:
-                inst = await self.clients.tenant.CreateInstance(
-                    tenant_pb2.CreateInstanceRequest(
-                        request_id=str(uuid.uuid4()),
-                        instance=common_pb2.Instance(
-                            name=f"{self.tenant}/instances/i{uuid.uuid4().hex[:8]}",
-                            instance_type=self.instance_type,
-                            image=image,
-                        ),
-                    ),
-                    metadata=self.tenant_md,
-                )
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
-                    raise
-                return ""  # the scheduler has not seen the host AVAILABLE yet
-            return inst.name
-
-        return str(await wait_for(attempt, 20, 0.2))
-
-    async def instance(self, name: str) -> common_pb2.Instance:
-        return await self.clients.tenant.GetInstance(
-            tenant_pb2.GetRequest(name=name), metadata=self.tenant_md
-        )
-
-    async def get_host(self) -> common_pb2.Host:
-        return await self.clients.operator.GetHost(
-            tenant_pb2.GetRequest(name=self.host), metadata=self.clients.op_md
-        )
-
-    async def wait_state(self, name: str, state: int, timeout: float = 90) -> common_pb2.Instance:
-        async def reached() -> common_pb2.Instance | None:
-            inst = await self.instance(name)
-            if inst.state == S.INSTANCE_STATE_FAILED and state != S.INSTANCE_STATE_FAILED:
-                raise AssertionError(f"{name} FAILED: {inst.failure_reason}")
-            return inst if inst.state == state else None
-
-        return await wait_for(reached, timeout, 0.2)  # type: ignore[no-any-return]
-
-    async def console(self, name: str) -> str:
-        out = await self.clients.tenant.GetConsoleOutput(
-            tenant_pb2.GetConsoleOutputRequest(name=name), metadata=self.tenant_md
-        )
-        return out.output.decode(errors="replace")
-
-    async def wait_console(self, name: str, pattern: str, timeout: float = 150) -> re.Match[str]:
-        regex = re.compile(pattern)
-
-        async def seen() -> re.Match[str] | None:
-            return regex.search(await self.console(name))
-
-        return await wait_for(seen, timeout, 0.5)  # type: ignore[no-any-return]
-
-    async def action(self, verb: str, name: str) -> None:
-        await getattr(self.clients.tenant, f"{verb}Instance")(
-            tenant_pb2.InstanceActionRequest(name=name), metadata=self.tenant_md
-        )
-
-    def host_available(self) -> Callable[[], Awaitable[bool]]:
-        async def check() -> bool:
-            return (await self.get_host()).state == S.HOST_STATE_AVAILABLE
-
-        return check
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def region(etcd: EtcdServer) -> AsyncIterator[Region]:
-    async with InProcessControlPlane(etcd, controllers=True) as plane, Clients(plane.port) as c:
-        tenant, token = await make_tenant(c, f"t{uuid.uuid4().hex[:6]}")
-        itype = await c.operator.CreateInstanceType(
-            operator_pb2.CreateInstanceTypeRequest(
-                instance_type=common_pb2.InstanceType(
-                    name="instanceTypes/bm-small", host_class="small", cpus=1, memory_gib=1
-                )
-            ),
-            metadata=c.op_md,
-        )
-        host, cred = await enroll(c, host_id="metal-1", host_class="small", register=False)
-        yield Region(c, bearer(token), tenant, itype.name, host.name, cred, plane.port)
-
-
-def _agent(region: Region, state: Path, guest_image: GuestImage, **kw: object) -> Agent:
-    cfg = agent_config(
-        port=region.port,
-        host_id=region.host.split("/")[1],
-        credential=region.credential,
-        state_dir=state,
-        power_driver="qemu",
-        probe_kernel=guest_image.kernel,
-        server_memory_mib=512,
-        shutdown_grace=1.0,
-        local_disks=(LocalDisk(name="nvme0", size_gib=1),),
-        **kw,
-    )
-    return Agent(cfg)
-
-
 async def test_boot_from_cloud_disk_power_actions_terminate_and_wipe(
     region: Region, guest_image: GuestImage, tmp_path: Path
 ) -> None:
     writer = await region.register_image(
         "writer", disk_with(guest_image, WRITER, tmp_path / "writer.raw")
     )
-    async with _agent(region, tmp_path / "agent", guest_image) as agent:
+    async with qemu_agent(region, tmp_path / "agent", guest_image) as agent:
         name = await region.create(writer)
         await region.wait_state(name, S.INSTANCE_STATE_RUNNING)
         # firmware -> GRUB -> kernel -> userspace, all read through the card
@@ -234,10 +103,6 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
-def _sha256(path: Path) -> str:
-    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _count(region: Region, name: str, marker: str, n: int) -> Callable[[], Awaitable[bool]]:
     async def check() -> bool:
         return (await region.console(name)).count(marker) >= n
@@ -258,7 +123,7 @@ async def test_bad_images_fail_the_instance_and_leave_the_host_reusable(
         (await region.register_image("wrong-sum", good, checksum=any_sum), "checksum"),
         (await region.register_image("junk", junk), "boot"),
     ]
-    async with _agent(region, tmp_path / "agent", guest_image) as agent:
+    async with qemu_agent(region, tmp_path / "agent", guest_image) as agent:
         for image, expected in cases:
             name = await region.create(image)
             inst = await region.wait_state(name, S.INSTANCE_STATE_FAILED, 60)
@@ -304,7 +169,7 @@ async def test_attach_resize_detach_a_volume_on_a_running_instance(
         ),
         metadata=md,
     )
-    async with _agent(region, tmp_path / "agent", guest_image) as agent:
+    async with qemu_agent(region, tmp_path / "agent", guest_image) as agent:
         name = await region.create(image)
         await region.wait_state(name, S.INSTANCE_STATE_RUNNING)
         await region.wait_console(name, "BMAAS-IDLE")

@@ -67,15 +67,18 @@ class GuestImage:
         return dest
 
 
-def disk_with(image: GuestImage, script: str, dest: Path, *, quiet: bool = True) -> Path:
+def disk_with(
+    image: GuestImage, script: str, dest: Path, *, quiet: bool = True, extra: str = ""
+) -> Path:
     """A UEFI-bootable raw disk (``tools.diskimage``) whose guest runs *script*.
 
     ``quiet`` keeps the kernel's boot log off the console, so several boots
-    fit in one console tail."""
+    fit in one console tail; *extra* is appended to the kernel command line."""
     from tools.diskimage import build_disk_image
 
     initrd = image.initrd_with(script, dest.with_suffix(".initrd"))
     cmdline = "console=ttyS0 quiet panic=-1" if quiet else "console=ttyS0 panic=-1"
+    cmdline = f"{cmdline} {extra}".strip()
     try:
         return build_disk_image(
             kernel=image.kernel, initrd=initrd, out=dest, cmdline=cmdline, size_mib=32

@@ -1,8 +1,11 @@
 """Network namespaces for emulated hosts, created and always removed by name.
 
-``NetNamespace`` creates ``bmaas-<tag>-<random>`` through pyroute2 and removes
-exactly that namespace on ``close()``; it never touches namespaces it did not
-create.  ``run()`` executes a command inside it (``ip netns exec``).
+``NetNamespace`` creates ``bmaas-<tag>-<random>`` (``ip netns add``) and
+removes exactly that namespace on ``close()``; it never touches namespaces it
+did not create.  ``run()`` executes a command inside it (``ip netns exec``).
+(pyroute2's ``netns.create`` forks a helper, and a fork in a test process
+that already runs gRPC's threads can crash the child, so the harness uses
+iproute2 here.)
 """
 
 from __future__ import annotations
@@ -11,8 +14,6 @@ import secrets
 import subprocess
 from types import TracebackType
 
-from pyroute2 import netns
-
 
 class NetNamespace:
     def __init__(self, tag: str = "host") -> None:
@@ -20,7 +21,7 @@ class NetNamespace:
         self._created = False
 
     def create(self) -> NetNamespace:
-        netns.create(self.name)
+        subprocess.run(["ip", "netns", "add", self.name], check=True, capture_output=True)
         self._created = True
         self.run("ip", "link", "set", "lo", "up")
         return self
@@ -33,8 +34,7 @@ class NetNamespace:
     def close(self) -> None:
         if self._created:
             self._created = False
-            if self.name in netns.listnetns():
-                netns.remove(self.name)
+            subprocess.run(["ip", "netns", "del", self.name], check=False, capture_output=True)
 
     def __enter__(self) -> NetNamespace:
         return self.create()

@@ -1,0 +1,17 @@
+"""End-to-end fixtures: ``region`` is a real control plane with one host
+(``tests.harness.region``)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest_asyncio
+
+from tests.harness.etcd import EtcdServer
+from tests.harness.region import Region, running_region
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def region(etcd: EtcdServer) -> AsyncIterator[Region]:
+    async with running_region(etcd) as r:
+        yield r

@@ -1,0 +1,167 @@
+"""A small region for end-to-end tests: a real control plane (in this
+process) with one enrolled host, a tenant with a token, an instance type, and
+helpers that speak the tenant and operator APIs; ``qemu_agent`` builds a real
+agent (qemu power driver) for a host of the region."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from bmaas.v1 import common_pb2, operator_pb2, tenant_pb2
+from host_agent.agent import Agent
+from host_agent.config import LocalDisk
+from tests.harness.agents import agent_config
+from tests.harness.control_plane import Clients, InProcessControlPlane, bearer, wait_for
+from tests.harness.etcd import EtcdServer
+from tests.harness.guest import GuestImage
+from tests.integration.control_plane.conftest import enroll, make_tenant
+
+S = common_pb2
+
+
+@dataclass
+class Region:
+    clients: Clients
+    tenant_md: tuple[tuple[str, str], ...]
+    tenant: str
+    instance_type: str
+    host: str
+    credential: str
+    port: int
+
+    async def register_image(self, name: str, disk: Path, *, checksum: str = "") -> str:
+        checksum = checksum or _sha256(disk)
+        img = await self.clients.operator.RegisterImage(
+            operator_pb2.RegisterImageRequest(
+                image=common_pb2.Image(
+                    name=f"images/{name}",
+                    os="linux",
+                    source_uri=f"file://{disk}",
+                    size_gib=1,
+                    checksum=checksum,
+                )
+            ),
+            metadata=self.clients.op_md,
+        )
+        return img.name
+
+    async def create(self, image: str, *, user_data: str = "") -> str:
+        async def attempt() -> str:
+            try:
+                inst = await self.clients.tenant.CreateInstance(
+                    tenant_pb2.CreateInstanceRequest(
+                        request_id=str(uuid.uuid4()),
+                        instance=common_pb2.Instance(
+                            name=f"{self.tenant}/instances/i{uuid.uuid4().hex[:8]}",
+                            instance_type=self.instance_type,
+                            image=image,
+                            user_data=user_data,
+                        ),
+                    ),
+                    metadata=self.tenant_md,
+                )
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    raise
+                return ""  # the scheduler has not seen the host AVAILABLE yet
+            return inst.name
+
+        return str(await wait_for(attempt, 20, 0.2))
+
+    async def instance(self, name: str) -> common_pb2.Instance:
+        return await self.clients.tenant.GetInstance(
+            tenant_pb2.GetRequest(name=name), metadata=self.tenant_md
+        )
+
+    async def get_host(self) -> common_pb2.Host:
+        return await self.clients.operator.GetHost(
+            tenant_pb2.GetRequest(name=self.host), metadata=self.clients.op_md
+        )
+
+    async def wait_state(self, name: str, state: int, timeout: float = 90) -> common_pb2.Instance:
+        async def reached() -> common_pb2.Instance | None:
+            inst = await self.instance(name)
+            if inst.state == S.INSTANCE_STATE_FAILED and state != S.INSTANCE_STATE_FAILED:
+                raise AssertionError(f"{name} FAILED: {inst.failure_reason}")
+            return inst if inst.state == state else None
+
+        return await wait_for(reached, timeout, 0.2)  # type: ignore[no-any-return]
+
+    async def console(self, name: str) -> str:
+        out = await self.clients.tenant.GetConsoleOutput(
+            tenant_pb2.GetConsoleOutputRequest(name=name), metadata=self.tenant_md
+        )
+        return out.output.decode(errors="replace")
+
+    async def wait_console(self, name: str, pattern: str, timeout: float = 150) -> re.Match[str]:
+        regex = re.compile(pattern)
+
+        async def seen() -> re.Match[str] | None:
+            return regex.search(await self.console(name))
+
+        return await wait_for(seen, timeout, 0.5)  # type: ignore[no-any-return]
+
+    async def action(self, verb: str, name: str) -> None:
+        await getattr(self.clients.tenant, f"{verb}Instance")(
+            tenant_pb2.InstanceActionRequest(name=name), metadata=self.tenant_md
+        )
+
+    def host_available(self) -> Callable[[], Awaitable[bool]]:
+        async def check() -> bool:
+            return (await self.get_host()).state == S.HOST_STATE_AVAILABLE
+
+        return check
+
+
+@asynccontextmanager
+async def running_region(etcd: EtcdServer) -> AsyncIterator[Region]:
+    async with InProcessControlPlane(etcd, controllers=True) as plane, Clients(plane.port) as c:
+        tenant, token = await make_tenant(c, f"t{uuid.uuid4().hex[:6]}")
+        itype = await c.operator.CreateInstanceType(
+            operator_pb2.CreateInstanceTypeRequest(
+                instance_type=common_pb2.InstanceType(
+                    name="instanceTypes/bm-small", host_class="small", cpus=1, memory_gib=1
+                )
+            ),
+            metadata=c.op_md,
+        )
+        host, cred = await enroll(c, host_id="metal-1", host_class="small", register=False)
+        yield Region(c, bearer(token), tenant, itype.name, host.name, cred, plane.port)
+
+
+def qemu_agent(
+    region: Region,
+    state: Path,
+    guest_image: GuestImage,
+    *,
+    host: str = "",
+    credential: str = "",
+    **kw: object,
+) -> Agent:
+    """A real agent (qemu power driver, a 1 GiB local disk) for *host*
+    (default: the region's host)."""
+    cfg = agent_config(
+        port=region.port,
+        host_id=(host or region.host).split("/")[1],
+        credential=credential or region.credential,
+        state_dir=state,
+        power_driver="qemu",
+        probe_kernel=guest_image.kernel,
+        server_memory_mib=512,
+        shutdown_grace=1.0,
+        local_disks=(LocalDisk(name="nvme0", size_gib=1),),
+        **kw,
+    )
+    return Agent(cfg)
+
+
+def _sha256(path: Path) -> str:
+    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
