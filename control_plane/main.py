@@ -130,6 +130,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         ),
     )
     manager: ControllerManager | None = None
+    census: asyncio.Task[None] | None = None
     try:
         port = await api.start()
         _tune_gc()
@@ -142,15 +143,30 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
                 scheduler=api.scheduler,
             )
             await manager.start()
+            if settings.metrics:
+                census = asyncio.create_task(_census(store, manager), name="census")
         host = settings.listen.rpartition(":")[0] or "0.0.0.0"
         print(f"listening on {host}:{port}", flush=True)
         await stop.wait()
         log.info("shutting down")
     finally:
+        if census is not None:
+            census.cancel()
         if manager is not None:
             await manager.stop()
         await api.stop(settings.grace)
         await store.aclose()
+
+
+async def _census(store: Store, manager: ControllerManager) -> None:
+    """Export the leader seat and the controllers' queues, and count hosts
+    (from the shared host cache) and instances while this replica leads."""
+    metrics.track_controllers(manager)
+    census = metrics.Census(
+        store, lambda: manager.cache.hosts() if manager.is_leader and manager.cache else None
+    )
+    metrics.track_census(census)
+    await census.run()
 
 
 #: allocations between young-generation collections (CPython's default is 700)

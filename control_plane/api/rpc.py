@@ -10,7 +10,8 @@ into a handler that
 2. maps a raised domain error to a ``google.rpc.Status`` with details through
    ``control_plane.api.errors`` (the one table) and aborts the call with it;
 3. records ``bmaas_cp_rpc_requests_total{code}`` and
-   ``bmaas_cp_rpc_duration_seconds``.
+   ``bmaas_cp_rpc_duration_seconds{code}`` (the duration children of codes
+   other than OK are made on first use: a histogram child is 15 series).
 
 Streaming handlers (``AgentService.Connect``) do their own mapping with
 ``errors.abort``.
@@ -60,7 +61,10 @@ def unary(service: str) -> Callable[[Handler[Self, Req, Resp]], Handler[Self, Re
             code: metrics.RPC_REQUESTS.labels(service, method, code.name)
             for code in grpc.StatusCode
         }
-        duration = metrics.RPC_DURATION.labels(service, method)
+        durations = {
+            code: metrics.RPC_DURATION.labels(service, method, code.name)
+            for code in (grpc.StatusCode.OK,)  # the rest on first use
+        }
 
         @functools.wraps(fn)
         async def handler(self: Self, request: Req, context: Context) -> Resp:
@@ -90,10 +94,15 @@ def unary(service: str) -> Callable[[Handler[Self, Req, Resp]], Handler[Self, Re
                 await context.abort(status.code, status.details, status.trailing_metadata)
                 raise AssertionError("unreachable") from exc
             finally:
+                if not isinstance(code, grpc.StatusCode):
+                    code = grpc.StatusCode.UNKNOWN
+                duration = durations.get(code)
+                if duration is None:
+                    duration = durations[code] = metrics.RPC_DURATION.labels(
+                        service, method, code.name
+                    )
                 duration.observe(time.perf_counter() - start)
-                requests[
-                    code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
-                ].inc()
+                requests[code].inc()
 
         return handler
 

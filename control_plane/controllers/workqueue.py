@@ -25,9 +25,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
+from control_plane import metrics
 from control_plane.controllers.outcome import Done, Outcome, Permanent, Transient
 from control_plane.controllers.ratelimit import TokenBucket
 
@@ -194,14 +196,20 @@ class WorkQueue:
 
     async def _run(self, key: str) -> Outcome:
         self.stats.processed += 1
+        start = time.perf_counter()
         try:
             return await self._handler(key)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             self.stats.errors += 1
+            metrics.CONTROLLER_ERRORS.labels(self.name).inc()
             log.exception("%s: reconcile of %s failed", self.name, key)
             return Transient(reason=repr(exc))
+        finally:
+            metrics.CONTROLLER_RECONCILE_DURATION.labels(self.name).observe(
+                time.perf_counter() - start
+            )
 
     async def _settle(self, key: str, outcome: Outcome) -> None:
         if isinstance(outcome, Done):
@@ -209,6 +217,7 @@ class WorkQueue:
             self.forget(key)
         elif isinstance(outcome, Transient):
             self.stats.retried += 1
+            metrics.CONTROLLER_RETRIES.labels(self.name).inc()
             if outcome.delay is not None:
                 self.add_after(key, outcome.delay)
             else:
@@ -217,6 +226,7 @@ class WorkQueue:
                 self.add_after(key, delay)
         elif isinstance(outcome, Permanent):
             self.stats.permanent += 1
+            metrics.CONTROLLER_PERMANENT.labels(self.name).inc()
             self.forget(key)
             if self._on_permanent is not None:
                 try:

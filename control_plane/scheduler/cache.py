@@ -248,6 +248,10 @@ class HostCache:
     def get(self, host_id: str) -> Host | None:
         return self._hosts.get(host_id)
 
+    def hosts(self) -> Collection[Host]:
+        """Every host held (a live view: iterate it on the event loop)."""
+        return self._hosts.values()
+
     def __len__(self) -> int:
         return len(self._hosts)
 

@@ -36,8 +36,10 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import time
 from collections.abc import Awaitable, Callable, Sequence
 
+from control_plane import metrics
 from control_plane.domain.compute import Instance, InstanceType
 from control_plane.domain.conditions import ConditionStatus, ConditionType, set_condition
 from control_plane.domain.errors import Aborted, FailedPrecondition, NoCapacity
@@ -157,6 +159,26 @@ class Scheduler:
         return Created(placed.instance, False)
 
     async def _place(self, instance: Instance, commit: _Commit) -> Placement:
+        """``_find_and_bind``, timed in ``bmaas_cp_scheduling_duration_seconds{result}``."""
+        start = time.perf_counter()
+        result = "error"
+        try:
+            placement = await self._find_and_bind(instance, commit)
+            result = "placed"
+            return placement
+        except NoCapacity:
+            result = "no_capacity"
+            raise
+        except Aborted:
+            result = "conflict"
+            raise
+        except _Replayed:
+            result = "replayed"
+            raise
+        finally:
+            metrics.SCHEDULING_DURATION.labels(result).observe(time.perf_counter() - start)
+
+    async def _find_and_bind(self, instance: Instance, commit: _Commit) -> Placement:
         if instance.state != InstanceState.PENDING:
             raise FailedPrecondition(f"{instance.name} is {instance.state}, not PENDING")
         itype, trips = await self._instance_type(instance.instance_type)

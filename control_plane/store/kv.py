@@ -14,6 +14,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import time
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 
@@ -21,6 +22,7 @@ import aetcd
 import grpc
 from aetcd import rpc
 
+from control_plane import metrics
 from control_plane.domain.errors import Unavailable
 from control_plane.store.errors import FOREIGN_ERRORS, translate
 from control_plane.store.keys import prefix_range_end
@@ -133,8 +135,14 @@ class EtcdKV:
         with contextlib.suppress(*FOREIGN_ERRORS):  # a broken channel: nothing to release
             await self.client.close()
 
-    def _count(self, op: str) -> None:
+    def _count(self, op: str) -> float:
+        """Count one round-trip of *op*; the start time for ``_timed``."""
         self.stats.round_trips[op] += 1
+        return time.perf_counter()
+
+    @staticmethod
+    def _timed(op: str, start: float) -> None:
+        metrics.ETCD_DURATION.labels(op).observe(time.perf_counter() - start)
 
     async def range(
         self,
@@ -156,11 +164,13 @@ class EtcdKV:
         )
         if end is not None:
             req.range_end = end
-        self._count("Range")
+        t0 = self._count("Range")
         try:
             resp = await self.client.kvstub.Range(req, timeout=self.timeout)
         except FOREIGN_ERRORS as exc:
             raise translate(exc) from exc
+        finally:
+            self._timed("Range", t0)
         return [_kv(kv) for kv in resp.kvs], bool(resp.more), int(resp.header.revision)
 
     async def get(self, key: bytes) -> KV | None:
@@ -174,11 +184,13 @@ class EtcdKV:
         failure: Sequence[rpc.RequestOp] = (),
     ) -> TxnResult:
         req = rpc.TxnRequest(compare=list(compare), success=list(success), failure=list(failure))
-        self._count("Txn")
+        t0 = self._count("Txn")
         try:
             resp = await self.client.kvstub.Txn(req, timeout=self.timeout)
         except FOREIGN_ERRORS as exc:
             raise translate(exc) from exc
+        finally:
+            self._timed("Txn", t0)
         ranges: list[list[KV]] = []
         for r in resp.responses:
             if r.WhichOneof("response") == "response_range":
@@ -198,26 +210,30 @@ class EtcdKV:
     # -- leases ---------------------------------------------------------------------------
 
     async def lease_grant(self, ttl: int) -> int:
-        self._count("LeaseGrant")
+        t0 = self._count("LeaseGrant")
         try:
             resp = await self.client.leasestub.LeaseGrant(
                 rpc.LeaseGrantRequest(TTL=ttl, ID=0), timeout=self.timeout
             )
         except FOREIGN_ERRORS as exc:
             raise translate(exc) from exc
+        finally:
+            self._timed("LeaseGrant", t0)
         return int(resp.ID)
 
     async def lease_keepalive(self, lease_id: int) -> int:
         """Refresh a lease; its new TTL in seconds, or 0 if it has already expired."""
-        self._count("LeaseKeepAlive")
+        t0 = self._count("LeaseKeepAlive")
         try:
             reply = await asyncio.wait_for(self.client.refresh_lease(lease_id), self.timeout)
         except FOREIGN_ERRORS as exc:
             raise translate(exc) from exc
+        finally:
+            self._timed("LeaseKeepAlive", t0)
         return int(reply.TTL) if reply is not None else 0
 
     async def lease_revoke(self, lease_id: int) -> None:
-        self._count("LeaseRevoke")
+        t0 = self._count("LeaseRevoke")
         try:
             await self.client.leasestub.LeaseRevoke(
                 rpc.LeaseRevokeRequest(ID=lease_id), timeout=self.timeout
@@ -226,6 +242,8 @@ class EtcdKV:
             if isinstance(exc, grpc.aio.AioRpcError) and exc.code() == grpc.StatusCode.NOT_FOUND:
                 return  # already expired: revoking is idempotent
             raise translate(exc) from exc
+        finally:
+            self._timed("LeaseRevoke", t0)
 
     # -- watch ----------------------------------------------------------------------------
 
