@@ -89,7 +89,9 @@ class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
             except ValueError:
                 raise InvalidField("underlay_address", "is not an IP address") from None
         hardware = (
-            convert.hardware_from_pb(request.hardware) if request.HasField("hardware") else None
+            validate.hardware(request.hardware, "hardware", sizes_optional=True)
+            if request.HasField("hardware")
+            else None
         )
         now = self.store.clock()
 

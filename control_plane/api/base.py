@@ -16,6 +16,7 @@ from typing import Protocol
 
 from control_plane.api.agent_hub import AgentHub
 from control_plane.api.auth import Authenticator
+from control_plane.api.errors import MissingResource
 from control_plane.api.rpc import Context, metadata
 from control_plane.domain.compute import Instance
 from control_plane.domain.errors import NotFound
@@ -84,4 +85,4 @@ class Servicer:
         try:
             return await self.store.get(cls, name)
         except NotFound:
-            raise NotFound(f"{field}: {name} not found") from None
+            raise MissingResource(name, field=field) from None

@@ -7,8 +7,12 @@ Domain validators (``control_plane.domain.validation``) are reused and their
 ``InvalidArgument`` is re-raised as ``InvalidField`` on the request's own
 field path, so a client always learns *which* field was wrong.
 
+A message quotes a request value only through ``errors.shown`` (bounded,
+with an ellipsis), so no error echoes unbounded input; ``errors.to_status``
+caps the totals.
+
 Names of tenant resources are checked for ownership here: a well-formed name
-of another tenant raises ``NotFound`` (never PERMISSION_DENIED, so a tenant
+of another tenant raises ``NotFound`` (``MissingResource``) (never PERMISSION_DENIED, so a tenant
 cannot probe for other tenants' resources).
 """
 
@@ -20,9 +24,12 @@ from collections.abc import Sequence
 
 from google.protobuf.message import Message
 
-from control_plane.api.errors import InvalidField
+from bmaas.v1 import common_pb2
+from control_plane.api import convert
+from control_plane.api.errors import InvalidField, MissingResource, clip, shown
 from control_plane.domain import validation as dv
-from control_plane.domain.errors import InvalidArgument, NotFound
+from control_plane.domain.errors import InvalidArgument
+from control_plane.domain.host import HardwareProfile
 from control_plane.domain.names import ResourceName, parse_name
 
 MAX_NAME_LEN = 512
@@ -77,14 +84,16 @@ def name(value: str, field: str, collection: str) -> ResourceName:
     try:
         return parse_name(value, collection=collection)
     except InvalidArgument as exc:
-        raise InvalidField(field, f"{value!r} is not a valid {collection} name ({exc})") from exc
+        raise InvalidField(
+            field, f"{shown(value)} is not a valid {collection} name ({clip(str(exc))})"
+        ) from exc
 
 
 def owned(value: str, field: str, collection: str, tenant: str) -> ResourceName:
     """A name of *collection* that belongs to *tenant*; NotFound for another tenant's."""
     rn = name(value, field, collection)
     if rn.tenant != tenant:
-        raise NotFound(f"{field}: {value} not found")
+        raise MissingResource(value, field=field)
     return rn
 
 
@@ -99,7 +108,7 @@ def request_id(value: str) -> str:
 
 def etag(value: str, field: str = "etag") -> str:
     if value and (not value.isdigit() or len(value) > 20 or int(value) <= 0):
-        raise InvalidField(field, f"{value!r} is not an etag returned by this API")
+        raise InvalidField(field, f"{shown(value, 24)} is not an etag returned by this API")
     return value
 
 
@@ -117,7 +126,9 @@ def cidr(value: str, field: str, *, min_prefix: int = 8, max_prefix: int = 29) -
     try:
         net = dv.parse_cidr(value, field=field)
     except InvalidArgument as exc:
-        raise InvalidField(field, f"{value!r} is not a network CIDR with host bits clear") from exc
+        raise InvalidField(
+            field, f"{shown(value)} is not a network CIDR with host bits clear"
+        ) from exc
     if net.version != 4:
         raise InvalidField(field, "only IPv4 networks are supported")
     if not min_prefix <= net.prefixlen <= max_prefix:
@@ -143,6 +154,29 @@ def ssh_keys(values: Sequence[str], field: str) -> tuple[str, ...]:
         if not key.startswith(("ssh-", "ecdsa-", "sk-")) or len(key.split()) < 2:
             raise InvalidField(path, "is not an OpenSSH public key ('ssh-ed25519 AAAA...')")
     return tuple(values)
+
+
+def hardware(
+    msg: common_pb2.HardwareProfile, field: str, *, sizes_optional: bool = False
+) -> HardwareProfile:
+    """A host's hardware profile; with *sizes_optional* (an agent's report)
+    0 CPUs / 0 GiB mean "not detected", the disks and NICs are checked alike."""
+    lo = 0 if sizes_optional else 1
+    int_range(msg.cpus, f"{field}.cpus", lo, MAX_CPUS)
+    int_range(msg.memory_gib, f"{field}.memory_gib", lo, MAX_MEMORY_GIB)
+    if len(msg.disks) > MAX_DISKS:
+        raise InvalidField(f"{field}.disks", f"at most {MAX_DISKS} disks")
+    if len(msg.nics) > MAX_NICS:
+        raise InvalidField(f"{field}.nics", f"at most {MAX_NICS} NICs")
+    for i, d in enumerate(msg.disks):
+        text(d.name, f"{field}.disks[{i}].name", max_len=32, required_=True)
+        int_range(d.size_gib, f"{field}.disks[{i}].size_gib", 1, MAX_DISK_GIB)
+        text(d.kind, f"{field}.disks[{i}].kind", max_len=16)
+    for i, n in enumerate(msg.nics):
+        text(n.name, f"{field}.nics[{i}].name", max_len=32, required_=True)
+        text(n.mac_address, f"{field}.nics[{i}].mac_address", max_len=17)
+        int_range(n.speed_gbps, f"{field}.nics[{i}].speed_gbps", 0, 1600)
+    return convert.hardware_from_pb(msg)
 
 
 def new_id(prefix: str) -> str:
