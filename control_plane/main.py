@@ -1,20 +1,31 @@
 """``bmaas-control-plane``: one control-plane replica.
 
-``bmaas-control-plane --etcd http://HOST:PORT --listen HOST:PORT
+``bmaas-control-plane --etcd URL[,URL...] --listen HOST:PORT
+[--etcd-cacert FILE [--etcd-cert FILE --etcd-key FILE]]
 [--config FILE] [--metrics HOST:PORT] [--no-controllers]``
 
-Settings come from, lowest priority first: defaults, the TOML ``--config``
-file (keys: ``operator_token``, ``etcd_root``, ``heartbeat_interval``,
-``heartbeat_ttl``, ``lease_ttl``, ``metrics``, ``controllers``), environment
-variables (``BMAAS_OPERATOR_TOKEN``, ``BMAAS_ETCD_ROOT``,
-``BMAAS_LEASE_TTL``, ``BMAAS_METRICS``), then the command line.
+``--etcd`` names every member of the etcd cluster (``http://a:2379,
+http://b:2379,http://c:2379``; ``https://`` or ``--etcd-cacert`` for TLS):
+one channel spreads calls over the members that are up and leaves a dead
+one out (``control_plane.store.endpoints``).
 
-Startup: connect to etcd, start the API (``control_plane.api.server``),
-start the controllers (``ControllerManager``: they run only while this
-replica holds the etcd leader lease; every replica serves the API; they
-share the API's scheduler, so a replica keeps ONE host cache), freeze
-what is alive then out of the garbage collector's walks (``_tune_gc``),
-and wait.
+Settings come from, lowest priority first: defaults, the TOML ``--config``
+file (keys: ``etcd`` (a string or a list of URLs), ``etcd_cacert``,
+``etcd_cert``, ``etcd_key``, ``operator_token``, ``etcd_root``,
+``heartbeat_interval``, ``heartbeat_ttl``, ``lease_ttl``, ``metrics``,
+``controllers``), environment variables (``BMAAS_ETCD``,
+``BMAAS_ETCD_CACERT``, ``BMAAS_ETCD_CERT``, ``BMAAS_ETCD_KEY``,
+``BMAAS_OPERATOR_TOKEN``, ``BMAAS_ETCD_ROOT``, ``BMAAS_LEASE_TTL``,
+``BMAAS_METRICS``), then the command line.
+
+Startup: connect to etcd and wait (up to ``--etcd-wait`` s) for a quorum
+read to succeed -- an unreachable etcd or one that refuses our TLS is ONE
+line on stderr and exit status 1, never a traceback -- then start the API
+(``control_plane.api.server``), start the controllers
+(``ControllerManager``: they run only while this replica holds the etcd
+leader lease; every replica serves the API; they share the API's
+scheduler, so a replica keeps ONE host cache), freeze what is alive then
+out of the garbage collector's walks (``_tune_gc``), and wait.
 SIGTERM/SIGINT starts a graceful shutdown: health goes NOT_SERVING, the
 controllers resign leadership (revoking the lease so another replica takes
 over at once), in-flight RPCs get ``--grace`` seconds, then the store
@@ -36,21 +47,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from control_plane import metrics
 from control_plane.api.server import ApiConfig, ApiServer
 from control_plane.controllers.config import ControllerConfig
 from control_plane.controllers.manager import ControllerManager
+from control_plane.domain.errors import BmaasError
 from control_plane.store import DEFAULT_ROOT, Store
+from control_plane.store.endpoints import Endpoint, Tls, parse_endpoints
 
 log = logging.getLogger("bmaas.control_plane")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
-    etcd_host: str
-    etcd_port: int
+    etcd: tuple[Endpoint, ...]
     listen: str
     operator_token: str | None
     etcd_root: str = DEFAULT_ROOT
@@ -60,13 +71,35 @@ class Settings:
     heartbeat_interval: int = 5
     heartbeat_ttl: int = 15
     grace: float = 5.0
+    etcd_tls: Tls | None = None
+    etcd_wait: float = 10.0
+
+    @property
+    def etcd_host(self) -> str:
+        return self.etcd[0].host
+
+    @property
+    def etcd_port(self) -> int:
+        return self.etcd[0].port
 
 
-def parse_etcd(url: str) -> tuple[str, int]:
-    parts = urlsplit(url if "://" in url else f"http://{url}")
-    if not parts.hostname:
-        raise SystemExit(f"--etcd: cannot parse {url!r} (want http://HOST:PORT)")
-    return parts.hostname, parts.port or 2379
+def parse_etcd(url: str | Sequence[str]) -> list[Endpoint]:
+    try:
+        return parse_endpoints(url)
+    except BmaasError as exc:
+        raise SystemExit(f"--etcd: {exc}") from None
+
+
+def _tls(cacert: str | None, cert: str | None, key: str | None) -> Tls | None:
+    if not (cacert or cert or key):
+        return None
+    if bool(cert) != bool(key):
+        raise SystemExit("--etcd-cert and --etcd-key go together")
+    return Tls(
+        cacert=Path(cacert) if cacert else None,
+        cert=Path(cert) if cert else None,
+        key=Path(key) if key else None,
+    )
 
 
 def split_hostport(value: str, flag: str) -> tuple[str, int]:
@@ -78,7 +111,17 @@ def split_hostport(value: str, flag: str) -> tuple[str, int]:
 
 def load_settings(argv: Sequence[str] | None = None) -> Settings:
     parser = argparse.ArgumentParser(prog="bmaas-control-plane", description=__doc__.split("\n")[0])
-    parser.add_argument("--etcd", required=True, help="etcd client URL, e.g. http://127.0.0.1:2379")
+    parser.add_argument(
+        "--etcd",
+        default=None,
+        help="etcd client URLs, comma-separated, e.g. http://10.0.0.1:2379,http://10.0.0.2:2379",
+    )
+    parser.add_argument("--etcd-cacert", default=None, help="CA bundle of the etcd members")
+    parser.add_argument("--etcd-cert", default=None, help="client certificate for etcd")
+    parser.add_argument("--etcd-key", default=None, help="key of the client certificate")
+    parser.add_argument(
+        "--etcd-wait", type=float, default=None, help="give up if etcd is unreachable (s)"
+    )
     parser.add_argument("--listen", required=True, help="gRPC HOST:PORT (port 0 = pick one)")
     parser.add_argument("--config", type=Path, help="TOML settings file")
     parser.add_argument("--metrics", default=None, help="serve /metrics on HOST:PORT")
@@ -92,10 +135,18 @@ def load_settings(argv: Sequence[str] | None = None) -> Settings:
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise SystemExit(f"--config: {exc}") from exc
     env = os.environ
-    host, port = parse_etcd(ns.etcd)
+    etcd = ns.etcd or env.get("BMAAS_ETCD") or file.get("etcd")
+    if not etcd:
+        raise SystemExit("--etcd (or BMAAS_ETCD, or etcd in --config) is required")
+    tls = _tls(
+        ns.etcd_cacert or env.get("BMAAS_ETCD_CACERT") or file.get("etcd_cacert"),
+        ns.etcd_cert or env.get("BMAAS_ETCD_CERT") or file.get("etcd_cert"),
+        ns.etcd_key or env.get("BMAAS_ETCD_KEY") or file.get("etcd_key"),
+    )
     return Settings(
-        etcd_host=host,
-        etcd_port=port,
+        etcd=tuple(parse_etcd(etcd)),
+        etcd_tls=tls,
+        etcd_wait=ns.etcd_wait if ns.etcd_wait is not None else float(file.get("etcd_wait", 10)),
         listen=ns.listen,
         operator_token=env.get("BMAAS_OPERATOR_TOKEN") or file.get("operator_token") or None,
         etcd_root=env.get("BMAAS_ETCD_ROOT") or file.get("etcd_root") or DEFAULT_ROOT,
@@ -118,7 +169,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         metrics.serve(mhost, mport)
     if not settings.operator_token:
         log.warning("no operator token configured: OperatorService refuses every call")
-    store = await Store.connect(settings.etcd_host, settings.etcd_port, root=settings.etcd_root)
+    store = await connect_etcd(settings)
     metrics.track_etcd_round_trips(lambda: dict(store.stats.round_trips))
     api = ApiServer(
         store,
@@ -158,12 +209,39 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         await store.aclose()
 
 
+async def connect_etcd(settings: Settings) -> Store:
+    """The store, once a quorum read succeeded; ``SystemExit`` with one line
+    if that does not happen within ``settings.etcd_wait`` seconds."""
+    where = ",".join(str(ep) for ep in settings.etcd)
+    try:
+        store = await Store.connect(
+            endpoints=settings.etcd, tls=settings.etcd_tls, root=settings.etcd_root
+        )
+    except BmaasError as exc:
+        raise SystemExit(f"bmaas-control-plane: etcd at {where}: {exc}") from None
+    deadline = asyncio.get_running_loop().time() + settings.etcd_wait
+    while True:
+        try:
+            await store.probe_quorum(timeout=2.0)
+            return store
+        except BmaasError as exc:
+            if asyncio.get_running_loop().time() >= deadline:
+                await store.aclose()
+                raise SystemExit(
+                    f"bmaas-control-plane: etcd unreachable at {where}: {exc}"
+                ) from None
+            await asyncio.sleep(0.5)
+
+
 async def _census(store: Store, manager: ControllerManager) -> None:
     """Export the leader seat and the controllers' queues, and count hosts
-    (from the shared host cache) and instances while this replica leads."""
+    (from the shared host cache) and instances while this replica leads,
+    every ``BMAAS_CENSUS_INTERVAL`` seconds (default 15)."""
     metrics.track_controllers(manager)
     census = metrics.Census(
-        store, lambda: manager.cache.hosts() if manager.is_leader and manager.cache else None
+        store,
+        lambda: manager.cache.hosts() if manager.is_leader and manager.cache is not None else None,
+        interval=float(os.environ.get("BMAAS_CENSUS_INTERVAL") or 15),
     )
     metrics.track_census(census)
     await census.run()

@@ -18,6 +18,10 @@ The store raises the domain tree (``NotFound``, ``AlreadyExists``,
           ├── MacInUse         a MAC address (global)
           └── VniInUse         a VXLAN network identifier (global)
 
+    Unavailable
+     └── LeadershipLost        a fenced txn (``kv.fenced``) found the leader key gone
+                               or re-created: this replica no longer leads
+
 ``translate(exc)`` maps an aetcd/grpc exception to the domain error that
 the caller re-raises with ``raise translate(exc) from exc``.
 """
@@ -86,6 +90,15 @@ class VniInUse(ClaimTaken):
     """The VXLAN network identifier a new VPC claims is held by another one."""
 
     kind = "vni"
+
+
+class LeadershipLost(Unavailable):
+    """A controller write was refused: the leader term it was fenced on is over."""
+
+    def __init__(self, key: str, create_revision: int) -> None:
+        super().__init__(f"no longer the leader ({key} created at {create_revision} is gone)")
+        self.key = key
+        self.create_revision = create_revision
 
 
 class RevisionCompacted(Aborted):

@@ -6,6 +6,17 @@ Reads and transactions go straight to aetcd's ``kvstub`` with hand-built
 (paging at a fixed revision, and the txn revision that becomes the new etag).
 Every call counts one round-trip in ``stats`` and translates foreign errors
 at this edge (``raise translate(exc) from exc``).
+
+The channel spans every etcd member (``control_plane.store.endpoints``).
+``reachability`` follows whether etcd answers: it logs ONE line when calls
+start failing and one when they succeed again (with the outage's length),
+so callers log nothing per failed attempt.
+
+**Fencing**: while a ``Fence`` is set in the current context (``fenced()``;
+the controllers' leader sets it for its whole term, and every task created
+inside inherits it), every ``txn`` also compares the leader key's
+``create_revision``.  A deposed leader's txn therefore cannot commit; it
+raises ``LeadershipLost`` and sets ``fence.lost``.
 """
 
 from __future__ import annotations
@@ -13,18 +24,20 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import logging
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import aetcd
 import grpc
-from aetcd import rpc
+from aetcd import rpc, watcher
 
 from control_plane import metrics
-from control_plane.domain.errors import Unavailable
-from control_plane.store.errors import FOREIGN_ERRORS, translate
+from control_plane.domain.errors import BmaasError, Unavailable
+from control_plane.store.endpoints import Endpoint, Tls, open_channel
+from control_plane.store.errors import FOREIGN_ERRORS, LeadershipLost, translate
 from control_plane.store.keys import prefix_range_end
 
 log = logging.getLogger(__name__)
@@ -87,6 +100,13 @@ def cmp_present(key: bytes) -> rpc.Compare:
     return rpc.Compare(key=key, target=rpc.Compare.VERSION, result=rpc.Compare.GREATER, version=0)
 
 
+def cmp_created(key: bytes, revision: int) -> rpc.Compare:
+    """True iff *key* exists and was created at *revision* (this incarnation)."""
+    return rpc.Compare(
+        key=key, target=rpc.Compare.CREATE, result=rpc.Compare.EQUAL, create_revision=revision
+    )
+
+
 def cmp_value(key: bytes, value: bytes) -> rpc.Compare:
     return rpc.Compare(key=key, target=rpc.Compare.VALUE, result=rpc.Compare.EQUAL, value=value)
 
@@ -103,6 +123,84 @@ def op_get(key: bytes) -> rpc.RequestOp:
     return rpc.RequestOp(request_range=rpc.RangeRequest(key=key))
 
 
+@dataclass(slots=True)
+class Fence:
+    """A leadership term: the leader key and the revision that created it."""
+
+    key: bytes
+    create_revision: int
+    #: set when a fenced txn found the key gone or re-created (term over)
+    lost: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+_fence: contextvars.ContextVar[Fence | None] = contextvars.ContextVar("etcd_fence", default=None)
+
+
+def current_fence() -> Fence | None:
+    return _fence.get()
+
+
+@contextlib.contextmanager
+def fenced(fence: Fence | None) -> Iterator[None]:
+    """Compare *fence* in every txn of this context (and of tasks created in it)."""
+    token = _fence.set(fence)
+    try:
+        yield
+    finally:
+        _fence.reset(token)
+
+
+class Reachability:
+    """Whether etcd answered the last call; logs each change once.
+
+    ``reachable`` is None until the first call ends: a replica that cannot
+    reach etcd at start-up says so itself (one line), not through here."""
+
+    def __init__(self) -> None:
+        self.reachable: bool | None = None
+        self.since = time.monotonic()
+        self.failures = 0
+
+    def ok(self) -> None:
+        if self.reachable is False:
+            log.warning(
+                "etcd reachable again after %.1f s (%d failed calls)",
+                time.monotonic() - self.since,
+                self.failures,
+            )
+        if not self.reachable:
+            self.reachable, self.since, self.failures = True, time.monotonic(), 0
+
+    def failed(self, exc: BaseException) -> None:
+        if not isinstance(exc, Unavailable) or isinstance(exc, LeadershipLost):
+            return
+        self.failures += 1
+        if self.reachable is not False:
+            if self.reachable:
+                log.warning("etcd unreachable: %s", exc)
+            self.reachable, self.since = False, time.monotonic()
+
+
+class _Client(aetcd.Client):  # type: ignore[misc]
+    """aetcd's client on our channel: every member, capped backoff, TLS."""
+
+    def __init__(self, endpoints: Sequence[Endpoint], tls: Tls | None) -> None:
+        super().__init__(host=endpoints[0].host, port=endpoints[0].port)
+        self._endpoints = list(endpoints)
+        self._tls = tls
+
+    async def connect(self) -> None:
+        if self._connected.is_set():
+            return
+        self.channel = await open_channel(self._endpoints, self._tls)
+        self.kvstub = rpc.KVStub(self.channel)
+        self.clusterstub = rpc.ClusterStub(self.channel)
+        self.leasestub = rpc.LeaseStub(self.channel)
+        self.maintenancestub = rpc.MaintenanceStub(self.channel)
+        self._watcher = watcher.Watcher(rpc.WatchStub(self.channel), timeout=None, metadata=None)
+        self._connected.set()
+
+
 class EtcdKV:
     """One aetcd client plus round-trip accounting and error translation."""
 
@@ -110,25 +208,45 @@ class EtcdKV:
         self.client = client
         self.timeout = rpc_timeout
         self.stats = Stats()
+        self.reachability = Reachability()
         from control_plane.store.watch_hub import WatchHub  # one concern per module
 
         self._hub = WatchHub(self)
 
     @classmethod
-    async def connect(cls, host: str, port: int, *, rpc_timeout: float = 10.0) -> EtcdKV:
-        client = aetcd.Client(
-            host=host,
-            port=port,
-            options={
-                "grpc.max_receive_message_length": 64 * 1024 * 1024,
-                "grpc.max_send_message_length": 16 * 1024 * 1024,
-            },
-        )
+    async def connect(
+        cls,
+        host: str = "127.0.0.1",
+        port: int = 2379,
+        *,
+        endpoints: Sequence[Endpoint] = (),
+        tls: Tls | None = None,
+        rpc_timeout: float = 10.0,
+    ) -> EtcdKV:
+        """A client over *endpoints* (default: ``host:port`` alone)."""
+        client = _Client(list(endpoints) or [Endpoint(host, port)], tls)
         try:
             await client.connect()
         except FOREIGN_ERRORS as exc:
             raise translate(exc) from exc
         return cls(client, rpc_timeout=rpc_timeout)
+
+    def _failed(self, exc: BaseException) -> BmaasError:
+        err = translate(exc)
+        self.reachability.failed(err)
+        return err
+
+    async def probe(self, key: bytes, *, timeout: float) -> int:
+        """A linearizable one-key read: succeeds only through a quorum.
+        The header revision; ``Unavailable`` when no quorum answers in time."""
+        self._count("Range")
+        req = rpc.RangeRequest(key=key, count_only=True)
+        try:
+            resp = await self.client.kvstub.Range(req, timeout=timeout)
+        except FOREIGN_ERRORS as exc:
+            raise self._failed(exc) from exc
+        self.reachability.ok()
+        return int(resp.header.revision)
 
     async def aclose(self) -> None:
         await self._hub.aclose()
@@ -168,9 +286,10 @@ class EtcdKV:
         try:
             resp = await self.client.kvstub.Range(req, timeout=self.timeout)
         except FOREIGN_ERRORS as exc:
-            raise translate(exc) from exc
+            raise self._failed(exc) from exc
         finally:
             self._timed("Range", t0)
+        self.reachability.ok()
         return [_kv(kv) for kv in resp.kvs], bool(resp.more), int(resp.header.revision)
 
     async def get(self, key: bytes) -> KV | None:
@@ -183,20 +302,31 @@ class EtcdKV:
         success: Sequence[rpc.RequestOp],
         failure: Sequence[rpc.RequestOp] = (),
     ) -> TxnResult:
-        req = rpc.TxnRequest(compare=list(compare), success=list(success), failure=list(failure))
+        fence = _fence.get()
+        compare, failure = list(compare), list(failure)
+        if fence is not None:
+            compare.append(cmp_created(fence.key, fence.create_revision))
+            failure.append(op_get(fence.key))
+        req = rpc.TxnRequest(compare=compare, success=list(success), failure=failure)
         t0 = self._count("Txn")
         try:
             resp = await self.client.kvstub.Txn(req, timeout=self.timeout)
         except FOREIGN_ERRORS as exc:
-            raise translate(exc) from exc
+            raise self._failed(exc) from exc
         finally:
             self._timed("Txn", t0)
+        self.reachability.ok()
         ranges: list[list[KV]] = []
         for r in resp.responses:
             if r.WhichOneof("response") == "response_range":
                 ranges.append([_kv(kv) for kv in r.response_range.kvs])
             else:
                 ranges.append([])
+        if fence is not None and not resp.succeeded:
+            seat = ranges.pop()
+            if not seat or seat[0].create_revision != fence.create_revision:
+                fence.lost.set()
+                raise LeadershipLost(fence.key.decode(errors="replace"), fence.create_revision)
         return TxnResult(bool(resp.succeeded), int(resp.header.revision), ranges)
 
     async def get_many(self, keys: Sequence[bytes]) -> tuple[list[KV | None], int]:
@@ -216,7 +346,7 @@ class EtcdKV:
                 rpc.LeaseGrantRequest(TTL=ttl, ID=0), timeout=self.timeout
             )
         except FOREIGN_ERRORS as exc:
-            raise translate(exc) from exc
+            raise self._failed(exc) from exc
         finally:
             self._timed("LeaseGrant", t0)
         return int(resp.ID)
@@ -227,7 +357,7 @@ class EtcdKV:
         try:
             reply = await asyncio.wait_for(self.client.refresh_lease(lease_id), self.timeout)
         except FOREIGN_ERRORS as exc:
-            raise translate(exc) from exc
+            raise self._failed(exc) from exc
         finally:
             self._timed("LeaseKeepAlive", t0)
         return int(reply.TTL) if reply is not None else 0
@@ -283,7 +413,7 @@ class EtcdKV:
         self, prefix: bytes, *, start_revision: int
     ) -> AsyncGenerator[tuple[bool, KV], None]:
         """``(deleted, kv)`` for every change under *prefix* from *start_revision*,
-        forever.  When etcd is unreachable it retries (backoff up to 2 s) from
+        forever.  When etcd is unreachable it retries (backoff up to 1 s) from
         the last delivered revision, skipping keys already delivered at that
         revision, so no event is lost or repeated.  ``RevisionCompacted``
         propagates (the caller must relist)."""
@@ -302,6 +432,8 @@ class EtcdKV:
                     delay = 0.05
                     yield raw.deleted, raw.kv
             except Unavailable as exc:
-                log.warning("watch on %r interrupted (%s); resuming at %d", prefix, exc, next_rev)
+                # the outage itself is logged once by ``reachability``
+                self.reachability.failed(exc)
+                log.debug("watch on %r interrupted (%s); resuming at %d", prefix, exc, next_rev)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
+            delay = min(delay * 2, 1.0)

@@ -97,6 +97,7 @@ from control_plane.domain.names import parse_name
 from control_plane.domain.tenant import QuotaUsage, Tenant
 from control_plane.domain.validation import validate_page_size, validate_request_id
 from control_plane.store import codec
+from control_plane.store.endpoints import Endpoint, Tls
 from control_plane.store.errors import (
     AddressInUse,
     ClaimTaken,
@@ -266,9 +267,18 @@ class Store:
         root: str = DEFAULT_ROOT,
         rpc_timeout: float = 10.0,
         clock: Callable[[], float] = time.time,
+        endpoints: Sequence[Endpoint] = (),
+        tls: Tls | None = None,
     ) -> Store:
-        kv = await EtcdKV.connect(host, port, rpc_timeout=rpc_timeout)
+        """A store on etcd at *endpoints* (every member of a cluster; default
+        ``host:port`` alone), over TLS when *tls* is given."""
+        kv = await EtcdKV.connect(host, port, endpoints=endpoints, tls=tls, rpc_timeout=rpc_timeout)
         return cls(kv, root=root, clock=clock)
+
+    async def probe_quorum(self, *, timeout: float = 1.0) -> int:
+        """A linearizable read that only a quorum can answer; its revision.
+        ``Unavailable`` when none answers within *timeout* seconds."""
+        return await self.kv.probe(self.keys.root.encode(), timeout=timeout)
 
     async def aclose(self) -> None:
         if self._batch_task is not None:

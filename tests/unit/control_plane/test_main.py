@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from control_plane.main import load_settings, parse_etcd, split_hostport
+from control_plane.store.endpoints import Endpoint, Tls
 
 
 def test_flags_file_and_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -42,9 +43,45 @@ def test_bad_values_exit_with_a_message(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exc:
         split_hostport("nohostport", "--metrics")
     assert "--metrics" in str(exc.value)
-    assert parse_etcd("etcd.example:2380") == ("etcd.example", 2380)
+    assert parse_etcd("etcd.example:2380") == [Endpoint("etcd.example", 2380)]
+    for bad_list in ("", ",", "ftp://a:1", "http://a:notaport", "http://a:1/path"):
+        with pytest.raises(SystemExit) as exc:
+            parse_etcd(bad_list)
+        assert str(exc.value).startswith("--etcd:") and "\n" not in str(exc.value)
     bad = tmp_path / "bad.toml"
     bad.write_text("not = [valid")
     with pytest.raises(SystemExit) as exc:
         load_settings(["--etcd", "x:1", "--listen", ":1", "--config", str(bad)])
     assert "--config" in str(exc.value)
+
+
+def test_etcd_member_list_from_flag_file_and_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("BMAAS_ETCD", raising=False)
+    members = "http://10.0.0.1:2379, http://10.0.0.2:2379,10.0.0.3"
+    s = load_settings(["--etcd", members, "--listen", ":1"])
+    assert s.etcd == (
+        Endpoint("10.0.0.1", 2379),
+        Endpoint("10.0.0.2", 2379),
+        Endpoint("10.0.0.3", 2379),
+    )
+    assert s.etcd_tls is None
+    cfg = tmp_path / "cp.toml"
+    cfg.write_text(
+        'etcd = ["https://a:2379", "https://b:2379"]\netcd_cacert = "/ca.pem"\n'
+        'etcd_cert = "/c.pem"\netcd_key = "/k.pem"\n'
+    )
+    s = load_settings(["--listen", ":1", "--config", str(cfg)])
+    assert s.etcd == (Endpoint("a", 2379, True), Endpoint("b", 2379, True))
+    assert s.etcd_tls == Tls(cacert=Path("/ca.pem"), cert=Path("/c.pem"), key=Path("/k.pem"))
+    monkeypatch.setenv("BMAAS_ETCD", "http://e1:1,http://e2:2")
+    s = load_settings(["--listen", ":1", "--config", str(cfg)])
+    assert [ep.port for ep in s.etcd] == [1, 2]
+    monkeypatch.delenv("BMAAS_ETCD")
+    with pytest.raises(SystemExit) as exc:
+        load_settings(["--listen", ":1"])
+    assert "--etcd" in str(exc.value)
+    with pytest.raises(SystemExit) as exc:
+        load_settings(["--etcd", "a:1", "--listen", ":1", "--etcd-cert", "/c.pem"])
+    assert "--etcd-key" in str(exc.value)
