@@ -156,11 +156,22 @@ class Empty(_message.Message):
     ("hosts/h-1a2b", "tenants/acme/instances/i-3c4d", ...), updates carry the `etag` read
     last (an ABORTED error means someone else changed the resource first), every
     Create carries a client-chosen `request_id` so that retries are idempotent,
-    and List calls take `page_size`, `page_token` and `filter`.
+
+    and List calls take `page_size`, `page_token` and `filter` (the filter
+    grammar is documented on ListRequest in tenant.proto: field names are the
+    field names of these messages).
 
     Errors are google.rpc.Status with rich details in the trailing metadata:
-    google.rpc.BadRequest (field violations), google.rpc.QuotaFailure,
-    google.rpc.ErrorInfo (reason + domain "bmaas.dev"), google.rpc.ResourceInfo.
+    google.rpc.ErrorInfo (always; reason + domain "bmaas.dev"),
+    google.rpc.BadRequest (field violations, with INVALID_ARGUMENT),
+    google.rpc.QuotaFailure (RESOURCE_EXHAUSTED), and google.rpc.ResourceInfo
+    with every NOT_FOUND (resource_type is the message's full name, e.g.
+    "bmaas.v1.Instance"; resource_name the name that was not found).
+
+    Errors are bounded: a message quotes at most 100 characters of any request
+    value (then "…" and the value's length), the message is at most 512 bytes
+    of UTF-8, each string in a detail at most 256 characters, and message plus
+    serialized details stay under 3 KiB, whatever the request's size.
     """
 
     DESCRIPTOR: _descriptor.Descriptor

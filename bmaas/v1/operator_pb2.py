@@ -22,41 +22,42 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from bmaas.v1 import common_pb2 as bmaas_dot_v1_dot_common__pb2
 from bmaas.v1 import tenant_pb2 as bmaas_dot_v1_dot_tenant__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x62maas/v1/operator.proto\x12\x08\x62maas.v1\x1a\x15\x62maas/v1/common.proto\x1a\x15\x62maas/v1/tenant.proto\"E\n\x11\x45nrollHostRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x1c\n\x04host\x18\x02 \x01(\x0b\x32\x0e.bmaas.v1.Host\"L\n\x12\x45nrollHostResponse\x12\x1c\n\x04host\x18\x01 \x01(\x0b\x32\x0e.bmaas.v1.Host\x12\x18\n\x10\x61gent_credential\x18\x02 \x01(\t\"?\n\x11HostActionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\\\n\x19SetHostMaintenanceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bmaintenance\x18\x02 \x01(\x08\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"K\n\x11ListHostsResponse\x12\x1d\n\x05hosts\x18\x01 \x03(\x0b\x32\x0e.bmaas.v1.Host\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"^\n\x19\x43reateInstanceTypeRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12-\n\rinstance_type\x18\x02 \x01(\x0b\x32\x16.bmaas.v1.InstanceType\"J\n\x14RegisterImageRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x1e\n\x05image\x18\x02 \x01(\x0b\x32\x0f.bmaas.v1.Image\"K\n\x13\x43reateTenantRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12 \n\x06tenant\x18\x02 \x01(\x0b\x32\x10.bmaas.v1.Tenant\"Q\n\x13ListTenantsResponse\x12!\n\x07tenants\x18\x01 \x03(\x0b\x32\x10.bmaas.v1.Tenant\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"=\n\x17IssueTenantTokenRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"K\n\x18IssueTenantTokenResponse\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x10\n\x08token_id\x18\x03 \x01(\t\"U\n\x15SetTenantQuotaRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x1e\n\x05quota\x18\x02 \x01(\x0b\x32\x0f.bmaas.v1.Quota\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t2\x8e\t\n\x0fOperatorService\x12G\n\nEnrollHost\x12\x1b.bmaas.v1.EnrollHostRequest\x1a\x1c.bmaas.v1.EnrollHostResponse\x12/\n\x07GetHost\x12\x14.bmaas.v1.GetRequest\x1a\x0e.bmaas.v1.Host\x12?\n\tListHosts\x12\x15.bmaas.v1.ListRequest\x1a\x1b.bmaas.v1.ListHostsResponse\x12\x39\n\nCordonHost\x12\x1b.bmaas.v1.HostActionRequest\x1a\x0e.bmaas.v1.Host\x12;\n\x0cUncordonHost\x12\x1b.bmaas.v1.HostActionRequest\x1a\x0e.bmaas.v1.Host\x12\x38\n\tDrainHost\x12\x1b.bmaas.v1.HostActionRequest\x1a\x0e.bmaas.v1.Host\x12I\n\x12SetHostMaintenance\x12#.bmaas.v1.SetHostMaintenanceRequest\x1a\x0e.bmaas.v1.Host\x12?\n\x10\x44\x65\x63ommissionHost\x12\x1b.bmaas.v1.HostActionRequest\x1a\x0e.bmaas.v1.Host\x12Q\n\x12\x43reateInstanceType\x12#.bmaas.v1.CreateInstanceTypeRequest\x1a\x16.bmaas.v1.InstanceType\x12O\n\x11ListInstanceTypes\x12\x15.bmaas.v1.ListRequest\x1a#.bmaas.v1.ListInstanceTypesResponse\x12@\n\rRegisterImage\x12\x1e.bmaas.v1.RegisterImageRequest\x1a\x0f.bmaas.v1.Image\x12\x41\n\nListImages\x12\x15.bmaas.v1.ListRequest\x1a\x1c.bmaas.v1.ListImagesResponse\x12?\n\x0c\x43reateTenant\x12\x1d.bmaas.v1.CreateTenantRequest\x1a\x10.bmaas.v1.Tenant\x12\x33\n\tGetTenant\x12\x14.bmaas.v1.GetRequest\x1a\x10.bmaas.v1.Tenant\x12\x43\n\x0bListTenants\x12\x15.bmaas.v1.ListRequest\x1a\x1d.bmaas.v1.ListTenantsResponse\x12Y\n\x10IssueTenantToken\x12!.bmaas.v1.IssueTenantTokenRequest\x1a\".bmaas.v1.IssueTenantTokenResponse\x12\x43\n\x0eSetTenantQuota\x12\x1f.bmaas.v1.SetTenantQuotaRequest\x1a\x10.bmaas.v1.Tenantb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x62maas/v1/operator.proto\x12\x08\x62maas.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15\x62maas/v1/common.proto\x1a\x15\x62maas/v1/tenant.proto\"E\n\x11\x45nrollHostRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x1c\n\x04host\x18\x02 \x01(\x0b\x32\x0e.bmaas.v1.Host\"L\n\x12\x45nrollHostResponse\x12\x1c\n\x04host\x18\x01 \x01(\x0b\x32\x0e.bmaas.v1.Host\x12\x18\n\x10\x61gent_credential\x18\x02 \x01(\t\"?\n\x11HostActionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\\\n\x19SetHostMaintenanceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bmaintenance\x18\x02 \x01(\x08\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"K\n\x11ListHostsResponse\x12\x1d\n\x05hosts\x18\x01 \x03(\x0b\x32\x0e.bmaas.v1.Host\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"^\n\x19\x43reateInstanceTypeRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12-\n\rinstance_type\x18\x02 \x01(\x0b\x32\x16.bmaas.v1.InstanceType\"J\n\x14RegisterImageRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x1e\n\x05image\x18\x02 \x01(\x0b\x32\x0f.bmaas.v1.Image\"K\n\x13\x43reateTenantRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12 \n\x06tenant\x18\x02 \x01(\x0b\x32\x10.bmaas.v1.Tenant\"Q\n\x13ListTenantsResponse\x12!\n\x07tenants\x18\x01 \x03(\x0b\x32\x10.bmaas.v1.Tenant\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"=\n\x17IssueTenantTokenRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x8e\x01\n\x18IssueTenantTokenResponse\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x10\n\x08token_id\x18\x03 \x01(\t\x12\x10\n\x08replayed\x18\x04 \x01(\x08\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"U\n\x15SetTenantQuotaRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x1e\n\x05quota\x18\x02 \x01(\x0b\x32\x0f.bmaas.v1.Quota\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t2\x8e\t\n\x0fOperatorService\x12G\n\nEnrollHost\x12\x1b.bmaas.v1.EnrollHostRequest\x1a\x1c.bmaas.v1.EnrollHostResponse\x12/\n\x07GetHost\x12\x14.bmaas.v1.GetRequest\x1a\x0e.bmaas.v1.Host\x12?\n\tListHosts\x12\x15.bmaas.v1.ListRequest\x1a\x1b.bmaas.v1.ListHostsResponse\x12\x39\n\nCordonHost\x12\x1b.bmaas.v1.HostActionRequest\x1a\x0e.bmaas.v1.Host\x12;\n\x0cUncordonHost\x12\x1b.bmaas.v1.HostActionRequest\x1a\x0e.bmaas.v1.Host\x12\x38\n\tDrainHost\x12\x1b.bmaas.v1.HostActionRequest\x1a\x0e.bmaas.v1.Host\x12I\n\x12SetHostMaintenance\x12#.bmaas.v1.SetHostMaintenanceRequest\x1a\x0e.bmaas.v1.Host\x12?\n\x10\x44\x65\x63ommissionHost\x12\x1b.bmaas.v1.HostActionRequest\x1a\x0e.bmaas.v1.Host\x12Q\n\x12\x43reateInstanceType\x12#.bmaas.v1.CreateInstanceTypeRequest\x1a\x16.bmaas.v1.InstanceType\x12O\n\x11ListInstanceTypes\x12\x15.bmaas.v1.ListRequest\x1a#.bmaas.v1.ListInstanceTypesResponse\x12@\n\rRegisterImage\x12\x1e.bmaas.v1.RegisterImageRequest\x1a\x0f.bmaas.v1.Image\x12\x41\n\nListImages\x12\x15.bmaas.v1.ListRequest\x1a\x1c.bmaas.v1.ListImagesResponse\x12?\n\x0c\x43reateTenant\x12\x1d.bmaas.v1.CreateTenantRequest\x1a\x10.bmaas.v1.Tenant\x12\x33\n\tGetTenant\x12\x14.bmaas.v1.GetRequest\x1a\x10.bmaas.v1.Tenant\x12\x43\n\x0bListTenants\x12\x15.bmaas.v1.ListRequest\x1a\x1d.bmaas.v1.ListTenantsResponse\x12Y\n\x10IssueTenantToken\x12!.bmaas.v1.IssueTenantTokenRequest\x1a\".bmaas.v1.IssueTenantTokenResponse\x12\x43\n\x0eSetTenantQuota\x12\x1f.bmaas.v1.SetTenantQuotaRequest\x1a\x10.bmaas.v1.Tenantb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bmaas.v1.operator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ENROLLHOSTREQUEST']._serialized_start=83
-  _globals['_ENROLLHOSTREQUEST']._serialized_end=152
-  _globals['_ENROLLHOSTRESPONSE']._serialized_start=154
-  _globals['_ENROLLHOSTRESPONSE']._serialized_end=230
-  _globals['_HOSTACTIONREQUEST']._serialized_start=232
-  _globals['_HOSTACTIONREQUEST']._serialized_end=295
-  _globals['_SETHOSTMAINTENANCEREQUEST']._serialized_start=297
-  _globals['_SETHOSTMAINTENANCEREQUEST']._serialized_end=389
-  _globals['_LISTHOSTSRESPONSE']._serialized_start=391
-  _globals['_LISTHOSTSRESPONSE']._serialized_end=466
-  _globals['_CREATEINSTANCETYPEREQUEST']._serialized_start=468
-  _globals['_CREATEINSTANCETYPEREQUEST']._serialized_end=562
-  _globals['_REGISTERIMAGEREQUEST']._serialized_start=564
-  _globals['_REGISTERIMAGEREQUEST']._serialized_end=638
-  _globals['_CREATETENANTREQUEST']._serialized_start=640
-  _globals['_CREATETENANTREQUEST']._serialized_end=715
-  _globals['_LISTTENANTSRESPONSE']._serialized_start=717
-  _globals['_LISTTENANTSRESPONSE']._serialized_end=798
-  _globals['_ISSUETENANTTOKENREQUEST']._serialized_start=800
-  _globals['_ISSUETENANTTOKENREQUEST']._serialized_end=861
-  _globals['_ISSUETENANTTOKENRESPONSE']._serialized_start=863
-  _globals['_ISSUETENANTTOKENRESPONSE']._serialized_end=938
-  _globals['_SETTENANTQUOTAREQUEST']._serialized_start=940
-  _globals['_SETTENANTQUOTAREQUEST']._serialized_end=1025
-  _globals['_OPERATORSERVICE']._serialized_start=1028
-  _globals['_OPERATORSERVICE']._serialized_end=2194
+  _globals['_ENROLLHOSTREQUEST']._serialized_start=116
+  _globals['_ENROLLHOSTREQUEST']._serialized_end=185
+  _globals['_ENROLLHOSTRESPONSE']._serialized_start=187
+  _globals['_ENROLLHOSTRESPONSE']._serialized_end=263
+  _globals['_HOSTACTIONREQUEST']._serialized_start=265
+  _globals['_HOSTACTIONREQUEST']._serialized_end=328
+  _globals['_SETHOSTMAINTENANCEREQUEST']._serialized_start=330
+  _globals['_SETHOSTMAINTENANCEREQUEST']._serialized_end=422
+  _globals['_LISTHOSTSRESPONSE']._serialized_start=424
+  _globals['_LISTHOSTSRESPONSE']._serialized_end=499
+  _globals['_CREATEINSTANCETYPEREQUEST']._serialized_start=501
+  _globals['_CREATEINSTANCETYPEREQUEST']._serialized_end=595
+  _globals['_REGISTERIMAGEREQUEST']._serialized_start=597
+  _globals['_REGISTERIMAGEREQUEST']._serialized_end=671
+  _globals['_CREATETENANTREQUEST']._serialized_start=673
+  _globals['_CREATETENANTREQUEST']._serialized_end=748
+  _globals['_LISTTENANTSRESPONSE']._serialized_start=750
+  _globals['_LISTTENANTSRESPONSE']._serialized_end=831
+  _globals['_ISSUETENANTTOKENREQUEST']._serialized_start=833
+  _globals['_ISSUETENANTTOKENREQUEST']._serialized_end=894
+  _globals['_ISSUETENANTTOKENRESPONSE']._serialized_start=897
+  _globals['_ISSUETENANTTOKENRESPONSE']._serialized_end=1039
+  _globals['_SETTENANTQUOTAREQUEST']._serialized_start=1041
+  _globals['_SETTENANTQUOTAREQUEST']._serialized_end=1126
+  _globals['_OPERATORSERVICE']._serialized_start=1129
+  _globals['_OPERATORSERVICE']._serialized_end=2295
 # @@protoc_insertion_point(module_scope)

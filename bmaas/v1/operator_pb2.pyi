@@ -7,6 +7,7 @@ from bmaas.v1 import common_pb2 as _common_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
@@ -250,6 +251,9 @@ class IssueTenantTokenRequest(_message.Message):
     tenant: _builtins.str
     """"tenants/{tenant}" """
     request_id: _builtins.str
+    """Client-chosen; a retry with the same tenant and request_id returns the
+    same token_id (see IssueTenantToken).  Empty: every call mints a token.
+    """
     def __init__(
         self,
         *,
@@ -271,20 +275,32 @@ class IssueTenantTokenResponse(_message.Message):
     TENANT_FIELD_NUMBER: _builtins.int
     TOKEN_FIELD_NUMBER: _builtins.int
     TOKEN_ID_FIELD_NUMBER: _builtins.int
+    REPLAYED_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
     tenant: _builtins.str
     token: _builtins.str
-    """shown once"""
+    """"bmt_<token_id>.<secret>", the bearer token.  Shown once: empty when
+    `replayed` is true.
+    """
     token_id: _builtins.str
+    replayed: _builtins.bool
+    """True when request_id had already issued this token (a retry): no new
+    token was minted and `token` is empty.
+    """
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
         tenant: _builtins.str = ...,
         token: _builtins.str = ...,
         token_id: _builtins.str = ...,
+        replayed: _builtins.bool = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["tenant", b"tenant", "token", b"token", "token_id", b"token_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "replayed", b"replayed", "tenant", b"tenant", "token", b"token", "token_id", b"token_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -300,7 +316,9 @@ class SetTenantQuotaRequest(_message.Message):
     tenant: _builtins.str
     etag: _builtins.str
     @_builtins.property
-    def quota(self) -> _common_pb2.Quota: ...
+    def quota(self) -> _common_pb2.Quota:
+        """The new limits; may be below current usage (see SetTenantQuota)."""
+
     def __init__(
         self,
         *,

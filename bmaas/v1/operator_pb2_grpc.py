@@ -204,8 +204,7 @@ class OperatorServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CreateTenant(self, request, context):
-        """Tenants.  IssueTenantToken returns the bearer token exactly once; only
-        its hash is stored.
+        """Tenants.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -224,13 +223,27 @@ class OperatorServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def IssueTenantToken(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Mints a bearer token for the tenant and returns it exactly once: only
+        the SHA-256 of its secret is stored, so nobody can show it again.
+        Idempotent on request_id: a retry with the same tenant and request_id
+        mints nothing and returns the first call's token_id and create_time with
+        `replayed` set and `token` EMPTY.  A client that lost the first response
+        therefore cannot recover the secret; it issues a new token with a new
+        request_id (the unused one stays valid until revoked).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def SetTenantQuota(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Replaces the tenant's quota.  A quota below the tenant's current usage
+        is accepted: nothing that exists is stopped, detached or deleted, and the
+        response's `usage` shows what the tenant holds.  Until usage is at or
+        below the new quota again, every request that would add usage (creating
+        an instance, creating or growing a volume) fails with RESOURCE_EXHAUSTED
+        (reason QUOTA_EXCEEDED, a google.rpc.QuotaFailure detail); terminating
+        instances and deleting volumes bring usage down as usual.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')

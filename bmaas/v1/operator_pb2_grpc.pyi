@@ -51,13 +51,27 @@ class OperatorServiceStub:
     RegisterImage: _grpc.UnaryUnaryMultiCallable[_operator_pb2.RegisterImageRequest, _common_pb2.Image]
     ListImages: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.ListRequest, _tenant_pb2.ListImagesResponse]
     CreateTenant: _grpc.UnaryUnaryMultiCallable[_operator_pb2.CreateTenantRequest, _common_pb2.Tenant]
-    """Tenants.  IssueTenantToken returns the bearer token exactly once; only
-    its hash is stored.
-    """
+    """Tenants."""
     GetTenant: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.GetRequest, _common_pb2.Tenant]
     ListTenants: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.ListRequest, _operator_pb2.ListTenantsResponse]
     IssueTenantToken: _grpc.UnaryUnaryMultiCallable[_operator_pb2.IssueTenantTokenRequest, _operator_pb2.IssueTenantTokenResponse]
+    """Mints a bearer token for the tenant and returns it exactly once: only
+    the SHA-256 of its secret is stored, so nobody can show it again.
+    Idempotent on request_id: a retry with the same tenant and request_id
+    mints nothing and returns the first call's token_id and create_time with
+    `replayed` set and `token` EMPTY.  A client that lost the first response
+    therefore cannot recover the secret; it issues a new token with a new
+    request_id (the unused one stays valid until revoked).
+    """
     SetTenantQuota: _grpc.UnaryUnaryMultiCallable[_operator_pb2.SetTenantQuotaRequest, _common_pb2.Tenant]
+    """Replaces the tenant's quota.  A quota below the tenant's current usage
+    is accepted: nothing that exists is stopped, detached or deleted, and the
+    response's `usage` shows what the tenant holds.  Until usage is at or
+    below the new quota again, every request that would add usage (creating
+    an instance, creating or growing a volume) fails with RESOURCE_EXHAUSTED
+    (reason QUOTA_EXCEEDED, a google.rpc.QuotaFailure detail); terminating
+    instances and deleting volumes bring usage down as usual.
+    """
 
 @_typing.type_check_only
 class OperatorServiceAsyncStub(OperatorServiceStub):
@@ -80,13 +94,27 @@ class OperatorServiceAsyncStub(OperatorServiceStub):
     RegisterImage: _aio.UnaryUnaryMultiCallable[_operator_pb2.RegisterImageRequest, _common_pb2.Image]  # type: ignore[assignment]
     ListImages: _aio.UnaryUnaryMultiCallable[_tenant_pb2.ListRequest, _tenant_pb2.ListImagesResponse]  # type: ignore[assignment]
     CreateTenant: _aio.UnaryUnaryMultiCallable[_operator_pb2.CreateTenantRequest, _common_pb2.Tenant]  # type: ignore[assignment]
-    """Tenants.  IssueTenantToken returns the bearer token exactly once; only
-    its hash is stored.
-    """
+    """Tenants."""
     GetTenant: _aio.UnaryUnaryMultiCallable[_tenant_pb2.GetRequest, _common_pb2.Tenant]  # type: ignore[assignment]
     ListTenants: _aio.UnaryUnaryMultiCallable[_tenant_pb2.ListRequest, _operator_pb2.ListTenantsResponse]  # type: ignore[assignment]
     IssueTenantToken: _aio.UnaryUnaryMultiCallable[_operator_pb2.IssueTenantTokenRequest, _operator_pb2.IssueTenantTokenResponse]  # type: ignore[assignment]
+    """Mints a bearer token for the tenant and returns it exactly once: only
+    the SHA-256 of its secret is stored, so nobody can show it again.
+    Idempotent on request_id: a retry with the same tenant and request_id
+    mints nothing and returns the first call's token_id and create_time with
+    `replayed` set and `token` EMPTY.  A client that lost the first response
+    therefore cannot recover the secret; it issues a new token with a new
+    request_id (the unused one stays valid until revoked).
+    """
     SetTenantQuota: _aio.UnaryUnaryMultiCallable[_operator_pb2.SetTenantQuotaRequest, _common_pb2.Tenant]  # type: ignore[assignment]
+    """Replaces the tenant's quota.  A quota below the tenant's current usage
+    is accepted: nothing that exists is stopped, detached or deleted, and the
+    response's `usage` shows what the tenant holds.  Until usage is at or
+    below the new quota again, every request that would add usage (creating
+    an instance, creating or growing a volume) fails with RESOURCE_EXHAUSTED
+    (reason QUOTA_EXCEEDED, a google.rpc.QuotaFailure detail); terminating
+    instances and deleting volumes bring usage down as usual.
+    """
 
 class OperatorServiceServicer(metaclass=_abc_1.ABCMeta):
     """The operator-facing API ("authorization: Bearer <operator token>")."""
@@ -184,9 +212,7 @@ class OperatorServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _operator_pb2.CreateTenantRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_common_pb2.Tenant, _abc.Awaitable[_common_pb2.Tenant]]:
-        """Tenants.  IssueTenantToken returns the bearer token exactly once; only
-        its hash is stored.
-        """
+        """Tenants."""
 
     @_abc_1.abstractmethod
     def GetTenant(
@@ -207,13 +233,29 @@ class OperatorServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _operator_pb2.IssueTenantTokenRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_operator_pb2.IssueTenantTokenResponse, _abc.Awaitable[_operator_pb2.IssueTenantTokenResponse]]: ...
+    ) -> _typing.Union[_operator_pb2.IssueTenantTokenResponse, _abc.Awaitable[_operator_pb2.IssueTenantTokenResponse]]:
+        """Mints a bearer token for the tenant and returns it exactly once: only
+        the SHA-256 of its secret is stored, so nobody can show it again.
+        Idempotent on request_id: a retry with the same tenant and request_id
+        mints nothing and returns the first call's token_id and create_time with
+        `replayed` set and `token` EMPTY.  A client that lost the first response
+        therefore cannot recover the secret; it issues a new token with a new
+        request_id (the unused one stays valid until revoked).
+        """
 
     @_abc_1.abstractmethod
     def SetTenantQuota(
         self,
         request: _operator_pb2.SetTenantQuotaRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_common_pb2.Tenant, _abc.Awaitable[_common_pb2.Tenant]]: ...
+    ) -> _typing.Union[_common_pb2.Tenant, _abc.Awaitable[_common_pb2.Tenant]]:
+        """Replaces the tenant's quota.  A quota below the tenant's current usage
+        is accepted: nothing that exists is stopped, detached or deleted, and the
+        response's `usage` shows what the tenant holds.  Until usage is at or
+        below the new quota again, every request that would add usage (creating
+        an instance, creating or growing a volume) fails with RESOURCE_EXHAUSTED
+        (reason QUOTA_EXCEEDED, a google.rpc.QuotaFailure detail); terminating
+        instances and deleting volumes bring usage down as usual.
+        """
 
 def add_OperatorServiceServicer_to_server(servicer: OperatorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -40,9 +40,33 @@ Global___GetRequest: _TypeAlias = GetRequest  # noqa: Y015
 
 @_typing.final
 class ListRequest(_message.Message):
-    """`filter` is a conjunction of `field=value` terms separated by " AND ",
-    e.g. `state=RUNNING AND zone=z1`.  Field names are the resource message's
-    field names (top-level scalar fields; enum values without their prefix).
+    """List filters (a subset of AIP-160).
+
+      filter := ""  |  term { " AND " term }
+      term   := field "=" value  |  field "!=" value
+      field  := a field name of the listed resource's message, as written in
+                these .proto files: `name`, `state`, `zone`, a Host's
+                `instance`, an Image's `source_uri`, a Volume's `instance`, a
+                NetworkInterface's `private_ip`, ...; a dotted path reaches into
+                a singular message field (`hardware.cpus`, `quota.max_instances`)
+      value  := bare      [-_./:A-Za-z0-9]+
+             |  quoted    "..." (anything but a double quote; "" is the empty string)
+
+    Terms are joined by the upper-case word AND (no OR, no parentheses);
+    whitespace around operators is optional.  A term compares the field's value
+    as the response shows it: strings exactly (case-sensitive), booleans as
+    `true`/`false`, integers in decimal, enums by value name with or without
+    their prefix (`state=RUNNING` and `state=INSTANCE_STATE_RUNNING` are the
+    same).  `field!=value` also matches an unset (empty) field.
+
+    Only singular scalar fields can be filtered: a repeated field (`volumes`),
+    a timestamp (`create_time`), a whole message (`hardware`), a Tenant's
+    computed `usage`, or a name that is not a field of the message is refused
+    with INVALID_ARGUMENT (a google.rpc.BadRequest violation on `filter` whose
+    description names the field and lists the filterable ones), as is an enum,
+    boolean or integer value of the wrong form.
+
+    Example: `state=RUNNING AND zone=z1 AND subnet="tenants/acme/vpcs/v1/subnets/s1"`.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -55,6 +79,7 @@ class ListRequest(_message.Message):
     page_token: _builtins.str
     """from a previous response; opaque"""
     filter: _builtins.str
+    """see above; at most 1024 characters"""
     def __init__(
         self,
         *,

@@ -55,6 +55,13 @@ def same_digest(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
 
 
+def derived_token_id(tenant: str, request_id: str) -> str:
+    """The token id an ``IssueTenantToken`` with *request_id* gets (a retry
+    names the same token); 16 hex digits like a random id.  Not a secret:
+    the token's secret is what proves possession."""
+    return hashlib.sha256(f"{tenant}\0{request_id}".encode()).hexdigest()[:16]
+
+
 def tenant_token(token_id: str, secret: str) -> str:
     return f"{TENANT_TOKEN_PREFIX}{token_id}.{secret}"
 

@@ -6,8 +6,8 @@ the same paging/filter semantics, only the caller check differs.
 
 from __future__ import annotations
 
-from bmaas.v1 import tenant_pb2
-from control_plane.api import convert, validate
+from bmaas.v1 import common_pb2, tenant_pb2
+from control_plane.api import convert, filters
 from control_plane.domain.compute import Image, InstanceType
 from control_plane.store import Store
 
@@ -15,7 +15,7 @@ from control_plane.store import Store
 async def list_images(
     store: Store, request: tenant_pb2.ListRequest
 ) -> tenant_pb2.ListImagesResponse:
-    size, token, flt = validate.page(request.page_size, request.page_token, request.filter)
+    size, token, flt = filters.page(request, common_pb2.Image, convert.image)
     page = await store.list(Image, page_size=size, page_token=token, filter=flt)
     return tenant_pb2.ListImagesResponse(
         images=[convert.image(i) for i in page.items], next_page_token=page.next_page_token
@@ -25,7 +25,7 @@ async def list_images(
 async def list_instance_types(
     store: Store, request: tenant_pb2.ListRequest
 ) -> tenant_pb2.ListInstanceTypesResponse:
-    size, token, flt = validate.page(request.page_size, request.page_token, request.filter)
+    size, token, flt = filters.page(request, common_pb2.InstanceType, convert.instance_type)
     page = await store.list(InstanceType, page_size=size, page_token=token, filter=flt)
     return tenant_pb2.ListInstanceTypesResponse(
         instance_types=[convert.instance_type(t) for t in page.items],

@@ -4,7 +4,11 @@ Operator creates (hosts, instance types, images, tenants) are idempotent on
 ``request_id`` by naming: without an explicit name the id is derived from the
 request id (``derived_id``), so a retry hits the same key; an existing record
 with the same spec is returned as if just created, a different spec is
-ALREADY_EXISTS.  ``EnrollHost`` stores only the SHA-256 of the new agent
+ALREADY_EXISTS.  ``IssueTenantToken`` names the token after the tenant and
+request id (``auth.derived_token_id``): a retry finds the token the first
+call stored and returns its id and metadata with ``replayed`` set and no
+secret (only the secret's SHA-256 is stored, and it is shown once).
+``EnrollHost`` stores only the SHA-256 of the new agent
 secret; a retried enrolment cannot show the lost secret again, so it rotates
 the credential (CAS on the host's etag) and returns the new one.
 
@@ -24,13 +28,13 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from bmaas.v1 import common_pb2, operator_pb2, operator_pb2_grpc, tenant_pb2
-from control_plane.api import auth, catalog, convert, validate
+from control_plane.api import auth, catalog, convert, filters, validate
 from control_plane.api.base import Servicer
 from control_plane.api.errors import InvalidField
 from control_plane.api.rpc import Context, unary
 from control_plane.domain.compute import Image, Instance, InstanceType
 from control_plane.domain.errors import AlreadyExists, FailedPrecondition, InvalidTransition
-from control_plane.domain.host import HardwareProfile, Host
+from control_plane.domain.host import Host
 from control_plane.domain.lifecycle import HostEvent, HostState, InstanceEvent, InstanceState
 from control_plane.domain.tenant import Quota, Tenant
 from control_plane.domain.transitions import apply_host_event, apply_instance_event
@@ -39,25 +43,6 @@ from control_plane.domain.validation import MAX_VOLUME_GIB
 SERVICE = "OperatorService"
 G = TypeVar("G", InstanceType, Image, Tenant)
 POWER_DRIVERS = ("fake", "qemu")
-_SECRET_FIELDS = ("agent_credential_hash",)
-
-
-def _hardware(msg: common_pb2.HardwareProfile, field: str) -> HardwareProfile:
-    validate.int_range(msg.cpus, f"{field}.cpus", 1, validate.MAX_CPUS)
-    validate.int_range(msg.memory_gib, f"{field}.memory_gib", 1, validate.MAX_MEMORY_GIB)
-    if len(msg.disks) > validate.MAX_DISKS:
-        raise InvalidField(f"{field}.disks", f"at most {validate.MAX_DISKS} disks")
-    if len(msg.nics) > validate.MAX_NICS:
-        raise InvalidField(f"{field}.nics", f"at most {validate.MAX_NICS} NICs")
-    for i, d in enumerate(msg.disks):
-        validate.text(d.name, f"{field}.disks[{i}].name", max_len=32, required_=True)
-        validate.int_range(d.size_gib, f"{field}.disks[{i}].size_gib", 1, validate.MAX_DISK_GIB)
-        validate.text(d.kind, f"{field}.disks[{i}].kind", max_len=16)
-    for i, n in enumerate(msg.nics):
-        validate.text(n.name, f"{field}.nics[{i}].name", max_len=32, required_=True)
-        validate.text(n.mac_address, f"{field}.nics[{i}].mac_address", max_len=17)
-        validate.int_range(n.speed_gbps, f"{field}.nics[{i}].speed_gbps", 0, 1600)
-    return convert.hardware_from_pb(msg)
 
 
 def _same(a: object, b: object, *ignore: str) -> bool:
@@ -85,7 +70,7 @@ class OperatorServicer(Servicer, operator_pb2_grpc.OperatorServiceServicer):
             host_id = validate.derived_id("h", rid) if rid else validate.new_id("h")
         if not spec.HasField("hardware"):
             raise InvalidField("host.hardware", "is required")
-        hardware = _hardware(spec.hardware, "host.hardware")
+        hardware = validate.hardware(spec.hardware, "host.hardware")
         zone = validate.ident(spec.zone, "host.zone")
         rack = validate.ident(spec.rack, "host.rack")
         host_class = validate.ident(spec.host_class, "host.host_class")
@@ -131,9 +116,7 @@ class OperatorServicer(Servicer, operator_pb2_grpc.OperatorServiceServicer):
         self, request: tenant_pb2.ListRequest, context: Context
     ) -> operator_pb2.ListHostsResponse:
         self.operator(context)
-        size, token, flt = validate.page(request.page_size, request.page_token, request.filter)
-        if any(secret in flt for secret in _SECRET_FIELDS):
-            raise InvalidField("filter", "cannot filter on credential fields")
+        size, token, flt = filters.page(request, common_pb2.Host, convert.host)
         page = await self.store.list(Host, page_size=size, page_token=token, filter=flt)
         return operator_pb2.ListHostsResponse(
             hosts=[convert.host(h) for h in page.items], next_page_token=page.next_page_token
@@ -309,7 +292,10 @@ class OperatorServicer(Servicer, operator_pb2_grpc.OperatorServiceServicer):
     ) -> common_pb2.Tenant:
         self.operator(context)
         rid = validate.request_id(request.request_id)
+        if not request.HasField("tenant"):
+            raise InvalidField("tenant", "is required (an empty Tenant picks an id and defaults)")
         spec = request.tenant
+        validate.etag(spec.etag, "tenant.etag")  # output only: ignored, but bounded
         if spec.name:
             tenant_id = validate.name(spec.name, "tenant.name", "tenants").id
         else:
@@ -336,7 +322,7 @@ class OperatorServicer(Servicer, operator_pb2_grpc.OperatorServiceServicer):
         self, request: tenant_pb2.ListRequest, context: Context
     ) -> operator_pb2.ListTenantsResponse:
         self.operator(context)
-        size, token, flt = validate.page(request.page_size, request.page_token, request.filter)
+        size, token, flt = filters.page(request, common_pb2.Tenant, convert.tenant)
         page = await self.store.list(Tenant, page_size=size, page_token=token, filter=flt)
         return operator_pb2.ListTenantsResponse(
             tenants=[convert.tenant(t) for t in page.items], next_page_token=page.next_page_token
@@ -347,13 +333,22 @@ class OperatorServicer(Servicer, operator_pb2_grpc.OperatorServiceServicer):
         self, request: operator_pb2.IssueTenantTokenRequest, context: Context
     ) -> operator_pb2.IssueTenantTokenResponse:
         self.operator(context)
-        validate.request_id(request.request_id)
+        rid = validate.request_id(request.request_id)
         rn = validate.name(request.tenant, "tenant", "tenants")
         await self.ref(Tenant, str(rn), "tenant")
         secret = auth.new_secret()
-        token = await self.store.tenant_tokens.issue(rn.id, auth.digest(secret))
+        digest = auth.digest(secret)
+        token_id = auth.derived_token_id(rn.id, rid) if rid else ""
+        token = await self.store.tenant_tokens.issue(rn.id, digest, token_id=token_id)
+        if token.tenant != rn.id:
+            raise AlreadyExists("request_id: already used to issue a token of another tenant")
+        replayed = not auth.same_digest(token.sha256, digest)
         return operator_pb2.IssueTenantTokenResponse(
-            tenant=str(rn), token=auth.tenant_token(token.id, secret), token_id=token.id
+            tenant=str(rn),
+            token="" if replayed else auth.tenant_token(token.id, secret),
+            token_id=token.id,
+            replayed=replayed,
+            create_time=convert.timestamp(token.create_time),
         )
 
     @unary(SERVICE)

@@ -36,7 +36,7 @@ from functools import partial
 
 from bmaas.v1 import common_pb2, tenant_pb2, tenant_pb2_grpc
 from control_plane import metrics
-from control_plane.api import convert, validate
+from control_plane.api import convert, filters, validate
 from control_plane.api.base import Servicer
 from control_plane.api.errors import InvalidField
 from control_plane.api.rpc import Context, unary
@@ -227,7 +227,7 @@ class InstancesMixin(Servicer, tenant_pb2_grpc.TenantServiceServicer):
         self, request: tenant_pb2.ListRequest, context: Context
     ) -> tenant_pb2.ListInstancesResponse:
         tenant = await self.tenant_of(context)
-        size, token, flt = validate.page(request.page_size, request.page_token, request.filter)
+        size, token, flt = filters.page(request, common_pb2.Instance, convert.instance)
         page = await self.store.list(
             Instance, parent=f"tenants/{tenant}", page_size=size, page_token=token, filter=flt
         )

@@ -29,7 +29,7 @@ import secrets
 from typing import Any
 
 from bmaas.v1 import common_pb2, tenant_pb2, tenant_pb2_grpc
-from control_plane.api import convert, validate
+from control_plane.api import convert, filters, validate
 from control_plane.api.base import Servicer
 from control_plane.api.errors import InvalidField
 from control_plane.api.rpc import Context, unary
@@ -105,7 +105,7 @@ class NetworkMixin(Servicer, tenant_pb2_grpc.TenantServiceServicer):
         self, request: tenant_pb2.ListRequest, context: Context
     ) -> tenant_pb2.ListVpcsResponse:
         tenant = await self.tenant_of(context)
-        size, token, flt = validate.page(request.page_size, request.page_token, request.filter)
+        size, token, flt = filters.page(request, common_pb2.Vpc, convert.vpc)
         page = await self.store.list(
             Vpc, parent=f"tenants/{tenant}", page_size=size, page_token=token, filter=flt
         )
@@ -180,7 +180,7 @@ class NetworkMixin(Servicer, tenant_pb2_grpc.TenantServiceServicer):
         self, request: tenant_pb2.ListRequest, context: Context
     ) -> tenant_pb2.ListSubnetsResponse:
         tenant = await self.tenant_of(context)
-        size, token, flt = validate.page(request.page_size, request.page_token, request.filter)
+        size, token, flt = filters.page(request, common_pb2.Subnet, convert.subnet)
         page = await self.store.list(
             Subnet, parent=f"tenants/{tenant}", page_size=size, page_token=token, filter=flt
         )
@@ -286,7 +286,9 @@ class NetworkMixin(Servicer, tenant_pb2_grpc.TenantServiceServicer):
         self, request: tenant_pb2.ListRequest, context: Context
     ) -> tenant_pb2.ListNetworkInterfacesResponse:
         tenant = await self.tenant_of(context)
-        size, token, flt = validate.page(request.page_size, request.page_token, request.filter)
+        size, token, flt = filters.page(
+            request, common_pb2.NetworkInterface, convert.network_interface
+        )
         page = await self.store.list(
             NetworkInterface,
             parent=f"tenants/{tenant}",
@@ -366,6 +368,7 @@ class NetworkMixin(Servicer, tenant_pb2_grpc.TenantServiceServicer):
             raise InvalidField("placement_group", "is required")
         rid = validate.request_id(request.request_id)
         spec = request.placement_group
+        validate.etag(spec.etag, "placement_group.etag")  # output only: ignored, but bounded
         group_id = (
             validate.owned(spec.name, "placement_group.name", "placementGroups", tenant).id
             if spec.name
@@ -397,7 +400,7 @@ class NetworkMixin(Servicer, tenant_pb2_grpc.TenantServiceServicer):
         self, request: tenant_pb2.ListRequest, context: Context
     ) -> tenant_pb2.ListPlacementGroupsResponse:
         tenant = await self.tenant_of(context)
-        size, token, flt = validate.page(request.page_size, request.page_token, request.filter)
+        size, token, flt = filters.page(request, common_pb2.PlacementGroup, convert.placement_group)
         page = await self.store.list(
             PlacementGroup, parent=f"tenants/{tenant}", page_size=size, page_token=token, filter=flt
         )

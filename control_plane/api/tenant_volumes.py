@@ -17,7 +17,7 @@ import dataclasses
 from typing import Any
 
 from bmaas.v1 import common_pb2, tenant_pb2, tenant_pb2_grpc
-from control_plane.api import convert, validate
+from control_plane.api import convert, filters, validate
 from control_plane.api.base import Servicer
 from control_plane.api.errors import InvalidField
 from control_plane.api.rpc import Context, unary
@@ -79,7 +79,7 @@ class VolumesMixin(Servicer, tenant_pb2_grpc.TenantServiceServicer):
         self, request: tenant_pb2.ListRequest, context: Context
     ) -> tenant_pb2.ListVolumesResponse:
         tenant = await self.tenant_of(context)
-        size, token, flt = validate.page(request.page_size, request.page_token, request.filter)
+        size, token, flt = filters.page(request, common_pb2.Volume, convert.volume)
         page = await self.store.list(
             Volume, parent=f"tenants/{tenant}", page_size=size, page_token=token, filter=flt
         )

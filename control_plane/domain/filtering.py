@@ -9,11 +9,18 @@ Grammar::
     op     := "=" | "!="
     value  := bare | '"' chars '"'               bare = [-_./:A-Za-z0-9]+
 
-``AND`` is case-sensitive; whitespace around operators is optional.  A field
-is an attribute path on the record; the value is compared with the
-attribute's string form (enums by value, booleans as ``true``/``false``).
-Unknown fields raise ``InvalidArgument`` at parse time when a record type is
-given, so a typo is an error and not an empty page.
+``AND`` is case-sensitive; whitespace around operators is optional; a quoted
+value may hold anything but a double quote.  ``parse_terms`` is the grammar
+alone.  A ``Filter`` compares each term's value with the string form of the
+field read from a record by its ``lookup`` (by default attribute access,
+enums by value, booleans as ``true``/``false``), after an optional ``view``
+turns the record into what the terms name (the API filters on a record's
+protobuf message: ``control_plane.api.filters``).
+
+``parse_filter(text, record_type=...)`` is the store's own dialect: fields
+are attribute paths of the record dataclass, and unknown fields raise
+``InvalidArgument`` at parse time, so a typo is an error and not an empty
+page.  ``Filter.text`` is the source text; the store binds page tokens to it.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +39,8 @@ _TERM_RE = re.compile(
     r'(?P<op>!=|=)\s*(?P<value>"[^"]*"|[-_./:A-Za-z0-9]+)'
 )
 _AND_RE = re.compile(r"\s+AND\s+")
+#: characters of the filter a syntax error quotes
+_QUOTED = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,13 +50,38 @@ class Term:
     value: str
 
 
+def _stringify(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def attribute_lookup(record: object, path: tuple[str, ...]) -> str:
+    """The default ``Filter.lookup``: attribute access along *path*."""
+    value: Any = record
+    for part in path:
+        value = getattr(value, part, None)
+    return _stringify(value)
+
+
+Lookup = Callable[[Any, tuple[str, ...]], str]
+
+
 @dataclass(frozen=True, slots=True)
 class Filter:
     terms: tuple[Term, ...] = ()
+    #: the text the filter was parsed from (page tokens are bound to it)
+    text: str = ""
+    #: record -> the object the terms' fields are read from (None: the record)
+    view: Callable[[Any], Any] | None = None
+    lookup: Lookup = attribute_lookup
 
     def matches(self, record: object) -> bool:
+        if not self.terms:
+            return True
+        obj = record if self.view is None else self.view(record)
         for term in self.terms:
-            actual = _lookup(record, term.path)
+            actual = self.lookup(obj, term.path)
             if (actual == term.value) == term.negate:
                 return False
         return True
@@ -60,35 +95,22 @@ class Filter:
         return None
 
 
-def _stringify(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-def _lookup(record: object, path: tuple[str, ...]) -> str:
-    value: Any = record
-    for part in path:
-        value = getattr(value, part, None)
-    return _stringify(value)
-
-
-def parse_filter(text: str, *, record_type: type | None = None) -> Filter:
-    """Parse *text*; ``InvalidArgument`` on a syntax error or unknown field."""
+def parse_terms(text: str) -> tuple[Term, ...]:
+    """The grammar alone: *text* as terms; ``InvalidArgument`` on a syntax error."""
     terms: list[Term] = []
     pos = 0
     text = text.strip()
     while pos < len(text):
         m = _TERM_RE.match(text, pos)
         if m is None:
-            raise InvalidArgument(f"filter: syntax error at offset {pos}: {text[pos : pos + 20]!r}")
+            raise InvalidArgument(
+                f"filter: syntax error at offset {pos}: {text[pos : pos + _QUOTED]!r}"
+                ' (expected field=value, field!=value or field="value")'
+            )
         value = m["value"]
         if value.startswith('"'):
             value = value[1:-1]
-        path = tuple(m["field"].split("."))
-        if record_type is not None:
-            _check_path(record_type, path)
-        terms.append(Term(path=path, negate=m["op"] == "!=", value=value))
+        terms.append(Term(path=tuple(m["field"].split(".")), negate=m["op"] == "!=", value=value))
         pos = m.end()
         if pos == len(text):
             break
@@ -96,15 +118,25 @@ def parse_filter(text: str, *, record_type: type | None = None) -> Filter:
         if sep is None:
             raise InvalidArgument(f"filter: expected AND at offset {pos}")
         pos = sep.end()
-    return Filter(tuple(terms))
+    return tuple(terms)
+
+
+def parse_filter(text: str, *, record_type: type | None = None) -> Filter:
+    """Parse *text*; ``InvalidArgument`` on a syntax error or unknown field."""
+    terms = parse_terms(text)
+    if record_type is not None:
+        for term in terms:
+            _check_path(record_type, term.path)
+    return Filter(terms, text=text)
 
 
 def _check_path(record_type: type, path: tuple[str, ...]) -> None:
     current: Any = record_type
+    shown = ".".join(path)[:64]
     for part in path:
         if not (isinstance(current, type) and dataclasses.is_dataclass(current)):
-            raise InvalidArgument(f"filter: {'.'.join(path)!r} is not a field")
+            raise InvalidArgument(f"filter: {shown!r} is not a field")
         names = {f.name for f in dataclasses.fields(current)}
         if part not in names:
-            raise InvalidArgument(f"filter: unknown field {'.'.join(path)!r}")
+            raise InvalidArgument(f"filter: unknown field {shown!r}")
         current = typing.get_type_hints(current)[part]

@@ -92,7 +92,7 @@ from control_plane.domain.errors import (
     NotFound,
     QuotaExceeded,
 )
-from control_plane.domain.filtering import parse_filter
+from control_plane.domain.filtering import Filter, parse_filter
 from control_plane.domain.names import parse_name
 from control_plane.domain.tenant import QuotaUsage, Tenant
 from control_plane.domain.validation import validate_page_size, validate_request_id
@@ -371,15 +371,16 @@ class Store:
         parent: str = "",
         page_size: int = 0,
         page_token: str = "",
-        filter: str = "",
+        filter: str | Filter = "",
     ) -> Page[R]:
-        """One page of *cls* records below *parent*, in key order, matching *filter*."""
+        """One page of *cls* records below *parent*, in key order, matching
+        *filter* (text in the store's dialect, or a ``Filter`` the caller built)."""
         coll = collection_of(cls)
         size = validate_page_size(page_size)
-        flt = parse_filter(filter, record_type=cls)
+        flt = filter if isinstance(filter, Filter) else parse_filter(filter, record_type=cls)
         prefix = self.keys.collection_prefix(coll, parent_ids(coll, parent))
         end = prefix_range_end(prefix)
-        scope = hashlib.sha256(b"%s|%s" % (prefix, filter.encode())).hexdigest()[:16]
+        scope = hashlib.sha256(b"%s|%s" % (prefix, flt.text.encode())).hexdigest()[:16]
         start = prefix
         if page_token:
             last = _decode_token(page_token, scope)

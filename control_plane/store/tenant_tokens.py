@@ -3,7 +3,10 @@
 
 ``issue`` writes a new token with ONE create-if-absent transaction that also
 requires ``tenants/{t}`` to exist, so a token never names a tenant that was
-never created; a random id that collides is drawn again.  ``lookup`` is one
+never created; a random id that collides is drawn again.  With a caller's
+``token_id`` (derived from a request_id, so a retry names the same token)
+there is one attempt, and a token already stored under that id is returned
+as stored: the caller tells a replay by its different digest.  ``lookup`` is one
 read.  The plaintext token exists only in the ``IssueTenantToken`` response;
 the API (``control_plane.api.auth``) compares digests in constant time.
 """
@@ -29,14 +32,15 @@ class TenantTokens:
     def __init__(self, store: Store) -> None:
         self._store = store
 
-    async def issue(self, tenant: str, sha256: str) -> TenantToken:
-        """Store a new token digest for *tenant* under a fresh random id
-        (``NotFound`` if the tenant does not exist)."""
+    async def issue(self, tenant: str, sha256: str, *, token_id: str = "") -> TenantToken:
+        """Store a new token digest for *tenant* under a fresh random id, or
+        under *token_id* unless a token already has it -- then that token is
+        returned (``NotFound`` if the tenant does not exist)."""
         keys = self._store.keys
         tenant_key = keys.tenant(tenant)
-        for _ in range(ID_ATTEMPTS):
+        for _ in range(1 if token_id else ID_ATTEMPTS):
             token = TenantToken(
-                id=secrets.token_hex(8),
+                id=token_id or secrets.token_hex(8),
                 tenant=tenant,
                 sha256=sha256,
                 create_time=self._store.clock(),
@@ -51,6 +55,10 @@ class TenantTokens:
                 return token
             if not res.ranges[0]:
                 raise NotFound(f"tenants/{tenant} not found")
+            if token_id:
+                stored = await self.lookup(token_id)
+                if stored is not None:
+                    return stored
         raise Aborted("could not allocate a token id; retry")
 
     async def lookup(self, token_id: str) -> TenantToken | None:

@@ -368,7 +368,7 @@ async def test_vpcs_subnets_and_network_interfaces(world: World) -> None:
     )
     assert not det.instance
     listed = await c.tenant.ListNetworkInterfaces(
-        tenant_pb2.ListRequest(filter=f'ip_address="{nic2.private_ip}"'), metadata=w.md
+        tenant_pb2.ListRequest(filter=f'private_ip="{nic2.private_ip}"'), metadata=w.md
     )
     assert [n.name for n in listed.network_interfaces] == [nic2.name]
     got_nic = await c.tenant.GetNetworkInterface(
