@@ -105,7 +105,11 @@ class ControllerManager:
     async def _lead(self) -> None:
         cfg = self.config
         own_cache = self.shared_cache is None
-        cache = self.shared_cache or HostCache(self.store, track_liveness=cfg.track_liveness)
+        # ``is None``, not ``or``: an empty HostCache is falsy (``__len__``), and a
+        # shared one that holds no host yet must still be the one used
+        cache = self.shared_cache
+        if cache is None:
+            cache = HostCache(self.store, track_liveness=cfg.track_liveness)
         scheduler = self.shared_scheduler or Scheduler(self.store, cache, rng=random.Random())
         controllers: list[Controller] = [
             InstanceController(self.store, cfg, scheduler),
