@@ -43,7 +43,7 @@ import os
 import signal
 import sys
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,7 @@ from control_plane.api.server import ApiConfig, ApiServer
 from control_plane.controllers.config import ControllerConfig
 from control_plane.controllers.manager import ControllerManager
 from control_plane.domain.errors import BmaasError
+from control_plane.domain.host import Host
 from control_plane.store import DEFAULT_ROOT, Store
 from control_plane.store.endpoints import Endpoint, Tls, parse_endpoints
 
@@ -238,10 +239,13 @@ async def _census(store: Store, manager: ControllerManager) -> None:
     (from the shared host cache) and instances while this replica leads,
     every ``BMAAS_CENSUS_INTERVAL`` seconds (default 15)."""
     metrics.track_controllers(manager)
+
+    def hosts() -> Collection[Host] | None:
+        cache = manager.cache  # the shared host cache while leading, else None
+        return cache.hosts() if manager.is_leader and cache is not None else None
+
     census = metrics.Census(
-        store,
-        lambda: manager.cache.hosts() if manager.is_leader and manager.cache is not None else None,
-        interval=float(os.environ.get("BMAAS_CENSUS_INTERVAL") or 15),
+        store, hosts, interval=float(os.environ.get("BMAAS_CENSUS_INTERVAL") or 15)
     )
     metrics.track_census(census)
     await census.run()

@@ -66,8 +66,7 @@ SCHEDULING_DURATION = Histogram(
 )
 ETCD_DURATION = Histogram(
     "bmaas_cp_etcd_request_duration_seconds",
-    "Round-trip time of one etcd RPC made by the store, by etcd operation "
-    "(failed calls included).",
+    "Round-trip time of one etcd RPC made by the store, by etcd operation (failed calls included).",
     ["op"],
     buckets=(0.0005, *_LATENCY_BUCKETS),
 )
@@ -278,6 +277,9 @@ class Census(Collector):
                 await self.count()
             except BmaasError as exc:  # etcd unreachable: keep the last snapshot
                 log.warning("census: %s", exc)
+            except Exception:  # a bug here must not end the counting
+                log.exception("census failed")
+                self.snapshot = None
             await asyncio.sleep(self.interval)
 
     def collect(self) -> Iterator[Metric]:
