@@ -170,7 +170,7 @@ class Empty(_message.Message):
 
     Errors are bounded: a message quotes at most 100 characters of any request
     value (then "…" and the value's length), the message is at most 512 bytes
-    of UTF-8, each string in a detail at most 256 characters, and message plus
+    of UTF-8, each string in a detail at most 256 bytes, and message plus
     serialized details stay under 3 KiB, whatever the request's size.
     """
 

@@ -229,7 +229,7 @@ class OperatorServiceServicer:
         mints nothing and returns the first call's token_id and create_time with
         `replayed` set and `token` EMPTY.  A client that lost the first response
         therefore cannot recover the secret; it issues a new token with a new
-        request_id (the unused one stays valid until revoked).
+        request_id (the first token stays valid: this API has no revocation yet).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -238,11 +238,13 @@ class OperatorServiceServicer:
     def SetTenantQuota(self, request, context):
         """Replaces the tenant's quota.  A quota below the tenant's current usage
         is accepted: nothing that exists is stopped, detached or deleted, and the
-        response's `usage` shows what the tenant holds.  Until usage is at or
-        below the new quota again, every request that would add usage (creating
-        an instance, creating or growing a volume) fails with RESOURCE_EXHAUSTED
-        (reason QUOTA_EXCEEDED, a google.rpc.QuotaFailure detail); terminating
-        instances and deleting volumes bring usage down as usual.
+        response's `usage` shows what the tenant holds.  Until usage is back
+        within the quota (in every dimension: a request is judged on
+        the tenant's whole usage after it), every request that would add usage
+        (creating an instance, creating or growing a volume) fails with
+        RESOURCE_EXHAUSTED (reason QUOTA_EXCEEDED, a google.rpc.QuotaFailure
+        detail); terminating instances and deleting volumes bring usage down as
+        usual and are never refused.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -61,16 +61,18 @@ class OperatorServiceStub:
     mints nothing and returns the first call's token_id and create_time with
     `replayed` set and `token` EMPTY.  A client that lost the first response
     therefore cannot recover the secret; it issues a new token with a new
-    request_id (the unused one stays valid until revoked).
+    request_id (the first token stays valid: this API has no revocation yet).
     """
     SetTenantQuota: _grpc.UnaryUnaryMultiCallable[_operator_pb2.SetTenantQuotaRequest, _common_pb2.Tenant]
     """Replaces the tenant's quota.  A quota below the tenant's current usage
     is accepted: nothing that exists is stopped, detached or deleted, and the
-    response's `usage` shows what the tenant holds.  Until usage is at or
-    below the new quota again, every request that would add usage (creating
-    an instance, creating or growing a volume) fails with RESOURCE_EXHAUSTED
-    (reason QUOTA_EXCEEDED, a google.rpc.QuotaFailure detail); terminating
-    instances and deleting volumes bring usage down as usual.
+    response's `usage` shows what the tenant holds.  Until usage is back
+    within the quota (in every dimension: a request is judged on
+    the tenant's whole usage after it), every request that would add usage
+    (creating an instance, creating or growing a volume) fails with
+    RESOURCE_EXHAUSTED (reason QUOTA_EXCEEDED, a google.rpc.QuotaFailure
+    detail); terminating instances and deleting volumes bring usage down as
+    usual and are never refused.
     """
 
 @_typing.type_check_only
@@ -104,16 +106,18 @@ class OperatorServiceAsyncStub(OperatorServiceStub):
     mints nothing and returns the first call's token_id and create_time with
     `replayed` set and `token` EMPTY.  A client that lost the first response
     therefore cannot recover the secret; it issues a new token with a new
-    request_id (the unused one stays valid until revoked).
+    request_id (the first token stays valid: this API has no revocation yet).
     """
     SetTenantQuota: _aio.UnaryUnaryMultiCallable[_operator_pb2.SetTenantQuotaRequest, _common_pb2.Tenant]  # type: ignore[assignment]
     """Replaces the tenant's quota.  A quota below the tenant's current usage
     is accepted: nothing that exists is stopped, detached or deleted, and the
-    response's `usage` shows what the tenant holds.  Until usage is at or
-    below the new quota again, every request that would add usage (creating
-    an instance, creating or growing a volume) fails with RESOURCE_EXHAUSTED
-    (reason QUOTA_EXCEEDED, a google.rpc.QuotaFailure detail); terminating
-    instances and deleting volumes bring usage down as usual.
+    response's `usage` shows what the tenant holds.  Until usage is back
+    within the quota (in every dimension: a request is judged on
+    the tenant's whole usage after it), every request that would add usage
+    (creating an instance, creating or growing a volume) fails with
+    RESOURCE_EXHAUSTED (reason QUOTA_EXCEEDED, a google.rpc.QuotaFailure
+    detail); terminating instances and deleting volumes bring usage down as
+    usual and are never refused.
     """
 
 class OperatorServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -240,7 +244,7 @@ class OperatorServiceServicer(metaclass=_abc_1.ABCMeta):
         mints nothing and returns the first call's token_id and create_time with
         `replayed` set and `token` EMPTY.  A client that lost the first response
         therefore cannot recover the secret; it issues a new token with a new
-        request_id (the unused one stays valid until revoked).
+        request_id (the first token stays valid: this API has no revocation yet).
         """
 
     @_abc_1.abstractmethod
@@ -251,11 +255,13 @@ class OperatorServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_common_pb2.Tenant, _abc.Awaitable[_common_pb2.Tenant]]:
         """Replaces the tenant's quota.  A quota below the tenant's current usage
         is accepted: nothing that exists is stopped, detached or deleted, and the
-        response's `usage` shows what the tenant holds.  Until usage is at or
-        below the new quota again, every request that would add usage (creating
-        an instance, creating or growing a volume) fails with RESOURCE_EXHAUSTED
-        (reason QUOTA_EXCEEDED, a google.rpc.QuotaFailure detail); terminating
-        instances and deleting volumes bring usage down as usual.
+        response's `usage` shows what the tenant holds.  Until usage is back
+        within the quota (in every dimension: a request is judged on
+        the tenant's whole usage after it), every request that would add usage
+        (creating an instance, creating or growing a volume) fails with
+        RESOURCE_EXHAUSTED (reason QUOTA_EXCEEDED, a google.rpc.QuotaFailure
+        detail); terminating instances and deleting volumes bring usage down as
+        usual and are never refused.
         """
 
 def add_OperatorServiceServicer_to_server(servicer: OperatorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

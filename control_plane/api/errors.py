@@ -26,10 +26,10 @@ request value quoted in a message goes through ``shown()`` (at most
 ``ECHO_CHARS`` characters, then an ellipsis and the full length), and
 ``to_status`` enforces the totals whatever the message says: the message is
 cut to ``MESSAGE_BYTES`` UTF-8 bytes, each string in a detail to
-``DETAIL_CHARS`` characters, ``ErrorInfo.metadata`` to ``METADATA_ENTRIES``
-entries, and when the packed details still exceed ``DETAILS_BYTES`` only the
-``ErrorInfo`` is kept.  Message plus details therefore stay below
-``STATUS_BYTES``.
+``DETAIL_BYTES``, ``ErrorInfo.metadata`` to ``METADATA_ENTRIES`` entries, and
+when the packed details still exceed ``DETAILS_BYTES`` only the
+``ErrorInfo`` is kept (without its metadata if even that is too big).
+Message plus details therefore stay below ``STATUS_BYTES``.
 
 ``abort(context, exc)`` sends it with ``grpc_status.rpc_status.to_status``
 so clients can read the details with ``rpc_status.from_call``.  Errors the
@@ -58,10 +58,10 @@ DOMAIN = "bmaas.dev"
 ECHO_CHARS = 100
 #: UTF-8 bytes of ``google.rpc.Status.message``
 MESSAGE_BYTES = 512
-#: characters of each string inside a detail (field paths, descriptions, names)
-DETAIL_CHARS = 256
+#: UTF-8 bytes of each string inside a detail (field paths, descriptions, names)
+DETAIL_BYTES = 256
 #: entries of ``ErrorInfo.metadata``
-METADATA_ENTRIES = 8
+METADATA_ENTRIES = 4
 #: serialized bytes of all details together
 DETAILS_BYTES = 2048
 #: what a client ever receives: message + serialized details
@@ -125,7 +125,7 @@ class MissingResource(domain.NotFound):
     def __init__(self, name: str, *, field: str = "") -> None:
         prefix = f"{field}: " if field else ""
         super().__init__(f"{prefix}{clip(name, MESSAGE_BYTES // 2)} not found")
-        self.resource_name = clip(name, DETAIL_CHARS)
+        self.resource_name = clip_bytes(name, DETAIL_BYTES)
         self.resource_type = resource_type(name)
 
 
@@ -176,7 +176,7 @@ def _pack(msg: object) -> any_pb2.Any:
 
 def _d(value: object) -> str:
     """A string inside a detail, bounded."""
-    return clip(str(value), DETAIL_CHARS)
+    return clip_bytes(str(value), DETAIL_BYTES)
 
 
 def _resource_info(exc: BaseException, message: str) -> Any | None:
@@ -250,6 +250,9 @@ def to_status(exc: BaseException) -> status_pb2.Status:
             status.details.append(_pack(resource))
     if sum(d.ByteSize() for d in status.details) > DETAILS_BYTES:
         del status.details[1:]
+        if status.details[0].ByteSize() > DETAILS_BYTES:
+            info.metadata.clear()
+            status.details[0].CopyFrom(_pack(info))
     return status
 
 
