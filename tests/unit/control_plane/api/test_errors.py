@@ -72,3 +72,50 @@ def test_field_violations_from_invalid_field_and_from_message_prefix() -> None:
     bad = details(to_status(d.InvalidArgument("ssh_keys[2]: not a key")))["BadRequest"]
     assert [v.field for v in bad.field_violations] == ["ssh_keys[2]"]  # type: ignore[attr-defined]
     assert "BadRequest" not in details(to_status(d.InvalidArgument("no field here at all")))
+
+
+def test_shown_quotes_at_most_echo_chars_and_says_how_long() -> None:
+    from control_plane.api.errors import ECHO_CHARS, shown
+
+    assert shown("abc") == "'abc'"
+    long = shown("9" * 32768)
+    assert long.endswith("(32768 characters)") and "…" in long
+    assert len(long) < ECHO_CHARS + 40
+
+
+def test_status_is_bounded_whatever_the_exception_says() -> None:
+    from control_plane.api.errors import MESSAGE_BYTES, STATUS_BYTES
+
+    huge = "é" * 40_000
+    exc = InvalidField("etag", huge)
+    exc.metadata = {f"k{i}": huge for i in range(50)}  # type: ignore[attr-defined]
+    for e in (exc, d.NotFound(f"{huge} not found"), d.QuotaExceeded(huge), d.Aborted(huge)):
+        status = to_status(e)
+        assert len(status.message.encode()) <= MESSAGE_BYTES
+        assert status.message.endswith("…")
+        assert len(status.message.encode()) + sum(x.ByteSize() for x in status.details) < (
+            STATUS_BYTES
+        )
+        assert details(status)["ErrorInfo"]
+
+
+def test_not_found_carries_resource_info() -> None:
+    from control_plane.api.errors import MissingResource
+
+    def info(exc: BaseException) -> error_details_pb2.ResourceInfo:
+        for any_ in to_status(exc).details:
+            msg = error_details_pb2.ResourceInfo()
+            if any_.Unpack(msg):
+                return msg
+        raise AssertionError("no ResourceInfo")
+
+    got = info(MissingResource("tenants/a/volumes/v-1", field="instance.volumes[0]"))
+    assert (got.resource_type, got.resource_name) == ("bmaas.v1.Volume", "tenants/a/volumes/v-1")
+    got = info(d.NotFound("tenants/a/vpcs/v/subnets/s not found"))  # the store's wording
+    assert (got.resource_type, got.resource_name) == (
+        "bmaas.v1.Subnet",
+        "tenants/a/vpcs/v/subnets/s",
+    )
+    got = info(d.NotFound("instance.image: images/nope not found"))  # Servicer.ref's wording
+    assert (got.resource_type, got.resource_name) == ("bmaas.v1.Image", "images/nope")
+    assert info(d.NotFound("something else went missing")).description
