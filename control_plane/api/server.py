@@ -3,8 +3,17 @@
 ``ApiServer.start()`` connects to etcd (``Store.connect``), fills the
 scheduler's ``HostCache`` (list + watch), builds the servicers around one
 ``ApiDeps`` and starts a ``grpc.aio`` server with the three bmaas services,
-the standard health service (``grpc.health.v1``, SERVING once started,
-NOT_SERVING during shutdown) and server reflection.  ``stop(grace)`` flips
+the standard health service (``grpc.health.v1``) and server reflection.
+
+Health tells the truth about etcd: every ``quorum_check_interval`` seconds
+the replica makes a linearizable read (``Store.probe_quorum``, which only
+a quorum of etcd members can answer) with a short timeout.  The overall
+service ``""`` and the three bmaas services are the **readiness** signal:
+SERVING while those reads succeed, NOT_SERVING from the first one that
+fails until one succeeds again, and NOT_SERVING for good once shutdown
+starts.  The service ``liveness`` is the **liveness** signal: SERVING as
+long as the process answers at all (a replica cut off from etcd is not
+broken and must not be restarted for it).  See docs/operations.md.  ``stop(grace)`` flips
 health to NOT_SERVING, lets in-flight calls finish for *grace* seconds
 (agent streams are cancelled at the end of it), then closes the cache and
 the store.  Replicas are active-active: every write is a CAS in etcd, so
@@ -13,6 +22,8 @@ any number can serve the API at once.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -35,7 +46,7 @@ from control_plane.api.base import ApiDeps
 from control_plane.api.operator import OperatorServicer
 from control_plane.api.tenant import TenantServicer
 from control_plane.domain.compute import Instance
-from control_plane.domain.errors import InvalidArgument, NotFound
+from control_plane.domain.errors import BmaasError, InvalidArgument, NotFound
 from control_plane.domain.host import Host
 from control_plane.scheduler import HostCache, Scheduler
 from control_plane.store import Created, Store
@@ -48,6 +59,9 @@ SERVICE_NAMES = (
     agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
 )
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+#: the health service a liveness probe asks (SERVING while the process answers)
+LIVENESS_SERVICE = "liveness"
+READINESS_SERVICES = ("", *SERVICE_NAMES)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -58,6 +72,8 @@ class ApiConfig:
     heartbeat_ttl: int = 15
     auth_cache_ttl: float = 5.0
     desired_resync: float = 10.0
+    #: seconds between quorum reads (readiness); each may take as long
+    quorum_check_interval: float = 1.0
 
 
 class SchedulerPlacer:
@@ -100,6 +116,9 @@ class ApiServer:
         self.health = health.aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.port = 0
+        #: readiness: True while the last quorum read succeeded
+        self.ready = False
+        self._quorum_task: asyncio.Task[None] | None = None
 
     async def _tenant_token(self, token_id: str) -> tuple[str, str] | None:
         token = await self.store.tenant_tokens.lookup(token_id)
@@ -139,12 +158,49 @@ class ApiServer:
             raise OSError(f"cannot listen on {self.config.listen}")
         await server.start()
         self.server = server
-        for name in ("", *SERVICE_NAMES):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        await self._set_ready(True)
+        self._quorum_task = asyncio.create_task(self._watch_quorum(), name="api-quorum-check")
         log.info("API serving on port %d", self.port)
         return self.port
 
+    async def _set_ready(self, ready: bool) -> None:
+        if ready == self.ready:
+            return
+        self.ready = ready
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if ready
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in READINESS_SERVICES:
+            await self.health.set(name, status)
+
+    async def _watch_quorum(self) -> None:
+        interval = self.config.quorum_check_interval
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            try:
+                await self.store.probe_quorum(timeout=interval)
+            except BmaasError as exc:
+                if self.ready:
+                    log.warning("no etcd quorum (%s): health NOT_SERVING", exc)
+                await self._set_ready(False)
+            else:
+                if not self.ready:
+                    log.warning("etcd quorum reachable: health SERVING")
+                await self._set_ready(True)
+            await asyncio.sleep(max(0.0, interval - (loop.time() - started)))
+
     async def stop(self, grace: float = 5.0) -> None:
+        if self._quorum_task is not None:
+            self._quorum_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._quorum_task
+            self._quorum_task = None
+        self.ready = False
+        await self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.health.enter_graceful_shutdown()
         if self.server is not None:
             await self.server.stop(grace)
