@@ -7,10 +7,18 @@
 2. as a follower, wait for the seat to empty (a watch on the key; also
    re-campaign every ``lease/3`` s in case an event was missed), keeping the
    own lease alive meanwhile;
-3. as the leader, run ``lead()`` as a task and keep the lease alive every
-   ``lease/3`` s.  If a keepalive fails, or no keepalive succeeded for
-   ``2/3 lease`` (etcd might already consider the lease dead), step down
-   *before* the lease can expire: cancel ``lead()``, then start over.
+3. as the leader, run ``lead()`` as a task **fenced** on the term (every
+   etcd txn it or its tasks send also compares the seat's
+   ``create_revision``: ``control_plane.store.fenced``), and keep the lease
+   alive every ``lease/3`` s.  If a keepalive fails, or no keepalive
+   succeeded for ``2/3 lease`` (etcd might already consider the lease
+   dead), step down *before* the lease can expire: cancel ``lead()``, then
+   start over.  A failed keepalive is retried after ``RETRY`` s rather than
+   a full period, so a short etcd hiccup (a raft election, a member
+   lost) does not cost the term.  A fenced txn that finds the seat gone
+   (a replica that was paused past its lease) ends the term at once; the
+   fence is what guarantees a deposed leader commits nothing, the timers
+   only make stepping down prompt.
 
 The etcd lease is granted for ``ttl - 1`` seconds (at least 2, etcd's
 minimum): etcd checks lease expiry only every 500 ms, so a lease one second
@@ -36,12 +44,14 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from control_plane.domain.errors import BmaasError
-from control_plane.store import Store
+from control_plane.store import Fence, Store, fenced
 
 log = logging.getLogger(__name__)
 
 DEFAULT_ELECTION = "controllers"
 DEFAULT_TTL = 5
+#: seconds before a failed keepalive is tried again
+RETRY = 0.25
 
 LeadFn = Callable[[], Coroutine[Any, Any, None]]
 
@@ -70,6 +80,8 @@ class LeaderElector:
         self.is_leader = False
         self.elected = asyncio.Event()
         self.terms = 0
+        #: the current term's fence (None while following)
+        self.fence: Fence | None = None
         self._lease = 0
         self._task: asyncio.Task[None] | None = None
 
@@ -103,11 +115,16 @@ class LeaderElector:
             self.elected.clear()
 
     async def run(self, lead: LeadFn) -> None:
+        failing = False
         while True:
             try:
                 await self._one_term(lead)
+                failing = False
             except BmaasError as exc:
-                log.warning("%s: election error (%s); retrying", self.identity, exc)
+                # once per outage: the store logs etcd's reachability itself
+                if not failing:
+                    log.warning("%s: election error (%s); retrying", self.identity, exc)
+                failing = True
             self._set_leader(False)
             await asyncio.sleep(min(1.0, self.ttl / 5))
 
@@ -118,34 +135,50 @@ class LeaderElector:
         last_ok = time.monotonic()
         # follower: campaign until we win
         while True:
-            won, rev = await elections.campaign(self.election, self.identity, self._lease)
+            won, rev, term = await elections.campaign(self.election, self.identity, self._lease)
             if won:
                 break
             await self._wait_vacancy(rev + 1)
             if await elections.keepalive(self._lease) <= 0:
                 self._lease = await elections.grant_lease(self.lease_ttl)
             last_ok = time.monotonic()
-        log.info("%s: elected leader of %s", self.identity, self.election)
+        log.info("%s: elected leader of %s (term %d)", self.identity, self.election, term)
+        fence = elections.fence(self.election, term)
+        self.fence = fence
         self._set_leader(True)
-        task = asyncio.create_task(lead(), name=f"lead-{self.identity}")
+        with fenced(fence):  # the task (and every task it creates) inherits the fence
+            task = asyncio.create_task(lead(), name=f"lead-{self.identity}")
+        lost = asyncio.create_task(fence.lost.wait(), name=f"fence-{self.identity}")
         try:
             period = self.lease_ttl / 3
+            wait = period
             while not task.done():
-                await asyncio.wait({task}, timeout=period)
+                await asyncio.wait({task, lost}, timeout=wait, return_when="FIRST_COMPLETED")
                 if task.done():
                     break
+                if lost.done():
+                    log.warning("%s: a write found the seat gone; stepping down", self.identity)
+                    return
+                if time.monotonic() - last_ok < period * 0.9:
+                    wait = period - (time.monotonic() - last_ok)
+                    continue
                 try:
                     ttl = await asyncio.wait_for(elections.keepalive(self._lease), period)
                 except (BmaasError, TimeoutError):
                     ttl = -1
                 if ttl > 0:
                     last_ok = time.monotonic()
+                    wait = period
                 elif ttl == 0 or time.monotonic() - last_ok > self.lease_ttl * 2 / 3:
                     log.warning("%s: lost the leader lease; stepping down", self.identity)
                     self._lease = 0 if ttl == 0 else self._lease
                     return
+                else:
+                    wait = RETRY
         finally:
             self._set_leader(False)
+            self.fence = None
+            lost.cancel()
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

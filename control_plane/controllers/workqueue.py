@@ -6,7 +6,9 @@ key.  Guarantees:
 - **at most one in-flight task per key**: adding a key that is being
   processed marks it *dirty*; it is queued again when the current pass ends;
 - **dedup**: a key waiting in the queue is not queued twice;
-- **per-key exponential backoff**: ``Transient()`` (or an exception) requeues
+- **per-key exponential backoff**: ``Transient()`` (or an exception; an
+  ``Unavailable`` one -- etcd down, leadership lost -- is not logged per key:
+  the store logs the outage once) requeues
   after ``base_delay * 2**failures`` (capped at ``max_delay``);
   ``Transient(delay)`` requeues after exactly *delay* without growing the
   backoff; ``Done`` resets it; ``Permanent`` resets it, calls
@@ -32,6 +34,7 @@ from dataclasses import dataclass
 from control_plane import metrics
 from control_plane.controllers.outcome import Done, Outcome, Permanent, Transient
 from control_plane.controllers.ratelimit import TokenBucket
+from control_plane.domain.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +207,12 @@ class WorkQueue:
         except Exception as exc:
             self.stats.errors += 1
             metrics.CONTROLLER_ERRORS.labels(self.name).inc()
-            log.exception("%s: reconcile of %s failed", self.name, key)
+            if isinstance(exc, Unavailable):
+                # etcd is unreachable (the store logs that once per change) or
+                # this replica lost the lead: a per-key retry, no traceback
+                log.debug("%s: reconcile of %s deferred: %s", self.name, key, exc)
+            else:
+                log.exception("%s: reconcile of %s failed", self.name, key)
             return Transient(reason=repr(exc))
         finally:
             metrics.CONTROLLER_RECONCILE_DURATION.labels(self.name).observe(
@@ -243,5 +251,7 @@ class WorkQueue:
                     self.add(key)
             except asyncio.CancelledError:
                 raise
+            except Unavailable as exc:
+                log.debug("%s: resync deferred: %s", self.name, exc)
             except Exception:
                 log.exception("%s: resync failed", self.name)

@@ -46,6 +46,8 @@ tree, e.g. ``NotFound``, ``AlreadyExists``, ``Aborted``, ``QuotaExceeded``,
 
     # leader election primitives (policy in control_plane.controllers.leader)
     store.elections.grant_lease / keepalive / campaign / resign / leader / watch
+    with fenced(store.elections.fence(election, term)):   # txns here (and in tasks
+        ...                                  # created here) need the seat: LeadershipLost
 
     store.stats.round_trips                                  # Counter of etcd RPCs
 
@@ -123,7 +125,7 @@ from control_plane.store.errors import (
     VniInUse,
 )
 from control_plane.store.keys import DEFAULT_ROOT, KeySpace
-from control_plane.store.kv import Stats
+from control_plane.store.kv import Fence, Stats, current_fence, fenced
 from control_plane.store.liveness import DEFAULT_HEARTBEAT_TTL, HeartbeatEvent
 from control_plane.store.store import Created, Page, Store, WatchEvent
 
@@ -133,6 +135,7 @@ __all__ = [
     "DEFAULT_HEARTBEAT_TTL",
     "Created",
     "DEFAULT_ROOT",
+    "Fence",
     "HeartbeatEvent",
     "KeySpace",
     "MacInUse",
@@ -144,4 +147,6 @@ __all__ = [
     "Store",
     "VniInUse",
     "WatchEvent",
+    "current_fence",
+    "fenced",
 ]

@@ -110,11 +110,14 @@ from control_plane.store.keys import DEFAULT_ROOT, KeySpace, parent_ids, prefix_
 from control_plane.store.kv import (
     KV,
     EtcdKV,
+    Fence,
     Stats,
     cmp_absent,
     cmp_mod,
     cmp_present,
     cmp_value,
+    current_fence,
+    fenced,
     op_delete,
     op_get,
     op_put,
@@ -208,6 +211,8 @@ class _Batched:
     previous: list[Any]
     keys: frozenset[bytes]
     future: asyncio.Future[Any]
+    #: the caller's leader fence: only calls under the same fence share a txn
+    fence: Fence | None = None
 
 
 def etag_of(kv: KV) -> str:
@@ -663,6 +668,7 @@ class Store:
         return result
 
     async def _run_batches(self) -> None:
+            fence=current_fence(),
         """Send the waiting ``update_many_batched`` writes, one txn at a time."""
         batch: builtins.list[_Batched] = []
         try:
@@ -672,7 +678,11 @@ class Store:
                 for group in self._batch:
                     if group.future.done():
                         continue  # the caller went away before its write was sent
-                    if keys & group.keys or (batch and size + len(group.objs) > BATCH_MAX):
+                    if (
+                        keys & group.keys
+                        or (batch and size + len(group.objs) > BATCH_MAX)
+                        or (batch and group.fence is not batch[0].fence)
+                    ):
                         rest.append(group)  # one put per key per txn: next round
                     else:
                         keys |= group.keys
@@ -691,7 +701,8 @@ class Store:
 
     async def _settle(self, group: _Batched) -> None:
         try:
-            result = await self.update_many(group.objs, previous=group.previous)
+            with fenced(group.fence):  # the caller's fence, not the batch task's
+                result = await self.update_many(group.objs, previous=group.previous)
         except Exception as exc:  # handed to the caller, as ``update_many`` would raise it
             if not group.future.done():
                 group.future.set_exception(exc)
@@ -701,9 +712,11 @@ class Store:
 
     async def _write_batch(self, batch: Sequence[_Batched]) -> None:
         try:
-            written = await self.update_many(
-                [o for g in batch for o in g.objs], previous=[p for g in batch for p in g.previous]
-            )
+            with fenced(batch[0].fence):
+                written = await self.update_many(
+                    [o for g in batch for o in g.objs],
+                    previous=[p for g in batch for p in g.previous],
+                )
         except Exception:
             # a record moved, a quota, etcd trouble: let each write meet it alone
             await asyncio.gather(*(self._settle(group) for group in batch))
