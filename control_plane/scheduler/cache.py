@@ -16,6 +16,12 @@ healthy); ``rack_stats`` counts, per rack, all hosts and the free ones, for
 pack-by-rack scoring.  Every update is O(1).  ``revision`` is the etcd
 revision the cache has caught up with; ``wait_for_revision`` lets a
 scheduler that lost a race wait for the change that beat it.
+
+``catch_up()`` is the revision barrier of a "no capacity" answer: one
+linearizable read of the hosts changed since ``revision`` (and of the live
+heartbeats) applies everything etcd held when it was called that the
+watches have not delivered yet -- a host freed by another replica a moment
+ago is placeable at once instead of after the watch's delay.
 """
 
 from __future__ import annotations
@@ -120,6 +126,20 @@ class HostCache:
         except TimeoutError:
             return False
         return True
+
+    async def catch_up(self) -> int:
+        """Apply the host changes and new heartbeats etcd holds now (the
+        watches deliver the same later: applying is idempotent); the
+        revision caught up with.  Deletions are left to the watch (they
+        only ever remove capacity)."""
+        hosts, rev = await self._store.changed_since(Host, self.revision)
+        for host in hosts:
+            self.apply(host)
+        if self.live is not None:
+            live, _ = await self._store.liveness.live_hosts()
+            for host_id in live - self.live:
+                self.set_live(host_id, True)
+        return rev
 
     async def _follow_hosts(self, start: int) -> None:
         while True:

@@ -18,7 +18,10 @@
    beat us, and ranks afresh; a lost race on the group re-reads it and
    ranks afresh; a lost race on the instance means someone else changed it
    (e.g. another replica placed it): ``Aborted``.
-4. no feasible candidate left: ``NoCapacity`` with the reason; every one of
+4. no feasible candidate left: first a revision barrier
+   (``HostCache.catch_up``: the cache takes every host change etcd holds
+   now, so it is at least as new as etcd was when the request arrived) and
+   rank again; still none: ``NoCapacity`` with the reason; every one of
    ``max_attempts`` binds lost a race: ``Aborted`` (retry later).
 
 In the common case a placement costs exactly one etcd round-trip (the
@@ -188,6 +191,7 @@ class Scheduler:
             trips += 1
         tried: set[str] = set()
         attempts = 0
+        caught_up = False
         while attempts < self.max_attempts:
             req = PlacementRequest(
                 instance=instance.name,
@@ -207,6 +211,12 @@ class Scheduler:
                 limit=self.limit,
             )
             if not candidates:
+                if not caught_up:
+                    # revision barrier: never "no capacity" from a cache behind etcd
+                    await self.cache.catch_up()
+                    trips += 2
+                    caught_up = True
+                    continue
                 raise NoCapacity(self._explain(itype, instance, tried, attempts))
             for host in candidates:
                 if attempts >= self.max_attempts:

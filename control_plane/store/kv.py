@@ -271,6 +271,7 @@ class EtcdKV:
         revision: int = 0,
         keys_only: bool = False,
         serializable: bool = False,
+        min_mod_revision: int = 0,
     ) -> tuple[list[KV], bool, int]:
         """``(kvs, more, header_revision)`` of ``[start, end)`` in key order."""
         req = rpc.RangeRequest(
@@ -279,6 +280,7 @@ class EtcdKV:
             revision=revision,
             keys_only=keys_only,
             serializable=serializable,
+            min_mod_revision=min_mod_revision,
         )
         if end is not None:
             req.range_end = end

@@ -418,6 +418,16 @@ class Store:
         items = [codec.decode(cls, kv.value, etag=etag_of(kv)) for kv in kvs[0]]
         return items, kvs[1]
 
+    async def changed_since(self, cls: type[R], revision: int) -> tuple[builtins.list[R], int]:
+        """The *cls* records modified after *revision* (one linearizable read,
+        filtered by etcd on ``mod_revision``) and the revision read at: what
+        a watcher at *revision* has yet to see, deletions left out."""
+        prefix = self.keys.collection_prefix(collection_of(cls))
+        kvs, _, rev = await self.kv.range(
+            prefix, prefix_range_end(prefix), min_mod_revision=revision + 1
+        )
+        return [codec.decode(cls, kv.value, etag=etag_of(kv)) for kv in kvs], rev
+
     async def _snapshot(
         self, prefix: bytes, *, keys_only: bool = False
     ) -> tuple[builtins.list[KV], int]:
@@ -658,6 +668,7 @@ class Store:
                 self.keys.of_name(o.name, collection=collection_of(type(o))) for o in objs
             ),
             future=asyncio.get_running_loop().create_future(),
+            fence=current_fence(),
         )
         self._batch.append(group)
         if self._batch_task is None or self._batch_task.done():
@@ -668,7 +679,6 @@ class Store:
         return result
 
     async def _run_batches(self) -> None:
-            fence=current_fence(),
         """Send the waiting ``update_many_batched`` writes, one txn at a time."""
         batch: builtins.list[_Batched] = []
         try:

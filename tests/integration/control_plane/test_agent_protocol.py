@@ -119,9 +119,9 @@ async def test_lifecycle_through_the_agent(plane: tuple[Clients, World], tmp_pat
         # statuses about the terminated instance were dropped, not fatal: one stream all along
         assert agent.link.connected.is_set()
         assert metrics.RECONNECTS._value.get() == reconnects
-        # the host is reusable: a second instance lands on it and runs (the
-        # scheduler's host cache may need a moment to see it AVAILABLE)
-        second = await wait_for(_create_when_free(c, w), 10)
+        # the host is reusable: a second instance lands on it and runs (no
+        # retry: the scheduler's revision barrier sees it AVAILABLE at once)
+        second = await _create(c, w)
         await _wait_state(c, w, second, S.INSTANCE_STATE_RUNNING)
         await _action(c, w, "Terminate", second)
         await wait_for(_available(c, host_name), 15)
