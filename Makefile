@@ -4,7 +4,8 @@
 #   make guest-image  kernel + initramfs for the server stand-in (cached)
 #   make lint         ruff + mypy --strict + import contracts
 #   make test         install everything needed, lint, run the whole suite
-#   make demo         the main job (see README)
+#   make demo         the main job: a whole local region that keeps running (see README)
+#   make demo-down    stop and remove everything make demo started
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -15,7 +16,7 @@ GUEST_DIR := $(CACHE)/guest
 SYSTEM_PACKAGES := qemu-system-x86 qemu-utils busybox-static cpio iproute2 iputils-ping etcd-server ovmf grub-efi-amd64-bin mtools dosfstools fdisk prometheus openssl
 PROTO_SRC := $(wildcard protos/bmaas/v1/*.proto)
 
-.PHONY: dev protos protos-check guest-image system-deps lint test test-unit demo bench clean
+.PHONY: dev protos protos-check guest-image system-deps lint test test-unit demo demo-down bench clean
 
 $(VENV)/.stamp: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -57,7 +58,10 @@ test-unit: dev
 	$(PY) -m pytest tests/unit
 
 demo: system-deps dev guest-image
-	$(PY) -m tools.demo
+	$(PY) -m tools.demo up
+
+demo-down: dev
+	$(PY) -m tools.demo down
 
 bench: system-deps dev guest-image
 	$(PY) -m bench.blk

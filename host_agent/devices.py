@@ -27,7 +27,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,16 +118,9 @@ class NetSpec:
                 argv += ["--gateway", self.gateway]
             if self.metadata is not None:
                 argv += ["--metadata", str(self.metadata)]
+        if self.netns:
+            argv += ["--netns", self.netns]
         return [*argv, "--mtu", str(self.mtu), "--stats", str(stats)]
-
-
-def _enter_netns(name: str) -> Callable[[], None]:
-    def enter() -> None:
-        from pyroute2.netns import setns
-
-        setns(name, flags=0)  # never create it: it must exist
-
-    return enter
 
 
 class Backend:
@@ -163,15 +155,9 @@ class Backend:
             metrics.BACKEND_RESTARTS.inc()
         self.spec.socket.parent.mkdir(parents=True, exist_ok=True)
         argv = [_program(self.spec.program), *self.spec.args(self.statsfile)]
-        netns = getattr(self.spec, "netns", "")
         with self.logfile.open("ab") as log:
             self._child = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-                preexec_fn=_enter_netns(netns) if netns else None,
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
             )
         self.pidfile.write_text(str(self._child.pid))
         deadline = time.monotonic() + timeout

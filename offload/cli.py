@@ -419,6 +419,11 @@ def _net_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--metadata", metavar="FILE.json", help="instance metadata (needs --ip)")
     parser.add_argument(
+        "--netns",
+        metavar="NAME",
+        help="enter this network namespace first: the TAP is created (or found) there",
+    )
+    parser.add_argument(
         "--stats",
         metavar="FILE",
         help="write frame counters as JSON to FILE every second (read by the host agent)",
@@ -489,6 +494,14 @@ def net_main(argv: list[str] | None = None) -> int:
         format="offload-net[%(threadName)s]: %(levelname)s %(message)s",
     )
     logging.getLogger("pyroute2").setLevel(logging.WARNING)  # its DEBUG is per message
+    if args.netns:
+        # before any thread exists: a namespace is a per-thread property
+        from pyroute2.netns import setns
+
+        try:
+            setns(args.netns, flags=0)  # never create it
+        except OSError as exc:
+            return _fail("offload-net", f"network namespace {args.netns}: {exc.strerror or exc}")
     try:
         services = _net_hook(args)
     except (OffloadError, ValueError) as exc:

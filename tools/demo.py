@@ -1,243 +1,517 @@
-"""``make demo``: the system's main job on one machine, with real components.
+"""``make demo``: a whole local region from one command; ``make demo-down`` removes it.
 
-Part 1, the control plane: a real etcd, a control-plane replica
-(``bmaas-control-plane``), and ``bmctl`` as an operator and as a tenant:
-enrol hosts, create a tenant and its token, launch a bare-metal instance,
-watch it being placed on a whole host and reach RUNNING, terminate it and
-watch the host go through CLEANING back to AVAILABLE, show a refused call,
-and scrape the Prometheus endpoint.  The hosts use the ``fake`` power
-driver (no agent runs yet: the controllers play the agent's part).
+``python -m tools.demo up`` starts, with real components only:
 
-Part 2, the offload card: ``offload-blk`` serves a sparse cloud disk over
-vhost-user to a QEMU server stand-in (``-nodefaults``, memfd RAM, no
-emulated disk); the Linux guest writes and reads through virtio-blk, the
-checksums are compared with the image file on the host, then the disk is
-grown online and the guest sees the new capacity without a reboot.
+- etcd and one ``bmaas-control-plane`` replica on loopback;
+- two emulated hosts: a network namespace each (``bmaas-demo-h1``,
+  ``bmaas-demo-h2``) for the card's side of the network, joined by an
+  underlay link (a veth pair, 192.168.79.0/24), and a ``bmaas-agent`` per
+  host with the ``qemu`` power driver and a 10 GiB local disk;
 
-Every command is printed before it runs; everything started is stopped.
+then drives it with ``bmctl`` as an operator (instance type, the UEFI boot
+image, two hosts enrolled with their agent credentials) and as a tenant (a
+VPC, a subnet, two network interfaces, a volume, two instances).  Both
+servers boot from their cloud disks through OVMF, get their addresses by
+DHCP from their cards, read their metadata, and ping each other across the
+VXLAN overlay (shown from their consoles); the volume is attached to the
+first instance and grown online, and the guest sees the new size.  Then it
+prints how to use ``bmctl`` against the running region and exits, leaving
+the region running.
+
+``python -m tools.demo down`` stops everything ``up`` started, by the pids,
+names and paths it recorded in ``.demo/state.json``: instances are
+terminated through the API first (so the agents tear down servers,
+back-ends, TAPs and bridges), then agents, the control plane and etcd are
+stopped, leftover processes of the recorded state directories are killed,
+namespaces deleted and ``.demo/`` removed.  ``up`` runs ``down`` first when
+a previous region is still recorded, so ``make demo`` twice in a row works.
 """
 
 from __future__ import annotations
 
-import asyncio
+import argparse
+import contextlib
 import hashlib
 import json
 import os
+import re
+import secrets
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import grpc
+from rich.console import Console
 
-from bmaas.v1 import agent_pb2, agent_pb2_grpc
-from host_agent.power.accel import accelerator
-from host_agent.power.qemu import BlkDisk, QemuServer, ServerSpec
-from tests.harness.control_plane import OPERATOR_TOKEN, ControlPlaneProcess
-from tests.harness.etcd import EtcdServer
-from tests.harness.guest import ROOT, GuestImage, command_output
-from tests.harness.offload_blk import OffloadBlkProcess
-from tests.harness.ports import free_port
-
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / ".demo"
+STATE = DEMO / "state.json"
+GUEST_DIR = ROOT / ".cache" / "guest"
 BIN = Path(sys.executable).parent
-MiB = 1 << 20
+NAMESPACES = {1: "bmaas-demo-h1", 2: "bmaas-demo-h2"}
+UNDERLAY = {1: "192.168.79.1", 2: "192.168.79.2"}
+RUN_DIR = Path("/run/bmaas-demo")
+TENANT = "tenants/demo"
 
+console = Console(highlight=False, soft_wrap=True)
 
-def say(text: str) -> None:
-    print(f"\n\033[1m== {text}\033[0m", flush=True)
-
-
-class Bmctl:
-    def __init__(self, port: int) -> None:
-        self.env = {**os.environ, "BMAAS_ENDPOINT": f"127.0.0.1:{port}"}
-
-    def run(self, *args: str, token: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(BIN / "bmctl"), *args],
-            env={**self.env, "BMAAS_TOKEN": token},
-            capture_output=True,
-            text=True,
-        )
-
-    def __call__(self, *args: str, token: str, check: bool = True, quiet: bool = False) -> str:
-        """Run bmctl as a person would, showing the command and what it printed."""
-        print(f"$ bmctl {' '.join(args)}", flush=True)
-        done = self.run(*args, token=token)
-        out = (done.stderr if quiet else done.stdout + done.stderr).rstrip()
-        if out:
-            print(out, flush=True)
-        if check and done.returncode != 0:
-            raise SystemExit(f"demo: bmctl {args[0]} {args[1]} failed ({done.returncode})")
-        if not check:
-            print(f"(exit status {done.returncode})", flush=True)
-        return done.stdout
-
-    def json(self, *args: str, token: str) -> Any:
-        return json.loads(self("-o", "json", *args, token=token, quiet=True))
-
-
-def wait_state(bmctl: Bmctl, noun: str, name: str, state: str, token: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        got = json.loads(bmctl.run("-o", "json", noun, "get", name, token=token).stdout)
-        if str(got.get("state", "")).endswith(state):
-            print(f"   {name} is {state}", flush=True)
-            return dict(got)
-        time.sleep(0.3)
-    raise SystemExit(f"demo: {name} did not reach {state} in 60 s")
-
-
-async def register_agents(port: int, credentials: dict[str, str]) -> None:
-    """What each host's agent does first (the agent itself lands with its own issue)."""
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = agent_pb2_grpc.AgentServiceStub(channel)
-        for host, credential in credentials.items():
-            await stub.Register(
-                agent_pb2.RegisterRequest(host=host, agent_version="demo"),
-                metadata=(("authorization", f"Bearer {credential}"),),
-            )
-
-
-def control_plane_part() -> None:
-    say("Part 1: control plane (etcd + bmaas-control-plane + bmctl)")
-    metrics_port = free_port()
-    with (
-        EtcdServer(name="demo") as etcd,
-        ControlPlaneProcess(etcd, extra_args=("--metrics", f"127.0.0.1:{metrics_port}")) as cp,
-    ):
-        print(f"etcd at {etcd.url}; control plane at 127.0.0.1:{cp.port}")
-        bmctl = Bmctl(cp.port)
-        op = OPERATOR_TOKEN
-
-        say("operator: catalogue, hosts and a tenant")
-        bmctl("instance-type", "create", "bm-c1-large", "--host-class", "c1",
-              "--cpus", "64", "--memory-gib", "256", token=op)  # fmt: skip
-        bmctl("image", "register", "debian-12", "--source-uri", "file:///images/debian-12.raw",
-              "--size-gib", "8", token=op)  # fmt: skip
-        credentials = {}
-        for i, rack in enumerate(["r1", "r1", "r2", "r2"], start=1):
-            enrolled = bmctl.json(
-                "host", "enroll", "--id", f"h{i}", "--zone", "z1", "--rack", rack,
-                "--host-class", "c1", "--cpus", "64", "--memory-gib", "256", token=op,
-            )  # fmt: skip
-            credentials[f"hosts/h{i}"] = enrolled["agent_credential"]
-        print("   each host's agent registers with its own credential (AgentService.Register)")
-        asyncio.run(register_agents(cp.port, credentials))
-        for i in range(1, 5):
-            wait_state(bmctl, "host", f"hosts/h{i}", "AVAILABLE", op)
-        bmctl("tenant", "create", "--id", "acme", "--max-instances", "2", token=op)
-        token = bmctl.json("tenant", "token", "tenants/acme", token=op)["token"]
-        print("   (tenant token issued; only its hash is stored)")
-
-        say("tenant: launch a bare-metal instance")
-        created = bmctl.json("instance", "create", "--name", "tenants/acme/instances/web-1",
-                             "--type", "instanceTypes/bm-c1-large",
-                             "--image", "images/debian-12", token=token)  # fmt: skip
-        name = created["name"]
-        running = wait_state(bmctl, "instance", name, "RUNNING", token)
-        print(f"   placed on whole host {running.get('host')}")
-        bmctl("host", "list", token=op)
-
-        say("bad input is refused and changes nothing")
-        bmctl("instance", "get", "tenants/acme/instances/nope", token=token, check=False)
-        bmctl("instance", "create", "--type", "instanceTypes/bm-c1-large", "--image",
-              "images/debian-12", "--name", "tenants/acme/instances/Bad_Name!",
-              token=token, check=False)  # fmt: skip
-
-        say("tenant: terminate; the host is wiped before anyone else gets it")
-        bmctl("instance", "terminate", name, token=token)
-        wait_state(bmctl, "instance", name, "TERMINATED", token)
-        host = str(running.get("host"))
-        wait_state(bmctl, "host", host, "AVAILABLE", op)
-
-        say(f"Prometheus scrape of http://127.0.0.1:{metrics_port}/metrics (excerpt)")
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
-            lines = r.read().decode().splitlines()
-        shown = [ln for ln in lines if ln.startswith("bmaas_cp_") and not ln.endswith(" 0.0")]
-        print("\n".join([ln for ln in shown if "_bucket" not in ln][:10]))
-
-
-GUEST_SCRIPT = """\
-dev=/dev/vda
-echo "guest: $(cat /sys/block/vda/size) sectors, $(ls /sys/block/vda/mq | wc -l) queues"
-dd if=/dev/urandom of=/tmp/data bs=1M count=4 2>/dev/null
-dd if=/tmp/data of=$dev bs=1M seek=8 oflag=direct conv=fsync 2>/dev/null
-echo "written=$(sha256sum /tmp/data | cut -d' ' -f1)"
-echo 3 > /proc/sys/vm/drop_caches
-back=$(dd if=$dev bs=1M skip=8 count=4 iflag=direct 2>/dev/null | sha256sum)
-echo "readback=${back%% *}"
-echo "RESIZE-WAIT $(cat /sys/block/vda/size)"
-old=$(cat /sys/block/vda/size)
-i=0
-while [ "$(cat /sys/block/vda/size)" = "$old" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done
-echo "resized=$(cat /sys/block/vda/size)"
+GUEST = r"""
+cat > /tmp/dhcp.sh <<'END'
+#!/bin/sh
+case "$1" in
+  bound|renew)
+    ip addr add "$ip/$mask" dev "$interface"
+    [ -n "$mtu" ] && ip link set "$interface" mtu "$mtu"
+    for r in $router; do ip route add default via "$r" dev "$interface"; done
+    ;;
+esac
+END
+chmod +x /tmp/dhcp.sh
+while ! ip link show eth0 >/dev/null 2>&1; do sleep 0.3; done
+ip link set eth0 up
+udhcpc -i eth0 -f -q -n -t 30 -T 1 -s /tmp/dhcp.sh >/dev/null 2>&1
+echo "DEMO address $(ip -4 -o addr show eth0 | awk '{print $4}') (DHCP from the card)"
+echo "DEMO metadata instance-id=$(wget -q -O - http://169.254.169.254/latest/meta-data/instance-id)"
+peer=$(wget -q -O - http://169.254.169.254/latest/user-data)
+n=0
+until ping -c1 -W1 "$peer" >/dev/null 2>&1; do n=$((n+1)); [ $n -gt 120 ] && break; done
+ping -c3 -W2 "$peer" | sed -n 's/^/DEMO ping: /p' | tail -n 3
+last=""
+while true; do
+  if [ -b /dev/vdc ]; then
+    size=$(( $(cat /sys/block/vdc/size) * 512 ))
+    [ "$size" != "$last" ] && echo "DEMO volume /dev/vdc is $size bytes" && last=$size
+  fi
+  sleep 1
+done
 """
 
 
-async def data_plane_part() -> None:
-    say("Part 2: offload card (offload-blk over vhost-user to a QEMU server stand-in)")
-    image = GuestImage.build()
-    accel = accelerator(image.kernel, cache_dir=ROOT / ".cache")
-    work = Path(tempfile.mkdtemp(prefix="bmaas-demo-"))
-    disk = work / "vol-1.img"
-    with disk.open("wb") as f:
-        f.truncate(64 * MiB)
-    blk = OffloadBlkProcess(socket_path=work / "vol-1.sock", image=disk, queues=2,
-                            serial="vol-1")  # fmt: skip
-    print(f"$ offload-blk --socket {blk.socket_path} --image {disk} --queues 2 --serial vol-1")
-    await blk.start()
-    server = QemuServer(
-        ServerSpec(
-            name="demo-server",
-            serial_log=work / "serial.log",
-            accel=accel,
-            cpus=2,
-            kernel=image.kernel,
-            initrd=image.initrd_with(GUEST_SCRIPT, work / "initrd.img"),
-            append="console=ttyS0 panic=-1 quiet",
-            disks=(BlkDisk(blk.socket_path, num_queues=2),),
-        )
-    )
-    print(f"QEMU ({accel}) with only a vhost-user-blk-pci device; booting the guest ...")
+# -- small helpers -------------------------------------------------------------
+
+
+class DemoError(Exception):
+    """A step failed; the message says which and why."""
+
+
+def _state() -> dict[str, Any]:
     try:
-        await server.start()
-        await server.wait_for_serial(r"RESIZE-WAIT \d+", timeout=180)
-        out = command_output(server.serial_text())
-        print("\n".join("   " + ln for ln in out.strip().splitlines()))
-        fields = dict(ln.split("=", 1) for ln in out.splitlines() if "=" in ln)
-        with disk.open("rb") as f:
-            f.seek(8 * MiB)
-            host_sum = hashlib.sha256(f.read(4 * MiB)).hexdigest()
-        print(f"   host image file, same range: {host_sum}")
-        ok = fields.get("written") == fields.get("readback") == host_sum
-        print(f"   guest write == guest read-back == host file: {'yes' if ok else 'NO'}")
-        print(f"$ truncate -s 128M {disk} && kill -HUP {blk.pid}")
-        with disk.open("r+b") as f:
-            f.truncate(128 * MiB)
-        blk.send_signal(signal.SIGHUP)
-        match = await server.wait_for_serial(r"resized=(\d+)", timeout=90)
-        grown = int(match.group(1))
-        print(f"   guest now sees {grown} sectors ({grown * 512 // MiB} MiB) without a reboot")
-        await server.wait(timeout=60)
-        if not ok or grown != 128 * MiB // 512:
-            raise SystemExit("demo: data-plane check failed")
-    finally:
-        await server.aclose()
-        await blk.stop()
-        shutil.rmtree(work, ignore_errors=True)
+        return dict(json.loads(STATE.read_text()))
+    except (OSError, ValueError):
+        return {}
 
 
-def main() -> int:
-    control_plane_part()
-    asyncio.run(data_plane_part())
-    say("demo finished: every component stopped")
+def _save(state: dict[str, Any]) -> None:
+    DEMO.mkdir(exist_ok=True)
+    STATE.write_text(json.dumps(state, indent=1))
+
+
+@contextlib.contextmanager
+def step(title: str) -> Iterator[None]:
+    """A step with a live spinner and, when it is done, how long it took."""
+    started = time.monotonic()
+    with console.status(f"[bold]{title}[/] ..."):
+        try:
+            yield
+        except BaseException:
+            console.print(f"[red]✗[/] {title} ({time.monotonic() - started:.1f} s)")
+            raise
+    console.print(f"[green]✓[/] {title} [dim]({time.monotonic() - started:.1f} s)[/]")
+
+
+def _spawn(state: dict[str, Any], name: str, argv: list[str], **env: str) -> int:
+    """Start a long-lived process in its own session; record its pid."""
+    log = (DEMO / f"{name}.log").open("ab")
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+        start_new_session=True,
+    )
+    state.setdefault("pids", {})[name] = proc.pid
+    _save(state)
+    return proc.pid
+
+
+def _wait(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.3) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(interval)
+    raise DemoError(f"{what}: not after {timeout:.0f} s")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _ip(*argv: str) -> None:
+    subprocess.run(["ip", *argv], check=True, capture_output=True)
+
+
+class Bmctl:
+    """``bmctl`` as a user runs it; every call is shown, JSON results parsed."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+
+    def __call__(self, *args: str, token: str, show: bool = True) -> Any:
+        argv = [str(BIN / "bmctl"), "--endpoint", self.endpoint, "--token", token, "-o", "json"]
+        if show:
+            console.print(f"  [dim]$ bmctl {' '.join(args)}[/]")
+        done = subprocess.run([*argv, *args], capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise DemoError(f"bmctl {' '.join(args)}: {done.stderr.strip()}")
+        return json.loads(done.stdout) if done.stdout.strip() else None
+
+
+# -- up ------------------------------------------------------------------------
+
+
+def up() -> int:
+    if STATE.exists():
+        console.print("[yellow]a previous demo region is recorded: taking it down first[/]")
+        down()
+    DEMO.mkdir(exist_ok=True)
+    state: dict[str, Any] = {"namespaces": [], "state_dirs": []}
+    _save(state)
+    started = time.monotonic()
+    with step("building the UEFI boot image (GPT + EFI system partition, no mounts)"):
+        disk = _boot_image()
+    with step("starting etcd"):
+        etcd_port, peer_port = _free_port(), _free_port()
+        etcd_url = f"http://127.0.0.1:{etcd_port}"
+        _spawn(state, "etcd", [
+            "etcd", "--name=demo", f"--data-dir={DEMO / 'etcd'}",
+            f"--listen-client-urls={etcd_url}", f"--advertise-client-urls={etcd_url}",
+            f"--listen-peer-urls=http://127.0.0.1:{peer_port}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}",
+            f"--initial-cluster=demo=http://127.0.0.1:{peer_port}", "--log-level=warn",
+        ])  # fmt: skip
+        _wait("etcd health", lambda: _http_ok(f"{etcd_url}/health"), 30)
+    with step("starting the control plane (API + controllers)"):
+        port, metrics = _free_port(), _free_port()
+        token = "op-" + secrets.token_hex(16)
+        state.update(endpoint=f"127.0.0.1:{port}", operator_token=token)
+        _spawn(state, "control-plane", [
+            str(BIN / "bmaas-control-plane"), "--etcd", etcd_url,
+            "--listen", f"127.0.0.1:{port}", "--metrics", f"127.0.0.1:{metrics}",
+        ], BMAAS_OPERATOR_TOKEN=token)  # fmt: skip
+        _wait("control plane", lambda: "listening on" in _log("control-plane"), 30)
+        state["metrics"] = f"127.0.0.1:{metrics}"
+        _save(state)
+    bmctl = Bmctl(state["endpoint"])
+    op = state["operator_token"]
+    with step("two emulated hosts: a namespace each, joined by an underlay link"):
+        _hosts(state)
+    with step("operator: instance type, boot image, two hosts enrolled"):
+        bmctl("instance-type", "create", "bm-small", "--host-class", "small",
+              "--cpus", "1", "--memory-gib", "1", token=op)  # fmt: skip
+        checksum = "sha256:" + hashlib.sha256(disk.read_bytes()).hexdigest()
+        bmctl("image", "register", "demo-linux", "--source-uri", f"file://{disk}",
+              "--size-gib", "1", "--checksum", checksum, token=op)  # fmt: skip
+        creds = {}
+        for h in NAMESPACES:
+            host = bmctl("host", "enroll", "--id", f"host-{h}", "--zone", "zone-a",
+                         "--rack", f"r{h}", "--host-class", "small", "--cpus", "2",
+                         "--memory-gib", "1", "--disk-gib", "10", "--power-driver", "qemu",
+                         token=op)  # fmt: skip
+            creds[h] = host["agent_credential"]
+    with step("starting an agent (the card's management plane) on each host"):
+        for h in NAMESPACES:
+            _agent(state, h, creds[h])
+        _wait("hosts AVAILABLE", lambda: _all_available(bmctl, op), 60)
+    with step("tenant: a token, a VPC, a subnet, two network interfaces, a volume"):
+        bmctl("tenant", "create", "--id", "demo", "--max-instances", "4",
+              "--max-volume-gib", "50", token=op)  # fmt: skip
+        tok = bmctl("tenant", "token", TENANT, token=op)["token"]
+        state["tenant_token"] = tok
+        _save(state)
+        bmctl("vpc", "create", "--name", f"{TENANT}/vpcs/prod", "--cidr", "10.30.0.0/16",
+              token=tok)  # fmt: skip
+        bmctl("subnet", "create", "--vpc", f"{TENANT}/vpcs/prod",
+              "--name", f"{TENANT}/vpcs/prod/subnets/web", "--cidr", "10.30.1.0/24",
+              token=tok)  # fmt: skip
+        nics = [
+            bmctl("nic", "create", "--subnet", f"{TENANT}/vpcs/prod/subnets/web",
+                  "--name", f"{TENANT}/networkInterfaces/web-{i}-eth0", token=tok)
+            for i in (1, 2)
+        ]  # fmt: skip
+        bmctl("volume", "create", "--name", f"{TENANT}/volumes/data", "--size-gib", "1",
+              token=tok)  # fmt: skip
+    names = [f"{TENANT}/instances/web-1", f"{TENANT}/instances/web-2"]
+    with step("tenant: two bare-metal instances, each with a NIC; the volume on web-1"):
+        for i, (name, peer) in enumerate(zip(names, reversed(nics), strict=True)):
+            user_data = DEMO / f"user-data-{i}"
+            user_data.write_text(peer["private_ip"])
+            bmctl("instance", "create", "--name", name, "--type", "instanceTypes/bm-small",
+                  "--image", "images/demo-linux", "--user-data-file", str(user_data),
+                  token=tok)  # fmt: skip
+            bmctl("nic", "attach", nics[i]["name"], name, token=tok)
+        bmctl("volume", "attach", f"{TENANT}/volumes/data", names[0], token=tok)
+    with step("waiting for both servers to boot from their cloud disks (UEFI, TCG)"):
+        for name in names:
+            _wait(f"{name} RUNNING", _is_running(bmctl, tok, name), 180)
+        for name in names:
+            _wait(f"{name} pinged its peer", _console_has(bmctl, tok, name, "DEMO ping"), 300, 1.0)
+    for name in names:
+        console.print(f"[bold]{name}[/] console (via [cyan]bmctl instance console[/]):")
+        for line in _console(bmctl, tok, name).splitlines():
+            if line.startswith("DEMO"):
+                console.print(f"    {line[5:]}")
+    with step("growing the volume online to 2 GiB"):
+        bmctl("volume", "resize", f"{TENANT}/volumes/data", "--size-gib", "2", token=tok)
+        _wait("the guest to see 2 GiB", _console_has(bmctl, tok, names[0], f"is {2 << 30} bytes"),
+              120, 1.0)  # fmt: skip
+    for line in _console(bmctl, tok, names[0], show=False).splitlines():
+        if line.startswith("DEMO volume"):
+            console.print(f"    {line[5:]}")
+    console.print(f"\n[bold green]region up in {time.monotonic() - started:.0f} s[/]")
+    _hints(state)
     return 0
 
 
+def _boot_image() -> Path:
+    subprocess.run([str(ROOT / "images" / "build.sh"), str(GUEST_DIR)], check=True,
+                   capture_output=True)  # fmt: skip
+    from tools.diskimage import build_disk_image
+
+    initrd = DEMO / "initrd.img"
+    with initrd.open("wb") as out:
+        out.write((GUEST_DIR / "initramfs.cpio.gz").read_bytes())
+        out.write(b"\0" * (-out.tell() % 512))
+        out.write(_script_archive(GUEST))
+    # pci=nomsi: QEMU 7.2 under TCG crashes when a guest enables MSI-X on a
+    # vhost-user virtio-net device (docs/offload.md); KVM does not need it
+    return build_disk_image(
+        kernel=GUEST_DIR / "vmlinuz",
+        initrd=initrd,
+        out=DEMO / "demo-linux.raw",
+        cmdline="console=ttyS0 quiet panic=-1 pci=nomsi",
+        size_mib=32,
+    )
+
+
+def _script_archive(script: str) -> bytes:
+    """A gzip'd newc cpio holding ``/bmaas/cmd`` (images/init runs it)."""
+    import gzip
+
+    body = ("#!/bin/sh\n" + script).encode()
+    name = b"bmaas/cmd\0"
+    out = bytearray()
+    for ino, (fname, mode, data) in enumerate(((name, 0o100755, body), (b"TRAILER!!!\0", 0, b""))):
+        fields = [ino + 1 if data else 0, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(fname), 0]
+        entry = b"070701" + b"".join(b"%08X" % f for f in fields) + fname
+        entry += b"\0" * (-len(entry) % 4)
+        out += entry + data + b"\0" * (-len(data) % 4)
+    return gzip.compress(bytes(out), mtime=0)
+
+
+def _hosts(state: dict[str, Any]) -> None:
+    for name in NAMESPACES.values():
+        _ip("netns", "add", name)
+        state["namespaces"].append(name)
+        _save(state)
+        _ip("-n", name, "link", "set", "lo", "up")
+    _ip("-n", NAMESPACES[1], "link", "add", "underlay", "type", "veth", "peer", "name",
+        "underlay", "netns", NAMESPACES[2])  # fmt: skip
+    for h, name in NAMESPACES.items():
+        _ip("-n", name, "addr", "add", f"{UNDERLAY[h]}/24", "dev", "underlay")
+        _ip("-n", name, "link", "set", "underlay", "up")
+
+
+def _agent(state: dict[str, Any], h: int, credential: str) -> None:
+    host_dir = DEMO / f"host-{h}"
+    host_dir.mkdir(exist_ok=True)
+    (host_dir / "credential").write_text(credential)
+    (host_dir / "credential").chmod(0o600)
+    (host_dir / "agent.toml").write_text(
+        'power_driver = "qemu"\n'
+        f'netns = "{NAMESPACES[h]}"\n'
+        f'underlay_address = "{UNDERLAY[h]}"\n'
+        f'run_dir = "{RUN_DIR / f"host-{h}"}"\n'
+        f'volume_dir = "{DEMO / "volumes"}"\n'
+        f'probe_kernel = "{GUEST_DIR / "vmlinuz"}"\n'
+        "cpus = 2\nmemory_gib = 1\nserver_memory_mib = 512\nshutdown_grace = 1.0\n"
+        '[[local_disks]]\nname = "nvme0"\nsize_gib = 10\n'
+    )
+    state["state_dirs"].append(str(host_dir / "state"))
+    _spawn(state, f"agent-{h}", [
+        str(BIN / "bmaas-agent"), "--control-plane", state["endpoint"], "--host-id", f"host-{h}",
+        "--credential-file", str(host_dir / "credential"), "--state-dir", str(host_dir / "state"),
+        "--config", str(host_dir / "agent.toml"),
+    ])  # fmt: skip
+
+
+def _all_available(bmctl: Bmctl, token: str) -> bool:
+    hosts = bmctl("host", "list", token=token, show=False) or []
+    return len(hosts) == len(NAMESPACES) and all(h.get("state") == "HOST_STATE_AVAILABLE"
+                                                  for h in hosts)  # fmt: skip
+
+
+def _state_of(bmctl: Bmctl, token: str, name: str) -> str:
+    inst = bmctl("instance", "get", name, token=token, show=False)
+    if inst.get("state") == "INSTANCE_STATE_FAILED":
+        raise DemoError(f"{name} FAILED: {inst.get('failure_reason')}")
+    return str(inst.get("state", "")).removeprefix("INSTANCE_STATE_")
+
+
+def _is_running(bmctl: Bmctl, token: str, name: str) -> Callable[[], bool]:
+    return lambda: _state_of(bmctl, token, name) == "RUNNING"
+
+
+def _console_has(bmctl: Bmctl, token: str, name: str, text: str) -> Callable[[], bool]:
+    return lambda: text in _console(bmctl, token, name)
+
+
+def _console(bmctl: Bmctl, token: str, name: str, *, show: bool = False) -> str:
+    out = bmctl("instance", "console", name, token=token, show=show) or {}
+    import base64
+
+    return base64.b64decode(out.get("output", "")).decode(errors="replace")
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+def _log(name: str) -> str:
+    try:
+        return (DEMO / f"{name}.log").read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _hints(state: dict[str, Any]) -> None:
+    ep, tok, op = state["endpoint"], state["tenant_token"], state["operator_token"]
+    console.print(
+        f"""
+[bold]The region keeps running.[/] Try it with bmctl ([cyan]{BIN / "bmctl"}[/]):
+
+  export BMAAS_ENDPOINT={ep}
+  export BMAAS_TOKEN={tok}          # the tenant "demo"
+  bmctl instance list
+  bmctl instance console {TENANT}/instances/web-1
+  bmctl instance reboot {TENANT}/instances/web-2
+  bmctl volume resize {TENANT}/volumes/data --size-gib 3
+  bmctl --token {op} host list    # as the operator
+  curl -s http://{state["metrics"]}/metrics | grep bmaas_cp_
+
+Logs are in .demo/*.log.  [bold]make demo-down[/] stops and removes everything.
+"""
+    )
+
+
+# -- down ----------------------------------------------------------------------
+
+
+def down() -> int:
+    state = _state()
+    if not state:
+        console.print("no demo region is recorded")
+        _sweep(state)
+        return 0
+    with (
+        step("terminating instances (agents tear down servers and fabric)"),
+        contextlib.suppress(DemoError, KeyError, OSError),
+    ):
+        _terminate_all(state)
+    with step("stopping agents, the control plane and etcd"):
+        for _name, pid in sorted(state.get("pids", {}).items(), key=_stop_order):
+            _stop(pid)
+    with step("removing what is left: servers, back-ends, namespaces, files"):
+        _sweep(state)
+    return 0
+
+
+def _terminate_all(state: dict[str, Any]) -> None:
+    bmctl = Bmctl(state["endpoint"])
+    tok = state.get("tenant_token")
+    if not tok:
+        return
+    instances = bmctl("instance", "list", token=tok, show=False) or []
+    live = [i["name"] for i in instances if i.get("state") != "INSTANCE_STATE_TERMINATED"]
+    for name in live:
+        bmctl("instance", "terminate", name, token=tok, show=False)
+    op = state["operator_token"]
+    _wait("hosts cleaned", lambda: _all_available(bmctl, op), 60)
+
+
+def _stop_order(item: tuple[str, int]) -> int:
+    name = item[0]
+    return 0 if name.startswith("agent") else 1 if name == "control-plane" else 2
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def _stop(pid: int, timeout: float = 10.0) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def _sweep(state: dict[str, Any]) -> None:
+    """Kill processes that still run from the demo's files, delete its namespaces
+    and directories.  Only what ``up`` created: found by its recorded names and
+    paths (``.demo/``, ``/run/bmaas-demo``, ``bmaas-demo-*`` namespaces)."""
+    marks = (str(DEMO), str(RUN_DIR))
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if any(m in cmdline for m in marks) and "tools.demo" not in cmdline:
+            _stop(int(proc.name), timeout=5.0)
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    for name in re.findall(r"^(bmaas-demo-h\d+)", listed, flags=re.M):
+        subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
+    shutil.rmtree(RUN_DIR, ignore_errors=True)
+    shutil.rmtree(DEMO, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tools.demo", description=__doc__.split("\n")[0])
+    parser.add_argument("action", choices=["up", "down"], nargs="?", default="up")
+    args = parser.parse_args(argv)
+    try:
+        return up() if args.action == "up" else down()
+    except DemoError as exc:
+        console.print(f"[red]demo: {exc}[/]\nlogs: .demo/*.log; [bold]make demo-down[/] cleans up")
+        return 1
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())
