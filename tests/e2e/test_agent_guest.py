@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from bmaas.v1 import common_pb2, tenant_pb2
-from tests.harness.agents import AGENT_RUN_ROOT
+from tests.harness.agents import AGENT_RUN_ROOT, kill_processes_under
 from tests.harness.control_plane import wait_for
 from tests.harness.guest import GuestImage, disk_with
 from tests.harness.ports import free_port
@@ -329,6 +329,7 @@ async def test_agent_killed_during_guest_writes_is_adopted_and_no_write_is_lost(
         assert not _alive(qemu_pid)
     finally:
         agent.stop()
+        kill_processes_under(state, agent.run_dir)
 
 
 def _scrape(port: int) -> dict[str, float]:

@@ -153,7 +153,7 @@ async def test_instances_in_a_vpc_talk_across_hosts_and_vpcs_stay_apart(
         (client, f"{server.private_ip} client"),
         (other, f"{client.private_ip} isolated"),
     ]
-    agents = [
+    starting = [
         qemu_agent(
             region,
             tmp_path / f"agent{h}",
@@ -165,7 +165,8 @@ async def test_instances_in_a_vpc_talk_across_hosts_and_vpcs_stay_apart(
         )
         for h in UNDERLAY
     ]
-    async with agents[0], agents[1], agents[2]:
+    async with starting[0] as a1, starting[1] as a2, starting[2] as a3:
+        agents = [a1, a2, a3]
         names = []
         for nic, user_data in plan:
             name = await region.create(image, user_data=user_data)

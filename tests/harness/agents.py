@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -177,3 +178,22 @@ class AgentProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def kill_processes_under(*paths: Path) -> list[int]:
+    """SIGKILL every process whose command line names one of *paths* (a
+    test's servers and back-ends); returns their pids."""
+    marks = [str(p) for p in paths]
+    killed = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if any(m in cmdline for m in marks):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(proc.name), signal.SIGKILL)
+                killed.append(int(proc.name))
+    return killed

@@ -18,7 +18,7 @@ import grpc
 from bmaas.v1 import common_pb2, operator_pb2, tenant_pb2
 from host_agent.agent import Agent
 from host_agent.config import LocalDisk
-from tests.harness.agents import agent_config
+from tests.harness.agents import agent_config, kill_processes_under
 from tests.harness.control_plane import Clients, InProcessControlPlane, bearer, wait_for
 from tests.harness.etcd import EtcdServer
 from tests.harness.guest import GuestImage
@@ -137,7 +137,8 @@ async def running_region(etcd: EtcdServer) -> AsyncIterator[Region]:
         yield Region(c, bearer(token), tenant, itype.name, host.name, cred, plane.port)
 
 
-def qemu_agent(
+@asynccontextmanager
+async def qemu_agent(
     region: Region,
     state: Path,
     guest_image: GuestImage,
@@ -145,9 +146,12 @@ def qemu_agent(
     host: str = "",
     credential: str = "",
     **kw: object,
-) -> Agent:
-    """A real agent (qemu power driver, a 1 GiB local disk) for *host*
-    (default: the region's host)."""
+) -> AsyncIterator[Agent]:
+    """A running real agent (qemu power driver, a 1 GiB local disk) for *host*
+    (default: the region's host).  An agent leaves its servers and back-ends
+    running when it stops (as after a crash); so that a failed test leaks
+    nothing, whatever still runs from its state or run directory is killed
+    on the way out."""
     cfg = agent_config(
         port=region.port,
         host_id=(host or region.host).split("/")[1],
@@ -160,7 +164,11 @@ def qemu_agent(
         local_disks=(LocalDisk(name="nvme0", size_gib=1),),
         **kw,
     )
-    return Agent(cfg)
+    try:
+        async with Agent(cfg) as agent:
+            yield agent
+    finally:
+        kill_processes_under(cfg.state_dir, cfg.run_dir)
 
 
 def _sha256(path: Path) -> str:
