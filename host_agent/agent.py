@@ -45,7 +45,7 @@ class Agent:
         self.reconciler = Reconciler(
             config,
             driver_factory=driver_factory or default_driver_factory(config),
-            report=self._report,
+            report=lambda report: self.link.send(report),
         )
         self.link = ControlPlaneLink(
             config,
@@ -55,9 +55,6 @@ class Agent:
             channels=channels,
         )
         self._tasks: list[asyncio.Task[None]] = []
-
-    def _report(self, report: object) -> None:
-        self.link.send(report)  # type: ignore[arg-type]
 
     async def start(self) -> None:
         self.config.state_dir.mkdir(parents=True, exist_ok=True)

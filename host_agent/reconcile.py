@@ -154,6 +154,7 @@ class Reconciler:
         self._ports: dict[str, VpcPort] = {}
         self._fabric: HostFabric | None = None
         self._lock = asyncio.Lock()
+        self._last_error = ""
 
     # -- paths ------------------------------------------------------------
     def instance_dir(self, name: str) -> Path:
@@ -201,9 +202,14 @@ class Reconciler:
             self._wake.clear()
             try:
                 await self.converge()
-            except Exception:
+                self._last_error = ""
+            except Exception as exc:
                 metrics.RECONCILE_ERRORS.inc()
-                log.exception("reconcile failed; retrying in %.1fs", self.config.resync)
+                # a traceback once per new problem, not one every resync period
+                problem = f"{type(exc).__name__}: {exc}"
+                if problem != self._last_error:
+                    log.exception("reconcile failed; retrying every %.1fs", self.config.resync)
+                    self._last_error = problem
 
     async def adopt(self) -> None:
         """After a restart: find the servers and back-ends a previous agent left."""
