@@ -105,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--samples", type=int, default=1024, help="sampled 4 KiB reads per wipe")
     p.add_argument("--tmpdir", type=Path, default=REPO / ".cache", help="not tmpfs")
     p.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "wipe.json")
+    p.add_argument("--no-doc", action="store_true", help="do not update docs/benchmarks.md")
     args = p.parse_args(argv)
     args.tmpdir.mkdir(parents=True, exist_ok=True)
     fs = fs_type(args.tmpdir)
@@ -160,7 +161,38 @@ def main(argv: list[str] | None = None) -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")
     print(f"median {report['median_seconds'] * 1000:.0f} ms over {len(runs)} runs -> {args.json}")
+    if not args.no_doc:
+        write_doc(report)
     return 0
+
+
+def write_doc(report: dict[str, Any]) -> None:
+    """The section between ``<!-- wipe:begin -->`` and ``<!-- wipe:end -->``."""
+    params, runs = report["params"], report["runs"]
+    text = "\n".join(
+        [
+            f"Run {report['timestamp']}; a {params['size_bytes'] // GIB} GiB sparse file holding "
+            f"{params['data_bytes'] // MIB} MiB in 1 MiB pieces at random offsets, on "
+            f"{report['machine'].get('fs', 'disk')} (not tmpfs); {params['runs']} runs.",
+            "",
+            "| | median | min | max | method | read back |",
+            "| --- | ---: | ---: | ---: | --- | ---: |",
+            f"| wipe + verify | {report['median_seconds'] * 1000:.0f} ms "
+            f"| {report['min_seconds'] * 1000:.0f} ms | {report['max_seconds'] * 1000:.0f} ms "
+            f"| {runs[0]['method']} | {runs[0]['bytes_read_back'] // MIB} MiB |",
+            "",
+            f"Boot-disk clones on this file system use `{report['clone_method']}`.",
+        ]
+    )
+    begin, end = "<!-- wipe:begin -->", "<!-- wipe:end -->"
+    doc_path = REPO / "docs" / "benchmarks.md"
+    doc = doc_path.read_text()
+    section = f"{begin}\n{text}\n{end}"
+    if begin in doc:
+        doc = doc[: doc.index(begin)] + section + doc[doc.index(end) + len(end) :]
+    else:
+        doc += f"\n## Wiping a local disk (bench/wipe.py)\n\n{section}\n"
+    doc_path.write_text(doc)
 
 
 if __name__ == "__main__":

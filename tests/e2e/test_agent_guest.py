@@ -19,7 +19,7 @@ import subprocess
 import sys
 import urllib.request
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -92,6 +92,10 @@ async def test_boot_from_cloud_disk_power_actions_terminate_and_wipe(
         await region.action("Terminate", second)
         await wait_for(region.host_available(), 60, 0.2)
     assert not list(agent.config.run_dir.glob("*"))
+
+
+def _entries(path: Path) -> list[str]:
+    return sorted(p.name for p in path.iterdir())
 
 
 def _alive(pid: int) -> bool:
@@ -363,3 +367,36 @@ def _block_sums(disk: Path, blocks: int) -> str:
         for _ in range(blocks):
             lines.append(hashlib.md5(f.read(64 * 1024)).hexdigest() + "\n")
     return hashlib.md5("".join(lines).encode()).hexdigest()
+
+
+@pytest.fixture
+def full_volume_dir(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs: too small for any boot disk (unmounted afterwards)."""
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "bmaas-test", str(small)], check=True)
+    try:
+        yield small
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+
+
+async def test_a_full_disk_fails_the_instance_and_leaves_the_host_reusable(
+    region: Region, guest_image: GuestImage, tmp_path: Path, full_volume_dir: Path
+) -> None:
+    """The agent's volume directory is full: the boot disk's clone runs out
+    of space, the instance fails with that reason, nothing is left."""
+    image = await region.register_image(
+        "big", disk_with(guest_image, "echo BMAAS-IDLE\n", tmp_path / "big.raw")
+    )
+    async with qemu_agent(
+        region, tmp_path / "agent", guest_image, volume_dir_=full_volume_dir
+    ) as agent:
+        name = await region.create(image)
+        inst = await region.wait_state(name, S.INSTANCE_STATE_FAILED, 60)
+        assert "no space left" in inst.failure_reason.lower(), inst.failure_reason
+        assert _entries(full_volume_dir) == []  # the partial clone is gone
+        await region.action("Terminate", name)
+        await wait_for(region.host_available(), 60, 0.2)
+        assert not agent.reconciler.instance_dir(name).exists()
+        assert not list(agent.config.run_dir.glob("*.sock"))
