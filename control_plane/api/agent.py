@@ -53,7 +53,7 @@ from control_plane.domain.volume import Volume
 
 SERVICE = "AgentService"
 MAX_CONSOLE_TAIL = 64 * 1024
-DESIRED_RESYNC_SECONDS = 10.0
+DESIRED_RESYNC_SECONDS = 60.0
 _POWERED = frozenset(
     {
         InstanceState.SCHEDULED,
