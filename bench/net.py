@@ -19,11 +19,17 @@ back-end runs ``rxonly``, offload-net writes every frame to its TAP, whose
 kernel side drops them: they are addressed to another host) and *guest RX*
 (back-end -> front-end ``rxonly``; the DPDK back-end runs ``txonly``;
 offload-net needs frames on its TAP, which come from a third testpmd in the
-namespace, ``txonly`` on a ``net_af_packet`` port bound to the TAP, forwarding
-on CPU 1 next to the front-end).  The generator offers more than offload-net
-takes (its rate is recorded as ``offered_pps``), so the TAP's queue drops the
-excess, as it would on a host.  Frames are UDP/IPv4, 64 and 1500 bytes
-including the Ethernet header.
+namespace, ``txonly`` on a ``net_tap`` port (a second TAP, ``bgen0``) bridged
+to offload-net's TAP, forwarding on CPU 1 next to the front-end).  The
+generator offers more than offload-net takes (its rate is recorded as
+``offered_pps``), so the TAP's queue drops the excess, as it would on a host.
+A ``net_af_packet`` generator bound to offload-net's TAP was tried first and
+dropped: every frame it sends stays charged to its socket until offload-net
+has read it, so with the default send buffer (``wmem_default``, not
+settable per namespace) few frames are in flight; the generator sleeps in
+``poll`` for send space on a busy CPU and offered only what offload-net took
+(16-30k packets/s, offload-net at 10% CPU).  Frames are UDP/IPv4, 64 and 1500 bytes including the
+Ethernet header.
 
 A run: start what the case needs, wait until the measured counter moves,
 ``--warmup`` seconds, then read the front-end's port counters (``opackets``
@@ -36,9 +42,11 @@ medians (min-max in the JSON).  testpmd processes stop on a newline on stdin
 ``/var/run/dpdk``, the sockets, offload-net, its TAP and the namespace are
 removed at the end, also on failure.
 
-The DPDK back-end busy-polls its core, so its CPU per packet is one core's
-time divided by the packets it moved: an upper bound that shrinks as the rate
-grows, not a cost per packet.  offload-net sleeps when idle.
+Both back-ends share CPU 0 with whatever else runs there, so the packet rates
+follow the share of that CPU each gets; ``backend_cpu_util`` (CPU seconds
+per second) records it.  The DPDK back-end busy-polls, so its CPU per packet
+is the CPU it was given divided by the packets it moved: an upper bound, not
+a cost per packet.  offload-net sleeps when idle, so its figure is its cost.
 
 Results go to ``bench/results/net.json`` and, as tables, between the
 ``<!-- net:begin -->``/``<!-- net:end -->`` markers of ``docs/benchmarks.md``
@@ -79,7 +87,9 @@ FRAME_SIZES = (64, 1500)
 BACKEND_CPU = 0  # offload-net, and the DPDK back-end's forwarding lcore
 FRONTEND_CPU = 1  # the front-end's (and the RX generator's) forwarding lcore
 GUEST_MAC = "52:54:00:be:00:01"
-TAP = "bnet0"
+TAP = "bnet0"  # offload-net's
+GEN_TAP = "bgen0"  # the RX generator's (DPDK net_tap)
+BRIDGE = "bbr0"
 QUEUE_SIZE = 1024
 MBUFS = 8192
 EAL_MEMORY_MB = 256
@@ -106,6 +116,7 @@ class RunResult:
     seconds: float
     pps: float
     backend_cpu_us_per_pkt: float
+    backend_cpu_util: float  # CPU seconds per wall second (1.0 = one core)
     offered_pps: float | None
 
 
@@ -120,6 +131,7 @@ class CaseSummary:
     pps_max: float
     gbit_s: float
     backend_cpu_us_per_pkt: float
+    backend_cpu_util: float
     offered_pps: float | None
 
 
@@ -234,6 +246,7 @@ class Testpmd(_Process):
         frame: int,
         fwd_cpu: int,
         netns: str | None = None,
+        extra: list[str] | None = None,
     ) -> None:
         super().__init__(workdir, role)
         self.name = f"testpmd ({role})"
@@ -261,6 +274,7 @@ class Testpmd(_Process):
             f"--txd={QUEUE_SIZE}",
             f"--rxd={QUEUE_SIZE}",
             f"--txpkts={frame}",
+            *(extra or []),
         ]
         if netns is not None:
             self.argv = ["ip", "netns", "exec", netns, *self.argv]
@@ -391,7 +405,23 @@ class _Bench:
         if self.offload is None:
             self.offload = OffloadNet(self.workdir, self.ns.name).start()
             self.command_lines["offload-net"] = shlex.join(self.offload.argv)
+            # The generator's TAP joins this bridge in each RX run.
+            if BRIDGE not in self.ns.run("ip", "-o", "link", "show").stdout:
+                self.ns.run("ip", "link", "add", BRIDGE, "type", "bridge")
+                self.ns.run("ip", "link", "set", BRIDGE, "up")
+            self.ns.run("ip", "link", "set", TAP, "master", BRIDGE)
         return self.offload
+
+    def _bridge_generator(self, generator: Testpmd) -> None:
+        """Put the generator's TAP (created when its port starts) on the bridge."""
+        assert self.ns is not None
+        deadline = time.monotonic() + 30
+        while self.ns.run("ip", "link", "show", GEN_TAP, check=False).returncode:
+            generator.check_alive()
+            if time.monotonic() > deadline:
+                raise BenchError(f"no {GEN_TAP} after 30 s: {generator.log_tail()}")
+            time.sleep(0.1)
+        self.ns.run("ip", "link", "set", GEN_TAP, "master", BRIDGE)
 
     def run(self) -> None:
         for frame in self.args.frames:
@@ -452,13 +482,15 @@ class _Bench:
             generator = Testpmd(
                 wd,
                 role="gen",
-                vdev=f"net_af_packet0,iface={TAP}",
+                vdev=f"net_tap0,iface={GEN_TAP}",
                 mode="txonly",
                 frame=frame,
                 fwd_cpu=FRONTEND_CPU,
                 netns=self.ns.name,
+                extra=[f"--eth-peer=0,{GUEST_MAC}"],
             )
             procs.append(self._started(backend, direction, generator))
+            self._bridge_generator(generator)
         fe.wait_counting(key, 30)
         time.sleep(self.args.warmup)
         for p in (fe, target, *([generator] if generator else [])):
@@ -483,6 +515,7 @@ class _Bench:
             seconds=round(elapsed, 3),
             pps=round(packets / elapsed, 1),
             backend_cpu_us_per_pkt=round((cpu1 - cpu0) * 1e6 / packets, 3),
+            backend_cpu_util=round((cpu1 - cpu0) / elapsed, 3),
             offered_pps=round((g1 - g0) / elapsed, 1) if generator else None,
         )
 
@@ -531,6 +564,7 @@ def summarize(results: list[RunResult]) -> list[CaseSummary]:
                 backend_cpu_us_per_pkt=round(
                     statistics.median(r.backend_cpu_us_per_pkt for r in runs), 3
                 ),
+                backend_cpu_util=round(statistics.median(r.backend_cpu_util for r in runs), 3),
                 offered_pps=round(statistics.median(offered), 1) if offered else None,
             )
         )
@@ -563,8 +597,9 @@ def compare(summaries: list[CaseSummary]) -> list[dict[str, Any]]:
 
 _DIR_NAME = {"tx": "guest TX", "rx": "guest RX"}
 _RUN_HEADER = (
-    "| back-end | direction | frame B | run | packets/s | back-end CPU µs/pkt | offered pps |\n"
-    "| --- | --- | ---: | ---: | ---: | ---: | ---: |"
+    "| back-end | direction | frame B | run | packets/s | back-end CPU µs/pkt "
+    "| back-end CPU % | offered pps |\n"
+    "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
 )
 
 
@@ -572,7 +607,7 @@ def _run_row(r: RunResult) -> str:
     offered = f"{r.offered_pps:,.0f}" if r.offered_pps is not None else ""
     return (
         f"| {r.backend} | {_DIR_NAME[r.direction]} | {r.frame} | {r.run} | {r.pps:,.0f} "
-        f"| {r.backend_cpu_us_per_pkt:.2f} | {offered} |"
+        f"| {r.backend_cpu_us_per_pkt:.2f} | {r.backend_cpu_util * 100:.0f} | {offered} |"
     )
 
 
@@ -586,21 +621,22 @@ def render_markdown(report: dict[str, Any], summaries: list[CaseSummary]) -> str
         "a `net_virtio_user0` port on `--no-huge` (memfd) memory, forwarding on CPU 1; "
         "back-end on CPU 0.  Guest TX = front-end `txonly` to the back-end; guest RX = "
         "back-end to front-end `rxonly` (offload-net's frames come from a testpmd "
-        "`net_af_packet` generator on its TAP, on CPU 1; offered = its rate).  Packets/s "
+        "`net_tap` generator bridged to its TAP, on CPU 1; offered = its rate).  Packets/s "
         "are the front-end's port counters; CPU is utime+stime of the whole back-end "
-        "process per packet (the DPDK back-end busy-polls, so its figure is one core "
-        "divided by its rate).",
+        "process per packet and per second (CPU %: 100 = one core).  Both back-ends share "
+        "CPU 0 with other work, so rates follow the CPU share each got; the DPDK back-end "
+        "busy-polls, so its CPU per packet is an upper bound.",
         "",
         "| back-end | direction | frame B | packets/s | min-max | Gbit/s | "
-        "back-end CPU µs/pkt | offered pps |",
-        "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: |",
+        "back-end CPU µs/pkt | back-end CPU % | offered pps |",
+        "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |",
     ]
     for s in sorted(summaries, key=lambda s: (s.frame, s.direction != "tx", s.backend)):
         offered = f"{s.offered_pps:,.0f}" if s.offered_pps is not None else ""
         lines.append(
             f"| {s.backend} | {_DIR_NAME[s.direction]} | {s.frame} | {s.pps:,.0f} "
             f"| {s.pps_min:,.0f}-{s.pps_max:,.0f} | {s.gbit_s:.2f} "
-            f"| {s.backend_cpu_us_per_pkt:.2f} | {offered} |"
+            f"| {s.backend_cpu_us_per_pkt:.2f} | {s.backend_cpu_util * 100:.0f} | {offered} |"
         )
     if report["comparison"]:
         lines += [
