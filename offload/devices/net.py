@@ -74,6 +74,7 @@ _HDR = struct.Struct(
     "<BBHHHHH"
 )  # flags, gso_type, hdr_len, gso_size, csum_start/offset, num_buffers
 _HDR_START = struct.Struct("<BB")
+_HDR_ONE_BUFFER: Final = _HDR.pack(0, 0, 0, 0, 0, 0, 1)  # an RX header, num_buffers = 1
 S_LINK_UP: Final = 1
 # struct virtio_net_config up to duplex: mac, status, max_virtqueue_pairs, mtu, speed, duplex.
 CONFIG: Final = struct.Struct("<6sHHHIB")
@@ -117,6 +118,11 @@ class NetStats:
 class _RxState:
     pending: bytes | None = None
     starved: bool = False
+    scratch: list[bytearray] = field(default_factory=lambda: [bytearray(MAX_TAP_FRAME)])
+    scratch_view: memoryview = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.scratch_view = memoryview(self.scratch[0])
 
 
 class NetDevice(DeviceBackend):
@@ -250,6 +256,10 @@ class NetDevice(DeviceBackend):
     def _process_tx(self, pair: int, queue: SplitQueue, stats: NetStats) -> bool:
         completions: list[tuple[int, int]] = []
         tap = self.tap_fds[pair]
+        # A plain wire (no card services) needs no verdict, so the frame is
+        # never copied: its guest views go straight to write/writev.
+        plain = type(self.hook) is ForwardAll
+        forwarded = 0
         queue.disable_kicks()
         while True:
             while True:
@@ -267,7 +277,11 @@ class NetDevice(DeviceBackend):
                     break
                 frame = self._parse_tx(chain, stats)
                 if frame is not None:
-                    self._transmit(frame, tap, stats)
+                    if plain:
+                        forwarded += 1
+                        self._write_tap(frame, chain.readable_len - HDR_LEN, tap, stats)
+                    else:
+                        self._transmit(frame, chain.readable_len - HDR_LEN, tap, stats)
                 completions.append((chain.head, 0))
             if completions:
                 queue.push_many(completions)
@@ -277,9 +291,12 @@ class NetDevice(DeviceBackend):
             if not queue.has_available():
                 break
             queue.disable_kicks()
+        if forwarded:
+            stats.verdicts[TxVerdict.FORWARD.value] += forwarded
         return queue.should_notify()
 
-    def _parse_tx(self, chain: DescriptorChain, stats: NetStats) -> bytes | None:
+    def _parse_tx(self, chain: DescriptorChain, stats: NetStats) -> list[memoryview] | None:
+        """The frame's views into guest memory (not copied), or None if malformed."""
         if chain.writable:
             stats.errors["tx_writable"] += 1
             return None
@@ -290,25 +307,38 @@ class NetDevice(DeviceBackend):
         if length > self.max_frame:
             stats.errors["tx_oversize"] += 1
             return None
+        first = chain.readable[0]
+        if first.nbytes > HDR_LEN:  # the usual layout: header and frame in one buffer
+            if first[0] or first[1]:  # flags, gso_type
+                stats.errors["tx_offload"] += 1  # never offered: CSUM, GSO
+                return None
+            return [first[HDR_LEN:], *chain.readable[1:]]
         header, frame = split_front(chain.readable, HDR_LEN)
         flags, gso_type = _HDR_START.unpack(gather(header)[:2])
         if flags or gso_type:
-            stats.errors["tx_offload"] += 1  # never offered: CSUM, GSO
+            stats.errors["tx_offload"] += 1
             return None
-        return gather(frame)
+        return frame
 
-    def _transmit(self, frame: bytes, tap: int, stats: NetStats) -> None:
+    def _transmit(self, frame: list[memoryview], length: int, tap: int, stats: NetStats) -> None:
+        """Ask the hook for a verdict on a copy of the frame; write it if FORWARD."""
+        data = gather(frame)
         try:
-            verdict = self.hook.classify_tx(frame)
+            verdict = self.hook.classify_tx(data)
         except Exception:  # a hook bug must not stop the ring
             log.exception("NIC hook failed; frame dropped")
             stats.errors["hook"] += 1
             return
         stats.verdicts[verdict.value] += 1
-        if verdict is not TxVerdict.FORWARD:
-            return
+        if verdict is TxVerdict.FORWARD:
+            self._write_tap([memoryview(data)], length, tap, stats)
+
+    def _write_tap(self, frame: list[memoryview], length: int, tap: int, stats: NetStats) -> None:
         try:
-            os.write(tap, frame)
+            if len(frame) == 1:
+                os.write(tap, frame[0])
+            else:
+                os.writev(tap, frame)
         except BlockingIOError:
             stats.dropped["tap_full"] += 1
             return
@@ -316,17 +346,25 @@ class NetDevice(DeviceBackend):
             stats.dropped["tap_down" if exc.errno == errno.EIO else "tap_error"] += 1
             return
         stats.frames += 1
-        stats.bytes += len(frame)
+        stats.bytes += length
 
     # -- RX ------------------------------------------------------------------------
 
-    def _next_frame(self, pair: int, stats: NetStats) -> bytes | None:
+    def _next_frame(self, pair: int, stats: NetStats) -> bytes | memoryview | None:
+        """An injected frame, else one from the TAP as a view of the pair's scratch buffer.
+
+        The view is only valid until the next call for this pair.
+        """
         if pair == 0 and self._injected:
             with self._inject_lock:
                 if self._injected:
                     return self._injected.popleft()
+        rx = self._rx[pair]
         try:
-            return os.read(self.tap_fds[pair], MAX_TAP_FRAME)
+            # readv into a preallocated buffer: os.read would allocate (and
+            # then shrink) a MAX_TAP_FRAME bytes object for every frame.
+            n = os.readv(self.tap_fds[pair], rx.scratch)
+            return rx.scratch_view[:n]
         except BlockingIOError:
             return None
         except OSError as exc:  # e.g. EBADFD while the TAP is being torn down
@@ -348,7 +386,7 @@ class NetDevice(DeviceBackend):
             if frame is None:
                 break
             if not self._receive(frame, queue, completions, stats, mergeable):
-                rx.pending = frame
+                rx.pending = bytes(frame)  # the scratch buffer is reused
                 # Out of buffers: re-arm kicks, then look once more (a buffer
                 # added before the re-arm was visible produces no kick).
                 had = queue.available()
@@ -369,7 +407,7 @@ class NetDevice(DeviceBackend):
 
     def _receive(
         self,
-        frame: bytes,
+        frame: bytes | memoryview,
         queue: SplitQueue,
         completions: list[tuple[int, int]],
         stats: NetStats,
@@ -409,6 +447,14 @@ class NetDevice(DeviceBackend):
                 return True
             chains.append(chain)
             room += chain.writable_len
+        stats.frames += 1
+        stats.bytes += len(frame)
+        first = chains[0].writable[0]
+        if len(chains) == 1 and first.nbytes >= need:  # the usual case: no gluing
+            first[:HDR_LEN] = _HDR_ONE_BUFFER
+            first[HDR_LEN:need] = frame
+            completions.append((chains[0].head, need))
+            return True
         data = memoryview(_HDR.pack(0, 0, 0, 0, 0, 0, len(chains)) + frame)
         offset = 0
         for chain in chains:
@@ -420,6 +466,4 @@ class NetDevice(DeviceBackend):
                 if offset == need:
                     break
             completions.append((chain.head, offset - start_of_chain))
-        stats.frames += 1
-        stats.bytes += len(frame)
         return True
