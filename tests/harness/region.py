@@ -51,7 +51,7 @@ class Region:
             ),
             metadata=self.clients.op_md,
         )
-        return img.name
+        return str(img.name)
 
     async def create(self, image: str, *, user_data: str = "") -> str:
         async def attempt() -> str:
@@ -72,19 +72,21 @@ class Region:
                 if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
                     raise
                 return ""  # the scheduler has not seen the host AVAILABLE yet
-            return inst.name
+            return str(inst.name)
 
         return str(await wait_for(attempt, 20, 0.2))
 
     async def instance(self, name: str) -> common_pb2.Instance:
-        return await self.clients.tenant.GetInstance(
+        inst: common_pb2.Instance = await self.clients.tenant.GetInstance(
             tenant_pb2.GetRequest(name=name), metadata=self.tenant_md
         )
+        return inst
 
     async def get_host(self) -> common_pb2.Host:
-        return await self.clients.operator.GetHost(
+        host: common_pb2.Host = await self.clients.operator.GetHost(
             tenant_pb2.GetRequest(name=self.host), metadata=self.clients.op_md
         )
+        return host
 
     async def wait_state(self, name: str, state: int, timeout: float = 90) -> common_pb2.Instance:
         async def reached() -> common_pb2.Instance | None:
@@ -99,7 +101,7 @@ class Region:
         out = await self.clients.tenant.GetConsoleOutput(
             tenant_pb2.GetConsoleOutputRequest(name=name), metadata=self.tenant_md
         )
-        return out.output.decode(errors="replace")
+        return str(out.output.decode(errors="replace"))
 
     async def wait_console(self, name: str, pattern: str, timeout: float = 150) -> re.Match[str]:
         regex = re.compile(pattern)
