@@ -141,15 +141,19 @@ def load(
             raw = tomllib.loads(file.read_text())
         except OSError as exc:
             raise ConfigError(f"--config {file}: {exc.strerror or exc}") from exc
+        except UnicodeDecodeError:
+            raise ConfigError(f"--config {file}: not a UTF-8 text file") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"--config {file}: {exc}") from exc
     kwargs: dict[str, Any] = {}
     for key, value in raw.items():
         if key in _FIELDS:
             kind = _FIELDS[key]
+            if isinstance(value, bool):  # TOML true/false: an int to Python, never a number here
+                raise ConfigError(f"{key}: expected {kind.__name__}, got {value!r}")
             if kind is float and isinstance(value, int):
                 value = float(value)
-            if not isinstance(value, kind) or isinstance(value, bool):
+            if not isinstance(value, kind):
                 raise ConfigError(f"{key}: expected {kind.__name__}, got {value!r}")
             kwargs[key] = value
         elif key == "devices":
@@ -157,8 +161,12 @@ def load(
                 raise ConfigError(f"devices: expected true or false, got {value!r}")
             kwargs["devices_"] = value
         elif key in _PATHS:
-            kwargs[_PATHS[key]] = Path(str(value))
+            if not isinstance(value, str) or not value:
+                raise ConfigError(f"{key}: expected a path, got {value!r}")
+            kwargs[_PATHS[key]] = Path(value)
         elif key == "local_disks":
+            if not isinstance(value, list):
+                raise ConfigError(f"local_disks: expected a list of [[local_disks]], got {value!r}")
             kwargs["local_disks"] = tuple(_disk(d) for d in value)
         else:
             raise ConfigError(f"unknown setting {key!r}")
@@ -183,9 +191,9 @@ def load(
 
 
 def _disk(raw: Any) -> LocalDisk:
-    if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+    if not isinstance(raw, dict) or not isinstance(raw.get("name"), str) or not raw["name"]:
         raise ConfigError(f"local_disks: each entry needs a name, got {raw!r}")
     size = raw.get("size_gib")
-    if not isinstance(size, int) or size <= 0:
+    if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
         raise ConfigError(f"local_disks.{raw['name']}: size_gib must be a positive integer")
     return LocalDisk(name=raw["name"], size_gib=size, kind=str(raw.get("kind", "nvme")))

@@ -17,6 +17,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from prometheus_client import REGISTRY
 
@@ -27,10 +28,13 @@ from host_agent.metrics import DeviceCollector
 log = logging.getLogger("host_agent")
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="bmaas-agent", description="The offload card's agent for one host."
-    )
+    p = _OneLineParser(prog="bmaas-agent", description="The offload card's agent for one host.")
     p.add_argument("--control-plane", required=True, metavar="HOST:PORT[,...]")
     p.add_argument("--host-id", required=True, metavar="ID")
     p.add_argument("--credential-file", required=True, type=Path, metavar="FILE")
@@ -48,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         credential = args.credential_file.read_text().strip()
     except OSError as exc:
         parser.exit(2, f"bmaas-agent: error: --credential-file: {exc.strerror or exc}\n")
+    except UnicodeDecodeError:
+        parser.exit(2, "bmaas-agent: error: --credential-file: not a text file\n")
     try:
         cfg = config_mod.load(
             host_id=args.host_id,

@@ -239,7 +239,7 @@ class Reconciler:
                     await self._teardown(name)
                 elif inst is None:
                     await self._teardown(name, keep_record=True)
-            if desired.clean and not self.state.instances:
+            if desired.clean and not self.state.instances and not desired.instances:
                 await self._clean(desired.cleaning_epoch)
             for inst in desired.instances:
                 if inst.wants_server:

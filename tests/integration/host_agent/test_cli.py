@@ -156,17 +156,13 @@ def test_unknown_flag_is_an_error(tmp_path: Path, credential: Path) -> None:
 
 
 def test_missing_flags_are_one_line() -> None:
-    """BUG (doc vs behaviour): main.py's docstring promises one
-    ``bmaas-agent: error:`` line for bad arguments, but for a missing or
-    unknown flag argparse prints its three-line usage first."""
+    """A missing or unknown flag is one ``bmaas-agent: error:`` line, no usage block."""
     proc = run()
     assert_one_error_line(proc, "the following arguments are required")
 
 
 def test_credential_file_not_utf8(tmp_path: Path) -> None:
-    """BUG: main.py reads the credential with read_text() and catches only
-    OSError; a binary file ends the agent with a UnicodeDecodeError traceback
-    (exit status 1)."""
+    """A binary credential file is a one-line error (exit 2), not a traceback."""
     credential = tmp_path / "credential"
     credential.write_bytes(b"\xff\xfehost-1.x\n")
     proc = run(*args(tmp_path, credential))

@@ -222,10 +222,8 @@ async def test_no_clean_while_an_instance_is_present(agent: Agent, config: Agent
 async def test_no_clean_in_the_pass_that_brings_a_new_instance(
     agent: Agent, config: AgentConfig
 ) -> None:
-    """BUG (this test fails): converge() checks ``self.state.instances`` for
-    cleaning before the new instance's record is created, so a desired state
-    with ``clean`` and a not-yet-known instance wipes and reports the epoch
-    as wiped while that instance is being provisioned on the host."""
+    """A desired state with ``clean`` and an instance the agent has not seen
+    yet does not wipe (nor report the epoch) while that instance is set up."""
     reports = await agent.apply(desired(instance(1), clean=True, cleaning_epoch=3))
     assert agent.driver().boots == 1
     assert of_type(reports, HostReport) == [HostReport(0)]

@@ -109,8 +109,7 @@ def test_failed_fsync_leaves_the_old_file_intact(
 
 
 def test_failed_write_leaves_no_temp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """BUG: a save that fails mid-way leaves ``agent.tmp`` (empty or partial)
-    beside the state file; nothing removes it."""
+    """A save that fails mid-way leaves no ``agent.tmp`` beside the state file."""
     path = tmp_path / "agent.json"
     _state().save(path)
 
@@ -127,10 +126,8 @@ def test_failed_write_leaves_no_temp_file(tmp_path: Path, monkeypatch: pytest.Mo
 def test_short_write_does_not_replace_the_file_with_half_of_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """BUG: ``save`` calls ``os.write`` once and ignores its return value; a
-    short write (allowed by POSIX, e.g. when the disk fills mid-way) is
-    fsynced and renamed over the good file, leaving truncated JSON that
-    ``AgentState.load`` cannot parse."""
+    """A short ``os.write`` (allowed by POSIX) is continued, never renamed over
+    the good file as truncated JSON."""
     path = tmp_path / "agent.json"
     _state().save(path)
     real_write = os.write
