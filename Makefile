@@ -65,6 +65,10 @@ demo-down: dev
 
 bench: system-deps dev guest-image
 	$(PY) -m bench.blk
+	$(PY) -m bench.net
+	$(PY) -m bench.wipe
+	$(PY) -m bench.provision
+	$(PY) -m bench.vpc
 	$(PY) -m bench.control_plane
 
 clean:
