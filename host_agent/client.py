@@ -172,6 +172,9 @@ class ControlPlaneLink:
         self._shared = channels
         self._outbox: collections.deque[agent_pb2.AgentMessage] = collections.deque()
         self._kick = asyncio.Event()  # set by send() and by the heartbeat timer
+        #: bumped per stream: a dead stream's request generator, still parked on
+        #: ``_kick``, must not pop (and lose) reports meant for the new one
+        self._stream_seq = 0
         self._metadata = (("authorization", f"Bearer {config.credential}"),)
         self.host_name = f"hosts/{config.host_id}"
         self.connected = asyncio.Event()
@@ -244,7 +247,8 @@ class ControlPlaneLink:
         interval = max(1, self.registered.heartbeat_interval_seconds or 5)
         # drop reports queued for the dead stream: on_connect re-sends the current ones
         self._outbox.clear()
-        call = stub.Connect(self._upstream(interval), metadata=self._metadata)
+        self._stream_seq += 1
+        call = stub.Connect(self._upstream(interval, self._stream_seq), metadata=self._metadata)
         self._on_connect()
         try:
             async for msg in call:
@@ -259,7 +263,7 @@ class ControlPlaneLink:
         finally:
             call.cancel()  # a shared channel outlives the stream: end it explicitly
 
-    async def _upstream(self, interval: float) -> AsyncIterator[agent_pb2.AgentMessage]:
+    async def _upstream(self, interval: float, seq: int) -> AsyncIterator[agent_pb2.AgentMessage]:
         yield self._heartbeat()
         loop = asyncio.get_running_loop()
         next_beat = loop.time() + interval
@@ -270,8 +274,11 @@ class ControlPlaneLink:
                 timer = loop.call_at(next_beat, self._kick.set)
                 await self._kick.wait()
                 timer.cancel()
+            if seq != self._stream_seq:
+                self._kick.set()  # the current stream's generator may be parked too
+                return
             self._kick.clear()
-            while self._outbox:
+            while self._outbox and seq == self._stream_seq:
                 yield self._outbox.popleft()
             if loop.time() >= next_beat:
                 yield self._heartbeat()

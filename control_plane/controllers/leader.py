@@ -10,15 +10,15 @@
 3. as the leader, run ``lead()`` as a task **fenced** on the term (every
    etcd txn it or its tasks send also compares the seat's
    ``create_revision``: ``control_plane.store.fenced``), and keep the lease
-   alive every ``lease/3`` s.  If a keepalive fails, or no keepalive
-   succeeded for ``2/3 lease`` (etcd might already consider the lease
-   dead), step down *before* the lease can expire: cancel ``lead()``, then
-   start over.  A failed keepalive is retried after ``RETRY`` s rather than
-   a full period, so a short etcd hiccup (a raft election, a member
-   lost) does not cost the term.  A fenced txn that finds the seat gone
-   (a replica that was paused past its lease) ends the term at once; the
-   fence is what guarantees a deposed leader commits nothing, the timers
-   only make stepping down prompt.
+   alive every ``lease/3`` s.  A failed keepalive is retried every
+   ``RETRY`` s; the leader steps down when etcd answers that the lease is
+   gone (TTL 0), when a fenced txn finds the seat gone or re-created (a
+   replica paused past its lease), or when no keepalive has succeeded for
+   a whole lease TTL (the lease must have expired by then).  Safety comes
+   from the fence, not from these timers: a deposed leader commits nothing
+   even before it notices, so the timers can be patient -- an etcd hiccup
+   (a raft election, a lost member) shorter than the lease does not cost
+   the term, and the controllers keep running through it.
 
 The etcd lease is granted for ``ttl - 1`` seconds (at least 2, etcd's
 minimum): etcd checks lease expiry only every 500 ms, so a lease one second
@@ -162,14 +162,15 @@ class LeaderElector:
                 if time.monotonic() - last_ok < period * 0.9:
                     wait = period - (time.monotonic() - last_ok)
                     continue
+                sent = time.monotonic()
                 try:
                     ttl = await asyncio.wait_for(elections.keepalive(self._lease), period)
                 except (BmaasError, TimeoutError):
                     ttl = -1
                 if ttl > 0:
-                    last_ok = time.monotonic()
+                    last_ok = sent  # the lease runs from when etcd got the request, at the latest
                     wait = period
-                elif ttl == 0 or time.monotonic() - last_ok > self.lease_ttl * 2 / 3:
+                elif ttl == 0 or time.monotonic() - last_ok > self.lease_ttl:
                     log.warning("%s: lost the leader lease; stepping down", self.identity)
                     self._lease = 0 if ttl == 0 else self._lease
                     return
