@@ -1,5 +1,11 @@
-"""The gRPC connection behind ``bmctl``: one insecure channel, bearer token
-metadata, a per-call deadline, and error formatting.
+"""The gRPC connection behind ``bmctl``: bearer token metadata, a per-call
+deadline, failover between control-plane replicas, and error formatting.
+
+``--endpoint`` takes one ``HOST:PORT`` or several, comma-separated (the
+region's replicas).  A call goes to the replica that answered last; when it
+is UNAVAILABLE (the replica is down or unreachable), the same call goes to
+the next one, until every replica has been tried.  Retrying is safe:
+UNAVAILABLE means the call was not served, and creates carry a request id.
 
 ``Client.call(service, method, request)`` looks the RPC up on the generated
 stub by name, so the command table in ``bmctl.commands`` stays declarative.
@@ -50,27 +56,46 @@ def describe_rpc_error(err: grpc.RpcError) -> str:
 
 class Client:
     def __init__(self, endpoint: str, token: str, *, timeout: float = 30.0) -> None:
-        if not endpoint:
+        self.endpoints = [e.strip() for e in endpoint.split(",") if e.strip()]
+        if not self.endpoints:
             raise CliError("no endpoint: pass --endpoint HOST:PORT or set BMAAS_ENDPOINT", 2)
         self.timeout = timeout
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
-        self._channel = grpc.insecure_channel(endpoint)
-        self._stubs: dict[str, Any] = {
-            "tenant": tenant_pb2_grpc.TenantServiceStub(self._channel),
-            "operator": operator_pb2_grpc.OperatorServiceStub(self._channel),
-            "agent": agent_pb2_grpc.AgentServiceStub(self._channel),
-        }
+        self._current = 0
+        self._channels: dict[int, grpc.Channel] = {}
+        self._stubs: dict[int, dict[str, Any]] = {}
+
+    def _stub(self, index: int, service: str) -> Any:
+        if index not in self._stubs:
+            channel = self._channels[index] = grpc.insecure_channel(self.endpoints[index])
+            self._stubs[index] = {
+                "tenant": tenant_pb2_grpc.TenantServiceStub(channel),
+                "operator": operator_pb2_grpc.OperatorServiceStub(channel),
+                "agent": agent_pb2_grpc.AgentServiceStub(channel),
+            }
+        return self._stubs[index][service]
 
     def call(self, service: str, method: str, request: Message) -> Message:
-        rpc = getattr(self._stubs[service], method)
-        try:
-            response: Message = rpc(request, timeout=self.timeout, metadata=self._metadata)
-        except grpc.RpcError as err:
-            raise CliError(describe_rpc_error(err)) from err
-        return response
+        last: grpc.RpcError | None = None
+        for attempt in range(len(self.endpoints)):
+            index = (self._current + attempt) % len(self.endpoints)
+            rpc = getattr(self._stub(index, service), method)
+            try:
+                response: Message = rpc(request, timeout=self.timeout, metadata=self._metadata)
+            except grpc.RpcError as err:
+                if isinstance(err, grpc.Call) and err.code() == grpc.StatusCode.UNAVAILABLE:
+                    last = err  # this replica is gone: the next one
+                    continue
+                raise CliError(describe_rpc_error(err)) from err
+            self._current = index
+            return response
+        assert last is not None
+        tried = ", ".join(self.endpoints)
+        raise CliError(f"{describe_rpc_error(last)} (tried {tried})") from last
 
     def close(self) -> None:
-        self._channel.close()
+        for channel in self._channels.values():
+            channel.close()
 
     def __enter__(self) -> Client:
         return self

@@ -1,6 +1,8 @@
 """``bmctl`` entry point: ``bmctl [--endpoint HOST:PORT] [--token T] [-o table|json] NOUN VERB``.
 
-Endpoint and token default to ``BMAAS_ENDPOINT`` / ``BMAAS_TOKEN``.  The
+Endpoint and token default to ``BMAAS_ENDPOINT`` / ``BMAAS_TOKEN``; the
+endpoint may list several replicas, comma-separated (``bmctl.client`` moves
+to the next one when a replica is unavailable).  The
 parsed verb runs against a ``bmctl.client.Client``; a ``CliError`` (bad
 flags, or an RPC failure rendered as ``<CODE>: <message>`` plus field
 violations) is printed to stderr as ``bmctl: error: ...`` with a non-zero

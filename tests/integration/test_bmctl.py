@@ -183,3 +183,27 @@ def test_console_script_runs_as_a_process(endpoint: str) -> None:
         timeout=30,
     )
     assert bad.returncode == 1 and "NOT_FOUND" in bad.stderr and "tenants/ghost" in bad.stderr
+
+
+def test_several_endpoints_move_to_a_live_replica(
+    capsys: pytest.CaptureFixture[str], etcd: EtcdServer
+) -> None:
+    """``--endpoint A,B``: when the replica bmctl used dies, the call goes to
+    the other one; with every replica gone, one UNAVAILABLE line naming them."""
+    with (
+        ControlPlaneProcess(etcd, controllers=False) as first,
+        ControlPlaneProcess(etcd, controllers=False) as second,
+    ):
+        both = f"127.0.0.1:{first.port},127.0.0.1:{second.port}"
+        code, out, err = bmctl(capsys, both, OPERATOR_TOKEN, "tenant", "create", "--id", "t-a")
+        assert code == 0, err
+        first.kill()
+        code, out, err = bmctl(capsys, both, OPERATOR_TOKEN, "tenant", "create", "--id", "t-b")
+        assert code == 0, err
+        code, out, _ = bmctl(capsys, both, OPERATOR_TOKEN, "-o", "json", "tenant", "list")
+        assert code == 0
+        assert sorted(t["name"] for t in json.loads(out)) == ["tenants/t-a", "tenants/t-b"]
+        second.kill()
+        code, _, err = bmctl(capsys, both, OPERATOR_TOKEN, "--timeout", "2", "tenant", "list")
+    assert code == 1 and "UNAVAILABLE" in err and both.replace(",", ", ") in err
+    assert len(err.strip().splitlines()) == 1
