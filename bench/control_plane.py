@@ -81,6 +81,7 @@ from typing import Any
 import grpc
 
 from bmaas.v1 import common_pb2, operator_pb2, operator_pb2_grpc, tenant_pb2, tenant_pb2_grpc
+from control_plane.api.agent import DESIRED_RESYNC_SECONDS
 from control_plane.domain.compute import Instance
 from control_plane.domain.host import Host
 from control_plane.domain.lifecycle import HostState, InstanceState
@@ -797,9 +798,10 @@ def render(res: dict[str, Any]) -> str:
             f"and etcd at {i['cp_round_trips']:,.0f} round trips/s: "
             f"{i['agent_messages']:,.0f} heartbeats/s, each one LeaseKeepAlive that aetcd's "
             "`refresh_lease` sends on a new gRPC stream, plus "
-            f"{res['hosts'] / 10:,.0f} desired-state recomputations/s (every Connect stream "
-            "re-reads its host every 10 s, `ApiConfig.desired_resync`).  On this loaded "
-            "machine the API replica is the bottleneck; latencies are mostly its queueing.",
+            f"{res['hosts'] / DESIRED_RESYNC_SECONDS:,.0f} desired-state recomputations/s "
+            f"(every Connect stream re-reads its host every {DESIRED_RESYNC_SECONDS:.0f} s, "
+            "`ApiConfig.desired_resync`; the agent hub wakes streams on changes in between).  "
+            "The API replica is the bottleneck; latencies are mostly its queueing.",
         ]
     )
 
