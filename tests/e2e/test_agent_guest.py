@@ -11,6 +11,7 @@ operator APIs; what the guest did is read from its console through
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import os
 import re
@@ -26,10 +27,11 @@ import pytest
 
 from bmaas.v1 import common_pb2, tenant_pb2
 from tests.harness.agents import AGENT_RUN_ROOT, kill_processes_under
-from tests.harness.control_plane import wait_for
+from tests.harness.control_plane import bearer, wait_for
 from tests.harness.guest import GuestImage, disk_with
 from tests.harness.ports import free_port
 from tests.harness.region import Region, qemu_agent
+from tests.integration.control_plane.conftest import make_tenant
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 S = common_pb2
@@ -85,11 +87,13 @@ async def test_boot_from_cloud_disk_power_actions_terminate_and_wipe(
         assert not _alive(qemu_pid)
 
         # the next tenant's server reads only zeros from the local disk
-        second = await region.create(writer)
-        await region.wait_state(second, S.INSTANCE_STATE_RUNNING)
-        match = await region.wait_console(second, r"LOCAL-BEFORE ([0-9a-f]{32})")
+        tenant, token = await make_tenant(region.clients, "next-tenant")
+        other = dataclasses.replace(region, tenant=tenant, tenant_md=bearer(token))
+        second = await other.create(writer)
+        await other.wait_state(second, S.INSTANCE_STATE_RUNNING)
+        match = await other.wait_console(second, r"LOCAL-BEFORE ([0-9a-f]{32})")
         assert match.group(1) == ZERO_MIB_MD5
-        await region.action("Terminate", second)
+        await other.action("Terminate", second)
         await wait_for(region.host_available(), 60, 0.2)
     assert not list(agent.config.run_dir.glob("*"))
 
