@@ -47,20 +47,9 @@ DOC = ROOT / "docs" / "benchmarks.md"
 UNDERLAY = {1: "192.168.81.1", 2: "192.168.81.2"}
 
 GUEST = r"""
-cat > /tmp/dhcp.sh <<'END'
-#!/bin/sh
-case "$1" in
-  bound|renew)
-    ip addr add "$ip/$mask" dev "$interface"
-    [ -n "$mtu" ] && ip link set "$interface" mtu "$mtu"
-    for r in $router; do ip route add default via "$r" dev "$interface"; done
-    ;;
-esac
-END
-chmod +x /tmp/dhcp.sh
 while ! ip link show eth0 >/dev/null 2>&1; do sleep 0.3; done
 ip link set eth0 up
-udhcpc -i eth0 -f -q -n -t 30 -T 1 -s /tmp/dhcp.sh >/dev/null 2>&1
+udhcpc -i eth0 -f -q -n -t 30 -T 1 >/dev/null 2>&1
 set -- $(wget -q -O - http://169.254.169.254/latest/user-data)
 peer=$1 role=$2 runs=$3 mib=$4
 n=0

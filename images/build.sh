@@ -30,7 +30,7 @@ kver_pkg=$(apt-cache policy "$kpkg" | awk '/Candidate:/{print $2}')
 bver=$(apt-cache policy busybox-static | awk '/Candidate:/{print $2}')
 # The disk's boot loader is built from the installed GRUB modules.
 gver=$(dpkg-query -W -f='${Version}' grub-efi-amd64-bin 2>/dev/null || echo none)
-inputs=$(cat "$HERE/build.sh" "$HERE/init" "$HERE/../tools/diskimage.py" | sha256sum | cut -c1-16)
+inputs=$(cat "$HERE/build.sh" "$HERE/init" "$HERE/udhcpc.script" "$HERE/../tools/diskimage.py" | sha256sum | cut -c1-16)
 stamp="$kpkg=$kver_pkg busybox-static=$bver grub-efi-amd64-bin=$gver inputs=$inputs"
 
 if [ -f "$OUT/stamp" ] && [ "$(cat "$OUT/stamp")" = "$stamp" ] \
@@ -56,7 +56,7 @@ kver=${kpkg#linux-image-}
 cp "$work/kernel/boot/vmlinuz-$kver" "$OUT/vmlinuz.new"
 
 root="$work/root"
-mkdir -p "$root"/{bin,dev,proc,sys,tmp,run,mnt,etc,lib/modules,bmaas}
+mkdir -p "$root"/{bin,dev,proc,sys,tmp,run,mnt,etc,lib/modules,bmaas,etc/udhcpc}
 cp "$work/busybox/bin/busybox" "$root/bin/busybox"
 for m in $MODULES; do
   f=$(find "$work/kernel/lib/modules/$kver" -name "$m.ko" -o -name "$m.ko.xz" | head -n1)
@@ -65,6 +65,7 @@ for m in $MODULES; do
 done
 echo "$MODULES" > "$root/etc/modules-order"
 install -m 0755 "$HERE/init" "$root/init"
+install -m 0755 "$HERE/udhcpc.script" "$root/etc/udhcpc/default.script"
 # A fixed mtime and sorted names keep the archive reproducible.
 find "$root" -exec touch -h -d @0 {} +
 (cd "$root" && find . -print0 | LC_ALL=C sort -z \

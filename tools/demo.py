@@ -61,20 +61,9 @@ TENANT = "tenants/demo"
 console = Console(highlight=False, soft_wrap=True)
 
 GUEST = r"""
-cat > /tmp/dhcp.sh <<'END'
-#!/bin/sh
-case "$1" in
-  bound|renew)
-    ip addr add "$ip/$mask" dev "$interface"
-    [ -n "$mtu" ] && ip link set "$interface" mtu "$mtu"
-    for r in $router; do ip route add default via "$r" dev "$interface"; done
-    ;;
-esac
-END
-chmod +x /tmp/dhcp.sh
 while ! ip link show eth0 >/dev/null 2>&1; do sleep 0.3; done
 ip link set eth0 up
-udhcpc -i eth0 -f -q -n -t 30 -T 1 -s /tmp/dhcp.sh >/dev/null 2>&1
+udhcpc -i eth0 -f -q -n -t 30 -T 1 >/dev/null 2>&1
 echo "DEMO address $(ip -4 -o addr show eth0 | awk '{print $4}') (DHCP from the card)"
 echo "DEMO metadata instance-id=$(wget -q -O - http://169.254.169.254/latest/meta-data/instance-id)"
 peer=$(wget -q -O - http://169.254.169.254/latest/user-data)

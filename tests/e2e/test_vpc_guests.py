@@ -37,21 +37,10 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 UNDERLAY = {1: "192.168.78.1", 2: "192.168.78.2", 3: "192.168.78.3"}
 
 GUEST = """
-cat > /tmp/dhcp.sh <<'END'
-#!/bin/sh
-case "$1" in
-  bound|renew)
-    ip addr add "$ip/$mask" dev "$interface"
-    [ -n "$mtu" ] && ip link set "$interface" mtu "$mtu"
-    for r in $router; do ip route add default via "$r" dev "$interface"; done
-    ;;
-esac
-END
-chmod +x /tmp/dhcp.sh
 echo BMAAS-IDLE
 while ! ip link show eth0 >/dev/null 2>&1; do sleep 0.3; done
 ip link set eth0 up
-udhcpc -i eth0 -f -q -n -t 20 -T 1 -s /tmp/dhcp.sh >/dev/null 2>&1 || echo DHCP-FAILED
+udhcpc -i eth0 -f -q -n -t 20 -T 1 >/dev/null 2>&1 || echo DHCP-FAILED
 echo "DHCP-ADDR $(ip -4 -o addr show eth0 | awk '{print $4}')"
 echo "META-ID $(wget -q -O - http://169.254.169.254/latest/meta-data/instance-id)"
 set -- $(wget -q -O - http://169.254.169.254/latest/user-data)
