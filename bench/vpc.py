@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from bmaas.v1 import common_pb2, tenant_pb2
+from tests.harness.agents import AGENT_RUN_ROOT
 from tests.harness.etcd import EtcdServer
 from tests.harness.guest import GuestImage, disk_with
 from tests.harness.region import Region, qemu_agent, running_region
@@ -102,6 +103,7 @@ def _cleanup(ns: dict[int, str], work: Path) -> None:
     for name in ns.values():
         subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
     shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(AGENT_RUN_ROOT, ignore_errors=True)  # this process's agents' sockets
 
 
 async def _measure(

@@ -8,6 +8,7 @@ exactly what it created.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -29,6 +30,8 @@ def agent_run_dirs() -> Iterator[None]:
     (``tests.harness.agents``); whatever is left there goes at the end."""
     yield
     shutil.rmtree(AGENT_RUN_ROOT, ignore_errors=True)
+    with contextlib.suppress(OSError):  # the shared parent, once no session uses it
+        AGENT_RUN_ROOT.parent.rmdir()
 
 
 @pytest.fixture
