@@ -58,7 +58,7 @@ test-unit: dev
 	$(PY) -m pytest tests/unit
 
 demo: system-deps dev guest-image
-	$(PY) -m tools.demo up
+	$(PY) -m tools.demo up $(if $(PROMETHEUS),--prometheus,)
 
 demo-down: dev
 	$(PY) -m tools.demo down

@@ -171,7 +171,7 @@ class Bmctl:
 # -- up ------------------------------------------------------------------------
 
 
-def up() -> int:
+def up(*, prometheus: bool = False) -> int:
     if STATE.exists():
         console.print("[yellow]a previous demo region is recorded: taking it down first[/]")
         down()
@@ -269,6 +269,9 @@ def up() -> int:
     for line in _console(bmctl, tok, names[0], show=False).splitlines():
         if line.startswith("DEMO volume"):
             console.print(f"    {line[5:]}")
+    if prometheus:
+        with step("starting Prometheus (scrapes the control plane and both agents)"):
+            _prometheus(state)
     console.print(f"\n[bold green]region up in {time.monotonic() - started:.0f} s[/]")
     _hints(state)
     return 0
@@ -324,6 +327,7 @@ def _hosts(state: dict[str, Any]) -> None:
 
 
 def _agent(state: dict[str, Any], h: int, credential: str) -> None:
+    state.setdefault("agent_metrics", {})[str(h)] = f"127.0.0.1:{_free_port()}"
     host_dir = DEMO / f"host-{h}"
     host_dir.mkdir(exist_ok=True)
     (host_dir / "credential").write_text(credential)
@@ -335,6 +339,7 @@ def _agent(state: dict[str, Any], h: int, credential: str) -> None:
         f'run_dir = "{RUN_DIR / f"host-{h}"}"\n'
         f'volume_dir = "{DEMO / "volumes"}"\n'
         f'probe_kernel = "{GUEST_DIR / "vmlinuz"}"\n'
+        f'metrics = "{state["agent_metrics"][str(h)]}"\n'
         "cpus = 2\nmemory_gib = 1\nserver_memory_mib = 512\nshutdown_grace = 1.0\n"
         '[[local_disks]]\nname = "nvme0"\nsize_gib = 10\n'
     )
@@ -344,6 +349,30 @@ def _agent(state: dict[str, Any], h: int, credential: str) -> None:
         "--credential-file", str(host_dir / "credential"), "--state-dir", str(host_dir / "state"),
         "--config", str(host_dir / "agent.toml"),
     ])  # fmt: skip
+
+
+def _prometheus(state: dict[str, Any]) -> None:
+    """Debian's prometheus on a free loopback port, with the alert rules of
+    deploy/prometheus and every /metrics endpoint of the region."""
+    port = _free_port()
+    agents = ", ".join(f'"{a}"' for a in state["agent_metrics"].values())
+    config = DEMO / "prometheus.yml"
+    config.write_text(
+        "global:\n  scrape_interval: 5s\n  evaluation_interval: 5s\n"
+        f"rule_files:\n  - {ROOT / 'deploy' / 'prometheus' / 'rules.yml'}\n"
+        "scrape_configs:\n"
+        "  - job_name: bmaas-control-plane\n    static_configs:\n"
+        f'      - targets: ["{state["metrics"]}"]\n'
+        "  - job_name: bmaas-agent\n    static_configs:\n"
+        f"      - targets: [{agents}]\n"
+    )
+    _spawn(state, "prometheus", [
+        "prometheus", f"--config.file={config}", f"--storage.tsdb.path={DEMO / 'prometheus'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+    ])  # fmt: skip
+    state["prometheus"] = f"http://127.0.0.1:{port}"
+    _save(state)
+    _wait("Prometheus ready", lambda: _http_ok(f"{state['prometheus']}/-/ready"), 60)
 
 
 def _all_available(bmctl: Bmctl, token: str) -> bool:
@@ -407,6 +436,11 @@ def _hints(state: dict[str, Any]) -> None:
 Logs are in .demo/*.log.  [bold]make demo-down[/] stops and removes everything.
 """
     )
+    if "prometheus" in state:
+        console.print(
+            f"Prometheus: [cyan]{state['prometheus']}[/] (try the query "
+            "bmaas_cp_instances or bmaas_agent_device_io_bytes_total)\n"
+        )
 
 
 # -- down ----------------------------------------------------------------------
@@ -446,7 +480,7 @@ def _terminate_all(state: dict[str, Any]) -> None:
 
 def _stop_order(item: tuple[str, int]) -> int:
     name = item[0]
-    return 0 if name.startswith("agent") else 1 if name == "control-plane" else 2
+    return 0 if name.startswith("agent") else 1 if name in ("control-plane", "prometheus") else 2
 
 
 def _alive(pid: int) -> bool:
@@ -494,9 +528,10 @@ def _sweep(state: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tools.demo", description=__doc__.split("\n")[0])
     parser.add_argument("action", choices=["up", "down"], nargs="?", default="up")
+    parser.add_argument("--prometheus", action="store_true", help="also start Prometheus")
     args = parser.parse_args(argv)
     try:
-        return up() if args.action == "up" else down()
+        return up(prometheus=args.prometheus) if args.action == "up" else down()
     except DemoError as exc:
         console.print(f"[red]demo: {exc}[/]\nlogs: .demo/*.log; [bold]make demo-down[/] cleans up")
         return 1

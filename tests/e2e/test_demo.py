@@ -3,15 +3,19 @@
 Runs ``python -m tools.demo up`` (what ``make demo`` runs after installing
 what it needs), checks what it showed (both instances booted, got their
 addresses from their cards, pinged each other; the volume grew online; the
-bmctl hints), then ``down``, and checks that no process, namespace, socket
+bmctl hints; Prometheus, as with ``make demo PROMETHEUS=1``, scrapes the
+control plane and both agents), then ``down``, and checks that no process, namespace, socket
 or file of the demo is left.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 from tests.harness.guest import ROOT
@@ -20,9 +24,9 @@ DEMO = ROOT / ".demo"
 RUN_DIR = Path("/run/bmaas-demo")
 
 
-def _demo(action: str, timeout: float) -> str:
+def _demo(action: str, timeout: float, *flags: str) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "tools.demo", action],
+        [sys.executable, "-m", "tools.demo", action, *flags],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -32,6 +36,23 @@ def _demo(action: str, timeout: float) -> str:
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-4000:]
     return out
+
+
+def _targets_up(prometheus: str) -> dict[str, int]:
+    """Prometheus's healthy scrape targets per job (waits for a first scrape)."""
+    deadline = time.monotonic() + 60
+    up: dict[str, int] = {}
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"{prometheus}/api/v1/targets", timeout=5) as resp:
+            targets = json.load(resp)["data"]["activeTargets"]
+        up = {}
+        for t in targets:
+            if t["health"] == "up":
+                up[t["labels"]["job"]] = up.get(t["labels"]["job"], 0) + 1
+        if sum(up.values()) == len(targets) == 3:
+            return up
+        time.sleep(1)
+    return up
 
 
 def _leftovers() -> list[str]:
@@ -52,13 +73,16 @@ def _leftovers() -> list[str]:
 
 def test_demo_up_then_down_leaves_nothing_behind() -> None:
     try:
-        out = _demo("up", 900)
+        out = _demo("up", 900, "--prometheus")  # what `make demo PROMETHEUS=1` runs
         for i in (1, 2):
             assert f"tenants/demo/instances/web-{i} console" in out
         assert out.count("(DHCP from the card)") == 2
         assert out.count("3 packets transmitted, 3 packets received, 0% packet loss") == 2
         assert "volume /dev/vdc is 2147483648 bytes" in out
         assert "export BMAAS_ENDPOINT=" in out and "make demo-down" in out
+        url = re.search(r"Prometheus: (http://127\.0\.0\.1:\d+)", out)
+        assert url is not None, out[-2000:]
+        assert _targets_up(url.group(1)) == {"bmaas-control-plane": 1, "bmaas-agent": 2}
         # the region keeps running after `up`, and the oracle below sees it
         running = _leftovers()
         assert any(x.startswith("process") for x in running), running
