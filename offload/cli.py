@@ -252,6 +252,8 @@ def blk_main(argv: list[str] | None = None) -> int:
                     sig = info.si_signo
                 else:
                     sig = signal.sigwait(_SIGNALS)
+                if sig not in _SIGNALS:
+                    continue  # a tracer (py-spy, gdb) attaching can wake the wait spuriously
                 if sig != signal.SIGHUP:
                     log.info("%s: shutting down", signal.Signals(sig).name)
                     break
@@ -535,7 +537,7 @@ def net_main(argv: list[str] | None = None) -> int:
                 if stats is not None:
                     service.write_stats(stats, services)
                 info = signal.sigtimedwait(_SIGNALS, STATS_INTERVAL)
-                if info is None:
+                if info is None or info.si_signo not in _SIGNALS:  # timeout, or a tracer
                     if services is not None:
                         services.poll()
                     continue
