@@ -295,6 +295,8 @@ class BlkDevice(DeviceBackend):
         qos = self.qos
         pop = queue.pop
         handle = self._handle
+        clock = perf_counter_ns
+        latency = stats.latency_buckets
         flush_at = self.completion_batch
         if flush_at > queue.size:
             flush_at = queue.size
@@ -322,7 +324,11 @@ class BlkDevice(DeviceBackend):
                         continue
                     if chain is None:
                         break
+                    started = clock()
                     append(handle(chain, stats))
+                    took = clock() - started  # service time, parse to completion
+                    stats.latency_ns_sum += took
+                    latency[bisect_left(LATENCY_BOUNDS_NS, took)] += 1
                 if completions:
                     queue.push_many(completions)
                     completions.clear()
@@ -344,14 +350,6 @@ class BlkDevice(DeviceBackend):
 
     def _handle(self, chain: DescriptorChain, stats: BlkStats) -> tuple[int, int]:
         """Parse, execute and complete one request; returns (head, used len)."""
-        started = perf_counter_ns()
-        done = self._serve(chain, stats)
-        took = perf_counter_ns() - started
-        stats.latency_ns_sum += took
-        stats.latency_buckets[bisect_left(LATENCY_BOUNDS_NS, took)] += 1
-        return done
-
-    def _serve(self, chain: DescriptorChain, stats: BlkStats) -> tuple[int, int]:
         writable = chain.writable
         if not writable:
             stats.errors["no_status"] += 1
