@@ -3,7 +3,7 @@
 For control-plane scale tests and benchmarks: thousands of agents in one
 process speak the real ``AgentService`` protocol while their "servers" are
 a power flag and a set of disk ids.  The flag is kept in the working
-directory (when one is given) so a restarted agent adopts its fake server
+directory so a restarted agent adopts its fake server
 like the qemu driver adopts a live QEMU.  The console shows what happened.
 """
 
@@ -19,9 +19,8 @@ from host_agent.power.base import Disk, Machine, Nic, PowerDriver
 class FakePower(PowerDriver):
     kind = "fake"
 
-    def __init__(self, workdir: Path | None = None) -> None:
-        super().__init__(workdir or Path("/nonexistent"))
-        self._persist = workdir is not None
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir)
         self._power = Power.OFF
         self._disks: set[str] = set()
         self._console = bytearray()
@@ -34,12 +33,11 @@ class FakePower(PowerDriver):
         return self.workdir / "fake-power"
 
     def _save(self) -> None:
-        if self._persist:
-            self.workdir.mkdir(parents=True, exist_ok=True)
-            self._flag().write_text(self._power.value)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._flag().write_text(self._power.value)
 
     async def adopt(self) -> bool:
-        if self._persist and self._flag().exists():
+        if self._flag().exists():
             self._power = Power(self._flag().read_text().strip() or "off")
         return self._power == Power.ON
 
