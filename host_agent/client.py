@@ -41,7 +41,7 @@ from bmaas.v1 import agent_pb2, agent_pb2_grpc, common_pb2
 from host_agent import metrics
 from host_agent.config import AgentConfig
 from host_agent.desired import Desired, DesiredInstance, DesiredNic, DesiredVolume, Phase, Power
-from host_agent.reconcile import HostReport, InstanceReport, Report
+from host_agent.reports import HostReport, InstanceReport, Report
 
 log = logging.getLogger("host_agent.client")
 

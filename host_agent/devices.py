@@ -204,17 +204,39 @@ class Backend:
 
     def stop(self, *, timeout: float = 5.0) -> None:
         """Stop the back-end and remove its socket, pid and log files."""
-        pid = self.pid()
-        if self.alive():
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while self.alive() and time.monotonic() < deadline:
-                time.sleep(0.02)
-            if self.alive():
-                os.kill(pid, signal.SIGKILL)
+        if self._child is not None:
+            self._child.poll()  # reap it if it exited, so it is not taken for alive
+        _terminate(self.pid(), str(self.spec.socket), timeout)
         if self._child is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._child.wait(timeout)
             self._child = None
         for path in (self.spec.socket, self.pidfile, self.logfile, self.statsfile):
             path.unlink(missing_ok=True)
+
+
+def _terminate(pid: int, socket: str, timeout: float) -> None:
+    """SIGTERM the back-end *pid* (if it still serves *socket*), SIGKILL after *timeout*."""
+    if not pid_alive(pid, must_contain=socket):
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid, must_contain=socket) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if pid_alive(pid, must_contain=socket):
+        os.kill(pid, signal.SIGKILL)
+
+
+def stop_leftovers(run_dir: Path, prefix: str, *, timeout: float = 5.0) -> None:
+    """Stop the back-ends whose files in *run_dir* start with *prefix* (left by
+    a previous agent process and never adopted), then remove those files."""
+    if not run_dir.exists():
+        return
+    for pidfile in run_dir.glob(prefix + "*.pid"):
+        try:
+            pid = int(pidfile.read_text())
+        except (OSError, ValueError):
+            continue
+        _terminate(pid, str(pidfile.with_suffix(".sock")), timeout)
+    for path in run_dir.glob(prefix + "*"):
+        path.unlink(missing_ok=True)

@@ -42,15 +42,15 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from host_agent import metrics
 from host_agent.config import AgentConfig
 from host_agent.desired import Desired, DesiredInstance, DesiredVolume, Phase, Power
-from host_agent.devices import Backend, BlkSpec, DeviceError, NetSpec
+from host_agent.devices import Backend, BlkSpec, DeviceError, NetSpec, stop_leftovers
 from host_agent.network import HostFabric
 from host_agent.power.base import Disk, Machine, Nic, PowerDriver, PowerError
+from host_agent.reports import ConsoleReport, HostReport, InstanceReport, Report
 from host_agent.state import AgentState, InstanceRecord
 from host_agent.storage.clone import clone_volume, create_volume, grow_volume
 from host_agent.storage.errors import (
@@ -78,29 +78,6 @@ _PERMANENT = (
     InvalidChecksum,
     UnsupportedImageSource,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class InstanceReport:
-    instance: str
-    phase: Phase
-    generation: int
-    message: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class HostReport:
-    wiped_epoch: int
-    message: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class ConsoleReport:
-    instance: str
-    tail: bytes
-
-
-Report = InstanceReport | HostReport | ConsoleReport
 
 
 class ProvisionFailed(Exception):
@@ -557,9 +534,8 @@ class Reconciler:
         for key, backend in list(self._backends.items()):
             if backend.spec.socket.name.startswith(prefix):
                 await self._stop_backend(key)
-        for stale in self.config.run_dir.glob(prefix + "*") if self.config.run_dir.exists() else []:
-            # back-ends of a previous agent process this one never adopted
-            await asyncio.to_thread(_stop_orphan, stale)
+        # back-ends of a previous agent process this one never adopted
+        await asyncio.to_thread(stop_leftovers, self.config.run_dir, prefix)
         self.volume_path(f"{name}/boot").unlink(missing_ok=True)
         shutil.rmtree(self.instance_dir(name), ignore_errors=True)
         self._drivers.pop(name, None)
@@ -593,19 +569,3 @@ class Reconciler:
         self._save()
         metrics.WIPE_SECONDS.observe(time.monotonic() - started)
         log.info("cleaning epoch %d done in %.2fs", epoch, time.monotonic() - started)
-
-
-def _stop_orphan(path: Path) -> None:
-    if path.suffix != ".pid":
-        if not path.with_suffix(".pid").exists():
-            path.unlink(missing_ok=True)
-        return
-    try:
-        pid = int(path.read_text())
-    except (OSError, ValueError):
-        pid = 0
-    sock = path.with_suffix(".sock")
-    backend = Backend(BlkSpec(id=str(path), image=Path("/dev/null"), socket=sock))
-    if pid:
-        backend.stop()
-    path.unlink(missing_ok=True)

@@ -7,7 +7,7 @@ import pytest
 from bmaas.v1 import agent_pb2, common_pb2
 from host_agent.client import desired_from_pb, report_to_pb
 from host_agent.desired import Desired, DesiredInstance, DesiredNic, DesiredVolume, Phase, Power
-from host_agent.reconcile import ConsoleReport, HostReport, InstanceReport
+from host_agent.reports import ConsoleReport, HostReport, InstanceReport
 
 
 def _full_pb() -> agent_pb2.DesiredState:
