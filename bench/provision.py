@@ -34,7 +34,6 @@ import hashlib
 import json
 import os
 import platform
-import re
 import shutil
 import statistics
 import sys
@@ -46,6 +45,7 @@ from typing import Any
 
 import grpc
 
+from bench.doc import write_section
 from bmaas.v1 import common_pb2, operator_pb2, operator_pb2_grpc, tenant_pb2, tenant_pb2_grpc
 from control_plane.api.server import ApiConfig, ApiServer
 from control_plane.controllers.config import ControllerConfig
@@ -58,7 +58,6 @@ from tests.harness.guest import GuestImage
 from tools.diskimage import build_disk_image
 
 ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "benchmarks.md"
 RESULT = ROOT / "bench" / "results" / "provision.json"
 TOKEN = "bench-operator-token-0123456789abcdef"
 RUN_DIR = Path("/run/bmaas-bench-provision")
@@ -331,17 +330,6 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_doc(text: str) -> None:
-    begin, end = "<!-- provision:begin -->", "<!-- provision:end -->"
-    doc = DOC.read_text()
-    section = f"{begin}\n{text}\n{end}"
-    if begin in doc:
-        doc = re.sub(re.escape(begin) + ".*?" + re.escape(end), section, doc, flags=re.S)
-    else:
-        doc += f"\n## Provisioning (bench/provision.py)\n\n{section}\n"
-    DOC.write_text(doc)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--runs", type=int, default=10)
@@ -354,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     RESULT.write_text(json.dumps(result, indent=1) + "\n")
     print(markdown(result))
     if not args.no_doc:
-        write_doc(markdown(result))
+        write_section("provision", "Provisioning (bench/provision.py)", markdown(result))
     return 0
 
 

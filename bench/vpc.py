@@ -35,6 +35,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from bench.doc import write_section
 from bmaas.v1 import common_pb2, tenant_pb2
 from tests.harness.agents import AGENT_RUN_ROOT
 from tests.harness.etcd import EtcdServer
@@ -44,7 +45,6 @@ from tests.integration.control_plane.conftest import enroll
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT = ROOT / "bench" / "results" / "vpc.json"
-DOC = ROOT / "docs" / "benchmarks.md"
 UNDERLAY = {1: "192.168.81.1", 2: "192.168.81.2"}
 
 GUEST = r"""
@@ -195,17 +195,6 @@ def markdown(result: dict[str, Any]) -> str:
     )
 
 
-def write_doc(text: str) -> None:
-    begin, end = "<!-- vpc:begin -->", "<!-- vpc:end -->"
-    doc = DOC.read_text()
-    section = f"{begin}\n{text}\n{end}"
-    if begin in doc:
-        doc = doc[: doc.index(begin)] + section + doc[doc.index(end) + len(end) :]
-    else:
-        doc += f"\n## Guest-to-guest TCP across the VPC overlay (bench/vpc.py)\n\n{section}\n"
-    DOC.write_text(doc)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--runs", type=int, default=5)
@@ -217,7 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     RESULT.write_text(json.dumps(result, indent=1) + "\n")
     print(markdown(result))
     if not args.no_doc:
-        write_doc(markdown(result))
+        write_section(
+            "vpc", "Guest-to-guest TCP across the VPC overlay (bench/vpc.py)", markdown(result)
+        )
     return 0
 
 

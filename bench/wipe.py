@@ -30,6 +30,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from bench.doc import write_section
 from host_agent.storage.clone import clone_volume
 from host_agent.storage.wipe import wipe_disk
 
@@ -184,15 +185,7 @@ def write_doc(report: dict[str, Any]) -> None:
             f"Boot-disk clones on this file system use `{report['clone_method']}`.",
         ]
     )
-    begin, end = "<!-- wipe:begin -->", "<!-- wipe:end -->"
-    doc_path = REPO / "docs" / "benchmarks.md"
-    doc = doc_path.read_text()
-    section = f"{begin}\n{text}\n{end}"
-    if begin in doc:
-        doc = doc[: doc.index(begin)] + section + doc[doc.index(end) + len(end) :]
-    else:
-        doc += f"\n## Wiping a local disk (bench/wipe.py)\n\n{section}\n"
-    doc_path.write_text(doc)
+    write_section("wipe", "Wiping a local disk (bench/wipe.py)", text)
 
 
 if __name__ == "__main__":
