@@ -20,39 +20,3 @@ for seconds): call it from asyncio code with
 Messages of every ``StorageError`` are one line and bounded in length,
 because the agent reports them to tenants as an instance's failure reason.
 """
-
-from host_agent.storage.errors import (
-    ImageChecksumMismatch,
-    ImageError,
-    ImageFetchFailed,
-    ImageNotBootable,
-    ImageNotFound,
-    InvalidChecksum,
-    StorageError,
-    UnsupportedImageSource,
-    VolumeError,
-    VolumeExists,
-    VolumeIOError,
-    VolumeSizeError,
-    WipeError,
-    WipeFailed,
-    WipeVerificationFailed,
-)
-
-__all__ = [
-    "ImageChecksumMismatch",
-    "ImageError",
-    "ImageFetchFailed",
-    "ImageNotBootable",
-    "ImageNotFound",
-    "InvalidChecksum",
-    "StorageError",
-    "UnsupportedImageSource",
-    "VolumeError",
-    "VolumeExists",
-    "VolumeIOError",
-    "VolumeSizeError",
-    "WipeError",
-    "WipeFailed",
-    "WipeVerificationFailed",
-]
