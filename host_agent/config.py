@@ -16,6 +16,7 @@ inventory cannot be probed, so it is declared here)::
     server_memory_mib = 512          # the stand-in server's RAM
     server_cpus = 1
     shutdown_grace = 3.0             # seconds a stop waits for the OS before cutting power
+    image_cache_gib = 20             # bound of the boot-image cache (least recently used go)
     [[local_disks]]                  # instance-store disks, wiped between tenants
     name = "nvme0"
     size_gib = 100
@@ -69,6 +70,8 @@ class AgentConfig:
     server_memory_mib: int = 512
     server_cpus: int = 1
     shutdown_grace: float = 3.0
+    #: bound of the boot-image cache in GiB; least recently used images are deleted
+    image_cache_gib: float = 20.0
     local_disks: tuple[LocalDisk, ...] = ()
     image_dir_: Path | None = None
     volume_dir_: Path | None = None
@@ -113,6 +116,7 @@ _FIELDS = {
     "server_memory_mib": int,
     "server_cpus": int,
     "shutdown_grace": float,
+    "image_cache_gib": float,
     "resync": float,
     "max_backoff": float,
     "metrics": str,
@@ -179,6 +183,8 @@ def load(
             raise ConfigError(f"--control-plane: {ep!r} is not HOST:PORT")
     if metrics:
         kwargs["metrics"] = metrics
+    if kwargs.get("image_cache_gib", 1.0) <= 0:
+        raise ConfigError(f"image_cache_gib: must be positive, got {kwargs['image_cache_gib']}")
     if kwargs.get("power_driver", "qemu") not in ("qemu", "fake"):
         raise ConfigError(f"power_driver: {kwargs['power_driver']!r} is not 'qemu' or 'fake'")
     if not host_id or "/" in host_id:

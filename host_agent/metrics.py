@@ -65,6 +65,10 @@ VOLUME_RESIZES = Counter(
     "bmaas_agent_volume_resizes_total",
     "Online volume resizes passed to a running back-end.",
 )
+IMAGE_CACHE_EVICTIONS = Counter(
+    "bmaas_agent_image_cache_evictions_total",
+    "Cached boot images deleted to keep the cache within image_cache_gib.",
+)
 WIPE_SECONDS = Histogram(
     "bmaas_agent_wipe_seconds",
     "Time to wipe and verify all local disks for one cleaning.",

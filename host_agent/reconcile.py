@@ -116,7 +116,11 @@ class Reconciler:
         self._report = report
         self._state_file = config.state_dir / "agent.json"
         self.state = AgentState.load(self._state_file)
-        self.images = ImageCache(config.image_dir)
+        self.images = ImageCache(
+            config.image_dir,
+            max_bytes=int(config.image_cache_gib * GIB),
+            on_evict=lambda _: metrics.IMAGE_CACHE_EVICTIONS.inc(),
+        )
         self.desired: Desired | None = None
         #: the DesiredState.generation of the last fully applied desired state
         self.applied_generation = 0
@@ -330,24 +334,29 @@ class Reconciler:
         if not inst.image_uri:
             raise ProvisionFailed(f"{inst.image or 'the image'} has no source URI")
         started = time.monotonic()
-        try:
-            image = await self.images.fetch(inst.image_uri, checksum=inst.image_checksum)
-        except _PERMANENT as exc:
-            metrics.PROVISION_ERRORS.labels("image").inc()
-            raise ProvisionFailed(str(exc)) from exc
-        metrics.PROVISION_STEP_SECONDS.labels("image_fetch").observe(time.monotonic() - started)
-        self._mark(inst.name, "image_fetched")
-        started = time.monotonic()
-        size = max(boot.size_gib * GIB, image.stat().st_size)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            await asyncio.to_thread(clone_volume, image, path, size_bytes=size)
-        except StorageError as exc:
-            metrics.PROVISION_ERRORS.labels("clone").inc()
-            raise ProvisionFailed(f"cloning the boot disk failed: {exc}") from exc
-        except OSError as exc:  # ENOSPC and friends
-            metrics.PROVISION_ERRORS.labels("clone").inc()
-            raise ProvisionFailed(f"cloning the boot disk failed: {exc.strerror or exc}") from exc
+        async with contextlib.AsyncExitStack() as pinned:  # the cache keeps the image meanwhile
+            try:
+                image = await pinned.enter_async_context(
+                    self.images.use(inst.image_uri, checksum=inst.image_checksum)
+                )
+            except _PERMANENT as exc:
+                metrics.PROVISION_ERRORS.labels("image").inc()
+                raise ProvisionFailed(str(exc)) from exc
+            metrics.PROVISION_STEP_SECONDS.labels("image_fetch").observe(time.monotonic() - started)
+            self._mark(inst.name, "image_fetched")
+            started = time.monotonic()
+            size = max(boot.size_gib * GIB, image.stat().st_size)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                await asyncio.to_thread(clone_volume, image, path, size_bytes=size)
+            except StorageError as exc:
+                metrics.PROVISION_ERRORS.labels("clone").inc()
+                raise ProvisionFailed(f"cloning the boot disk failed: {exc}") from exc
+            except OSError as exc:  # ENOSPC and friends
+                metrics.PROVISION_ERRORS.labels("clone").inc()
+                raise ProvisionFailed(
+                    f"cloning the boot disk failed: {exc.strerror or exc}"
+                ) from exc
         metrics.PROVISION_STEP_SECONDS.labels("clone").observe(time.monotonic() - started)
         self._mark(inst.name, "cloned")
 

@@ -20,6 +20,15 @@ link is not an error).  Both stream in ``extents.CHUNK`` pieces through one buff
 zero blocks are skipped on write (``extents.write_sparse``), so downloads
 are sparse too.  Anything else is ``UnsupportedImageSource``.
 
+The cache is bounded (``max_bytes``, allocated bytes, holes excluded):
+every ``fetch`` marks its entry used (its mtime), and once the entry is in
+place the least recently used other entries are deleted until the cache
+fits.  An entry being fetched or evicted (its key lock is held) or pinned by
+``use`` (a clone from it is running) is never deleted, and the entry just
+fetched stays even if it alone is over the bound.  Clones are independent copies, so
+deleting an entry never touches a disk made from it; the next instance from
+that image fetches it again.
+
 The blocking part (``_Fetch.run``) runs in ``asyncio.to_thread``; if the
 awaiting task is cancelled, a flag makes the thread stop at its next chunk
 and delete its temp file.  Errors are the ``ImageError`` branch of
@@ -122,6 +131,15 @@ def _source(uri: str) -> tuple[str, str]:
         "or an absolute path)",
         uri=uri,
     )
+
+
+def _touch(path: Path) -> bool:
+    """Mark an entry used now; False if there is none."""
+    try:
+        os.utime(path)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _cause(exc: BaseException) -> str:
@@ -328,16 +346,29 @@ class ImageCache:
     """Local copies of boot images in *directory* (created if missing).
 
     ``fetch`` and ``evict`` are coroutines (their file and network work runs
-    in a thread); ``path_for``, ``usage_bytes`` and ``remove_partials`` are
-    quick blocking calls.  *timeout* bounds each network connect and read.
+    in a thread), ``use`` an async context manager around ``fetch``;
+    ``path_for``, ``usage_bytes`` and ``remove_partials`` are quick blocking
+    calls.  *timeout* bounds each network connect and read; *max_bytes*
+    (None: unbounded) is the cache's bound and *on_evict* is told of every
+    entry trimmed to keep it.
     """
 
-    def __init__(self, directory: Path, *, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        max_bytes: int | None = None,
+        on_evict: Callable[[Path], None] | None = None,
+    ) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.timeout = timeout
+        self.max_bytes = max_bytes
+        self.on_evict = on_evict
         self._locks: dict[str, asyncio.Lock] = {}
         self._users: dict[str, int] = {}
+        self._pins: dict[str, int] = {}
 
     def path_for(self, uri: str, *, checksum: str = "") -> Path:
         """Where the entry for ``(uri, checksum)`` lives (whether or not it exists)."""
@@ -350,20 +381,57 @@ class ImageCache:
         _source(uri)  # reject unsupported sources before taking a lock
         final = self.path_for(uri, checksum=checksum)
         async with self._locked(final.name):
-            if final.exists():
-                return final
-            stop = threading.Event()
-            job = _Fetch(uri, digest, final, timeout=self.timeout, stop=stop)
-            try:
-                await asyncio.to_thread(job.run)
-            except asyncio.CancelledError:
-                stop.set()
-                raise
-            except ImageError:
-                raise
-            except OSError as exc:  # e.g. the cache directory vanished
-                raise job.local_error(exc) from exc
+            if not await asyncio.to_thread(_touch, final):
+                stop = threading.Event()
+                job = _Fetch(uri, digest, final, timeout=self.timeout, stop=stop)
+                try:
+                    await asyncio.to_thread(job.run)
+                except asyncio.CancelledError:
+                    stop.set()
+                    raise
+                except ImageError:
+                    raise
+                except OSError as exc:  # e.g. the cache directory vanished
+                    raise job.local_error(exc) from exc
+            if self.max_bytes is not None:
+                await asyncio.to_thread(self._trim, self.max_bytes, final)
             return final
+
+    def _trim(self, max_bytes: int, keep: Path) -> None:
+        """Delete the least recently used entries until the cache fits *max_bytes*.
+
+        Never *keep*, an entry whose key lock is held, or one pinned by ``use``.
+        """
+        entries: list[tuple[float, int, Path]] = []
+        for entry in self.directory.glob(f"*{_SUFFIX}"):
+            if entry.name.startswith(_PARTIAL):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                st = entry.stat()
+                entries.append((st.st_mtime, st.st_blocks * 512, entry))
+        total = sum(size for _, size, _ in entries)
+        for _, size, entry in sorted(entries):
+            if total <= max_bytes:
+                return
+            if entry == keep or entry.name in self._locks or entry.name in self._pins:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+                if self.on_evict is not None:
+                    self.on_evict(entry)
+            total -= size
+
+    @contextlib.asynccontextmanager
+    async def use(self, uri: str, *, checksum: str = "") -> AsyncIterator[Path]:
+        """``fetch``, and keep the entry from being trimmed until the block ends (a clone)."""
+        name = self.path_for(uri, checksum=checksum).name
+        self._pins[name] = self._pins.get(name, 0) + 1
+        try:
+            yield await self.fetch(uri, checksum=checksum)
+        finally:
+            self._pins[name] -= 1
+            if not self._pins[name]:
+                del self._pins[name]
 
     async def evict(self, uri: str, *, checksum: str = "") -> bool:
         """Delete the entry for ``(uri, checksum)``; whether there was one."""

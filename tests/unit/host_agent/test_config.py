@@ -24,6 +24,7 @@ nic_mtu = 1400
 server_memory_mib = 1024
 server_cpus = 2
 shutdown_grace = 7
+image_cache_gib = 2
 resync = 0.5
 max_backoff = 9.5
 metrics = "127.0.0.1:9100"
@@ -71,6 +72,7 @@ def test_defaults_without_a_file(tmp_path: Path) -> None:
     assert cfg.nic_mtu == 1450
     assert (cfg.server_memory_mib, cfg.server_cpus) == (512, 1)
     assert cfg.shutdown_grace == 3.0
+    assert cfg.image_cache_gib == 20.0
     assert (cfg.resync, cfg.max_backoff) == (2.0, 5.0)
     assert cfg.local_disks == ()
     assert cfg.metrics == ""
@@ -99,6 +101,7 @@ def test_every_documented_key(tmp_path: Path) -> None:
     assert (cfg.server_memory_mib, cfg.server_cpus) == (1024, 2)
     assert cfg.shutdown_grace == 7.0
     assert isinstance(cfg.shutdown_grace, float)  # an integer is taken for a float setting
+    assert cfg.image_cache_gib == 2.0
     assert (cfg.resync, cfg.max_backoff) == (0.5, 9.5)
     assert cfg.metrics == "127.0.0.1:9100"
     assert cfg.image_dir == Path("/srv/images")
@@ -134,6 +137,8 @@ def test_several_endpoints_parsed_in_order(tmp_path: Path) -> None:
         ("memory_gib = 1.5\n", "memory_gib: expected int, got 1.5"),
         ("zone = 3\n", "zone: expected str, got 3"),
         ("shutdown_grace = 'soon'\n", "shutdown_grace: expected float, got 'soon'"),
+        ("image_cache_gib = 0\n", "image_cache_gib: must be positive, got 0.0"),
+        ("image_cache_gib = -5\n", "image_cache_gib: must be positive, got -5.0"),
         ("devices = 1\n", "devices: expected true or false, got 1"),
         ("devices = 'yes'\n", "devices: expected true or false, got 'yes'"),
         ('power_driver = "ipmi"\n', "power_driver: 'ipmi' is not 'qemu' or 'fake'"),

@@ -367,3 +367,42 @@ async def test_evict_usage_and_partials(tmp_path: Path, cache: ImageCache) -> No
     assert await cache.evict(str(src)) is True
     assert await cache.evict(str(src)) is False
     assert cache_files(cache) == []
+
+
+def image_sources(tmp_path: Path, count: int) -> list[Path]:
+    """*count* different bootable files, each allocating 2.5 MiB."""
+    out = []
+    for i in range(count):
+        src = tmp_path / f"src{i}.img"
+        sparse_source(src, 8 * MIB)
+        out.append(src)
+    return out
+
+
+async def test_bounded_cache_deletes_the_least_recently_used(tmp_path: Path) -> None:
+    a, b, c = image_sources(tmp_path, 3)
+    evicted: list[Path] = []
+    probe = ImageCache(tmp_path / "probe")
+    one = (await probe.fetch(str(a))).stat().st_blocks * 512
+    cache = ImageCache(tmp_path / "cache", max_bytes=2 * one, on_evict=evicted.append)
+    pa = await cache.fetch(str(a))
+    pb = await cache.fetch(str(b))
+    os.utime(pa, (time.time() - 60, time.time() - 60))  # a was used long ago
+    os.utime(pb, (time.time() - 30, time.time() - 30))
+    assert await cache.fetch(str(a)) == pa  # a hit marks a used now: b is the oldest
+    pc = await cache.fetch(str(c))
+    assert evicted == [pb]
+    assert pa.exists() and pc.exists() and not pb.exists()
+    assert cache.usage_bytes() <= 2 * one
+    assert await cache.fetch(str(b)) == pb and pb.exists()  # fetched again when needed
+    assert evicted == [pb, pa]
+
+
+async def test_an_image_in_use_is_never_trimmed(tmp_path: Path) -> None:
+    a, b = image_sources(tmp_path, 2)
+    cache = ImageCache(tmp_path / "cache", max_bytes=1)  # smaller than any image
+    async with cache.use(str(a)) as pa:
+        pb = await cache.fetch(str(b))
+        assert pa.exists() and pb.exists()  # a is pinned, b was just fetched
+    pa2 = await cache.fetch(str(a))
+    assert pa2 == pa and pa.exists() and not pb.exists()
