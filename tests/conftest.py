@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from host_agent.power.accel import accelerator
 from host_agent.power.qemu import QemuServer, ServerSpec
@@ -22,6 +23,11 @@ from tests.harness.agents import AGENT_RUN_ROOT
 from tests.harness.etcd import EtcdServer
 from tests.harness.guest import ROOT, GuestImage
 from tests.harness.netns import NetNamespace
+
+# Property tests check behaviour, not speed: hypothesis's default 200 ms
+# deadline per example fails them on a loaded machine (timing belongs in bench/).
+settings.register_profile("bmaas", deadline=None)
+settings.load_profile("bmaas")
 
 
 @pytest.fixture(scope="session", autouse=True)
