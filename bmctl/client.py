@@ -69,7 +69,11 @@ def describe_rpc_error(err: grpc.RpcError) -> str:
             bad = error_details_pb2.BadRequest()
             quota = error_details_pb2.QuotaFailure()
             if detail.Unpack(bad):
-                violations += [f"field {v.field}: {v.description}" for v in bad.field_violations]
+                violations += [
+                    f"field {v.field}: {v.description}"
+                    for v in bad.field_violations
+                    if f"{v.field}: {v.description}" not in details  # said already
+                ]
             elif detail.Unpack(quota):
                 violations += [f"quota {q.subject}: {q.description}" for q in quota.violations]
     # one line: the details follow the message after "; "

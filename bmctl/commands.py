@@ -330,7 +330,10 @@ def host_maintenance(client: Client, args: argparse.Namespace) -> Result:
     if on:
         goal = _host_goal(client, name, "MAINTENANCE", lambda h: h.state == in_maintenance)
     else:
-        goal = _host_goal(client, name, "out of MAINTENANCE", lambda h: h.state != in_maintenance)
+        settling = (in_maintenance, common_pb2.HOST_STATE_CLEANING)
+        goal = _host_goal(
+            client, name, "out of MAINTENANCE and CLEANING", lambda h: h.state not in settling
+        )
     return _wait(client, args, host, HOST_COLUMNS, goal)
 
 

@@ -48,13 +48,20 @@ def test_rpc_errors_name_code_message_and_fields_on_one_line() -> None:
     )
     bad = error_details_pb2.BadRequest(
         field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(field="volume.size_gib", description="0")
+            error_details_pb2.BadRequest.FieldViolation(
+                field="volume.size_gib", description="must be >= 1"
+            )
         ]
     )
     status.details.add().Pack(bad)
     text = describe_rpc_error(FakeRpcError(status))
     assert text.startswith("INVALID_ARGUMENT: volume.size_gib: 0 out of range")
-    assert "; field volume.size_gib: 0" in text and "\n" not in text
+    assert "; field volume.size_gib: must be >= 1" in text and "\n" not in text
+    # a violation the message already says is not repeated
+    status.message = "volume.size_gib: must be >= 1"
+    assert describe_rpc_error(FakeRpcError(status)) == status.message.join(
+        ["INVALID_ARGUMENT: ", ""]
+    )
 
 
 @pytest.mark.parametrize(
