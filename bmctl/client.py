@@ -9,9 +9,11 @@ UNAVAILABLE means the call was not served, and creates carry a request id.
 
 ``Client.call(service, method, request)`` looks the RPC up on the generated
 stub by name, so the command table in ``bmctl.commands`` stays declarative.
-An ``grpc.RpcError`` becomes ``CliError`` whose text is
+A ``grpc.RpcError`` becomes a ``CliError`` whose text is one line,
 ``<CODE>: <message>`` followed by the rich-status details (field violations,
-quota failures, error reason) decoded from the trailing metadata.
+quota failures) decoded from the trailing metadata that the message does not
+already say, and whose exit status follows the code (``bmctl.exitcodes``:
+NOT_FOUND 3, DEADLINE_EXCEEDED 4, UNAVAILABLE from every replica 5, else 1).
 """
 
 from __future__ import annotations
