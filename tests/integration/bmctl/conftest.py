@@ -3,7 +3,8 @@ process on the per-test etcd), real ``bmaas-agent`` processes on the fake
 power driver, and ``bmctl``: the CLI run in-process (``bmctl.main.main``)
 with its stdout/stderr captured and exit status checked.
 
-Every test declares the commands it drives with ``@covers("noun verb", ...)``;
+Every test declares the commands it drives with ``@covers("noun verb", ...)``
+(the ``covers`` marker is registered in pyproject.toml);
 the ``bmctl`` fixture records the commands a test really runs and fails it if
 a declared one never ran, and test_coverage.py fails if a command of the
 argparse tree is declared by no test.  (This file is the only one here that
@@ -33,12 +34,6 @@ from tests.harness.etcd import EtcdServer
 covers = pytest.mark.covers
 __all__ = ["OPERATOR_TOKEN", "Bmctl", "Run", "World", "covers", "register_agent"]
 COMMAND_PARSER = cli.build_parser()
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "covers(*commands): the 'noun verb' bmctl commands a test drives"
-    )
 
 
 @pytest.fixture(autouse=True)
