@@ -9,9 +9,11 @@ UNAVAILABLE means the call was not served, and creates carry a request id.
 
 ``Client.call(service, method, request)`` looks the RPC up on the generated
 stub by name, so the command table in ``bmctl.commands`` stays declarative.
-An ``grpc.RpcError`` becomes ``CliError`` whose text is
+A ``grpc.RpcError`` becomes a ``CliError`` whose text is one line,
 ``<CODE>: <message>`` followed by the rich-status details (field violations,
-quota failures, error reason) decoded from the trailing metadata.
+quota failures) decoded from the trailing metadata that the message does not
+already say, and whose exit status follows the code (``bmctl.exitcodes``:
+NOT_FOUND 3, DEADLINE_EXCEEDED 4, UNAVAILABLE from every replica 5, else 1).
 """
 
 from __future__ import annotations
@@ -24,15 +26,37 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2  # type: ignore[import-untyped]
 from grpc_status import rpc_status
 
-from bmaas.v1 import agent_pb2_grpc, operator_pb2_grpc, tenant_pb2_grpc
+from bmaas.v1 import operator_pb2_grpc, tenant_pb2_grpc
+from bmctl import exitcodes
 
 
 class CliError(Exception):
-    """A failure to report to the user and exit non-zero."""
+    """A failure to report to the user and exit non-zero (see ``bmctl.exitcodes``).
 
-    def __init__(self, message: str, exit_code: int = 1) -> None:
+    ``code`` is the gRPC status name when the failure is an RPC error."""
+
+    def __init__(self, message: str, exit_code: int = exitcodes.API_ERROR, code: str = "") -> None:
         super().__init__(message)
         self.exit_code = exit_code
+        self.code = code
+
+
+#: gRPC codes with their own exit status; every other code is API_ERROR
+_EXIT_BY_CODE = {
+    "NOT_FOUND": exitcodes.NOT_FOUND,
+    "DEADLINE_EXCEEDED": exitcodes.TIMEOUT,
+    "UNAVAILABLE": exitcodes.UNREACHABLE,
+}
+
+
+def rpc_cli_error(err: grpc.RpcError, suffix: str = "") -> CliError:
+    """One ``CliError`` for an RPC failure, its exit status chosen by the code."""
+    code = err.code().name if isinstance(err, grpc.Call) else "UNKNOWN"
+    return CliError(
+        describe_rpc_error(err) + suffix,
+        _EXIT_BY_CODE.get(code, exitcodes.API_ERROR),
+        code,
+    )
 
 
 def describe_rpc_error(err: grpc.RpcError) -> str:
@@ -40,25 +64,33 @@ def describe_rpc_error(err: grpc.RpcError) -> str:
     details = err.details() if isinstance(err, grpc.Call) else str(err)
     name = code.name if code is not None else "UNKNOWN"
     lines = [f"{name}: {details}"]
+    violations: list[str] = []
     status = rpc_status.from_call(err) if isinstance(err, grpc.Call) else None
     if status is not None:
         for detail in status.details:
             bad = error_details_pb2.BadRequest()
             quota = error_details_pb2.QuotaFailure()
             if detail.Unpack(bad):
-                for v in bad.field_violations:
-                    lines.append(f"  field {v.field}: {v.description}")
+                violations += [
+                    f"field {v.field}: {v.description}"
+                    for v in bad.field_violations
+                    if f"{v.field}: {v.description}" not in details  # said already
+                ]
             elif detail.Unpack(quota):
-                for q in quota.violations:
-                    lines.append(f"  quota {q.subject}: {q.description}")
-    return "\n".join(lines)
+                violations += [f"quota {q.subject}: {q.description}" for q in quota.violations]
+    # one line: the details follow the message after "; "
+    return "; ".join(lines + violations)
 
 
 class Client:
     def __init__(self, endpoint: str, token: str, *, timeout: float = 30.0) -> None:
         self.endpoints = [e.strip() for e in endpoint.split(",") if e.strip()]
         if not self.endpoints:
-            raise CliError("no endpoint: pass --endpoint HOST:PORT or set BMAAS_ENDPOINT", 2)
+            raise CliError(
+                "no endpoint: pass --endpoint HOST:PORT, set BMAAS_ENDPOINT or configure a "
+                "context (bmctl config set-context)",
+                exitcodes.USAGE,
+            )
         self.timeout = timeout
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._current = 0
@@ -71,27 +103,32 @@ class Client:
             self._stubs[index] = {
                 "tenant": tenant_pb2_grpc.TenantServiceStub(channel),
                 "operator": operator_pb2_grpc.OperatorServiceStub(channel),
-                "agent": agent_pb2_grpc.AgentServiceStub(channel),
             }
         return self._stubs[index][service]
 
-    def call(self, service: str, method: str, request: Message) -> Message:
+    def call(
+        self, service: str, method: str, request: Message, *, timeout: float | None = None
+    ) -> Message:
         last: grpc.RpcError | None = None
         for attempt in range(len(self.endpoints)):
             index = (self._current + attempt) % len(self.endpoints)
             rpc = getattr(self._stub(index, service), method)
             try:
-                response: Message = rpc(request, timeout=self.timeout, metadata=self._metadata)
+                response: Message = rpc(
+                    request,
+                    timeout=self.timeout if timeout is None else timeout,
+                    metadata=self._metadata,
+                )
             except grpc.RpcError as err:
                 if isinstance(err, grpc.Call) and err.code() == grpc.StatusCode.UNAVAILABLE:
                     last = err  # this replica is gone: the next one
                     continue
-                raise CliError(describe_rpc_error(err)) from err
+                raise rpc_cli_error(err) from err
             self._current = index
             return response
         assert last is not None
         tried = ", ".join(self.endpoints)
-        raise CliError(f"{describe_rpc_error(last)} (tried {tried})") from last
+        raise rpc_cli_error(last, f" (tried {tried})") from last
 
     def close(self) -> None:
         for channel in self._channels.values():

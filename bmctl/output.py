@@ -1,9 +1,11 @@
-"""Rendering of API responses: aligned text tables (default) or JSON.
+"""Rendering of API responses: aligned text tables (default), JSON or YAML.
 
 A resource message is flattened to a row through a column spec
-``(header, getter)``; JSON output uses ``MessageToDict`` with the proto field
-names so scripts see the API's own spelling.  Enum values are shown without
-their type prefix (``RUNNING``, not ``INSTANCE_STATE_RUNNING``).
+``(header, getter)``; JSON and YAML use the proto JSON mapping
+(``MessageToDict`` with the proto field names, so scripts see the API's own
+spelling: enums by full value name, 64-bit integers as strings, bytes as
+base64).  Tables show enum values without their type prefix (``RUNNING``,
+not ``INSTANCE_STATE_RUNNING``).
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 
+import yaml
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
 Column = tuple[str, Callable[[Message], object]]
+FORMATS = ("table", "json", "yaml")
 
 
 def field(path: str) -> Callable[[Message], object]:
@@ -28,9 +32,7 @@ def field(path: str) -> Callable[[Message], object]:
             if isinstance(parent, Message):
                 fd = parent.DESCRIPTOR.fields_by_name.get(part)
                 if fd is not None and fd.enum_type is not None and isinstance(value, int):
-                    name = fd.enum_type.values_by_number[value].name
-                    prefix = _enum_prefix(fd.enum_type.name)
-                    value = name.removeprefix(prefix)
+                    value = enum_name(fd.enum_type.name, fd.enum_type.values_by_number[value].name)
         if isinstance(value, Message):
             return ""
         if not isinstance(value, (str, bytes, int, float, bool)) and hasattr(value, "__iter__"):
@@ -38,6 +40,11 @@ def field(path: str) -> Callable[[Message], object]:
         return value
 
     return get
+
+
+def enum_name(type_name: str, value_name: str) -> str:
+    """``InstanceState``, ``INSTANCE_STATE_RUNNING`` -> ``RUNNING``."""
+    return value_name.removeprefix(_enum_prefix(type_name))
 
 
 def _enum_prefix(type_name: str) -> str:
@@ -49,21 +56,38 @@ def _enum_prefix(type_name: str) -> str:
     return "".join(out) + "_"
 
 
-def to_json(messages: Sequence[Message] | Message) -> str:
-    if isinstance(messages, Message):
-        return json.dumps(_dict(messages), indent=2, sort_keys=True)
-    return json.dumps([_dict(m) for m in messages], indent=2, sort_keys=True)
+def to_data(value: object) -> object:
+    """Messages (alone or in lists/dicts) as plain JSON-mapping data."""
+    if isinstance(value, Message):
+        return MessageToDict(value, preserving_proto_field_name=True)
+    if isinstance(value, (list, tuple)):
+        return [to_data(v) for v in value]
+    if isinstance(value, dict):
+        return {k: to_data(v) for k, v in value.items()}
+    return value
 
 
-def _dict(msg: Message) -> dict[str, object]:
-    return MessageToDict(msg, preserving_proto_field_name=True)
+def to_json(value: object) -> str:
+    return json.dumps(to_data(value), indent=2, sort_keys=True)
+
+
+def to_yaml(value: object) -> str:
+    text: str = yaml.safe_dump(
+        to_data(value), sort_keys=True, default_flow_style=False, allow_unicode=True
+    )
+    return text.rstrip("\n")
 
 
 def table(rows: Sequence[Message], columns: Sequence[Column]) -> str:
     cells = [[h for h, _ in columns]]
     for row in rows:
         cells.append([_text(get(row)) for _, get in columns])
-    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    return grid(cells)
+
+
+def grid(cells: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns two spaces apart (the first row is the header)."""
+    widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))]
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells
     )
@@ -74,4 +98,4 @@ def _text(value: object) -> str:
         return "yes" if value else "no"
     if isinstance(value, bytes):
         return value.decode(errors="replace")
-    return str(value)
+    return str(value).replace("\n", " ")

@@ -1,21 +1,17 @@
-"""bmctl without a server: argument parsing, request building (through a
-recording fake client), table/JSON rendering and error reporting."""
+"""bmctl without a server: argument parsing and request building (through a
+recording fake client)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import grpc
 import pytest
 from google.protobuf.message import Message
-from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_status import rpc_status
 
 from bmaas.v1 import common_pb2, operator_pb2, tenant_pb2
 from bmctl import main as cli
-from bmctl.client import CliError, describe_rpc_error
-from bmctl.output import field, table, to_json
+from bmctl.client import CliError
 
 
 class FakeClient:
@@ -57,6 +53,8 @@ def test_host_enroll_builds_the_request_and_notes_the_secret() -> None:
             "64",
             "--memory-gib",
             "256",
+            "--power-driver",
+            "qemu",
             "--disk-gib",
             "1920",
             "--disk-gib",
@@ -68,6 +66,7 @@ def test_host_enroll_builds_the_request_and_notes_the_secret() -> None:
     assert (service, method) == ("operator", "EnrollHost")
     assert isinstance(req, operator_pb2.EnrollHostRequest)
     assert req.host.name == "hosts/h1" and req.request_id
+    assert req.host.power_driver == "qemu"
     assert [d.size_gib for d in req.host.hardware.disks] == [1920, 960]
     text = cli.render(result, "table")  # type: ignore[arg-type]
     assert "h1.secret" in text and "ENROLLED" in text
@@ -100,7 +99,7 @@ def test_instance_create_qualifies_short_names_and_reads_files(tmp_path: Path) -
         [
             "instance",
             "create",
-            "--type",
+            "--instance-type",
             "bm-c64",
             "--image",
             "debian-12",
@@ -137,74 +136,28 @@ def test_instance_create_qualifies_short_names_and_reads_files(tmp_path: Path) -
     assert exc.value.exit_code == 2 and "--user-data-file" in str(exc.value)
 
 
-def test_table_shows_short_enum_names_and_aligns() -> None:
-    rows = [
-        common_pb2.Instance(name="a", state=common_pb2.INSTANCE_STATE_RUNNING),
-        common_pb2.Instance(name="longer-name", state=common_pb2.INSTANCE_STATE_STOPPED),
-    ]
-    text = table(rows, [("NAME", field("name")), ("STATE", field("state"))])
-    lines = text.splitlines()
-    assert lines[0].split() == ["NAME", "STATE"]
-    assert lines[1].split() == ["a", "RUNNING"] and lines[2].split() == ["longer-name", "STOPPED"]
-    assert lines[1].index("RUNNING") == lines[2].index("STOPPED")
-    assert field("state")(common_pb2.Host(state=common_pb2.HOST_STATE_MAINTENANCE)) == "MAINTENANCE"
-    assert json.loads(to_json(rows[0]))["state"] == "INSTANCE_STATE_RUNNING"
+def test_host_enroll_requires_an_explicit_power_driver(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["host", "enroll", "--zone", "z", "--rack", "r", "--host-class", "c"]
+    code = cli.main([*argv, "--cpus", "1", "--memory-gib", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "required: --power-driver" in err
+    code = cli.main([*argv, "--cpus", "1", "--memory-gib", "1", "--power-driver", "ipmi"])
+    assert code == 2 and "invalid choice: 'ipmi'" in capsys.readouterr().err
 
 
-class FakeRpcError(grpc.RpcError, grpc.Call):  # type: ignore[misc]
-    def __init__(self, status: status_pb2.Status) -> None:
-        self._status = rpc_status.to_status(status)
-
-    def code(self) -> grpc.StatusCode:
-        return self._status.code
-
-    def details(self) -> str:
-        return str(self._status.details)
-
-    def trailing_metadata(self) -> tuple[tuple[str, bytes], ...]:
-        return tuple(self._status.trailing_metadata)
-
-    def initial_metadata(self) -> tuple[()]:
-        return ()
-
-    def is_active(self) -> bool:
-        return False
-
-    def time_remaining(self) -> None:
-        return None
-
-    def cancel(self) -> bool:
-        return False
-
-    def add_callback(self, callback: object) -> None:
-        return None
-
-
-def test_rpc_errors_name_code_message_and_fields() -> None:
-    status = status_pb2.Status(
-        code=code_pb2.INVALID_ARGUMENT, message="volume.size_gib: 0 out of range"
+def test_quota_set_keeps_the_limit_not_given() -> None:
+    current = common_pb2.Tenant(
+        name="tenants/t", quota=common_pb2.Quota(max_instances=3, max_volume_gib=100), etag="e1"
     )
-    bad = error_details_pb2.BadRequest(
-        field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(field="volume.size_gib", description="0")
-        ]
-    )
-    status.details.add().Pack(bad)
-    text = describe_rpc_error(FakeRpcError(status))
-    assert text.startswith("INVALID_ARGUMENT: volume.size_gib: 0 out of range")
-    assert "field volume.size_gib" in text
-
-
-def test_main_reports_missing_endpoint_and_usage(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv("BMAAS_ENDPOINT", raising=False)
-    assert cli.main(["host", "list"]) == 2
-    assert "no endpoint" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as exc:
-        cli.main(["host", "fly"])
-    assert exc.value.code == 2
-    monkeypatch.setenv("BMAAS_ENDPOINT", "127.0.0.1:9")
-    monkeypatch.setenv("BMAAS_TOKEN", "tok")
-    args = cli.build_parser().parse_args(["host", "list"])
-    assert args.endpoint == "127.0.0.1:9" and args.token == "tok"
+    fake = FakeClient({"GetTenant": [current], "SetTenantQuota": [current]})
+    run(["quota", "set", "t", "--max-instances", "7"], fake)
+    (_, get, _), (_, method, req) = fake.calls
+    assert get == "GetTenant" and method == "SetTenantQuota"
+    assert isinstance(req, operator_pb2.SetTenantQuotaRequest)
+    assert (req.tenant, req.etag) == ("tenants/t", "e1")
+    assert (req.quota.max_instances, req.quota.max_volume_gib) == (7, 100)
+    fake = FakeClient({"SetTenantQuota": [current]})
+    run(["quota", "set", "tenants/t", "--max-instances", "1", "--max-volume-gib", "2"], fake)
+    ((_, _, req),) = fake.calls  # both given: no read, no etag
+    assert isinstance(req, operator_pb2.SetTenantQuotaRequest) and not req.etag

@@ -1,0 +1,191 @@
+"""Where ``bmctl`` gets its endpoint and token: flags, environment, config file.
+
+The config file (``$BMAAS_CONFIG``, else ``$XDG_CONFIG_HOME/bmaas/config.toml``,
+else ``~/.config/bmaas/config.toml``) holds named contexts, kubectl style::
+
+    current-context = "ops"
+
+    [contexts.ops]
+    endpoint = "10.0.0.1:7443,10.0.0.2:7443"
+    token-file = "/etc/bmaas/operator.token"
+
+    [contexts.acme]
+    endpoint = "10.0.0.1:7443"
+    token = "bmt_..."
+
+Precedence, per setting: the ``--endpoint`` / ``--token`` / ``--token-file``
+flags, then the context named by ``--context``, then ``BMAAS_ENDPOINT`` /
+``BMAAS_TOKEN``, then the context named by ``BMAAS_CONTEXT`` or
+``current-context``.  (``--context`` is a flag, so the context it names beats
+the environment; a context only chosen by the file or ``BMAAS_CONTEXT`` does
+not.)  The file is written with mode 0600 (it may hold tokens), atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bmctl import exitcodes
+from bmctl.client import CliError
+
+CONTEXT_KEYS = ("endpoint", "token", "token-file")
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def config_path(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    if env.get("BMAAS_CONFIG"):
+        return Path(env["BMAAS_CONFIG"])
+    base = env.get("XDG_CONFIG_HOME") or str(Path(env.get("HOME") or Path.home()) / ".config")
+    return Path(base) / "bmaas" / "config.toml"
+
+
+@dataclass
+class Config:
+    path: Path
+    current_context: str = ""
+    contexts: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> Config:
+        """The file at *path*; an empty config when there is none."""
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return cls(path)
+        except OSError as exc:
+            raise CliError(f"config {path}: {exc.strerror}", exitcodes.USAGE) from exc
+        try:
+            data = tomllib.loads(raw.decode())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise CliError(f"config {path}: invalid TOML: {exc}", exitcodes.USAGE) from exc
+        current = data.get("current-context", "")
+        contexts = data.get("contexts", {})
+        if not isinstance(current, str) or not isinstance(contexts, dict):
+            raise CliError(
+                f"config {path}: 'current-context' must be a string and 'contexts' a table",
+                exitcodes.USAGE,
+            )
+        unknown = sorted(set(data) - {"current-context", "contexts"})
+        if unknown:
+            raise CliError(f"config {path}: unknown key {unknown[0]!r}", exitcodes.USAGE)
+        out = cls(path, current)
+        for name, ctx in contexts.items():
+            if not isinstance(ctx, dict):
+                raise CliError(f"config {path}: contexts.{name} must be a table", exitcodes.USAGE)
+            for key, value in ctx.items():
+                if key not in CONTEXT_KEYS:
+                    raise CliError(
+                        f"config {path}: contexts.{name}: unknown key {key!r} "
+                        f"(expected {', '.join(CONTEXT_KEYS)})",
+                        exitcodes.USAGE,
+                    )
+                if not isinstance(value, str):
+                    raise CliError(
+                        f"config {path}: contexts.{name}.{key} must be a string", exitcodes.USAGE
+                    )
+            out.contexts[name] = dict(ctx)
+        return out
+
+    def context(self, name: str) -> dict[str, str]:
+        try:
+            return self.contexts[name]
+        except KeyError:
+            known = ", ".join(sorted(self.contexts)) or "none"
+            raise CliError(
+                f"no context {name!r} in {self.path} (known: {known})", exitcodes.USAGE
+            ) from None
+
+    def dumps(self) -> str:
+        lines = []
+        if self.current_context:
+            lines.append(f"current-context = {_string(self.current_context)}")
+        for name in sorted(self.contexts):
+            lines += ["", f"[contexts.{_key(name)}]"]
+            ctx = self.contexts[name]
+            lines += [f"{k} = {_string(ctx[k])}" for k in CONTEXT_KEYS if ctx.get(k)]
+        return "\n".join(lines).lstrip("\n") + "\n"
+
+    def save(self) -> None:
+        """Write atomically, mode 0600 (the directory 0700 if bmctl creates it)."""
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                os.fchmod(f.fileno(), 0o600)
+                f.write(self.dumps())
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise CliError(f"config {self.path}: {exc.strerror}", exitcodes.USAGE) from exc
+
+
+def _string(value: str) -> str:
+    # a JSON string is a valid TOML basic string (same escapes, \\uXXXX included)
+    return json.dumps(value)
+
+
+def _key(name: str) -> str:
+    return name if _BARE_KEY.match(name) else _string(name)
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a command connects to, and where each part came from."""
+
+    endpoint: str
+    token: str
+    context: str  # the context used, "" when none
+
+
+def resolve(
+    *,
+    endpoint: str,
+    token: str,
+    token_file: str,
+    context: str,
+    env: Mapping[str, str] | None = None,
+) -> Target:
+    env = os.environ if env is None else env
+    cfg = Config.load(config_path(env))
+    explicit = bool(context)
+    name = context or env.get("BMAAS_CONTEXT", "") or cfg.current_context
+    ctx = cfg.context(name) if name else {}
+
+    def ctx_token() -> str:
+        if ctx.get("token"):
+            return ctx["token"]
+        if ctx.get("token-file"):
+            return read_token_file(ctx["token-file"], f"context {name} token-file")
+        return ""
+
+    if not endpoint:
+        if explicit and ctx.get("endpoint"):
+            endpoint = ctx["endpoint"]
+        else:
+            endpoint = env.get("BMAAS_ENDPOINT", "") or ctx.get("endpoint", "")
+    if token_file and not token:
+        token = read_token_file(token_file, "--token-file")
+    if not token:
+        token = ctx_token() if explicit else ""
+        token = token or env.get("BMAAS_TOKEN", "") or ctx_token()
+    return Target(endpoint, token, name)
+
+
+def read_token_file(path: str, what: str) -> str:
+    try:
+        text = Path(path).expanduser().read_text().strip()
+    except OSError as exc:
+        raise CliError(f"{what} {path}: {exc.strerror}", exitcodes.USAGE) from exc
+    except UnicodeDecodeError as exc:
+        raise CliError(f"{what} {path}: not text", exitcodes.USAGE) from exc
+    if not text:
+        raise CliError(f"{what} {path}: empty", exitcodes.USAGE)
+    return text
