@@ -52,8 +52,10 @@ class EnrollHostResponse(_message.Message):
     HOST_FIELD_NUMBER: _builtins.int
     AGENT_CREDENTIAL_FIELD_NUMBER: _builtins.int
     agent_credential: _builtins.str
-    """"<host-id>.<secret>"; shown once.  Empty when a retried request_id
-    returns an already enrolled host.
+    """"<host-id>.<secret>"; shown once.  A retried request_id returns the
+    same host: while it is still ENROLLED (no agent has registered) with a
+    new credential that replaces the one the lost response carried; once an
+    agent has registered, with this field empty (its credential stays valid).
     """
     @_builtins.property
     def host(self) -> _common_pb2.Host: ...

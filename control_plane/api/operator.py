@@ -94,6 +94,10 @@ class OperatorServicer(Servicer, operator_pb2_grpc.OperatorServiceServicer):
             existing = await self.store.get(Host, host.name)
             if not rid or not _same(existing, host, "agent_credential_hash", *_HOST_STATUS):
                 raise
+            if existing.state is not HostState.ENROLLED:
+                # An agent registered with the first credential: it was not
+                # lost, and rotating it would cut that agent off.
+                return operator_pb2.EnrollHostResponse(host=convert.host(existing))
             digest = auth.digest(secret)
             created = await self.store.mutate(
                 Host,

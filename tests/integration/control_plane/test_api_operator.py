@@ -69,6 +69,13 @@ async def test_enroll_retry_with_request_id_is_idempotent_and_rotates_credential
         agent_pb2.RegisterRequest(host=first.host.name), metadata=bearer(second.agent_credential)
     )
     assert ok.host.name == first.host.name
+    # Once an agent has registered, a retry leaves its credential alone.
+    third = await c.operator.EnrollHost(req, metadata=c.op_md)
+    assert third.host.name == first.host.name and third.agent_credential == ""
+    again = await c.agent.Register(
+        agent_pb2.RegisterRequest(host=first.host.name), metadata=bearer(second.agent_credential)
+    )
+    assert again.host.name == first.host.name
     # Same request id, different spec: refused.
     req.host.rack = "r2"
     with pytest.raises(grpc.aio.AioRpcError) as exc:
