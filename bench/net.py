@@ -77,7 +77,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from tests.harness.netns import NetNamespace
+from tools.region.netns import NetNamespace
 
 Backend = Literal["offload-net", "dpdk-vhost"]
 BACKENDS: tuple[Backend, ...] = ("offload-net", "dpdk-vhost")

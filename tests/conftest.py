@@ -18,16 +18,17 @@ import pytest
 
 from host_agent.power.accel import accelerator
 from host_agent.power.qemu import QemuServer, ServerSpec
-from tests.harness.agents import AGENT_RUN_ROOT
-from tests.harness.etcd import EtcdServer
-from tests.harness.guest import ROOT, GuestImage
-from tests.harness.netns import NetNamespace
+from tools.region.agents import AGENT_RUN_ROOT
+from tools.region.etcd import EtcdServer
+from tools.region.guest import GuestImage
+from tools.region.netns import NetNamespace
+from tools.region.paths import ROOT
 
 
 @pytest.fixture(scope="session", autouse=True)
 def agent_run_dirs() -> Iterator[None]:
     """Agents started by tests keep their sockets under ``AGENT_RUN_ROOT``
-    (``tests.harness.agents``); whatever is left there goes at the end."""
+    (``tools.region.agents``); whatever is left there goes at the end."""
     yield
     shutil.rmtree(AGENT_RUN_ROOT, ignore_errors=True)
     with contextlib.suppress(OSError):  # the shared parent, once no session uses it

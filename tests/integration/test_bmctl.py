@@ -15,8 +15,9 @@ import pytest
 
 from bmaas.v1 import agent_pb2, agent_pb2_grpc
 from bmctl import main as cli
-from tests.harness.control_plane import OPERATOR_TOKEN, ROOT, ControlPlaneProcess
-from tests.harness.etcd import EtcdServer
+from tools.region.control_plane import OPERATOR_TOKEN, ControlPlaneProcess
+from tools.region.etcd import EtcdServer
+from tools.region.paths import ROOT
 
 
 @pytest.fixture
