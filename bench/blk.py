@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from offload.testing import BlkQueue, FrontendError, VhostUserBlkFrontend, wait_any
-from tests.harness.blkbackends import (
+from tools.region.blk_backends import (
     BACKEND_KINDS,
     BackendKind,
     BackendStartError,

@@ -19,7 +19,7 @@ or DEADLINE_EXCEEDED) from the fault to the end of its settle period and
 the longest unavailability (first failed call to the next good one); per
 replica fault: the controllers' handover (fault to the seat held by the
 other replica).  Finally etcd's whole history is replayed for the
-invariants (``tests.harness.chaos.check_history``).  Writes
+invariants (``tools.region.chaos.check_history``).  Writes
 ``bench/results/chaos.json`` and the section between ``<!-- chaos:begin -->``
 and ``<!-- chaos:end -->`` of ``docs/benchmarks.md``.  Targets: at most 3 s
 of unavailability on any replica, handover at most 3 s, zero violations.
@@ -41,12 +41,12 @@ from typing import Any
 
 import aetcd
 
-from tests.harness.agents import running_agents
-from tests.harness.chaos import Workload, check_history, read_history
-from tests.harness.control_plane import Clients, ControlPlaneProcess
-from tests.harness.etcd import EtcdCluster
-from tests.harness.ports import free_port
-from tests.integration.control_plane.conftest import build_world
+from tools.region.agents import running_agents
+from tools.region.chaos import Workload, check_history, read_history
+from tools.region.control_plane import Clients, ControlPlaneProcess
+from tools.region.etcd import EtcdCluster
+from tools.region.ports import free_port
+from tools.region.world import build_world
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -82,7 +82,7 @@ async def run(*, hold: float, settle: float, workers: int, lease_ttl: int) -> di
     ports = [free_port(), free_port()]
     replicas = [
         ControlPlaneProcess(
-            cluster,  # type: ignore[arg-type]
+            cluster,
             lease_ttl=lease_ttl,
             extra_args=("--listen", f"127.0.0.1:{p}"),
         )

@@ -3,7 +3,7 @@ with a real agent on every host.
 
 Run ``python -m bench.control_plane`` (``make bench``).  What it does:
 
-1. starts etcd (``tests/harness/etcd.py``) and ``bmaas-control-plane``
+1. starts etcd (``tools/region/etcd.py``) and ``bmaas-control-plane``
    subprocesses with ``--metrics`` and a ``--config`` file setting the
    agents' heartbeat interval and TTL: by default one API replica that takes
    every client call and every agent stream (``--no-controllers``) plus one
@@ -86,9 +86,9 @@ from control_plane.domain.compute import Instance
 from control_plane.domain.host import Host
 from control_plane.domain.lifecycle import HostState, InstanceState
 from control_plane.store import Store
-from tests.harness.control_plane import OPERATOR_TOKEN, ControlPlaneProcess
-from tests.harness.etcd import EtcdServer
-from tests.harness.ports import free_port
+from tools.region.control_plane import OPERATOR_TOKEN, ControlPlaneProcess
+from tools.region.etcd import EtcdServer
+from tools.region.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "control_plane.json"

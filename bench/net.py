@@ -84,7 +84,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from tests.harness.netns import NetNamespace
+from tools.region.netns import NetNamespace
 
 Backend = Literal["offload-net", "dpdk-vhost", "dpdk-vhost-tap"]
 BACKENDS: tuple[Backend, ...] = ("offload-net", "dpdk-vhost", "dpdk-vhost-tap")

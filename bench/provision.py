@@ -53,9 +53,9 @@ from control_plane.controllers.manager import ControllerManager
 from control_plane.store import Store
 from host_agent.agent import Agent
 from host_agent.config import AgentConfig, LocalDisk
-from tests.harness.etcd import EtcdServer
-from tests.harness.guest import GuestImage
 from tools.diskimage import build_disk_image
+from tools.region.etcd import EtcdServer
+from tools.region.guest import GuestImage
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT = ROOT / "bench" / "results" / "provision.json"

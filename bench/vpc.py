@@ -37,11 +37,11 @@ from typing import Any
 
 from bench.doc import write_section
 from bmaas.v1 import common_pb2, tenant_pb2
-from tests.harness.agents import AGENT_RUN_ROOT
-from tests.harness.etcd import EtcdServer
-from tests.harness.guest import GuestImage, disk_with
-from tests.harness.region import Region, qemu_agent, running_region
-from tests.integration.control_plane.conftest import enroll
+from tools.region.agents import AGENT_RUN_ROOT
+from tools.region.etcd import EtcdServer
+from tools.region.guest import GuestImage, disk_with
+from tools.region.region import Region, qemu_agent, running_region
+from tools.region.world import enroll
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT = ROOT / "bench" / "results" / "vpc.json"

@@ -19,10 +19,11 @@ from hypothesis import settings
 
 from host_agent.power.accel import accelerator
 from host_agent.power.qemu import QemuServer, ServerSpec
-from tests.harness.agents import AGENT_RUN_ROOT
-from tests.harness.etcd import EtcdServer
-from tests.harness.guest import ROOT, GuestImage
-from tests.harness.netns import NetNamespace
+from tools.region.agents import AGENT_RUN_ROOT
+from tools.region.etcd import EtcdServer
+from tools.region.guest import GuestImage
+from tools.region.netns import NetNamespace
+from tools.region.paths import ROOT
 
 # Property tests check behaviour, not speed: hypothesis's default 200 ms
 # deadline per example fails them on a loaded machine (timing belongs in bench/).
@@ -33,7 +34,7 @@ settings.load_profile("bmaas")
 @pytest.fixture(scope="session", autouse=True)
 def agent_run_dirs() -> Iterator[None]:
     """Agents started by tests keep their sockets under ``AGENT_RUN_ROOT``
-    (``tests.harness.agents``); whatever is left there goes at the end."""
+    (``tools.region.agents``); whatever is left there goes at the end."""
     yield
     shutil.rmtree(AGENT_RUN_ROOT, ignore_errors=True)
     with contextlib.suppress(OSError):  # the shared parent, once no session uses it

@@ -1,1 +1,2 @@
-"""Developer tooling: code generation and the demo driver (not shipped)."""
+"""Developer tooling: code generation, the disk-image builder, the launchers of a
+local region (``tools.region``) and the demo driver (not shipped)."""

@@ -25,19 +25,22 @@ back-ends, TAPs and bridges), then agents, the control plane and etcd are
 stopped, leftover processes of the recorded state directories are killed,
 namespaces deleted and ``.demo/`` removed.  ``up`` runs ``down`` first when
 a previous region is still recorded, so ``make demo`` twice in a row works.
+
+etcd, the control plane and the agents are started by the same launchers
+as the tests' and the benchmarks' (``tools.region``), detached: they keep
+running after ``up`` returns, and ``down`` stops them by the pids recorded.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import hashlib
 import json
-import os
 import re
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -48,10 +51,17 @@ from typing import Any
 
 from rich.console import Console
 
-ROOT = Path(__file__).resolve().parents[1]
+from host_agent.config import LocalDisk
+from tools.region.agents import AgentProcess
+from tools.region.control_plane import ControlPlaneProcess
+from tools.region.etcd import EtcdServer
+from tools.region.guest import GuestImage, disk_with
+from tools.region.paths import GUEST_DIR, ROOT
+from tools.region.ports import free_port
+from tools.region.process import StartError, processes_under, spawn, stop_process
+
 DEMO = ROOT / ".demo"
 STATE = DEMO / "state.json"
-GUEST_DIR = ROOT / ".cache" / "guest"
 BIN = Path(sys.executable).parent
 NAMESPACES = {1: "bmaas-demo-h1", 2: "bmaas-demo-h2"}
 UNDERLAY = {1: "192.168.79.1", 2: "192.168.79.2"}
@@ -61,6 +71,7 @@ TENANT = "tenants/demo"
 console = Console(highlight=False, soft_wrap=True)
 
 GUEST = r"""
+set +e  # images/init runs the script under set -e; the demo goes on past a failed step
 while ! ip link show eth0 >/dev/null 2>&1; do sleep 0.3; done
 ip link set eth0 up
 udhcpc -i eth0 -f -q -n -t 30 -T 1 >/dev/null 2>&1
@@ -113,21 +124,10 @@ def step(title: str) -> Iterator[None]:
     console.print(f"[green]✓[/] {title} [dim]({time.monotonic() - started:.1f} s)[/]")
 
 
-def _spawn(state: dict[str, Any], name: str, argv: list[str], **env: str) -> int:
-    """Start a long-lived process in its own session; record its pid."""
-    log = (DEMO / f"{name}.log").open("ab")
-    proc = subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=log,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
-        start_new_session=True,
-    )
-    state.setdefault("pids", {})[name] = proc.pid
+def _record(state: dict[str, Any], name: str, pid: int) -> None:
+    """Record the pid of a detached process (``down`` stops it)."""
+    state.setdefault("pids", {})[name] = pid
     _save(state)
-    return proc.pid
 
 
 def _wait(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.3) -> Any:
@@ -138,14 +138,6 @@ def _wait(what: str, check: Callable[[], Any], timeout: float, interval: float =
             return result
         time.sleep(interval)
     raise DemoError(f"{what}: not after {timeout:.0f} s")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _ip(*argv: str) -> None:
@@ -182,26 +174,24 @@ def up(*, prometheus: bool = False) -> int:
     with step("building the UEFI boot image (GPT + EFI system partition, no mounts)"):
         disk = _boot_image()
     with step("starting etcd"):
-        etcd_port, peer_port = _free_port(), _free_port()
-        etcd_url = f"http://127.0.0.1:{etcd_port}"
-        _spawn(state, "etcd", [
-            "etcd", "--name=demo", f"--data-dir={DEMO / 'etcd'}",
-            f"--listen-client-urls={etcd_url}", f"--advertise-client-urls={etcd_url}",
-            f"--listen-peer-urls=http://127.0.0.1:{peer_port}",
-            f"--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}",
-            f"--initial-cluster=demo=http://127.0.0.1:{peer_port}", "--log-level=warn",
-        ])  # fmt: skip
-        _wait("etcd health", lambda: _http_ok(f"{etcd_url}/health"), 30)
+        etcd = EtcdServer(
+            name="demo", data_dir=DEMO / "etcd", log_path=DEMO / "etcd.log", detached=True
+        ).start(timeout=30)
+        _record(state, "etcd", etcd.pid)
     with step("starting the control plane (API + controllers)"):
-        port, metrics = _free_port(), _free_port()
+        metrics = f"127.0.0.1:{free_port()}"
         token = "op-" + secrets.token_hex(16)
-        state.update(endpoint=f"127.0.0.1:{port}", operator_token=token)
-        _spawn(state, "control-plane", [
-            str(BIN / "bmaas-control-plane"), "--etcd", etcd_url,
-            "--listen", f"127.0.0.1:{port}", "--metrics", f"127.0.0.1:{metrics}",
-        ], BMAAS_OPERATOR_TOKEN=token)  # fmt: skip
-        _wait("control plane", lambda: "listening on" in _log("control-plane"), 30)
-        state["metrics"] = f"127.0.0.1:{metrics}"
+        plane = ControlPlaneProcess(
+            etcd,
+            lease_ttl=None,  # the control plane's own defaults, as a user starts it
+            grace=None,
+            operator_token=token,
+            extra_args=("--metrics", metrics),
+            log=DEMO / "control-plane.log",
+            detached=True,
+        ).start(timeout=30)
+        _record(state, "control-plane", plane.pid)
+        state.update(endpoint=f"127.0.0.1:{plane.port}", operator_token=token, metrics=metrics)
         _save(state)
     bmctl = Bmctl(state["endpoint"])
     op = state["operator_token"]
@@ -227,7 +217,7 @@ def up(*, prometheus: bool = False) -> int:
     with step("tenant: a token, a VPC, a subnet, two network interfaces, a volume"):
         bmctl("tenant", "create", "--id", "demo", "--max-instances", "4",
               "--max-volume-gib", "50", token=op)  # fmt: skip
-        tok = bmctl("tenant", "token", TENANT, token=op)["token"]
+        tok = bmctl("token", "issue", TENANT, token=op)["token"]
         state["tenant_token"] = tok
         _save(state)
         bmctl("vpc", "create", "--name", f"{TENANT}/vpcs/prod", "--cidr", "10.30.0.0/16",
@@ -278,39 +268,10 @@ def up(*, prometheus: bool = False) -> int:
 
 
 def _boot_image() -> Path:
-    subprocess.run([str(ROOT / "images" / "build.sh"), str(GUEST_DIR)], check=True,
-                   capture_output=True)  # fmt: skip
-    from tools.diskimage import build_disk_image
-
-    initrd = DEMO / "initrd.img"
-    with initrd.open("wb") as out:
-        out.write((GUEST_DIR / "initramfs.cpio.gz").read_bytes())
-        out.write(b"\0" * (-out.tell() % 512))
-        out.write(_script_archive(GUEST))
+    image = GuestImage.build(GUEST_DIR, quiet=True)
     # pci=nomsi: QEMU 7.2 under TCG crashes when a guest enables MSI-X on a
     # vhost-user virtio-net device (docs/offload.md); KVM does not need it
-    return build_disk_image(
-        kernel=GUEST_DIR / "vmlinuz",
-        initrd=initrd,
-        out=DEMO / "demo-linux.raw",
-        cmdline="console=ttyS0 quiet panic=-1 pci=nomsi",
-        size_mib=32,
-    )
-
-
-def _script_archive(script: str) -> bytes:
-    """A gzip'd newc cpio holding ``/bmaas/cmd`` (images/init runs it)."""
-    import gzip
-
-    body = ("#!/bin/sh\n" + script).encode()
-    name = b"bmaas/cmd\0"
-    out = bytearray()
-    for ino, (fname, mode, data) in enumerate(((name, 0o100755, body), (b"TRAILER!!!\0", 0, b""))):
-        fields = [ino + 1 if data else 0, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(fname), 0]
-        entry = b"070701" + b"".join(b"%08X" % f for f in fields) + fname
-        entry += b"\0" * (-len(entry) % 4)
-        out += entry + data + b"\0" * (-len(data) % 4)
-    return gzip.compress(bytes(out), mtime=0)
+    return disk_with(image, GUEST, DEMO / "demo-linux.raw", extra="pci=nomsi")
 
 
 def _hosts(state: dict[str, Any]) -> None:
@@ -327,34 +288,39 @@ def _hosts(state: dict[str, Any]) -> None:
 
 
 def _agent(state: dict[str, Any], h: int, credential: str) -> None:
-    state.setdefault("agent_metrics", {})[str(h)] = f"127.0.0.1:{_free_port()}"
+    metrics = f"127.0.0.1:{free_port()}"
+    state.setdefault("agent_metrics", {})[str(h)] = metrics
     host_dir = DEMO / f"host-{h}"
-    host_dir.mkdir(exist_ok=True)
-    (host_dir / "credential").write_text(credential)
-    (host_dir / "credential").chmod(0o600)
-    (host_dir / "agent.toml").write_text(
-        'power_driver = "qemu"\n'
-        f'netns = "{NAMESPACES[h]}"\n'
-        f'underlay_address = "{UNDERLAY[h]}"\n'
-        f'run_dir = "{RUN_DIR / f"host-{h}"}"\n'
-        f'volume_dir = "{DEMO / "volumes"}"\n'
-        f'probe_kernel = "{GUEST_DIR / "vmlinuz"}"\n'
-        f'metrics = "{state["agent_metrics"][str(h)]}"\n'
-        "cpus = 2\nmemory_gib = 1\nserver_memory_mib = 512\nshutdown_grace = 1.0\n"
-        '[[local_disks]]\nname = "nvme0"\nsize_gib = 10\n'
+    agent = AgentProcess(
+        endpoints=(state["endpoint"],),
+        host_id=f"host-{h}",
+        credential=credential,
+        state_dir=host_dir,
+        settings={
+            "power_driver": "qemu",
+            "netns": NAMESPACES[h],
+            "underlay_address": UNDERLAY[h],
+            "run_dir": RUN_DIR / f"host-{h}",
+            "volume_dir": DEMO / "volumes",
+            "probe_kernel": GUEST_DIR / "vmlinuz",
+            "metrics": metrics,
+            "cpus": 2,
+            "memory_gib": 1,
+            "server_memory_mib": 512,
+            "shutdown_grace": 1.0,
+        },
+        local_disks=(LocalDisk(name="nvme0", size_gib=10),),
+        log=DEMO / f"agent-{h}.log",
+        detached=True,
     )
     state["state_dirs"].append(str(host_dir / "state"))
-    _spawn(state, f"agent-{h}", [
-        str(BIN / "bmaas-agent"), "--control-plane", state["endpoint"], "--host-id", f"host-{h}",
-        "--credential-file", str(host_dir / "credential"), "--state-dir", str(host_dir / "state"),
-        "--config", str(host_dir / "agent.toml"),
-    ])  # fmt: skip
+    _record(state, f"agent-{h}", agent.start().pid)
 
 
 def _prometheus(state: dict[str, Any]) -> None:
     """Debian's prometheus on a free loopback port, with the alert rules of
     deploy/prometheus and every /metrics endpoint of the region."""
-    port = _free_port()
+    port = free_port()
     agents = ", ".join(f'"{a}"' for a in state["agent_metrics"].values())
     config = DEMO / "prometheus.yml"
     config.write_text(
@@ -366,10 +332,11 @@ def _prometheus(state: dict[str, Any]) -> None:
         "  - job_name: bmaas-agent\n    static_configs:\n"
         f"      - targets: [{agents}]\n"
     )
-    _spawn(state, "prometheus", [
+    proc = spawn([
         "prometheus", f"--config.file={config}", f"--storage.tsdb.path={DEMO / 'prometheus'}",
         f"--web.listen-address=127.0.0.1:{port}",
-    ])  # fmt: skip
+    ], log=DEMO / "prometheus.log", detached=True)  # fmt: skip
+    _record(state, "prometheus", proc.pid)
     state["prometheus"] = f"http://127.0.0.1:{port}"
     _save(state)
     _wait("Prometheus ready", lambda: _http_ok(f"{state['prometheus']}/-/ready"), 60)
@@ -398,8 +365,6 @@ def _console_has(bmctl: Bmctl, token: str, name: str, text: str) -> Callable[[],
 
 def _console(bmctl: Bmctl, token: str, name: str, *, show: bool = False) -> str:
     out = bmctl("instance", "console", name, token=token, show=show) or {}
-    import base64
-
     return base64.b64decode(out.get("output", "")).decode(errors="replace")
 
 
@@ -409,13 +374,6 @@ def _http_ok(url: str) -> bool:
             return bool(resp.status == 200)
     except OSError:
         return False
-
-
-def _log(name: str) -> str:
-    try:
-        return (DEMO / f"{name}.log").read_text(errors="replace")
-    except OSError:
-        return ""
 
 
 def _hints(state: dict[str, Any]) -> None:
@@ -428,7 +386,7 @@ def _hints(state: dict[str, Any]) -> None:
   export BMAAS_TOKEN={tok}          # the tenant "demo"
   bmctl instance list
   bmctl instance console {TENANT}/instances/web-1
-  bmctl instance reboot {TENANT}/instances/web-2
+  bmctl instance reboot {TENANT}/instances/web-2 --wait
   bmctl volume resize {TENANT}/volumes/data --size-gib 3
   bmctl --token {op} host list    # as the operator
   curl -s http://{state["metrics"]}/metrics | grep bmaas_cp_
@@ -459,7 +417,7 @@ def down() -> int:
         _terminate_all(state)
     with step("stopping agents, the control plane and etcd"):
         for _name, pid in sorted(state.get("pids", {}).items(), key=_stop_order):
-            _stop(pid)
+            stop_process(pid)
     with step("removing what is left: servers, back-ends, namespaces, files"):
         _sweep(state)
     return 0
@@ -483,44 +441,17 @@ def _stop_order(item: tuple[str, int]) -> int:
     return 0 if name.startswith("agent") else 1 if name in ("control-plane", "prometheus") else 2
 
 
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
-
-
-def _stop(pid: int, timeout: float = 10.0) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if _alive(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
-
-
 def _sweep(state: dict[str, Any]) -> None:
     """Kill processes that still run from the demo's files, delete its namespaces
-    and directories.  Only what ``up`` created: found by its recorded names and
-    paths (``.demo/``, ``/run/bmaas-demo``, ``bmaas-demo-*`` namespaces)."""
-    marks = (str(DEMO), str(RUN_DIR))
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if any(m in cmdline for m in marks) and "tools.demo" not in cmdline:
-            _stop(int(proc.name), timeout=5.0)
+    and directories.  Only what ``up`` created: found by its names and paths
+    (``.demo/``, ``/run/bmaas-demo``, the ``NAMESPACES``)."""
+    for pid in processes_under(DEMO, RUN_DIR, unless="tools.demo"):
+        stop_process(pid, timeout=5.0)
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    for name in re.findall(r"^(bmaas-demo-h\d+)", listed, flags=re.M):
-        subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
+    present = set(re.findall(r"^(\S+)", listed, flags=re.M))
+    for name in NAMESPACES.values():
+        if name in present:
+            subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
     shutil.rmtree(RUN_DIR, ignore_errors=True)
     shutil.rmtree(DEMO, ignore_errors=True)
 
@@ -532,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return up(prometheus=args.prometheus) if args.action == "up" else down()
-    except DemoError as exc:
+    except (DemoError, StartError) as exc:
         console.print(f"[red]demo: {exc}[/]\nlogs: .demo/*.log; [bold]make demo-down[/] cleans up")
         return 1
 

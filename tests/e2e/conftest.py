@@ -1,5 +1,5 @@
 """End-to-end fixtures: ``region`` is a real control plane with one host
-(``tests.harness.region``)."""
+(``tools.region.region``)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 
 import pytest_asyncio
 
-from tests.harness.etcd import EtcdServer
-from tests.harness.region import Region, running_region
+from tools.region.etcd import EtcdServer
+from tools.region.region import Region, running_region
 
 
 @pytest_asyncio.fixture(loop_scope="session")

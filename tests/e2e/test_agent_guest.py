@@ -26,12 +26,14 @@ from pathlib import Path
 import pytest
 
 from bmaas.v1 import common_pb2, tenant_pb2
-from tests.harness.agents import AGENT_RUN_ROOT, kill_processes_under
-from tests.harness.control_plane import bearer, wait_for
-from tests.harness.guest import GuestImage, disk_with
-from tests.harness.ports import free_port
-from tests.harness.region import Region, qemu_agent
-from tests.integration.control_plane.conftest import make_tenant
+from tools.region.agents import AGENT_RUN_ROOT
+from tools.region.control_plane import bearer
+from tools.region.guest import GuestImage, disk_with
+from tools.region.ports import free_port
+from tools.region.process import kill_processes_under
+from tools.region.region import Region, qemu_agent
+from tools.region.wait import wait_for
+from tools.region.world import make_tenant
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 S = common_pb2

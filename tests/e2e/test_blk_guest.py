@@ -41,8 +41,8 @@ import pytest
 
 from host_agent.power.qemu import BlkDisk, QemuServer
 from tests.conftest import QemuFactory
-from tests.harness.guest import EXIT_RE, command_output
 from tests.harness.offload_blk import OffloadBlkProcess, kill_with_requests_in_flight
+from tools.region.guest import EXIT_RE, command_output
 
 pytestmark = pytest.mark.e2e
 

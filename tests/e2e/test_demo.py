@@ -18,7 +18,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.harness.guest import ROOT
+from tools.region.paths import ROOT
 
 DEMO = ROOT / ".demo"
 RUN_DIR = Path("/run/bmaas-demo")

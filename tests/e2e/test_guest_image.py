@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.conftest import QemuFactory
-from tests.harness.guest import READY, command_output
+from tools.region.guest import READY, command_output
 
 BOOT_TIMEOUT_S = 120.0
 

@@ -34,8 +34,8 @@ import pytest
 
 from host_agent.power.qemu import NetNic, QemuServer
 from tests.conftest import QemuFactory
-from tests.harness.guest import EXIT_RE, command_output
-from tests.harness.netns import NetNamespace
+from tools.region.guest import EXIT_RE, command_output
+from tools.region.netns import NetNamespace
 
 pytestmark = pytest.mark.e2e
 

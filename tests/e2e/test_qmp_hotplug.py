@@ -31,8 +31,8 @@ import pytest
 from host_agent.power.qemu import BlkDisk, hotplug_bus
 from host_agent.power.qmp import QmpClient
 from tests.conftest import QemuFactory
-from tests.harness.guest import EXIT_RE, command_output
 from tests.harness.offload_blk import OffloadBlkProcess
+from tools.region.guest import EXIT_RE, command_output
 
 pytestmark = pytest.mark.e2e
 

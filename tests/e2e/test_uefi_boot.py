@@ -25,9 +25,9 @@ from pathlib import Path
 import pytest
 
 from host_agent.power.qemu import OVMF_VARS, BlkDisk, QemuServer, ServerSpec, UefiFirmware
-from tests.harness.guest import EXIT_RE, READY, GuestImage, command_output
 from tests.harness.offload_blk import OffloadBlkProcess
 from tools.diskimage import build_disk_image
+from tools.region.guest import EXIT_RE, READY, GuestImage, command_output
 
 pytestmark = pytest.mark.e2e
 

@@ -27,11 +27,11 @@ import pytest_asyncio
 from bmaas.v1 import common_pb2, tenant_pb2
 from host_agent.agent import Agent
 from host_agent.metrics import DeviceCollector
-from tests.harness.control_plane import wait_for
-from tests.harness.guest import GuestImage, disk_with
-from tests.harness.netns import NetNamespace
-from tests.harness.region import Region, qemu_agent
-from tests.integration.control_plane.conftest import enroll
+from tools.region.guest import GuestImage, disk_with
+from tools.region.netns import NetNamespace
+from tools.region.region import Region, qemu_agent
+from tools.region.wait import wait_for
+from tools.region.world import enroll
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 UNDERLAY = {1: "192.168.78.1", 2: "192.168.78.2", 3: "192.168.78.3"}

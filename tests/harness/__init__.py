@@ -1,5 +1,6 @@
-"""Launchers for the real components that tests, benchmarks and the demo use.
+"""Test-only helpers: store fixtures, the etcd-dump oracle, a restartable
+``offload-blk`` that can be crashed with requests in flight.
 
-Each launcher owns a process, namespace or file it created and removes it in
-``aclose()``/``close()``; nothing here touches what it did not create.
+What starts real components (etcd, control planes, agents, guests,
+namespaces) is the product's ``tools.region``; the tests use it from there.
 """

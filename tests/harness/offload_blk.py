@@ -34,7 +34,7 @@ import stat
 import struct
 from pathlib import Path
 
-from tests.harness.blkbackends import BackendStartError, find_offload_blk
+from tools.region.blk_backends import BackendStartError, find_offload_blk
 
 __all__ = [
     "OffloadBlkError",

@@ -19,7 +19,7 @@ import pytest_asyncio
 
 from control_plane.domain import Host, HostState, InstanceType, Quota, Tenant, fake_hardware
 from control_plane.store import Store
-from tests.harness.etcd import EtcdServer
+from tools.region.etcd import EtcdServer
 
 StoreFactory = Callable[[], Awaitable[Store]]
 

@@ -35,7 +35,7 @@ from offload.testing import (
     VhostUserBlkFrontend,
     wait_any,
 )
-from tests.harness.blkbackends import BACKEND_KINDS, BackendKind, BlkBackend
+from tools.region.blk_backends import BACKEND_KINDS, BackendKind, BlkBackend
 
 pytestmark = pytest.mark.integration
 

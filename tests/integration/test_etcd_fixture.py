@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.harness.etcd import EtcdServer
+from tools.region.etcd import EtcdServer
 
 
 async def test_put_then_get_round_trips_through_real_etcd(

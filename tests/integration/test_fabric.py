@@ -24,7 +24,7 @@ from pyroute2 import IPRoute
 
 from offload.network.errors import FabricConfigError, FabricError
 from offload.network.fabric import Fabric, VpcPort
-from tests.harness.netns import NetNamespace
+from tools.region.netns import NetNamespace
 
 pytestmark = pytest.mark.integration
 

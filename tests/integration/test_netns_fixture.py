@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from pyroute2 import netns as pr_netns
 
-from tests.harness.netns import NetNamespace
+from tools.region.netns import NetNamespace
 
 
 def test_namespace_exists_with_loopback_up(netns: Callable[[str], NetNamespace]) -> None:

@@ -26,7 +26,7 @@ from pyroute2.netns import setns
 
 from offload.network.hook import TxVerdict
 from offload.network.services import InstanceMetadata, NicConfig, NicServices
-from tests.harness.netns import NetNamespace
+from tools.region.netns import NetNamespace
 
 pytestmark = pytest.mark.integration
 

@@ -29,7 +29,7 @@ from offload.vhost_user.messages import (
     ProtocolFeature,
     encode_message,
 )
-from tests.harness.blkbackends import find_offload_blk
+from tools.region.blk_backends import find_offload_blk
 
 pytestmark = pytest.mark.integration
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from offload.testing.net import VhostUserNetFrontend
-from tests.harness.netns import NetNamespace
+from tools.region.netns import NetNamespace
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ Every test declares the commands it drives with ``@covers("noun verb", ...)``
 the ``bmctl`` fixture records the commands a test really runs and fails it if
 a declared one never ran, and test_coverage.py fails if a command of the
 argparse tree is declared by no test.  (This file is the only one here that
-imports the tests.harness launchers.)
+imports the region launchers, ``tools.region``.)
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ import yaml
 
 from bmaas.v1 import agent_pb2, agent_pb2_grpc
 from bmctl import main as cli
-from tests.harness.agents import AgentProcess
-from tests.harness.control_plane import OPERATOR_TOKEN, ControlPlaneProcess
-from tests.harness.etcd import EtcdServer
+from tools.region.agents import AgentProcess
+from tools.region.control_plane import OPERATOR_TOKEN, ControlPlaneProcess
+from tools.region.etcd import EtcdServer
 
 covers = pytest.mark.covers
 __all__ = ["OPERATOR_TOKEN", "Bmctl", "Run", "World", "covers", "register_agent"]

@@ -18,16 +18,12 @@ import pytest_asyncio
 from bmaas.v1 import common_pb2, tenant_pb2
 from host_agent import metrics
 from host_agent.agent import Agent
-from tests.harness.agents import agent_config, running_agent
-from tests.harness.control_plane import (
-    Clients,
-    ControlPlaneProcess,
-    InProcessControlPlane,
-    wait_for,
-)
-from tests.harness.etcd import EtcdServer
-from tests.harness.ports import free_port
-from tests.integration.control_plane.conftest import World, build_world
+from tools.region.agents import agent_config, running_agent
+from tools.region.control_plane import Clients, ControlPlaneProcess, InProcessControlPlane
+from tools.region.etcd import EtcdServer
+from tools.region.ports import free_port
+from tools.region.wait import wait_for
+from tools.region.world import World, build_world
 
 S = common_pb2
 

@@ -11,8 +11,9 @@ import pytest
 from bmaas.v1 import agent_pb2, common_pb2, operator_pb2, tenant_pb2
 from control_plane import metrics
 from control_plane.domain.agent import AgentPhase
-from tests.harness.control_plane import Clients, InProcessControlPlane, bearer, wait_for
-from tests.integration.control_plane.conftest import World, enroll
+from tools.region.control_plane import Clients, InProcessControlPlane, bearer
+from tools.region.wait import wait_for
+from tools.region.world import World, enroll
 
 
 async def next_desired(

@@ -35,9 +35,10 @@ from bmaas.v1 import (
     tenant_pb2,
 )
 from control_plane.api import errors
-from tests.harness.control_plane import Clients, InProcessControlPlane, bearer, etcd_dump
-from tests.harness.etcd import EtcdServer
-from tests.integration.control_plane.conftest import World, build_world, make_tenant
+from tests.harness.etcd_dump import etcd_dump
+from tools.region.control_plane import Clients, InProcessControlPlane, bearer
+from tools.region.etcd import EtcdServer
+from tools.region.world import World, build_world, make_tenant
 
 HUGE = "x" * 32 * 1024
 MALFORMED = "../a b/\x01\x7f%s\u202eé" + "/" * 40

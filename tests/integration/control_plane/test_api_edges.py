@@ -10,9 +10,10 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from bmaas.v1 import common_pb2, operator_pb2, tenant_pb2
-from tests.harness.control_plane import bearer, etcd_dump
-from tests.harness.etcd import EtcdServer
-from tests.integration.control_plane.conftest import World
+from tests.harness.etcd_dump import etcd_dump
+from tools.region.control_plane import bearer
+from tools.region.etcd import EtcdServer
+from tools.region.world import World
 
 
 def detail(err: grpc.aio.AioRpcError, cls: type) -> object | None:

@@ -9,8 +9,8 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from bmaas.v1 import agent_pb2, common_pb2, operator_pb2, tenant_pb2
-from tests.harness.control_plane import Clients, bearer
-from tests.integration.control_plane.conftest import build_world, enroll, make_tenant
+from tools.region.control_plane import Clients, bearer
+from tools.region.world import build_world, enroll, make_tenant
 
 HostState = common_pb2.HostState
 

@@ -13,9 +13,10 @@ import pytest
 import pytest_asyncio
 
 from bmaas.v1 import common_pb2, operator_pb2, tenant_pb2
-from tests.harness.agents import running_agents
-from tests.harness.control_plane import Clients, InProcessControlPlane, bearer, wait_for
-from tests.integration.control_plane.conftest import World, build_world, make_tenant
+from tools.region.agents import running_agents
+from tools.region.control_plane import Clients, InProcessControlPlane, bearer
+from tools.region.wait import wait_for
+from tools.region.world import World, build_world, make_tenant
 
 IS = common_pb2.InstanceState
 

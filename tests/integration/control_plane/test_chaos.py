@@ -22,12 +22,12 @@ import aetcd
 
 from control_plane.domain.compute import Instance
 from control_plane.store import codec
-from tests.harness.agents import running_agents
-from tests.harness.chaos import Workload, check_history, read_history, transient
-from tests.harness.control_plane import Clients, ControlPlaneProcess
-from tests.harness.etcd import EtcdCluster
-from tests.harness.ports import free_port
-from tests.integration.control_plane.conftest import build_world
+from tools.region.agents import running_agents
+from tools.region.chaos import Workload, check_history, read_history, transient
+from tools.region.control_plane import Clients, ControlPlaneProcess
+from tools.region.etcd import EtcdCluster
+from tools.region.ports import free_port
+from tools.region.world import build_world
 
 SEAT = b"/bmaas/v1/leases/controllers"
 HOLD = 5.0  # seconds a fault lasts
@@ -52,7 +52,7 @@ async def test_chaos_invariants_hold_through_one_fault_at_a_time(tmp_path: Path)
     cluster = EtcdCluster(3).start()
     ports = [free_port(), free_port()]
     replicas = [
-        ControlPlaneProcess(cluster, lease_ttl=3, extra_args=("--listen", f"127.0.0.1:{p}"))  # type: ignore[arg-type]
+        ControlPlaneProcess(cluster, lease_ttl=3, extra_args=("--listen", f"127.0.0.1:{p}"))
         for p in ports
     ]
     workload: Workload | None = None

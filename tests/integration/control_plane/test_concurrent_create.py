@@ -12,9 +12,10 @@ from collections import Counter
 import grpc
 
 from bmaas.v1 import common_pb2, operator_pb2, tenant_pb2
-from tests.harness.control_plane import Clients, ControlPlaneProcess, etcd_dump
-from tests.harness.etcd import EtcdServer
-from tests.integration.control_plane.conftest import enroll, make_tenant
+from tests.harness.etcd_dump import etcd_dump
+from tools.region.control_plane import Clients, ControlPlaneProcess
+from tools.region.etcd import EtcdServer
+from tools.region.world import enroll, make_tenant
 
 MATCHING, DECOYS, REQUESTS = 20, 5, 50
 

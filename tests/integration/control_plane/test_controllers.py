@@ -39,7 +39,6 @@ from control_plane.domain.transitions import apply_instance_event
 from control_plane.scheduler import HostCache, Scheduler
 from control_plane.store import Store
 from host_agent.agent import Agent
-from tests.harness.agents import agent_config, running_agent
 from tests.harness.store import (
     cp_etcd,
     eventually,
@@ -49,6 +48,7 @@ from tests.harness.store import (
     store,
     store_factory,
 )
+from tools.region.agents import agent_config, running_agent
 
 __all__ = ["cp_etcd", "root", "store", "store_factory"]
 pytestmark = pytest.mark.asyncio(loop_scope="session")

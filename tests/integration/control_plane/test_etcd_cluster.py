@@ -20,9 +20,9 @@ import pytest
 from control_plane.domain.errors import Unavailable
 from control_plane.store import Store
 from control_plane.store.endpoints import parse_endpoints
-from tests.harness.control_plane import ControlPlaneProcess
-from tests.harness.etcd import EtcdCluster
-from tests.harness.ports import free_port
+from tools.region.control_plane import ControlPlaneProcess
+from tools.region.etcd import EtcdCluster
+from tools.region.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -86,7 +86,7 @@ async def test_the_store_survives_the_loss_of_any_member_and_of_the_raft_leader(
 
 
 def test_a_replica_starts_on_a_comma_list(cluster: EtcdCluster) -> None:
-    with ControlPlaneProcess(cluster) as cp:  # type: ignore[arg-type]
+    with ControlPlaneProcess(cluster) as cp:
         assert cp.port > 0
 
 

@@ -14,15 +14,16 @@ from control_plane.domain.errors import Unavailable
 from control_plane.store import Store
 from control_plane.store.endpoints import Tls, parse_endpoints
 from control_plane.store.kv import op_put
-from tests.harness.control_plane import ControlPlaneProcess
-from tests.harness.etcd import EtcdServer, Pki, make_test_pki
+from tools.region.control_plane import ControlPlaneProcess
+from tools.region.etcd import EtcdServer
+from tools.region.pki import Pki, make_pki
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture
 def pki(tmp_path: Path) -> Pki:
-    return make_test_pki(tmp_path / "pki")
+    return make_pki(tmp_path / "pki")
 
 
 @pytest.fixture
@@ -61,7 +62,7 @@ def test_a_replica_starts_on_tls_and_a_refused_certificate_is_one_line(
     ) as cp:
         assert cp.port > 0
     # a client certificate from another CA: etcd refuses it
-    rogue = make_test_pki(tmp_path / "rogue", name="rogue")
+    rogue = make_pki(tmp_path / "rogue", name="rogue")
     proc = subprocess.run(
         [
             *(sys.executable, "-m", "control_plane.main", "--etcd", tls_etcd.url),

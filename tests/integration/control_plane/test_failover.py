@@ -27,16 +27,12 @@ import aetcd
 import grpc
 
 from bmaas.v1 import common_pb2, tenant_pb2
-from tests.harness.agents import AgentProcess, running_agents
-from tests.harness.control_plane import (
-    Clients,
-    ControlPlaneProcess,
-    bearer,
-    etcd_dump,
-    wait_for,
-)
-from tests.harness.etcd import EtcdServer
-from tests.integration.control_plane.conftest import World, build_world
+from tests.harness.etcd_dump import etcd_dump
+from tools.region.agents import AgentProcess, running_agents
+from tools.region.control_plane import Clients, ControlPlaneProcess, bearer
+from tools.region.etcd import EtcdServer
+from tools.region.wait import wait_for
+from tools.region.world import World, build_world
 
 LEASE_TTL = 2
 SEAT = b"/bmaas/v1/leases/controllers"

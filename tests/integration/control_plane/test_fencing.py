@@ -22,8 +22,9 @@ import pytest
 from control_plane.store import Store, fenced
 from control_plane.store.errors import LeadershipLost
 from control_plane.store.kv import op_put
-from tests.harness.control_plane import ControlPlaneProcess, wait_for
-from tests.harness.etcd import EtcdServer
+from tools.region.control_plane import ControlPlaneProcess
+from tools.region.etcd import EtcdServer
+from tools.region.wait import wait_for
 
 SEAT = b"/bmaas/v1/leases/controllers"
 

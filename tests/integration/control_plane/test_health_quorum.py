@@ -16,8 +16,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.harness.control_plane import ControlPlaneProcess
-from tests.harness.etcd import EtcdCluster
+from tools.region.control_plane import ControlPlaneProcess
+from tools.region.etcd import EtcdCluster
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -44,7 +44,7 @@ async def _until(stub: health_pb2_grpc.HealthStub, want: int, within: float) -> 
 
 
 async def test_readiness_follows_the_quorum(cluster: EtcdCluster) -> None:
-    with ControlPlaneProcess(cluster, controllers=False) as cp:  # type: ignore[arg-type]
+    with ControlPlaneProcess(cluster, controllers=False) as cp:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{cp.port}") as ch:
             stub = health_pb2_grpc.HealthStub(ch)
             assert await _status(stub) == SERVING

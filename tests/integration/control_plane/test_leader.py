@@ -14,8 +14,8 @@ import time
 import pytest
 
 from control_plane.controllers import ControllerConfig, ControllerManager
-from tests.harness.etcd import EtcdServer
 from tests.harness.store import StoreFactory, cp_etcd, eventually, root, store, store_factory
+from tools.region.etcd import EtcdServer
 
 __all__ = ["cp_etcd", "root", "store", "store_factory"]
 pytestmark = pytest.mark.asyncio(loop_scope="session")

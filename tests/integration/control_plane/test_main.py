@@ -16,9 +16,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from bmaas.v1 import tenant_pb2
-from tests.harness.control_plane import Clients, ControlPlaneProcess, bearer, wait_for
-from tests.harness.etcd import EtcdServer
-from tests.harness.ports import free_port
+from tools.region.control_plane import Clients, ControlPlaneProcess, bearer
+from tools.region.etcd import EtcdServer
+from tools.region.ports import free_port
+from tools.region.wait import wait_for
 
 SEAT = b"/bmaas/v1/leases/controllers"
 

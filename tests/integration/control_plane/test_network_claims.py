@@ -16,9 +16,10 @@ import pytest
 from bmaas.v1 import common_pb2, tenant_pb2
 from control_plane.api import tenant_network
 from control_plane.domain.network import Vpc
-from tests.harness.control_plane import InProcessControlPlane, bearer, etcd_dump
-from tests.harness.etcd import EtcdServer
-from tests.integration.control_plane.conftest import World, make_tenant
+from tests.harness.etcd_dump import etcd_dump
+from tools.region.control_plane import InProcessControlPlane, bearer
+from tools.region.etcd import EtcdServer
+from tools.region.world import World, make_tenant
 
 ROOT = b"/bmaas/v1"
 Metadata = tuple[tuple[str, str], ...]

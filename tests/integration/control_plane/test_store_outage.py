@@ -12,7 +12,7 @@ import pytest
 from control_plane.domain import Tenant
 from control_plane.domain.errors import Unavailable
 from control_plane.store import Store, WatchEvent
-from tests.harness.etcd import EtcdServer
+from tools.region.etcd import EtcdServer
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -14,9 +14,9 @@ import grpc
 import pytest_asyncio
 
 from bmaas.v1 import agent_pb2, common_pb2, operator_pb2, tenant_pb2
-from tests.harness.control_plane import InProcessControlPlane, bearer
-from tests.harness.etcd import EtcdServer
-from tests.integration.control_plane.conftest import World
+from tools.region.control_plane import InProcessControlPlane, bearer
+from tools.region.etcd import EtcdServer
+from tools.region.world import World
 
 #: a peer change must reach the streams well before a resync would
 PROMPT = 2.0

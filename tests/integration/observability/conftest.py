@@ -22,10 +22,11 @@ import grpc
 import pytest
 
 from bmaas.v1 import common_pb2, operator_pb2, operator_pb2_grpc, tenant_pb2, tenant_pb2_grpc
-from tests.harness.agents import AGENT_RUN_ROOT
-from tests.harness.control_plane import OPERATOR_TOKEN, ROOT, ControlPlaneProcess, bearer
-from tests.harness.etcd import EtcdServer
-from tests.harness.ports import free_port
+from tools.region.agents import AGENT_RUN_ROOT
+from tools.region.control_plane import OPERATOR_TOKEN, ControlPlaneProcess, bearer
+from tools.region.etcd import EtcdServer
+from tools.region.paths import ROOT
+from tools.region.ports import free_port
 
 #: the control plane counts hosts and instances this often (BMAAS_CENSUS_INTERVAL)
 CENSUS_INTERVAL = 1.0

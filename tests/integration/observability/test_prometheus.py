@@ -26,9 +26,9 @@ import grpc
 import pytest
 
 from bmaas.v1 import tenant_pb2, tenant_pb2_grpc
-from tests.harness.control_plane import ROOT
-from tests.harness.ports import free_port
 from tests.integration.observability.conftest import ObservedRegion, poll
+from tools.region.paths import ROOT
+from tools.region.ports import free_port
 
 RULES = ROOT / "deploy" / "prometheus" / "rules.yml"
 SCRAPE_INTERVAL = "1s"

@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tests.harness.control_plane import ROOT
 from tests.integration.observability.conftest import ObservedRegion, poll, scrape
 from tests.integration.observability.promql import exposed_names, metric_names
+from tools.region.paths import ROOT
 
 DASHBOARDS = sorted((ROOT / "deploy" / "grafana").glob("*.json"))
 RULES = ROOT / "deploy" / "prometheus" / "rules.yml"

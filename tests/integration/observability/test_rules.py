@@ -7,7 +7,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-from tests.harness.control_plane import ROOT
+from tools.region.paths import ROOT
 
 DEPLOY = ROOT / "deploy" / "prometheus"
 

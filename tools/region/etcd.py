@@ -6,6 +6,11 @@ directory.  The binary is looked up on PATH; a missing binary is an error,
 never a skip.  ``EtcdServer(tls=EtcdTlsFiles(...))`` serves clients over
 TLS and requires client certificates signed by the given CA.
 
+``EtcdServer(data_dir=..., log_path=..., detached=True)`` keeps its data
+and log where the caller says (``stop()`` then leaves them) and runs in its
+own session, outliving the launcher; the caller records ``pid`` and stops
+it later with ``tools.region.process.stop_process``.
+
 ``EtcdCluster(3).start()`` starts three members (one cluster, peers on
 loopback) and waits until every one is healthy; ``urls`` is the comma list
 for ``--etcd``; ``kill(i)``/``restart(i)`` crash and revive one member
@@ -24,7 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from tests.harness.ports import free_port
+from tools.region.ports import free_port
+from tools.region.process import StartError, log_tail, spawn
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,20 +46,26 @@ class EtcdServer:
     def __init__(
         self,
         *,
-        name: str = "bmaas-test",
+        name: str = "bmaas",
         binary: str | None = None,
         tls: EtcdTlsFiles | None = None,
+        data_dir: Path | None = None,
+        log_path: Path | None = None,
+        detached: bool = False,
     ) -> None:
         found = binary or shutil.which("etcd")
         if found is None:
-            raise RuntimeError("etcd binary not found on PATH (make system-deps installs it)")
+            raise StartError("etcd binary not found on PATH (make system-deps installs it)")
         self.binary = found
         self.name = name
         self.tls = tls
         self.client_port = free_port()
         self.peer_port = free_port()
-        self.data_dir = Path(tempfile.mkdtemp(prefix="bmaas-etcd-"))
-        self.log_path = self.data_dir.with_suffix(".log")
+        #: a temp data dir and log are this server's to remove; given ones are the caller's
+        self._owns_files = data_dir is None
+        self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="bmaas-etcd-"))
+        self.log_path = log_path or self.data_dir.with_suffix(".log")
+        self.detached = detached
         self._proc: subprocess.Popen[bytes] | None = None
         #: ``name=peer_url,...`` of every member (a cluster sets it for all)
         self.initial_cluster = f"{self.name}=http://127.0.0.1:{self.peer_port}"
@@ -115,33 +127,28 @@ class EtcdServer:
                 "--client-cert-auth",
                 f"--listen-metrics-urls={self.http_url}",
             ]
-        log = self.log_path.open("ab")
-        self._proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
+        self._proc = spawn(args, log=self.log_path, detached=self.detached)
 
     def wait_healthy(self, timeout: float = 30.0) -> None:
         assert self._proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                raise RuntimeError(f"etcd exited with {self._proc.returncode}: {self.log_tail()}")
+                raise StartError(f"etcd exited with {self._proc.returncode}: {self.log_tail()}")
             if self._healthy():
                 return
             time.sleep(0.05)
-        raise RuntimeError(f"etcd did not become healthy in {timeout}s: {self.log_tail()}")
+        raise StartError(f"etcd did not become healthy in {timeout}s: {self.log_tail()}")
 
     def start(self, timeout: float = 30.0) -> EtcdServer:
+        """Spawn and wait until healthy; a server that does not get there is stopped."""
         self.spawn()
-        assert self._proc is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise RuntimeError(f"etcd exited with {self._proc.returncode}: {self.log_tail()}")
-            if self._healthy():
-                return self
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"etcd did not become healthy in {timeout}s: {self.log_tail()}")
+        try:
+            self.wait_healthy(timeout)
+        except BaseException:
+            self.stop()  # the error carries the log's tail
+            raise
+        return self
 
     def _healthy(self) -> bool:
         try:
@@ -151,10 +158,7 @@ class EtcdServer:
             return False
 
     def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return log_tail(self.log_path, lines)
 
     def kill(self) -> None:
         """SIGKILL the server but keep its data (for crash tests)."""
@@ -163,10 +167,12 @@ class EtcdServer:
             self._proc.wait()
 
     def stop(self) -> None:
+        """Kill the server; remove its data dir and log if it made them."""
         self.kill()
         self._proc = None
-        shutil.rmtree(self.data_dir, ignore_errors=True)
-        self.log_path.unlink(missing_ok=True)
+        if self._owns_files:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+            self.log_path.unlink(missing_ok=True)
 
     def status(self) -> dict[str, object] | None:
         """``Maintenance.Status`` through the JSON gateway; None if it does not answer."""
@@ -274,49 +280,3 @@ class EtcdCluster:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-
-
-@dataclass(frozen=True, slots=True)
-class Pki:
-    """A throwaway CA with a server certificate (127.0.0.1, localhost) and a
-    client certificate, made with the ``openssl`` command."""
-
-    ca: Path
-    server: EtcdTlsFiles
-    client_cert: Path
-    client_key: Path
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-def make_test_pki(directory: Path, *, name: str = "bmaas-test") -> Pki:
-    directory.mkdir(parents=True, exist_ok=True)
-    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
-    _openssl(
-        "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "1",
-        "-subj", f"/CN={name}-ca", cwd=directory,
-    )  # fmt: skip
-    for who, usage in (("server", "serverAuth,clientAuth"), ("client", "clientAuth")):
-        ext = directory / f"{who}.ext"
-        ext.write_text(f"subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage={usage}\n")
-        _openssl(
-            "req", *ec, "-keyout", f"{who}.key", "-out", f"{who}.csr",
-            "-subj", f"/CN={name}-{who}", cwd=directory,
-        )  # fmt: skip
-        _openssl(
-            "x509", "-req", "-in", f"{who}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-out", f"{who}.pem", "-days", "1", "-extfile", ext.name,
-            cwd=directory,
-        )  # fmt: skip
-    return Pki(
-        ca=directory / "ca.pem",
-        server=EtcdTlsFiles(
-            cert=directory / "server.pem",
-            key=directory / "server.key",
-            client_ca=directory / "ca.pem",
-        ),
-        client_cert=directory / "client.pem",
-        client_key=directory / "client.key",
-    )

@@ -1,13 +1,14 @@
-"""Chaos machinery shared by the chaos test and ``bench/chaos.py``.
+"""A workload that survives faults, and the check of what it left in etcd
+(the chaos test and ``bench/chaos.py``).
 
 - ``Workload``: tenant workers, each bound to one replica, looping create ->
   RUNNING -> terminate -> TERMINATED through the tenant API, recording every
   call's outcome per replica (``Timeline``) so availability can be measured;
-- ``Region``-free helpers to find the controllers' leader replica;
 - ``read_history`` / ``check_history``: every revision under ``/bmaas/v1/`` read back from
   etcd's history (a watch from revision 1) and checked for the invariants:
   no host held by two instances, no state change the lifecycle tables have
-  no path for, quota usage equal to the live instances.
+  no path for, quota usage equal to the live instances; ``transient`` lists
+  the instances left in a transient state.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import json
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import aetcd
 import grpc
@@ -34,7 +37,9 @@ from control_plane.domain.lifecycle import (
     INSTANCE_TRANSITIONS,
 )
 from control_plane.store import codec
-from tests.harness.control_plane import bearer
+from tools.region.control_plane import bearer
+
+T = TypeVar("T")
 
 ROOT = b"/bmaas/v1/"
 #: client channel options: reconnect to a restarted replica within a second
@@ -108,7 +113,7 @@ class Workload:
         for ch in self._channels:
             await ch.close()
 
-    async def _call(self, port: int, coro):  # type: ignore[no-untyped-def]
+    async def _call(self, port: int, coro: Awaitable[T]) -> T | None:
         try:
             out = await coro
         except grpc.aio.AioRpcError as exc:

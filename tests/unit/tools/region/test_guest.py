@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from tests.harness.guest import command_output, newc_archive
+from tools.region.guest import command_output, newc_archive
 
 
 def test_archive_lists_and_extracts_with_gnu_cpio(tmp_path: Path) -> None:

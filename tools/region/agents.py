@@ -1,11 +1,14 @@
-"""Real ``bmaas-agent`` instances for tests: in-process ``Agent`` objects
-(fake power driver, no devices unless asked) or ``bmaas-agent`` processes.
+"""Real host agents: in-process ``Agent`` objects (fake power driver, no
+devices unless asked) or ``bmaas-agent`` processes.
 
 - ``agent_config`` / ``running_agent``: one in-process agent;
 - ``running_agents``: one in-process agent per host of a world (host name ->
   credential), all stopped on exit;
-- ``AgentProcess``: ``python -m host_agent.main`` with a TOML file choosing
-  the ``fake`` driver, for tests whose control plane is a process too.
+- ``AgentProcess``: ``python -m host_agent.main`` (what the ``bmaas-agent``
+  script runs) with a credential file and a TOML file written into its
+  directory; by default the ``fake`` driver with quick resync and backoff,
+  or whatever settings the caller gives (the demo's qemu hosts).
+  ``detached=True`` runs it in its own session, outliving the launcher.
 
 Several endpoints (``endpoints=("127.0.0.1:1", "127.0.0.1:2")``) make the
 agent rotate through them when a stream ends, as it follows replicas.
@@ -16,21 +19,30 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from host_agent.agent import Agent
-from host_agent.config import AgentConfig
+from host_agent.config import AgentConfig, LocalDisk
+from tools.region.process import log_tail, spawn
 
-ROOT = Path(__file__).resolve().parents[2]
-#: run dirs (sockets, pid files) of this test session's agents; removed at its end
-#: (one root per session, so concurrent sessions never remove each other's)
+#: default run dirs (sockets, pid files) of the agents this process starts; its
+#: owner removes it when done (one root per process, so that concurrent test
+#: sessions and benchmarks never remove each other's)
 AGENT_RUN_ROOT = Path("/run/bmaas-test") / str(os.getpid())
+
+#: a settings value of the agent's TOML file
+TomlValue = str | int | float | bool | Path
+#: ``AgentProcess``'s default settings: the fake power driver, quick to react
+FAST_FAKE_AGENT: Mapping[str, TomlValue] = {
+    "power_driver": "fake",
+    "resync": 0.5,
+    "max_backoff": 1.0,
+}
 
 
 def _run_dir(state_dir: Path) -> Path:
@@ -97,9 +109,13 @@ async def running_agents(
 
 
 class AgentProcess:
-    """``bmaas-agent`` (``python -m host_agent.main``) on the fake power driver.
+    """``bmaas-agent`` (``python -m host_agent.main``) for one host.
 
-    ``stop()`` is SIGTERM (the agent leaves its fake server as it is)."""
+    Its directory *state_dir* gets ``credential``, ``agent.toml`` (*settings*,
+    *local_disks*, and ``run_dir`` under ``AGENT_RUN_ROOT`` unless the
+    settings name one) and the agent's own ``state/``.  The log is a temp
+    file removed by ``close()``, or *log* (the caller's, kept).  ``stop()`` is
+    SIGTERM (the agent leaves its servers as they are)."""
 
     def __init__(
         self,
@@ -108,30 +124,39 @@ class AgentProcess:
         host_id: str,
         credential: str,
         state_dir: Path,
-        resync: float = 0.5,
-        max_backoff: float = 1.0,
+        settings: Mapping[str, TomlValue] = FAST_FAKE_AGENT,
+        local_disks: Sequence[LocalDisk] = (),
+        log: Path | None = None,
+        detached: bool = False,
     ) -> None:
         self.state_dir = state_dir
         self.endpoints = _endpoints(endpoints)
         self.host_id = host_id
         self.credential = credential
-        self.resync = resync
-        self.max_backoff = max_backoff
+        self.settings = {"run_dir": _run_dir(state_dir), **settings}
+        self.local_disks = tuple(local_disks)
+        self.detached = detached
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log = Path(tempfile.mkstemp(prefix="bmaas-agent-", suffix=".log")[1])
+        self._owns_log = log is None
+        if log is None:
+            fd, name = tempfile.mkstemp(prefix="bmaas-agent-", suffix=".log")
+            os.close(fd)
+            log = Path(name)
+        self.log = log
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
 
     def start(self) -> AgentProcess:
+        """Write its files and spawn it (it connects on its own; nothing to wait for)."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         cred = self.state_dir / "credential"
         cred.write_text(self.credential + "\n")
         cred.chmod(0o600)
         toml = self.state_dir / "agent.toml"
-        toml.write_text(
-            'power_driver = "fake"\n'
-            f"resync = {self.resync}\n"
-            f"max_backoff = {self.max_backoff}\n"
-            f'run_dir = "{_run_dir(self.state_dir)}"\n'
-        )
+        toml.write_text(agent_toml(self.settings, self.local_disks))
         args = [
             sys.executable,
             "-m",
@@ -147,15 +172,11 @@ class AgentProcess:
             "--config",
             str(toml),
         ]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                args, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env
-            )
+        self.proc = spawn(args, log=self.log, detached=self.detached)
         return self
 
     def tail(self, lines: int = 30) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        return log_tail(self.log, lines)
 
     def stop(self, timeout: float = 10.0) -> int | None:
         if self.proc is None:
@@ -170,8 +191,10 @@ class AgentProcess:
         return self.proc.returncode
 
     def close(self) -> None:
+        """Stop it; remove the log if it is a temp file."""
         self.stop()
-        self.log.unlink(missing_ok=True)
+        if self._owns_log:
+            self.log.unlink(missing_ok=True)
 
     def __enter__(self) -> AgentProcess:
         return self.start()
@@ -180,20 +203,19 @@ class AgentProcess:
         self.close()
 
 
-def kill_processes_under(*paths: Path) -> list[int]:
-    """SIGKILL every process whose command line names one of *paths* (a
-    test's servers and back-ends); returns their pids."""
-    marks = [str(p) for p in paths]
-    killed = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if any(m in cmdline for m in marks):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(proc.name), signal.SIGKILL)
-                killed.append(int(proc.name))
-    return killed
+def agent_toml(settings: Mapping[str, TomlValue], local_disks: Sequence[LocalDisk] = ()) -> str:
+    """The agent's TOML configuration file (``host_agent.config``) for *settings*."""
+    lines = [f"{key} = {_toml_value(value)}" for key, value in settings.items()]
+    for disk in local_disks:
+        lines += ["[[local_disks]]", f"name = {_toml_value(disk.name)}",
+                  f"size_gib = {disk.size_gib}", f"kind = {_toml_value(disk.kind)}"]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: TomlValue) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'

@@ -1,7 +1,8 @@
-"""A small region for end-to-end tests: a real control plane (in this
-process) with one enrolled host, a tenant with a token, an instance type, and
-helpers that speak the tenant and operator APIs; ``qemu_agent`` builds a real
-agent (qemu power driver) for a host of the region."""
+"""A small region: a real control plane (in this process) with one enrolled
+host, a tenant with a token, an instance type, and helpers that speak the
+tenant and operator APIs (``Region``); ``qemu_agent`` runs a real agent
+(qemu power driver) for a host of the region.  The e2e tests and
+``bench/vpc.py`` run on it."""
 
 from __future__ import annotations
 
@@ -18,11 +19,13 @@ import grpc
 from bmaas.v1 import common_pb2, operator_pb2, tenant_pb2
 from host_agent.agent import Agent
 from host_agent.config import LocalDisk
-from tests.harness.agents import agent_config, kill_processes_under
-from tests.harness.control_plane import Clients, InProcessControlPlane, bearer, wait_for
-from tests.harness.etcd import EtcdServer
-from tests.harness.guest import GuestImage
-from tests.integration.control_plane.conftest import enroll, make_tenant
+from tools.region.agents import agent_config
+from tools.region.control_plane import Clients, InProcessControlPlane, bearer
+from tools.region.etcd import EtcdServer
+from tools.region.guest import GuestImage
+from tools.region.process import kill_processes_under
+from tools.region.wait import wait_for
+from tools.region.world import enroll, make_tenant
 
 S = common_pb2
 
@@ -95,7 +98,9 @@ class Region:
                 raise AssertionError(f"{name} FAILED: {inst.failure_reason}")
             return inst if inst.state == state else None
 
-        return await wait_for(reached, timeout, 0.2)  # type: ignore[no-any-return]
+        inst = await wait_for(reached, timeout, 0.2)
+        assert inst is not None
+        return inst
 
     async def console(self, name: str) -> str:
         out = await self.clients.tenant.GetConsoleOutput(
@@ -109,7 +114,9 @@ class Region:
         async def seen() -> re.Match[str] | None:
             return regex.search(await self.console(name))
 
-        return await wait_for(seen, timeout, 0.5)  # type: ignore[no-any-return]
+        match = await wait_for(seen, timeout, 0.5)
+        assert match is not None
+        return match
 
     async def action(self, verb: str, name: str) -> None:
         await getattr(self.clients.tenant, f"{verb}Instance")(

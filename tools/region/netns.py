@@ -4,8 +4,8 @@
 removes exactly that namespace on ``close()``; it never touches namespaces it
 did not create.  ``run()`` executes a command inside it (``ip netns exec``).
 (pyroute2's ``netns.create`` forks a helper, and a fork in a test process
-that already runs gRPC's threads can crash the child, so the harness uses
-iproute2 here.)
+that already runs gRPC's threads can crash the child, so this uses
+iproute2.)
 """
 
 from __future__ import annotations

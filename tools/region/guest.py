@@ -4,10 +4,12 @@ to hand it a command.
 The base initramfs runs ``/bmaas/cmd`` if present (see ``images/init``).
 Linux unpacks concatenated initramfs archives in order, so
 ``GuestImage.initrd_with(script)`` writes the base archive followed by a
-small gzip-compressed newc archive holding ``/bmaas/cmd``: any test can run any
-shell script inside the guest without rebuilding the image, and read what
-it printed from the serial console between ``BMAAS-GUEST-READY`` and
-``BMAAS-CMD-EXIT=<status>``.
+small gzip-compressed newc archive holding ``/bmaas/cmd``: a test, a
+benchmark or the demo runs any shell script inside the guest without
+rebuilding the image, and reads what it printed from the serial console
+between ``BMAAS-GUEST-READY`` and ``BMAAS-CMD-EXIT=<status>``.  The script
+runs under ``set -e``; one that must go on past a failing command starts
+with ``set +e``.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_DIR = ROOT / ".cache" / "guest"
+from tools.diskimage import build_disk_image
+from tools.region.paths import GUEST_DIR, ROOT
+
 READY = r"BMAAS-GUEST-READY"
 EXIT_RE = re.compile(r"BMAAS-CMD-EXIT=(\d+)")
 
@@ -50,9 +53,12 @@ class GuestImage:
     initramfs: Path
 
     @classmethod
-    def build(cls, directory: Path = DEFAULT_DIR) -> GuestImage:
-        """Build (or reuse the cached) image via images/build.sh."""
-        subprocess.run([str(ROOT / "images" / "build.sh"), str(directory)], check=True)
+    def build(cls, directory: Path = GUEST_DIR, *, quiet: bool = False) -> GuestImage:
+        """Build (or reuse the cached) image via images/build.sh (*quiet*: its
+        output is not shown)."""
+        subprocess.run(
+            [str(ROOT / "images" / "build.sh"), str(directory)], check=True, capture_output=quiet
+        )
         return cls(kernel=directory / "vmlinuz", initramfs=directory / "initramfs.cpio.gz")
 
     def initrd_with(self, script: str, dest: Path) -> Path:
@@ -74,8 +80,6 @@ def disk_with(
 
     ``quiet`` keeps the kernel's boot log off the console, so several boots
     fit in one console tail; *extra* is appended to the kernel command line."""
-    from tools.diskimage import build_disk_image
-
     initrd = image.initrd_with(script, dest.with_suffix(".initrd"))
     cmdline = "console=ttyS0 quiet panic=-1" if quiet else "console=ttyS0 panic=-1"
     cmdline = f"{cmdline} {extra}".strip()

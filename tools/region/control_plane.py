@@ -1,32 +1,33 @@
-"""Launchers for a real control plane against a real etcd.
+"""A real control plane against a real etcd, and clients for it.
 
-- ``ControlPlaneProcess``: ``python -m control_plane.main`` as a subprocess
-  on a free loopback port (the port is read from its ``listening on`` line).
-  ``kill()`` is SIGKILL (crash tests: the etcd lease is *not* revoked),
-  ``terminate()`` is SIGTERM (graceful: health NOT_SERVING, lease revoked).
+- ``ControlPlaneProcess``: ``python -m control_plane.main`` (what the
+  ``bmaas-control-plane`` script runs) as a subprocess; its port is read from
+  its ``listening on`` line.  ``kill()`` is SIGKILL (a crash: the etcd lease
+  is *not* revoked), ``terminate()`` is SIGTERM (graceful: health
+  NOT_SERVING, lease revoked).  ``detached=True`` runs it in its own session
+  so that it outlives the launcher (``pid`` is what to record;
+  ``tools.region.process.stop_process`` stops it later).
 - ``InProcessControlPlane``: the same ``ApiServer`` (and optionally the
-  ``ControllerManager``) inside the test's event loop - fast to start, used
-  by the contract tests.
+  ``ControllerManager``) inside the caller's event loop: fast to start,
+  with short heartbeats and caches so that a region reacts quickly.
 - ``Clients``: generated stubs on one ``grpc.aio`` channel plus bearer
   metadata helpers.
-- ``etcd_dump``: every key under the control plane's root with value and
-  ``mod_revision`` (the "nothing changed in etcd" oracle of the bad-input
-  tests; lease-bound heartbeat keys are left out).
+
+Both control planes take ``OPERATOR_TOKEN`` as the operator's token unless
+told another one (the region's operator bootstrap: there is no other way to
+be the operator of a new region).
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
-import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
+from subprocess import Popen, TimeoutExpired
 from types import TracebackType
 
-import aetcd
 import grpc
 
 from bmaas.v1 import agent_pb2_grpc, operator_pb2_grpc, tenant_pb2_grpc
@@ -34,10 +35,11 @@ from control_plane.api.server import ApiConfig, ApiServer
 from control_plane.controllers.config import ControllerConfig
 from control_plane.controllers.manager import ControllerManager
 from control_plane.store import Store
-from tests.harness.etcd import EtcdServer
+from tools.region.etcd import EtcdCluster, EtcdServer
+from tools.region.process import StartError, log_tail, spawn
 
+#: the operator token of a local region unless its launcher is given another
 OPERATOR_TOKEN = "op-test-token-0123456789abcdef"
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def bearer(token: str) -> tuple[tuple[str, str], ...]:
@@ -47,13 +49,13 @@ def bearer(token: str) -> tuple[tuple[str, str], ...]:
 class Clients:
     """Stubs for the three services on one channel to ``127.0.0.1:port``."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, *, operator_token: str = OPERATOR_TOKEN) -> None:
         self.port = port
         self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
         self.tenant = tenant_pb2_grpc.TenantServiceStub(self.channel)
         self.operator = operator_pb2_grpc.OperatorServiceStub(self.channel)
         self.agent = agent_pb2_grpc.AgentServiceStub(self.channel)
-        self.op_md = bearer(OPERATOR_TOKEN)
+        self.op_md = bearer(operator_token)
 
     async def aclose(self) -> None:
         await self.channel.close()
@@ -71,6 +73,7 @@ class InProcessControlPlane:
         etcd: EtcdServer,
         *,
         controllers: bool = False,
+        operator_token: str = OPERATOR_TOKEN,
         lease_ttl: int = 2,
         identity: str | None = None,
         desired_resync: float = 5.0,
@@ -80,6 +83,7 @@ class InProcessControlPlane:
         self.lease_ttl = lease_ttl
         self.identity = identity
         self.desired_resync = desired_resync
+        self.operator_token = operator_token
         self.store: Store | None = None
         self.api: ApiServer | None = None
         self.manager: ControllerManager | None = None
@@ -91,7 +95,7 @@ class InProcessControlPlane:
             self.store,
             ApiConfig(
                 listen="127.0.0.1:0",
-                operator_token=OPERATOR_TOKEN,
+                operator_token=self.operator_token,
                 heartbeat_interval=1,
                 heartbeat_ttl=3,
                 auth_cache_ttl=0.5,
@@ -133,67 +137,84 @@ class InProcessControlPlane:
 
 
 class ControlPlaneProcess:
+    """``python -m control_plane.main --etcd ETCD --listen 127.0.0.1:0``.
+
+    *lease_ttl* (``BMAAS_LEASE_TTL``) and *grace* (``--grace``) default to
+    short values so that failover and shutdown are quick; None leaves the
+    control plane's own defaults.  *extra_args* come last (a later
+    ``--listen`` wins).  The log (stdout and stderr) is a temp file removed
+    by ``close()``, or *log* (the caller's, kept)."""
+
     def __init__(
         self,
-        etcd: EtcdServer,
+        etcd: EtcdServer | EtcdCluster,
         *,
-        lease_ttl: int = 2,
+        lease_ttl: int | None = 2,
+        grace: float | None = 1.0,
         controllers: bool = True,
+        operator_token: str = OPERATOR_TOKEN,
         extra_args: tuple[str, ...] = (),
+        log: Path | None = None,
+        detached: bool = False,
     ) -> None:
         self.etcd = etcd
         self.lease_ttl = lease_ttl
+        self.grace = grace
         self.controllers = controllers
+        self.operator_token = operator_token
         self.extra_args = extra_args
+        self.detached = detached
         self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = Path(tempfile.mkstemp(prefix="bmaas-cp-", suffix=".log")[1])
+        self.proc: Popen[bytes] | None = None
+        self._owns_log = log is None
+        if log is None:
+            fd, name = tempfile.mkstemp(prefix="bmaas-cp-", suffix=".log")
+            os.close(fd)
+            log = Path(name)
+        self.log = log
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
 
     def start(self, timeout: float = 20.0) -> ControlPlaneProcess:
-        env = {
-            **os.environ,
-            "BMAAS_OPERATOR_TOKEN": OPERATOR_TOKEN,
-            "BMAAS_LEASE_TTL": str(self.lease_ttl),
-            "PYTHONUNBUFFERED": "1",
-        }
-        args = [
-            sys.executable,
-            "-m",
-            "control_plane.main",
-            "--etcd",
-            self.etcd.url,
-            "--listen",
-            "127.0.0.1:0",
-            "--grace",
-            "1",
-            *self.extra_args,
-        ]
+        """Spawn and wait for its ``listening on`` line; killed if it does not come."""
+        env = {"BMAAS_OPERATOR_TOKEN": self.operator_token}
+        if self.lease_ttl is not None:
+            env["BMAAS_LEASE_TTL"] = str(self.lease_ttl)
+        args = [sys.executable, "-m", "control_plane.main", "--etcd", self.etcd.url,
+                "--listen", "127.0.0.1:0"]  # fmt: skip
+        if self.grace is not None:
+            args += ["--grace", str(self.grace)]
+        args += self.extra_args
         if not self.controllers:
             args.append("--no-controllers")
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                args, stdout=subprocess.PIPE, stderr=log, cwd=ROOT, env=env
-            )
-        assert self.proc.stdout is not None
+        offset = self.log.stat().st_size if self.log.exists() else 0  # a restart appends
+        self.proc = spawn(args, log=self.log, env=env, detached=self.detached)
+        try:
+            self.port = self._wait_listening(offset, timeout)
+        except BaseException:
+            self.kill()
+            raise
+        return self
+
+    def _wait_listening(self, offset: int, timeout: float) -> int:
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
-        os.set_blocking(self.proc.stdout.fileno(), False)
-        buf = b""
         while time.monotonic() < deadline:
-            chunk = self.proc.stdout.read()
-            if chunk:
-                buf += chunk
-                for line in buf.decode(errors="replace").splitlines():
+            with self.log.open("rb") as f:
+                f.seek(offset)
+                for line in f.read().decode(errors="replace").splitlines():
                     if line.startswith("listening on "):
-                        self.port = int(line.rsplit(":", 1)[1])
-                        return self
+                        return int(line.rsplit(":", 1)[1])
             if self.proc.poll() is not None:
-                raise RuntimeError(f"control plane exited {self.proc.returncode}: {self.tail()}")
+                raise StartError(f"control plane exited {self.proc.returncode}: {self.tail()}")
             time.sleep(0.05)
-        self.kill()
-        raise RuntimeError(f"control plane did not start in {timeout}s: {self.tail()}")
+        raise StartError(f"control plane did not start in {timeout}s: {self.tail()}")
 
     def tail(self, lines: int = 30) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        return log_tail(self.log, lines)
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -206,49 +227,19 @@ class ControlPlaneProcess:
             self.proc.terminate()
             try:
                 self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
+            except TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
         return int(self.proc.returncode)
 
     def close(self) -> None:
+        """Kill it; remove the log if it is a temp file."""
         self.kill()
-        if self.proc is not None and self.proc.stdout is not None:
-            self.proc.stdout.close()
-        self.log.unlink(missing_ok=True)
+        if self._owns_log:
+            self.log.unlink(missing_ok=True)
 
     def __enter__(self) -> ControlPlaneProcess:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    value: bytes
-    mod_revision: int
-
-
-async def etcd_dump(etcd: EtcdServer, prefix: bytes = b"/bmaas/") -> dict[bytes, Entry]:
-    """Every key under *prefix* except lease-bound heartbeats and leader seats."""
-    async with aetcd.Client(host=etcd.host, port=etcd.port) as client:
-        result = await client.get_prefix(prefix)
-    out: dict[bytes, Entry] = {}
-    for kv in result:
-        if b"/heartbeats/" in kv.key or b"/leases/" in kv.key:
-            continue
-        out[kv.key] = Entry(kv.value, kv.mod_revision)
-    return out
-
-
-async def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):  # type: ignore[no-untyped-def]
-    """Poll the async *predicate* until it returns a truthy value."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = await predicate()
-        if last:
-            return last
-        await asyncio.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
