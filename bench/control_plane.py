@@ -367,6 +367,7 @@ async def setup(
                     zone=f"z{i % 3}",
                     rack=f"r{i // 40}",
                     host_class="c64",
+                    power_driver="fake",
                     hardware=common_pb2.HardwareProfile(cpus=64, memory_gib=256),
                 )
             ),

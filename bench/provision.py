@@ -187,6 +187,7 @@ async def _region(
                         zone="z1",
                         rack="r1",
                         host_class="bm",
+                        power_driver="qemu",
                         hardware=common_pb2.HardwareProfile(cpus=2, memory_gib=1),
                     ),
                 ),

@@ -110,7 +110,9 @@ async def _measure(
     region: Region, image: GuestImage, work: Path, ns: dict[int, str], args: argparse.Namespace
 ) -> dict[str, Any]:
     c, md = region.clients, region.tenant_md
-    host2, cred2 = await enroll(c, host_id="metal-2", host_class="small", register=False)
+    host2, cred2 = await enroll(
+        c, host_id="metal-2", host_class="small", power_driver="qemu", register=False
+    )
     disk = disk_with(image, GUEST, work / "vpc.raw", extra="pci=nomsi")
     img = await region.register_image("bench", disk)
     vpc = await c.tenant.CreateVpc(

@@ -340,7 +340,7 @@ class Host(_message.Message):
     host_class: _builtins.str
     """instance types name the class they need"""
     power_driver: _builtins.str
-    """"qemu", "fake" """
+    """required at enrolment: "qemu" or "fake" (scale tests)"""
     state: Global___HostState.ValueType
     """Output only."""
     cordoned: _builtins.bool

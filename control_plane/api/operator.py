@@ -74,9 +74,10 @@ class OperatorServicer(Servicer, operator_pb2_grpc.OperatorServiceServicer):
         zone = validate.ident(spec.zone, "host.zone")
         rack = validate.ident(spec.rack, "host.rack")
         host_class = validate.ident(spec.host_class, "host.host_class")
-        driver = spec.power_driver or "fake"
+        driver = spec.power_driver
         if driver not in POWER_DRIVERS:
-            raise InvalidField("host.power_driver", f"must be one of {', '.join(POWER_DRIVERS)}")
+            what = "is required" if not driver else "is not known"
+            raise InvalidField("host.power_driver", f"{what}: one of {', '.join(POWER_DRIVERS)}")
         secret = auth.new_secret()
         host = Host(
             id=host_id,

@@ -129,7 +129,9 @@ async def test_instances_in_a_vpc_talk_across_hosts_and_vpcs_stay_apart(
     c, md = region.clients, region.tenant_md
     creds = {1: (region.host, region.credential)}
     for h in (2, 3):
-        host, cred = await enroll(c, host_id=f"metal-{h}", host_class="small", register=False)
+        host, cred = await enroll(
+            c, host_id=f"metal-{h}", host_class="small", power_driver="qemu", register=False
+        )
         creds[h] = (host.name, cred)
     image = await region.register_image(
         "vpc", disk_with(guest_image, GUEST, tmp_path / "vpc.raw", extra="pci=nomsi")

@@ -142,7 +142,9 @@ async def running_region(etcd: EtcdServer) -> AsyncIterator[Region]:
             ),
             metadata=c.op_md,
         )
-        host, cred = await enroll(c, host_id="metal-1", host_class="small", register=False)
+        host, cred = await enroll(
+            c, host_id="metal-1", host_class="small", power_driver="qemu", register=False
+        )
         yield Region(c, bearer(token), tenant, itype.name, host.name, cred, plane.port)
 
 

@@ -40,6 +40,7 @@ async def enroll(
     host_class: str = "c64",
     zone: str = "z1",
     rack: str = "r1",
+    power_driver: str = "fake",
     register: bool = True,
 ) -> tuple[common_pb2.Host, str]:
     resp = await c.operator.EnrollHost(
@@ -50,6 +51,7 @@ async def enroll(
                 zone=zone,
                 rack=rack,
                 host_class=host_class,
+                power_driver=power_driver,
                 hardware=common_pb2.HardwareProfile(
                     cpus=64,
                     memory_gib=256,

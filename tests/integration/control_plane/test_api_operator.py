@@ -50,6 +50,7 @@ async def test_enroll_retry_with_request_id_is_idempotent_and_rotates_credential
             zone="z1",
             rack="r1",
             host_class="c64",
+            power_driver="fake",
             hardware=common_pb2.HardwareProfile(cpus=8, memory_gib=32),
         ),
     )

@@ -80,6 +80,7 @@ def host(**kw: Any) -> operator_pb2.EnrollHostRequest:
         "zone": "z1",
         "rack": "r1",
         "host_class": "c64",
+        "power_driver": "fake",
         "hardware": common_pb2.HardwareProfile(cpus=4, memory_gib=8),
     }
     fields.update(kw)
@@ -485,6 +486,12 @@ CASES: list[tuple[str, Call, grpc.StatusCode, str]] = [
         lambda e: ("operator", "EnrollHost", host(rack="r" * 300), "op"),
         INV,
         "host.rack",
+    ),
+    (
+        "host without a power driver",
+        lambda e: ("operator", "EnrollHost", host(power_driver=""), "op"),
+        INV,
+        "host.power_driver: is required",
     ),
     (
         "host bad power driver",

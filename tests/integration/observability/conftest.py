@@ -188,6 +188,7 @@ def _with_world(
                     zone="z1",
                     rack="r1",
                     host_class="c64",
+                    power_driver="fake",
                     hardware=common_pb2.HardwareProfile(cpus=64, memory_gib=256),
                 ),
             ),
