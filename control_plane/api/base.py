@@ -11,8 +11,9 @@ apart from the standard health and reflection services.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from control_plane.api.agent_hub import AgentHub
 from control_plane.api.auth import Authenticator
@@ -20,10 +21,13 @@ from control_plane.api.errors import MissingResource
 from control_plane.api.rpc import Context, metadata
 from control_plane.domain.compute import Instance
 from control_plane.domain.errors import NotFound
-from control_plane.store import Created, Store
+from control_plane.store import Created, RecordChanged, Store
 from control_plane.store.records import R
 
 CATALOG_TTL = 10.0
+#: tries of a read-check-write whose records a controller changed meanwhile
+RACE_ATTEMPTS = 8
+T = TypeVar("T")
 
 
 class Placer(Protocol):
@@ -79,6 +83,20 @@ class Servicer:
 
     async def agent_host(self, context: Context) -> str:
         return await self.deps.auth.agent(metadata(context))
+
+    async def retry_races(self, attempt: Callable[[], Awaitable[T]], *, guarded: str = "") -> T:
+        """Run *attempt* (read, check, write in one transaction) again when a
+        record it read changed before its transaction, e.g. a controller moved
+        the instance on: the caller asked for no particular version of it.  A
+        change to *guarded*, the record the caller gave an etag for, is the
+        caller's conflict and surfaces (ABORTED)."""
+        for _ in range(RACE_ATTEMPTS - 1):
+            try:
+                return await attempt()
+            except RecordChanged as exc:
+                if guarded and exc.name == guarded:
+                    raise
+        return await attempt()
 
     async def ref(self, cls: type[R], name: str, field: str) -> R:
         """The record *name* a request field refers to; NotFound naming the field."""

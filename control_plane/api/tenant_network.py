@@ -313,38 +313,50 @@ class NetworkMixin(Servicer, tenant_pb2_grpc.TenantServiceServicer):
     ) -> common_pb2.NetworkInterface:
         tenant = await self.tenant_of(context)
         inst_name = str(validate.owned(request.instance, "instance", "instances", tenant))
-        nic = await self._nic(tenant, request.name, request.etag)
-        inst = await self.ref(Instance, inst_name, "instance")
-        if nic.instance == inst.name:
-            return convert.network_interface(nic)
-        if nic.instance:
-            raise FailedPrecondition(f"{nic.name} is attached to {nic.instance}; detach it first")
-        if inst.state in (InstanceState.TERMINATING, InstanceState.TERMINATED):
-            raise FailedPrecondition(f"{inst.name} is {inst.state}")
-        pair: list[Any] = [
-            dataclasses.replace(nic, instance=inst.name),
-            dataclasses.replace(inst, network_interfaces=(*inst.network_interfaces, nic.name)),
-        ]
-        new_nic, _ = await self.store.update_many(pair)
-        return convert.network_interface(new_nic)
+        name = str(validate.owned(request.name, "name", "networkInterfaces", tenant))
+
+        async def attempt() -> common_pb2.NetworkInterface:
+            nic = await self._nic(tenant, request.name, request.etag)
+            inst = await self.ref(Instance, inst_name, "instance")
+            if nic.instance == inst.name:
+                return convert.network_interface(nic)
+            if nic.instance:
+                raise FailedPrecondition(
+                    f"{nic.name} is attached to {nic.instance}; detach it first"
+                )
+            if inst.state in (InstanceState.TERMINATING, InstanceState.TERMINATED):
+                raise FailedPrecondition(f"{inst.name} is {inst.state}")
+            pair: list[Any] = [
+                dataclasses.replace(nic, instance=inst.name),
+                dataclasses.replace(inst, network_interfaces=(*inst.network_interfaces, nic.name)),
+            ]
+            new_nic, _ = await self.store.update_many(pair)
+            return convert.network_interface(new_nic)
+
+        return await self.retry_races(attempt, guarded=name if request.etag else "")
 
     @unary(SERVICE)
     async def DetachNetworkInterface(
         self, request: tenant_pb2.DetachNetworkInterfaceRequest, context: Context
     ) -> common_pb2.NetworkInterface:
         tenant = await self.tenant_of(context)
-        nic = await self._nic(tenant, request.name, request.etag)
-        if not nic.instance:
-            return convert.network_interface(nic)
-        detached = dataclasses.replace(nic, instance="")
-        try:
-            inst = await self.store.get(Instance, nic.instance)
-        except NotFound:
-            return convert.network_interface(await self.store.update(detached))
-        remaining = tuple(n for n in inst.network_interfaces if n != nic.name)
-        pair: list[Any] = [detached, dataclasses.replace(inst, network_interfaces=remaining)]
-        new_nic, _ = await self.store.update_many(pair)
-        return convert.network_interface(new_nic)
+        name = str(validate.owned(request.name, "name", "networkInterfaces", tenant))
+
+        async def attempt() -> common_pb2.NetworkInterface:
+            nic = await self._nic(tenant, request.name, request.etag)
+            if not nic.instance:
+                return convert.network_interface(nic)
+            detached = dataclasses.replace(nic, instance="")
+            try:
+                inst = await self.store.get(Instance, nic.instance)
+            except NotFound:
+                return convert.network_interface(await self.store.update(detached))
+            remaining = tuple(n for n in inst.network_interfaces if n != nic.name)
+            pair: list[Any] = [detached, dataclasses.replace(inst, network_interfaces=remaining)]
+            new_nic, _ = await self.store.update_many(pair)
+            return convert.network_interface(new_nic)
+
+        return await self.retry_races(attempt, guarded=name if request.etag else "")
 
     @unary(SERVICE)
     async def DeleteNetworkInterface(

@@ -111,53 +111,63 @@ class VolumesMixin(Servicer, tenant_pb2_grpc.TenantServiceServicer):
     ) -> common_pb2.Volume:
         tenant = await self.tenant_of(context)
         inst_name = str(validate.owned(request.instance, "instance", "instances", tenant))
-        vol = await self._volume(tenant, request.name, request.etag)
-        inst = await self.ref(Instance, inst_name, "instance")
-        if vol.attached_to == inst.name:
-            return convert.volume(vol)
-        if vol.attached_to:
-            raise FailedPrecondition(
-                f"{vol.name} is attached to {vol.attached_to}; detach it first"
-            )
-        if inst.state in _NOT_ATTACHABLE:
-            raise FailedPrecondition(f"{inst.name} is {inst.state}; cannot attach volumes")
-        if vol.zone and inst.zone and vol.zone != inst.zone:
-            raise FailedPrecondition(
-                f"{vol.name} is in zone {vol.zone}, {inst.name} in {inst.zone}"
-            )
-        if len(inst.volumes) >= validate.MAX_VOLUMES_PER_INSTANCE:
-            raise FailedPrecondition(f"{inst.name} already has {len(inst.volumes)} volumes")
-        pair: list[Any] = [
-            dataclasses.replace(vol, attached_to=inst.name),
-            dataclasses.replace(inst, volumes=(*inst.volumes, vol.name)),
-        ]
-        new_vol, _ = await self.store.update_many(pair)
-        assert isinstance(new_vol, Volume)
-        return convert.volume(new_vol)
+        name = str(validate.owned(request.name, "name", "volumes", tenant))
+
+        async def attempt() -> common_pb2.Volume:
+            vol = await self._volume(tenant, request.name, request.etag)
+            inst = await self.ref(Instance, inst_name, "instance")
+            if vol.attached_to == inst.name:
+                return convert.volume(vol)
+            if vol.attached_to:
+                raise FailedPrecondition(
+                    f"{vol.name} is attached to {vol.attached_to}; detach it first"
+                )
+            if inst.state in _NOT_ATTACHABLE:
+                raise FailedPrecondition(f"{inst.name} is {inst.state}; cannot attach volumes")
+            if vol.zone and inst.zone and vol.zone != inst.zone:
+                raise FailedPrecondition(
+                    f"{vol.name} is in zone {vol.zone}, {inst.name} in {inst.zone}"
+                )
+            if len(inst.volumes) >= validate.MAX_VOLUMES_PER_INSTANCE:
+                raise FailedPrecondition(f"{inst.name} already has {len(inst.volumes)} volumes")
+            pair: list[Any] = [
+                dataclasses.replace(vol, attached_to=inst.name),
+                dataclasses.replace(inst, volumes=(*inst.volumes, vol.name)),
+            ]
+            new_vol, _ = await self.store.update_many(pair)
+            assert isinstance(new_vol, Volume)
+            return convert.volume(new_vol)
+
+        return await self.retry_races(attempt, guarded=name if request.etag else "")
 
     @unary(SERVICE)
     async def DetachVolume(
         self, request: tenant_pb2.DetachVolumeRequest, context: Context
     ) -> common_pb2.Volume:
         tenant = await self.tenant_of(context)
-        vol = await self._volume(tenant, request.name, request.etag)
-        if not vol.attached_to:
-            stored = await self.store.get(Volume, vol.name)
-            if stored.attached_to and stored.etag == vol.etag:  # held by a terminated instance
-                return convert.volume(await self.store.update(vol))
-            return convert.volume(vol)
-        detached = dataclasses.replace(vol, attached_to="")
-        try:
-            inst = await self.store.get(Instance, vol.attached_to)
-        except NotFound:
-            return convert.volume(await self.store.update(detached))
-        pair: list[Any] = [
-            detached,
-            dataclasses.replace(inst, volumes=tuple(v for v in inst.volumes if v != vol.name)),
-        ]
-        new_vol, _ = await self.store.update_many(pair)
-        assert isinstance(new_vol, Volume)
-        return convert.volume(new_vol)
+        name = str(validate.owned(request.name, "name", "volumes", tenant))
+
+        async def attempt() -> common_pb2.Volume:
+            vol = await self._volume(tenant, request.name, request.etag)
+            if not vol.attached_to:
+                stored = await self.store.get(Volume, vol.name)
+                if stored.attached_to and stored.etag == vol.etag:  # held by a terminated instance
+                    return convert.volume(await self.store.update(vol))
+                return convert.volume(vol)
+            detached = dataclasses.replace(vol, attached_to="")
+            try:
+                inst = await self.store.get(Instance, vol.attached_to)
+            except NotFound:
+                return convert.volume(await self.store.update(detached))
+            pair: list[Any] = [
+                detached,
+                dataclasses.replace(inst, volumes=tuple(v for v in inst.volumes if v != vol.name)),
+            ]
+            new_vol, _ = await self.store.update_many(pair)
+            assert isinstance(new_vol, Volume)
+            return convert.volume(new_vol)
+
+        return await self.retry_races(attempt, guarded=name if request.etag else "")
 
     @unary(SERVICE)
     async def ResizeVolume(

@@ -189,7 +189,8 @@ class Scheduler:
         if instance.placement_group:
             group = await self.store.get(PlacementGroup, instance.placement_group)
             trips += 1
-        tried: set[str] = set()
+        tried: set[str] = set()  # hosts gone from the store while we tried them
+        lost = 0  # transactions lost to a newer version of the host
         attempts = 0
         caught_up = False
         while attempts < self.max_attempts:
@@ -217,7 +218,7 @@ class Scheduler:
                     trips += 2
                     caught_up = True
                     continue
-                raise NoCapacity(self._explain(itype, instance, tried, attempts))
+                raise NoCapacity(self._explain(itype, instance, lost, attempts))
             for host in candidates:
                 if attempts >= self.max_attempts:
                     break
@@ -231,9 +232,10 @@ class Scheduler:
                     written = await commit(objs)
                 except RecordChanged as exc:
                     if exc.name == host.name:
-                        # the cache lags behind another replica: let it catch up to
-                        # the revision that beat us, then rank afresh
-                        tried.add(host.id)
+                        # the cache lags behind another replica or the host's agent:
+                        # let it catch up to the revision that beat us, then rank
+                        # afresh (the host too, if it is still free at that revision)
+                        lost += 1
                         self.cache.mark_stale(host.id, exc.revision)
                         await self.cache.wait_for_revision(exc.revision, within=CATCH_UP)
                         break
@@ -257,14 +259,12 @@ class Scheduler:
             # the group changed, or every candidate was lost: recompute
         raise Aborted(f"{instance.name}: lost {attempts} races for hosts; retry")
 
-    def _explain(
-        self, itype: InstanceType, instance: Instance, tried: set[str], attempts: int
-    ) -> str:
+    def _explain(self, itype: InstanceType, instance: Instance, lost: int, attempts: int) -> str:
         zone = f" in zone {instance.zone}" if instance.zone else ""
         return (
             f"no AVAILABLE host of class {itype.host_class}{zone} for {instance.name} "
             f"({self.cache.count_class(itype.host_class)} hosts of that class known, "
-            f"{self.cache.free_count()} free overall, {len(tried)} lost to races "
+            f"{self.cache.free_count()} free overall, {lost} lost to races "
             f"in {attempts} attempts)"
         )
 

@@ -482,3 +482,32 @@ async def test_concurrent_network_interface_creates_get_distinct_addresses(world
     await c.tenant.DeleteNetworkInterface(tenant_pb2.DeleteRequest(name=freed.name), metadata=w.md)
     again = await create()
     assert again.private_ip == freed.private_ip  # type: ignore[attr-defined]
+
+
+async def test_attach_and_detach_ride_out_the_controllers_moving_the_instance(
+    live_world: World,
+) -> None:
+    """Without an etag, attaching while the controllers and the agent move the
+    instance from SCHEDULED to RUNNING never answers ABORTED (the server
+    retries its read-check-write); with a stale etag on the volume it does."""
+    w, c = live_world, live_world.clients
+    vol = await c.tenant.CreateVolume(
+        tenant_pb2.CreateVolumeRequest(volume=common_pb2.Volume(size_gib=1)), metadata=w.md
+    )
+    inst = await c.tenant.CreateInstance(create_req(w), metadata=w.md)
+    for _ in range(15):
+        attached = await c.tenant.AttachVolume(
+            tenant_pb2.AttachVolumeRequest(name=vol.name, instance=inst.name), metadata=w.md
+        )
+        assert attached.instance == inst.name
+        detached = await c.tenant.DetachVolume(
+            tenant_pb2.DetachVolumeRequest(name=vol.name), metadata=w.md
+        )
+        assert not detached.instance
+    await expect(
+        grpc.StatusCode.ABORTED,
+        c.tenant.AttachVolume(
+            tenant_pb2.AttachVolumeRequest(name=vol.name, instance=inst.name, etag=vol.etag),
+            metadata=w.md,
+        ),
+    )
