@@ -33,6 +33,7 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import signal
 import tempfile
 import time
@@ -188,6 +189,7 @@ async def run(*, hold: float, settle: float, workers: int, lease_ttl: int) -> di
         for r in replicas:
             r.close()
         cluster.stop()
+        shutil.rmtree(state, ignore_errors=True)
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.node()} ({os.cpu_count()} CPUs)",
