@@ -17,7 +17,7 @@ sends in SET_MEM_TABLE; ``--in-memory`` cannot be combined with ``--no-huge``
 * ``dpdk-vhost-tap``: the same job as offload-net done by DPDK, the
   like-for-like reference: a testpmd with a ``net_vhost0`` and a ``net_tap``
   port (TAP ``bdtap0`` in the namespace, on its own bridge) in ``io``
-  forwarding, both directions on one lcore on CPU 0.
+  forwarding, both directions on one lcore, the whole process on CPU 0.
 
 The front-end's forwarding lcore is CPU 1 (its main lcore waits on stdin).
 Two directions: *guest TX* (front-end ``txonly`` -> back-end; the DPDK
@@ -256,17 +256,23 @@ class Testpmd(_Process):
         fwd_cpu: int,
         netns: str | None = None,
         extra: list[str] | None = None,
+        one_cpu: bool = False,
     ) -> None:
         super().__init__(workdir, role)
         self.name = f"testpmd ({role})"
         self.prefix = f"bmaas-{role}-{secrets.token_hex(3)}"
-        main_cpu = 1 - fwd_cpu
+        # lcore 1 is the main lcore (it waits on stdin), lcore 0 forwards.  With
+        # one_cpu both run on fwd_cpu (and every other thread of the process is
+        # pinned there too): a back-end that must leave the other CPU to the
+        # front-end and the generator.
+        main_cpu = fwd_cpu if one_cpu else 1 - fwd_cpu
         self.argv = [
+            *(["taskset", "-c", str(fwd_cpu)] if one_cpu else []),
             find_testpmd(),
-            "-l",
-            f"{main_cpu},{fwd_cpu}",
+            "--lcores",
+            f"0@{fwd_cpu},1@{main_cpu}",
             "--main-lcore",
-            str(main_cpu),
+            "1",
             "--no-huge",
             "-m",
             str(EAL_MEMORY_MB),
@@ -485,6 +491,7 @@ class _Bench:
                 frame=frame,
                 fwd_cpu=BACKEND_CPU,
                 netns=self._namespace().name,
+                one_cpu=True,  # like offload-net (taskset); CPU 1 is the generator's
             )
             procs.append(self._started(backend, direction, vhost))
             _wait_for(sock, vhost)
