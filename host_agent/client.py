@@ -240,6 +240,7 @@ class ControlPlaneLink:
                 agent_version=AGENT_VERSION,
                 underlay_address=self.config.underlay_address,
                 card_cpus=self.config.card_cpus,
+                power_driver=self.config.power_driver,
             ),
             metadata=self._metadata,
             timeout=10,

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from bmaas.v1 import common_pb2 as bmaas_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x62maas/v1/agent.proto\x12\x08\x62maas.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15\x62maas/v1/common.proto\"\x90\x01\n\x0fRegisterRequest\x12\x0c\n\x04host\x18\x01 \x01(\t\x12+\n\x08hardware\x18\x02 \x01(\x0b\x32\x19.bmaas.v1.HardwareProfile\x12\x15\n\ragent_version\x18\x03 \x01(\t\x12\x18\n\x10underlay_address\x18\x04 \x01(\t\x12\x11\n\tcard_cpus\x18\x05 \x01(\r\"T\n\x10RegisterResponse\x12\x1c\n\x04host\x18\x01 \x01(\x0b\x32\x0e.bmaas.v1.Host\x12\"\n\x1aheartbeat_interval_seconds\x18\x02 \x01(\r\"\xcc\x01\n\x0c\x41gentMessage\x12(\n\theartbeat\x18\x01 \x01(\x0b\x32\x13.bmaas.v1.HeartbeatH\x00\x12\x33\n\x0finstance_status\x18\x02 \x01(\x0b\x32\x18.bmaas.v1.InstanceStatusH\x00\x12+\n\x0bhost_status\x18\x03 \x01(\x0b\x32\x14.bmaas.v1.HostStatusH\x00\x12(\n\x07\x63onsole\x18\x04 \x01(\x0b\x32\x15.bmaas.v1.ConsoleTailH\x00\x42\x06\n\x04\x62ody\"_\n\tHeartbeat\x12\x0c\n\x04host\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12\x61pplied_generation\x18\x03 \x01(\x04\"o\n\x0eInstanceStatus\x12\x10\n\x08instance\x18\x01 \x01(\t\x12&\n\x05phase\x18\x02 \x01(\x0e\x32\x17.bmaas.v1.InstanceState\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x12\n\ngeneration\x18\x04 \x01(\x04\"-\n\x0b\x43onsoleTail\x12\x10\n\x08instance\x18\x01 \x01(\t\x12\x0c\n\x04tail\x18\x02 \x01(\x0c\"@\n\nHostStatus\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x13\n\x0bwiped_epoch\x18\x02 \x01(\x04\x12\x0f\n\x07message\x18\x03 \x01(\t\"I\n\x0e\x43ontrolMessage\x12/\n\rdesired_state\x18\x01 \x01(\x0b\x32\x16.bmaas.v1.DesiredStateH\x00\x42\x06\n\x04\x62ody\"\xa9\x01\n\x0c\x44\x65siredState\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x04\x12\"\n\x05state\x18\x03 \x01(\x0e\x32\x13.bmaas.v1.HostState\x12\r\n\x05\x63lean\x18\x04 \x01(\x08\x12\x16\n\x0e\x63leaning_epoch\x18\x05 \x01(\x04\x12,\n\tinstances\x18\x06 \x03(\x0b\x32\x19.bmaas.v1.DesiredInstance\"\xed\x02\n\x0f\x44\x65siredInstance\x12\x10\n\x08instance\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12#\n\x05power\x18\x03 \x01(\x0e\x32\x14.bmaas.v1.PowerState\x12&\n\x05state\x18\x04 \x01(\x0e\x32\x17.bmaas.v1.InstanceState\x12\x11\n\tterminate\x18\x05 \x01(\x08\x12\r\n\x05image\x18\x06 \x01(\t\x12\x18\n\x10image_source_uri\x18\x07 \x01(\t\x12(\n\x07volumes\x18\x08 \x03(\x0b\x32\x17.bmaas.v1.DesiredVolume\x12\"\n\x04nics\x18\t \x03(\x0b\x32\x14.bmaas.v1.DesiredNic\x12\x11\n\tuser_data\x18\n \x01(\t\x12\x10\n\x08ssh_keys\x18\x0b \x03(\t\x12\x10\n\x08hostname\x18\x0c \x01(\t\x12\x12\n\ngeneration\x18\r \x01(\x04\x12\x16\n\x0eimage_checksum\x18\x0e \x01(\t\"y\n\rDesiredVolume\x12\x0e\n\x06volume\x18\x01 \x01(\t\x12\x10\n\x08size_gib\x18\x02 \x01(\x04\x12\x0c\n\x04\x62oot\x18\x03 \x01(\x08\x12\x14\n\x0csource_image\x18\x04 \x01(\t\x12\x10\n\x08max_iops\x18\x05 \x01(\r\x12\x10\n\x08max_mbps\x18\x06 \x01(\r\"\xb4\x01\n\nDesiredNic\x12\x19\n\x11network_interface\x18\x01 \x01(\t\x12\x13\n\x0bmac_address\x18\x02 \x01(\t\x12\x12\n\nprivate_ip\x18\x03 \x01(\t\x12\x13\n\x0bsubnet_cidr\x18\x04 \x01(\t\x12\x12\n\ngateway_ip\x18\x05 \x01(\t\x12\x0b\n\x03vni\x18\x06 \x01(\r\x12\x0b\n\x03vpc\x18\x07 \x01(\t\x12\x1f\n\x17peer_underlay_addresses\x18\x08 \x03(\t2\x92\x01\n\x0c\x41gentService\x12\x41\n\x08Register\x12\x19.bmaas.v1.RegisterRequest\x1a\x1a.bmaas.v1.RegisterResponse\x12?\n\x07\x43onnect\x12\x16.bmaas.v1.AgentMessage\x1a\x18.bmaas.v1.ControlMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x62maas/v1/agent.proto\x12\x08\x62maas.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15\x62maas/v1/common.proto\"\xa6\x01\n\x0fRegisterRequest\x12\x0c\n\x04host\x18\x01 \x01(\t\x12+\n\x08hardware\x18\x02 \x01(\x0b\x32\x19.bmaas.v1.HardwareProfile\x12\x15\n\ragent_version\x18\x03 \x01(\t\x12\x18\n\x10underlay_address\x18\x04 \x01(\t\x12\x11\n\tcard_cpus\x18\x05 \x01(\r\x12\x14\n\x0cpower_driver\x18\x06 \x01(\t\"T\n\x10RegisterResponse\x12\x1c\n\x04host\x18\x01 \x01(\x0b\x32\x0e.bmaas.v1.Host\x12\"\n\x1aheartbeat_interval_seconds\x18\x02 \x01(\r\"\xcc\x01\n\x0c\x41gentMessage\x12(\n\theartbeat\x18\x01 \x01(\x0b\x32\x13.bmaas.v1.HeartbeatH\x00\x12\x33\n\x0finstance_status\x18\x02 \x01(\x0b\x32\x18.bmaas.v1.InstanceStatusH\x00\x12+\n\x0bhost_status\x18\x03 \x01(\x0b\x32\x14.bmaas.v1.HostStatusH\x00\x12(\n\x07\x63onsole\x18\x04 \x01(\x0b\x32\x15.bmaas.v1.ConsoleTailH\x00\x42\x06\n\x04\x62ody\"_\n\tHeartbeat\x12\x0c\n\x04host\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12\x61pplied_generation\x18\x03 \x01(\x04\"o\n\x0eInstanceStatus\x12\x10\n\x08instance\x18\x01 \x01(\t\x12&\n\x05phase\x18\x02 \x01(\x0e\x32\x17.bmaas.v1.InstanceState\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x12\n\ngeneration\x18\x04 \x01(\x04\"-\n\x0b\x43onsoleTail\x12\x10\n\x08instance\x18\x01 \x01(\t\x12\x0c\n\x04tail\x18\x02 \x01(\x0c\"@\n\nHostStatus\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x13\n\x0bwiped_epoch\x18\x02 \x01(\x04\x12\x0f\n\x07message\x18\x03 \x01(\t\"I\n\x0e\x43ontrolMessage\x12/\n\rdesired_state\x18\x01 \x01(\x0b\x32\x16.bmaas.v1.DesiredStateH\x00\x42\x06\n\x04\x62ody\"\xa9\x01\n\x0c\x44\x65siredState\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x04\x12\"\n\x05state\x18\x03 \x01(\x0e\x32\x13.bmaas.v1.HostState\x12\r\n\x05\x63lean\x18\x04 \x01(\x08\x12\x16\n\x0e\x63leaning_epoch\x18\x05 \x01(\x04\x12,\n\tinstances\x18\x06 \x03(\x0b\x32\x19.bmaas.v1.DesiredInstance\"\xed\x02\n\x0f\x44\x65siredInstance\x12\x10\n\x08instance\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12#\n\x05power\x18\x03 \x01(\x0e\x32\x14.bmaas.v1.PowerState\x12&\n\x05state\x18\x04 \x01(\x0e\x32\x17.bmaas.v1.InstanceState\x12\x11\n\tterminate\x18\x05 \x01(\x08\x12\r\n\x05image\x18\x06 \x01(\t\x12\x18\n\x10image_source_uri\x18\x07 \x01(\t\x12(\n\x07volumes\x18\x08 \x03(\x0b\x32\x17.bmaas.v1.DesiredVolume\x12\"\n\x04nics\x18\t \x03(\x0b\x32\x14.bmaas.v1.DesiredNic\x12\x11\n\tuser_data\x18\n \x01(\t\x12\x10\n\x08ssh_keys\x18\x0b \x03(\t\x12\x10\n\x08hostname\x18\x0c \x01(\t\x12\x12\n\ngeneration\x18\r \x01(\x04\x12\x16\n\x0eimage_checksum\x18\x0e \x01(\t\"y\n\rDesiredVolume\x12\x0e\n\x06volume\x18\x01 \x01(\t\x12\x10\n\x08size_gib\x18\x02 \x01(\x04\x12\x0c\n\x04\x62oot\x18\x03 \x01(\x08\x12\x14\n\x0csource_image\x18\x04 \x01(\t\x12\x10\n\x08max_iops\x18\x05 \x01(\r\x12\x10\n\x08max_mbps\x18\x06 \x01(\r\"\xb4\x01\n\nDesiredNic\x12\x19\n\x11network_interface\x18\x01 \x01(\t\x12\x13\n\x0bmac_address\x18\x02 \x01(\t\x12\x12\n\nprivate_ip\x18\x03 \x01(\t\x12\x13\n\x0bsubnet_cidr\x18\x04 \x01(\t\x12\x12\n\ngateway_ip\x18\x05 \x01(\t\x12\x0b\n\x03vni\x18\x06 \x01(\r\x12\x0b\n\x03vpc\x18\x07 \x01(\t\x12\x1f\n\x17peer_underlay_addresses\x18\x08 \x03(\t2\x92\x01\n\x0c\x41gentService\x12\x41\n\x08Register\x12\x19.bmaas.v1.RegisterRequest\x1a\x1a.bmaas.v1.RegisterResponse\x12?\n\x07\x43onnect\x12\x16.bmaas.v1.AgentMessage\x1a\x18.bmaas.v1.ControlMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,29 +34,29 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bmaas.v1.agent_pb2', _globa
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_REGISTERREQUEST']._serialized_start=91
-  _globals['_REGISTERREQUEST']._serialized_end=235
-  _globals['_REGISTERRESPONSE']._serialized_start=237
-  _globals['_REGISTERRESPONSE']._serialized_end=321
-  _globals['_AGENTMESSAGE']._serialized_start=324
-  _globals['_AGENTMESSAGE']._serialized_end=528
-  _globals['_HEARTBEAT']._serialized_start=530
-  _globals['_HEARTBEAT']._serialized_end=625
-  _globals['_INSTANCESTATUS']._serialized_start=627
-  _globals['_INSTANCESTATUS']._serialized_end=738
-  _globals['_CONSOLETAIL']._serialized_start=740
-  _globals['_CONSOLETAIL']._serialized_end=785
-  _globals['_HOSTSTATUS']._serialized_start=787
-  _globals['_HOSTSTATUS']._serialized_end=851
-  _globals['_CONTROLMESSAGE']._serialized_start=853
-  _globals['_CONTROLMESSAGE']._serialized_end=926
-  _globals['_DESIREDSTATE']._serialized_start=929
-  _globals['_DESIREDSTATE']._serialized_end=1098
-  _globals['_DESIREDINSTANCE']._serialized_start=1101
-  _globals['_DESIREDINSTANCE']._serialized_end=1466
-  _globals['_DESIREDVOLUME']._serialized_start=1468
-  _globals['_DESIREDVOLUME']._serialized_end=1589
-  _globals['_DESIREDNIC']._serialized_start=1592
-  _globals['_DESIREDNIC']._serialized_end=1772
-  _globals['_AGENTSERVICE']._serialized_start=1775
-  _globals['_AGENTSERVICE']._serialized_end=1921
+  _globals['_REGISTERREQUEST']._serialized_end=257
+  _globals['_REGISTERRESPONSE']._serialized_start=259
+  _globals['_REGISTERRESPONSE']._serialized_end=343
+  _globals['_AGENTMESSAGE']._serialized_start=346
+  _globals['_AGENTMESSAGE']._serialized_end=550
+  _globals['_HEARTBEAT']._serialized_start=552
+  _globals['_HEARTBEAT']._serialized_end=647
+  _globals['_INSTANCESTATUS']._serialized_start=649
+  _globals['_INSTANCESTATUS']._serialized_end=760
+  _globals['_CONSOLETAIL']._serialized_start=762
+  _globals['_CONSOLETAIL']._serialized_end=807
+  _globals['_HOSTSTATUS']._serialized_start=809
+  _globals['_HOSTSTATUS']._serialized_end=873
+  _globals['_CONTROLMESSAGE']._serialized_start=875
+  _globals['_CONTROLMESSAGE']._serialized_end=948
+  _globals['_DESIREDSTATE']._serialized_start=951
+  _globals['_DESIREDSTATE']._serialized_end=1120
+  _globals['_DESIREDINSTANCE']._serialized_start=1123
+  _globals['_DESIREDINSTANCE']._serialized_end=1488
+  _globals['_DESIREDVOLUME']._serialized_start=1490
+  _globals['_DESIREDVOLUME']._serialized_end=1611
+  _globals['_DESIREDNIC']._serialized_start=1614
+  _globals['_DESIREDNIC']._serialized_end=1794
+  _globals['_AGENTSERVICE']._serialized_start=1797
+  _globals['_AGENTSERVICE']._serialized_end=1943
 # @@protoc_insertion_point(module_scope)

@@ -29,6 +29,7 @@ class RegisterRequest(_message.Message):
     AGENT_VERSION_FIELD_NUMBER: _builtins.int
     UNDERLAY_ADDRESS_FIELD_NUMBER: _builtins.int
     CARD_CPUS_FIELD_NUMBER: _builtins.int
+    POWER_DRIVER_FIELD_NUMBER: _builtins.int
     host: _builtins.str
     """"hosts/{host}"; must match the credential"""
     agent_version: _builtins.str
@@ -38,6 +39,12 @@ class RegisterRequest(_message.Message):
     """
     card_cpus: _builtins.int
     """CPUs set aside for the card (not for tenants)"""
+    power_driver: _builtins.str
+    """The power driver the agent runs ("qemu", "fake"): it must be the one the
+    host was enrolled with (FAILED_PRECONDITION otherwise), so a host enrolled
+    as a real server never reports instances a fake driver made up.  Empty:
+    not checked.
+    """
     @_builtins.property
     def hardware(self) -> _common_pb2.HardwareProfile:
         """what the agent found (CPUs, memory, local disks)"""
@@ -50,10 +57,11 @@ class RegisterRequest(_message.Message):
         agent_version: _builtins.str = ...,
         underlay_address: _builtins.str = ...,
         card_cpus: _builtins.int = ...,
+        power_driver: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["hardware", b"hardware"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_version", b"agent_version", "card_cpus", b"card_cpus", "hardware", b"hardware", "host", b"host", "underlay_address", b"underlay_address"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_version", b"agent_version", "card_cpus", b"card_cpus", "hardware", b"hardware", "host", b"host", "power_driver", b"power_driver", "underlay_address", b"underlay_address"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

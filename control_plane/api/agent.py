@@ -44,7 +44,7 @@ from control_plane.api.errors import InvalidField
 from control_plane.api.rpc import Context, unary
 from control_plane.domain.agent import AgentReport
 from control_plane.domain.compute import Image, Instance
-from control_plane.domain.errors import BmaasError, NotFound, PermissionDenied
+from control_plane.domain.errors import BmaasError, FailedPrecondition, NotFound, PermissionDenied
 from control_plane.domain.host import Host
 from control_plane.domain.lifecycle import HostEvent, HostState, InstanceState
 from control_plane.domain.network import NetworkInterface, Subnet, Vpc
@@ -82,6 +82,7 @@ class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
         validate.required(request.host, "host")
         _own(host_id, request.host, "host")
         validate.text(request.agent_version, "agent_version", max_len=64)
+        driver = validate.text(request.power_driver, "power_driver", max_len=16)
         underlay = validate.text(request.underlay_address, "underlay_address", max_len=45)
         if underlay:
             try:
@@ -98,6 +99,11 @@ class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
         def provide(h: Host) -> Host:
             if h.state == HostState.DECOMMISSIONED:
                 raise PermissionDenied(f"{h.name} is decommissioned")
+            if driver and driver != h.power_driver:
+                raise FailedPrecondition(
+                    f"{h.name} was enrolled with power driver {h.power_driver!r}, "
+                    f"but this agent runs {driver!r}"
+                )
             found = dataclasses.replace(
                 h,
                 underlay_address=underlay,

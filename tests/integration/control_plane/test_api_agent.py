@@ -38,10 +38,22 @@ async def test_register_checks_the_credential_and_the_host(clients: Clients) -> 
         with pytest.raises(grpc.aio.AioRpcError) as exc:
             await c.agent.Register(agent_pb2.RegisterRequest(host="hosts/ha"), metadata=bearer(bad))
         assert exc.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    hb = await c.operator.GetHost(tenant_pb2.GetRequest(name="hosts/hb"), metadata=c.op_md)
-    assert hb.state == common_pb2.HOST_STATE_ENROLLED  # untouched by the refused calls
+    # an agent whose power driver is not the one the host was enrolled with ("fake")
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await c.agent.Register(
+            agent_pb2.RegisterRequest(host="hosts/ha", power_driver="qemu"),
+            metadata=bearer(cred_a),
+        )
+    assert exc.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "enrolled with power driver 'fake', but this agent runs 'qemu'" in (
+        exc.value.details() or ""
+    )
+    for name in ("hosts/ha", "hosts/hb"):
+        h = await c.operator.GetHost(tenant_pb2.GetRequest(name=name), metadata=c.op_md)
+        assert h.state == common_pb2.HOST_STATE_ENROLLED  # untouched by the refused calls
     ok = await c.agent.Register(
-        agent_pb2.RegisterRequest(host="hosts/ha", agent_version="1.0"), metadata=bearer(cred_a)
+        agent_pb2.RegisterRequest(host="hosts/ha", agent_version="1.0", power_driver="fake"),
+        metadata=bearer(cred_a),
     )
     assert ok.host.state == common_pb2.HOST_STATE_AVAILABLE
 
