@@ -394,6 +394,8 @@ async def test_bounded_cache_deletes_the_least_recently_used(tmp_path: Path) -> 
     assert evicted == [pb]
     assert pa.exists() and pc.exists() and not pb.exists()
     assert cache.usage_bytes() <= 2 * one
+    # file times are coarse (a tick of the kernel clock): make a older than c
+    os.utime(pa, (time.time() - 10, time.time() - 10))
     assert await cache.fetch(str(b)) == pb and pb.exists()  # fetched again when needed
     assert evicted == [pb, pa]
 
