@@ -5,11 +5,8 @@ builtins it calls recorded."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
-
-import pytest
 
 from tests.integration.bmctl.conftest import Bmctl, covers
 
@@ -76,7 +73,6 @@ def test_bash_completion(bmctl: Bmctl, tmp_path: Path) -> None:
     assert done.stdout.strip() == f"{tmp_path}/user-data.yaml"
 
 
-@pytest.mark.skipif(shutil.which("zsh") is None, reason="zsh is in the Makefile's SYSTEM_PACKAGES")
 @covers("completion zsh")
 def test_zsh_completion_loads_and_completes(bmctl: Bmctl, tmp_path: Path) -> None:
     path = script(bmctl, "zsh", tmp_path)
