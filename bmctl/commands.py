@@ -4,10 +4,9 @@ Each verb is a small function ``(client, args) -> Result``: it builds one
 request message from parsed arguments, makes one RPC (list verbs follow
 ``next_page_token`` until ``--limit`` rows or the end), optionally waits
 (``--wait``) for the resource to settle, and returns the messages to print
-with the noun's column spec.  ``register(subparsers)`` declares every
-noun/verb with argparse; the verb function is stored as the parser default
-``func``.  Flags take the proto field names (``--instance-type``,
-``--size-gib``, ``--page-size``).  ``config`` and ``completion`` (local, no
+with the noun's column spec (``bmctl.columns``).  ``bmctl.parser`` declares
+every noun/verb and its flags with argparse and stores the verb function as
+the parser default ``func``.  ``config`` and ``completion`` (local, no
 server) live in ``bmctl.local``.
 """
 
@@ -18,20 +17,30 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any
 
 from google.protobuf.message import Message
 
 from bmaas.v1 import common_pb2, operator_pb2, tenant_pb2
 from bmctl import exitcodes
 from bmctl.client import Client, CliError
+from bmctl.columns import (
+    ENROLLED_COLUMNS,
+    GROUP_COLUMNS,
+    HOST_COLUMNS,
+    IMAGE_COLUMNS,
+    INSTANCE_COLUMNS,
+    NIC_COLUMNS,
+    QUOTA_COLUMNS,
+    SUBNET_COLUMNS,
+    TENANT_COLUMNS,
+    TOKEN_COLUMNS,
+    TYPE_COLUMNS,
+    VOLUME_COLUMNS,
+    VPC_COLUMNS,
+)
 from bmctl.output import Column, enum_name
-from bmctl.output import field as col
 from bmctl.wait import Goal, wait_for
-
-#: power drivers the control plane accepts (``Host.power_driver``)
-POWER_DRIVERS = ("qemu", "fake")
-DEFAULT_WAIT_TIMEOUT = 300.0
 
 
 @dataclass
@@ -46,107 +55,6 @@ class Result:
 
 
 Verb = Callable[[Client, argparse.Namespace], Result]
-SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
-
-HOST_COLUMNS: list[Column] = [
-    ("NAME", col("name")),
-    ("STATE", col("state")),
-    ("ZONE", col("zone")),
-    ("RACK", col("rack")),
-    ("CLASS", col("host_class")),
-    ("DRIVER", col("power_driver")),
-    ("CORDONED", col("cordoned")),
-    ("INSTANCE", col("instance")),
-]
-TENANT_COLUMNS: list[Column] = [
-    ("NAME", col("name")),
-    ("DISPLAY NAME", col("display_name")),
-    ("MAX INSTANCES", col("quota.max_instances")),
-    ("MAX VOLUME GIB", col("quota.max_volume_gib")),
-]
-QUOTA_COLUMNS: list[Column] = [
-    ("TENANT", col("name")),
-    ("INSTANCES", col("usage.instances")),
-    ("MAX INSTANCES", col("quota.max_instances")),
-    ("VOLUME GIB", col("usage.volume_gib")),
-    ("MAX VOLUME GIB", col("quota.max_volume_gib")),
-]
-TOKEN_COLUMNS: list[Column] = [
-    ("TENANT", col("tenant")),
-    ("TOKEN ID", col("token_id")),
-    ("TOKEN", col("token")),
-    ("REPLAYED", col("replayed")),
-]
-TYPE_COLUMNS: list[Column] = [
-    ("NAME", col("name")),
-    ("HOST CLASS", col("host_class")),
-    ("CPUS", col("cpus")),
-    ("MEMORY GIB", col("memory_gib")),
-]
-IMAGE_COLUMNS: list[Column] = [
-    ("NAME", col("name")),
-    ("OS", col("os")),
-    ("SIZE GIB", col("size_gib")),
-    ("SOURCE", col("source_uri")),
-]
-INSTANCE_COLUMNS: list[Column] = [
-    ("NAME", col("name")),
-    ("STATE", col("state")),
-    ("TYPE", col("instance_type")),
-    ("IMAGE", col("image")),
-    ("HOST", col("host")),
-]
-VOLUME_COLUMNS: list[Column] = [
-    ("NAME", col("name")),
-    ("STATE", col("state")),
-    ("SIZE GIB", col("size_gib")),
-    ("ZONE", col("zone")),
-    ("INSTANCE", col("instance")),
-]
-VPC_COLUMNS: list[Column] = [("NAME", col("name")), ("CIDR", col("cidr")), ("VNI", col("vni"))]
-SUBNET_COLUMNS: list[Column] = [("NAME", col("name")), ("CIDR", col("cidr")), ("ZONE", col("zone"))]
-NIC_COLUMNS: list[Column] = [
-    ("NAME", col("name")),
-    ("SUBNET", col("subnet")),
-    ("IP", col("private_ip")),
-    ("MAC", col("mac_address")),
-    ("INSTANCE", col("instance")),
-]
-GROUP_COLUMNS: list[Column] = [("NAME", col("name")), ("STRATEGY", col("strategy"))]
-
-
-# --- argument types ----------------------------------------------------------------------
-
-
-def _uint(bits: int) -> Callable[[str], int]:
-    top = (1 << bits) - 1
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text, 10)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if not 0 <= value <= top:
-            raise argparse.ArgumentTypeError(f"{value} is out of range 0..{top}")
-        return value
-
-    parse.__name__ = f"uint{bits}"
-    return parse
-
-
-uint32 = _uint(32)
-uint64 = _uint(64)
-int32 = _uint(31)  # page sizes: int32 on the wire, never negative
-
-
-def seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
-    return value
 
 
 # --- helpers -----------------------------------------------------------------------------
@@ -261,15 +169,7 @@ def host_enroll(client: Client, args: argparse.Namespace) -> Result:
     req = operator_pb2.EnrollHostRequest(request_id=_request_id(args), host=host)
     resp = client.call("operator", "EnrollHost", req)
     assert isinstance(resp, operator_pb2.EnrollHostResponse)
-    result = _one(
-        resp,
-        [
-            ("NAME", col("host.name")),
-            ("STATE", col("host.state")),
-            ("DRIVER", col("host.power_driver")),
-            ("AGENT CREDENTIAL", col("agent_credential")),
-        ],
-    )
+    result = _one(resp, ENROLLED_COLUMNS)
     if resp.agent_credential:
         result.notes.append("the agent credential is shown once: store it on the host now")
     else:
@@ -306,7 +206,7 @@ def _drained(host: common_pb2.Host) -> bool:
     return not host.instance and host.state not in busy
 
 
-def _host_action(method: str) -> Verb:
+def host_action(method: str) -> Verb:
     def run(client: Client, args: argparse.Namespace) -> Result:
         name = _qualify("hosts", args.name)
         req = operator_pb2.HostActionRequest(name=name, etag=args.etag, reason=args.reason)
@@ -507,7 +407,7 @@ def instance_get(client: Client, args: argparse.Namespace) -> Result:
     return _one(resp, INSTANCE_COLUMNS)
 
 
-def _instance_action(method: str, target: int | None) -> Verb:
+def instance_action(method: str, target: int | None) -> Verb:
     def run(client: Client, args: argparse.Namespace) -> Result:
         req = tenant_pb2.InstanceActionRequest(
             name=args.name, etag=args.etag, request_id=_request_id(args)
@@ -620,14 +520,14 @@ def volume_delete(client: Client, args: argparse.Namespace) -> Result:
 # --- networking and placement ------------------------------------------------------------
 
 
-def _getter(method: str, columns: Sequence[Column]) -> Verb:
+def getter(method: str, columns: Sequence[Column]) -> Verb:
     def run(client: Client, args: argparse.Namespace) -> Result:
         return _one(client.call("tenant", method, tenant_pb2.GetRequest(name=args.name)), columns)
 
     return run
 
 
-def _delete(method: str) -> Verb:
+def deleter(method: str) -> Verb:
     def run(client: Client, args: argparse.Namespace) -> Result:
         client.call("tenant", method, tenant_pb2.DeleteRequest(name=args.name, etag=args.etag))
         return Result([], notes=[f"deleted {args.name}"])
@@ -694,271 +594,3 @@ def group_create(client: Client, args: argparse.Namespace) -> Result:
 
 def group_list(client: Client, args: argparse.Namespace) -> Result:
     return _list(client, "tenant", "ListPlacementGroups", "placement_groups", args, GROUP_COLUMNS)
-
-
-# --- argparse wiring ---------------------------------------------------------------------
-
-
-def _noun(nouns: SubParsers, name: str, help_: str) -> SubParsers:
-    parser = nouns.add_parser(name, help=help_, description=help_)
-    verbs: SubParsers = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
-    return verbs
-
-
-def _verb(
-    sub: SubParsers,
-    name: str,
-    func: Verb,
-    help_: str,
-    *,
-    positional: str | None = None,
-    etag: bool = False,
-    request_id: bool = False,
-    wait: bool = False,
-) -> argparse.ArgumentParser:
-    p: argparse.ArgumentParser = sub.add_parser(name, help=help_, description=help_)
-    if positional:
-        p.add_argument("name", metavar=positional)
-    if etag:
-        p.add_argument("--etag", default="", help="fail with ABORTED if the resource changed")
-    if request_id:
-        p.add_argument("--request-id", default="", help="idempotency key (default: random)")
-    if wait:
-        p.add_argument(
-            "--wait", action="store_true", help="wait until the operation is done, showing progress"
-        )
-        p.add_argument(
-            "--timeout",
-            dest="wait_timeout",
-            type=seconds,
-            default=DEFAULT_WAIT_TIMEOUT,
-            metavar="SECONDS",
-            help=f"give up waiting after SECONDS (exit 4; default {DEFAULT_WAIT_TIMEOUT:g})",
-        )
-    p.set_defaults(func=func)
-    return p
-
-
-def _add_list(sub: SubParsers, func: Verb, what: str, *, operator: bool = False) -> None:
-    p = _verb(sub, "list", func, f"list {what} (follows every page unless --one-page)")
-    p.add_argument("--filter", default="", help="e.g. 'state=RUNNING AND zone=z1'")
-    p.add_argument(
-        "--page-size", type=int32, default=0, help="rows per request (0 = server default)"
-    )
-    p.add_argument("--page-token", default="", help="start at this page (from --one-page)")
-    p.add_argument(
-        "--one-page", action="store_true", help="fetch one page; the next page token goes to stderr"
-    )
-    p.add_argument("--limit", type=uint32, default=0, help="stop after N rows (0 = all)")
-    if operator:
-        p.add_argument("--operator", action="store_true", help="use the operator service")
-
-
-def register(nouns: SubParsers) -> None:
-    # host (operator)
-    host = _noun(nouns, "host", "physical hosts (operator)")
-    p = _verb(
-        host,
-        "enroll",
-        host_enroll,
-        "enroll a host; prints its agent credential once",
-        request_id=True,
-    )
-    p.add_argument("--id", default="", help="host id or hosts/ID (default: server-generated)")
-    p.add_argument("--zone", required=True)
-    p.add_argument("--rack", required=True)
-    p.add_argument("--host-class", required=True)
-    p.add_argument(
-        "--power-driver",
-        required=True,
-        choices=POWER_DRIVERS,
-        help="how the agent powers the server: qemu (a real server stand-in) or fake (tests)",
-    )
-    p.add_argument("--cpus", type=uint32, required=True)
-    p.add_argument("--memory-gib", type=uint32, required=True)
-    p.add_argument("--disk-gib", type=uint64, action="append", default=[], help="repeatable")
-    p.add_argument("--disk-kind", default="nvme", choices=["nvme", "ssd", "hdd"])
-    p.add_argument("--nics", type=uint32, default=1)
-    p.add_argument("--nic-gbps", type=uint32, default=25)
-    _add_list(host, host_list, "hosts")
-    _verb(host, "get", host_get, "show a host", positional="NAME")
-    for verb, method, text in (
-        ("cordon", "CordonHost", "no new placements on the host"),
-        ("uncordon", "UncordonHost", "allow placements again"),
-        ("drain", "DrainHost", "cordon and terminate the bound instance"),
-        ("decommission", "DecommissionHost", "retire the host for good (ENROLLED or MAINTENANCE)"),
-    ):
-        p = _verb(
-            host,
-            verb,
-            _host_action(method),
-            text,
-            positional="NAME",
-            etag=True,
-            wait=verb == "drain",
-        )
-        p.add_argument("--reason", default="")
-    p = _verb(
-        host,
-        "maintenance",
-        host_maintenance,
-        "request maintenance (on) or end it (off)",
-        positional="NAME",
-        etag=True,
-        wait=True,
-    )
-    p.add_argument("state", choices=["on", "off"])
-    p.add_argument("--reason", default="")
-
-    # tenant, token, quota (operator)
-    tenant = _noun(nouns, "tenant", "tenants (operator)")
-    p = _verb(tenant, "create", tenant_create, "create a tenant", request_id=True)
-    p.add_argument("--id", default="", help="tenant id or tenants/ID (default: server-generated)")
-    p.add_argument("--display-name", default="")
-    p.add_argument("--max-instances", type=uint32, default=10)
-    p.add_argument("--max-volume-gib", type=uint64, default=10240)
-    _add_list(tenant, tenant_list, "tenants")
-    _verb(tenant, "get", tenant_get, "show a tenant", positional="NAME")
-
-    token = _noun(nouns, "token", "tenant bearer tokens (operator)")
-    p = _verb(token, "issue", token_issue, "issue a bearer token (shown once)", request_id=True)
-    p.add_argument("tenant", metavar="TENANT")
-
-    quota = _noun(nouns, "quota", "tenant quotas and usage (operator)")
-    p = _verb(quota, "get", quota_get, "show a tenant's quota and usage")
-    p.add_argument("tenant", metavar="TENANT")
-    p = _verb(
-        quota, "set", quota_set, "replace a tenant's quota (unset limits are kept)", etag=True
-    )
-    p.add_argument("tenant", metavar="TENANT")
-    p.add_argument("--max-instances", type=uint32, default=None)
-    p.add_argument("--max-volume-gib", type=uint64, default=None)
-
-    # catalogue
-    itype = _noun(nouns, "instance-type", "instance types")
-    p = _verb(itype, "create", type_create, "create an instance type (operator)", request_id=True)
-    p.add_argument("id", metavar="ID", help="type id or instanceTypes/ID")
-    p.add_argument("--host-class", required=True)
-    p.add_argument("--cpus", type=uint32, required=True)
-    p.add_argument("--memory-gib", type=uint32, required=True)
-    p.add_argument("--description", default="")
-    _add_list(itype, type_list, "instance types", operator=True)
-
-    image = _noun(nouns, "image", "boot images")
-    p = _verb(image, "register", image_register, "register an image (operator)", request_id=True)
-    p.add_argument("id", metavar="ID", help="image id or images/ID")
-    p.add_argument("--source-uri", required=True)
-    p.add_argument("--os", default="linux")
-    p.add_argument("--size-gib", type=uint32, default=10)
-    p.add_argument("--display-name", default="")
-    p.add_argument("--checksum", default="", help="sha256:<hex>")
-    _add_list(image, image_list, "images", operator=True)
-
-    # instance (tenant)
-    inst = _noun(nouns, "instance", "instances: one whole host each (tenant)")
-    p = _verb(inst, "create", instance_create, "rent a whole host", request_id=True, wait=True)
-    p.add_argument("--name", default="", help="full name (default: server-generated)")
-    p.add_argument("--instance-type", "--type", required=True, help="type id or instanceTypes/ID")
-    p.add_argument("--image", required=True, help="image id or images/ID")
-    p.add_argument("--subnet", default="")
-    p.add_argument("--volume", action="append", default=[], help="data volume (repeatable)")
-    p.add_argument("--ssh-key", action="append", default=[], help="public key text (repeatable)")
-    p.add_argument("--ssh-key-file", action="append", default=[], help="repeatable")
-    p.add_argument("--user-data-file", default="")
-    p.add_argument("--placement-group", default="")
-    p.add_argument("--zone", default="")
-    _add_list(inst, instance_list, "instances")
-    _verb(inst, "get", instance_get, "show an instance", positional="NAME")
-    for verb, method, target in (
-        ("start", "StartInstance", common_pb2.INSTANCE_STATE_RUNNING),
-        ("stop", "StopInstance", common_pb2.INSTANCE_STATE_STOPPED),
-        ("reboot", "RebootInstance", common_pb2.INSTANCE_STATE_RUNNING),
-        ("terminate", "TerminateInstance", None),
-    ):
-        _verb(
-            inst,
-            verb,
-            _instance_action(method, target),
-            f"{verb} an instance",
-            positional="NAME",
-            etag=True,
-            request_id=True,
-            wait=True,
-        )
-    p = _verb(inst, "console", instance_console, "serial console tail", positional="NAME")
-    p.add_argument("--max-bytes", type=uint32, default=0, help="0 = 64 KiB")
-
-    # volume (tenant)
-    vol = _noun(nouns, "volume", "cloud disks (tenant)")
-    p = _verb(vol, "create", volume_create, "create a volume", request_id=True, wait=True)
-    p.add_argument("--name", default="")
-    p.add_argument("--size-gib", type=uint64, required=True)
-    p.add_argument("--zone", default="")
-    p.add_argument("--image", default="", help="clone this image")
-    _add_list(vol, volume_list, "volumes")
-    _verb(vol, "get", volume_get, "show a volume", positional="NAME")
-    p = _verb(
-        vol,
-        "attach",
-        volume_attach,
-        "attach to an instance",
-        positional="NAME",
-        etag=True,
-        wait=True,
-    )
-    p.add_argument("instance", metavar="INSTANCE")
-    _verb(vol, "detach", volume_detach, "detach", positional="NAME", etag=True, wait=True)
-    p = _verb(vol, "resize", volume_resize, "grow", positional="NAME", etag=True, wait=True)
-    p.add_argument("--size-gib", type=uint64, required=True)
-    _verb(vol, "delete", volume_delete, "delete", positional="NAME", etag=True, wait=True)
-
-    # vpc / subnet / nic (tenant)
-    vpc = _noun(nouns, "vpc", "VPCs (tenant)")
-    p = _verb(vpc, "create", vpc_create, "create a VPC", request_id=True)
-    p.add_argument("--name", default="")
-    p.add_argument("--cidr", required=True)
-    _add_list(vpc, vpc_list, "VPCs")
-    _verb(vpc, "get", _getter("GetVpc", VPC_COLUMNS), "show a VPC", positional="NAME")
-    _verb(vpc, "delete", _delete("DeleteVpc"), "delete", positional="NAME", etag=True)
-
-    subnet = _noun(nouns, "subnet", "subnets (tenant)")
-    p = _verb(subnet, "create", subnet_create, "create a subnet", request_id=True)
-    p.add_argument("--vpc", "--parent", required=True, help="tenants/T/vpcs/V")
-    p.add_argument("--name", default="")
-    p.add_argument("--cidr", required=True)
-    p.add_argument("--zone", default="")
-    _add_list(subnet, subnet_list, "subnets")
-    _verb(subnet, "get", _getter("GetSubnet", SUBNET_COLUMNS), "show a subnet", positional="NAME")
-    _verb(subnet, "delete", _delete("DeleteSubnet"), "delete", positional="NAME", etag=True)
-
-    nic = _noun(nouns, "nic", "network interfaces (tenant)")
-    p = _verb(nic, "create", nic_create, "create an interface in a subnet", request_id=True)
-    p.add_argument("--subnet", required=True)
-    p.add_argument("--name", default="")
-    _add_list(nic, nic_list, "network interfaces")
-    _verb(
-        nic,
-        "get",
-        _getter("GetNetworkInterface", NIC_COLUMNS),
-        "show an interface",
-        positional="NAME",
-    )
-    p = _verb(nic, "attach", nic_attach, "attach to an instance", positional="NAME", etag=True)
-    p.add_argument("instance", metavar="INSTANCE")
-    _verb(nic, "detach", nic_detach, "detach", positional="NAME", etag=True)
-    _verb(nic, "delete", _delete("DeleteNetworkInterface"), "delete", positional="NAME", etag=True)
-
-    # placement groups (tenant)
-    group = _noun(nouns, "placement-group", "rack-spread placement groups (tenant)")
-    p = _verb(group, "create", group_create, "create a placement group", request_id=True)
-    p.add_argument("--name", default="")
-    p.add_argument("--strategy", default="SPREAD_RACKS", choices=["SPREAD_RACKS"])
-    _add_list(group, group_list, "placement groups")
-    _verb(
-        group,
-        "get",
-        _getter("GetPlacementGroup", GROUP_COLUMNS),
-        "show a placement group",
-        positional="NAME",
-    )
-    _verb(group, "delete", _delete("DeletePlacementGroup"), "delete", positional="NAME", etag=True)

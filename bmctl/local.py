@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 
 from bmctl import exitcodes
 from bmctl.client import CliError
-from bmctl.commands import Result, SubParsers
+from bmctl.commands import Result
 from bmctl.config import Config, config_path, read_token_file
 from bmctl.output import grid
+from bmctl.parser import SubParsers
 
 LocalVerb = Callable[[argparse.ArgumentParser, argparse.Namespace], Result]
 

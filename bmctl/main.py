@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import NoReturn, cast
 
 from bmctl import commands, exitcodes, local, output
+from bmctl import parser as command_tree
 from bmctl.client import Client, CliError
 from bmctl.config import resolve
 
@@ -59,7 +60,7 @@ def build_parser() -> Parser:
     parser.add_argument("--context", default="", help="use this context of the config file")
     parser.add_argument(
         "--request-timeout",
-        type=commands.seconds,
+        type=command_tree.seconds,
         default=30.0,
         metavar="SECONDS",
         help="deadline of each API call (default 30)",
@@ -67,10 +68,10 @@ def build_parser() -> Parser:
     parser.add_argument("-o", "--output", choices=output.FORMATS, default="table")
     # (the subparsers are Parser too: one-line errors at every level)
     nouns = cast(
-        commands.SubParsers,
+        command_tree.SubParsers,
         parser.add_subparsers(dest="noun", metavar="NOUN", required=True),
     )
-    commands.register(nouns)
+    command_tree.register(nouns)
     local.register(nouns)
     for noun in nouns.choices.values():
         for action in noun._actions:

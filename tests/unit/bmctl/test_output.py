@@ -9,7 +9,8 @@ import yaml
 
 from bmaas.v1 import common_pb2
 from bmctl import main as cli
-from bmctl.commands import INSTANCE_COLUMNS, Result
+from bmctl.columns import INSTANCE_COLUMNS
+from bmctl.commands import Result
 from bmctl.output import field, table, to_json, to_yaml
 
 
