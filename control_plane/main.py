@@ -13,7 +13,8 @@ Settings come from, lowest priority first: defaults, the TOML ``--config``
 file (keys: ``etcd`` (a string or a list of URLs), ``etcd_cacert``,
 ``etcd_cert``, ``etcd_key``, ``operator_token``, ``etcd_root``,
 ``heartbeat_interval``, ``heartbeat_ttl``, ``lease_ttl``, ``metrics``,
-``controllers``), environment variables (``BMAAS_ETCD``,
+``controllers``, ``compaction_interval``, ``compaction_retention``,
+``etcd_quota_bytes``), environment variables (``BMAAS_ETCD``,
 ``BMAAS_ETCD_CACERT``, ``BMAAS_ETCD_CERT``, ``BMAAS_ETCD_KEY``,
 ``BMAAS_OPERATOR_TOKEN``, ``BMAAS_ETCD_ROOT``, ``BMAAS_LEASE_TTL``,
 ``BMAAS_METRICS``), then the command line.
@@ -74,6 +75,9 @@ class Settings:
     grace: float = 5.0
     etcd_tls: Tls | None = None
     etcd_wait: float = 10.0
+    compaction_interval: float = 300.0
+    compaction_retention: float = 600.0
+    etcd_quota_bytes: int = 2 << 30
 
     @property
     def etcd_host(self) -> str:
@@ -156,6 +160,9 @@ def load_settings(argv: Sequence[str] | None = None) -> Settings:
         lease_ttl=int(env.get("BMAAS_LEASE_TTL") or file.get("lease_ttl", 5)),
         heartbeat_interval=int(file.get("heartbeat_interval", 5)),
         heartbeat_ttl=int(file.get("heartbeat_ttl", 15)),
+        compaction_interval=float(file.get("compaction_interval", 300.0)),
+        compaction_retention=float(file.get("compaction_retention", 600.0)),
+        etcd_quota_bytes=int(file.get("etcd_quota_bytes", 2 << 30)),
         grace=ns.grace,
     )
 
@@ -191,7 +198,13 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
             # scheduler (and its list + watch of hosts and heartbeats)
             manager = ControllerManager(
                 store,
-                config=ControllerConfig(lease_ttl=settings.lease_ttl),
+                config=ControllerConfig(
+                    lease_ttl=settings.lease_ttl,
+                    compaction_interval=settings.compaction_interval,
+                    compaction_retention=settings.compaction_retention,
+                    etcd_members=len(settings.etcd),
+                    etcd_quota_bytes=settings.etcd_quota_bytes,
+                ),
                 scheduler=api.scheduler,
             )
             await manager.start()

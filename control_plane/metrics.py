@@ -70,6 +70,14 @@ ETCD_DURATION = Histogram(
     ["op"],
     buckets=(0.0005, *_LATENCY_BUCKETS),
 )
+ETCD_COMPACTED_REVISION = Gauge(
+    "bmaas_cp_etcd_compacted_revision",
+    "The revision up to which the controllers' leader last compacted etcd's history.",
+)
+ETCD_SPACE_RECOVERIES = Counter(
+    "bmaas_cp_etcd_space_recoveries_total",
+    "NOSPACE alarms the controllers' leader cleared by compacting and defragmenting etcd.",
+)
 CONTROLLER_RECONCILE_DURATION = Histogram(
     "bmaas_cp_controller_reconcile_duration_seconds",
     "Time spent in one reconcile pass of a key, by controller.",

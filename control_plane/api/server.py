@@ -7,7 +7,9 @@ the standard health service (``grpc.health.v1``) and server reflection.
 
 Health tells the truth about etcd: every ``quorum_check_interval`` seconds
 the replica makes a linearizable read (``Store.probe_quorum``, which only
-a quorum of etcd members can answer) with a short timeout.  The overall
+a quorum of etcd members can answer) with a short timeout, and asks for
+etcd's alarms (a NOSPACE alarm means etcd answers reads but refuses every
+write: the replica is not ready either, and the log line says why).  The overall
 service ``""`` and the three bmaas services are the **readiness** signal:
 SERVING while those reads succeed, NOT_SERVING from the first one that
 fails until one succeeds again, and NOT_SERVING for good once shutdown
@@ -188,11 +190,11 @@ class ApiServer:
                 await self.store.probe_quorum(timeout=interval)
             except BmaasError as exc:
                 if self.ready:
-                    log.warning("no etcd quorum (%s): health NOT_SERVING", exc)
+                    log.warning("etcd unusable (%s): health NOT_SERVING", exc)
                 await self._set_ready(False)
             else:
                 if not self.ready:
-                    log.warning("etcd quorum reachable: health SERVING")
+                    log.warning("etcd usable again: health SERVING")
                 await self._set_ready(True)
             await asyncio.sleep(max(0.0, interval - (loop.time() - started)))
 

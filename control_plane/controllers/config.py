@@ -27,3 +27,11 @@ class ControllerConfig:
     pending_grace: float = 2.0
     #: the scheduler's host cache also follows heartbeat leases
     track_liveness: bool = True
+    #: etcd housekeeping (``housekeeping.Housekeeper``): seconds between passes,
+    #: how much history (seconds) stays for watches to resume from, and how many
+    #: etcd members to defragment when recovering from NOSPACE
+    compaction_interval: float = 300.0
+    compaction_retention: float = 600.0
+    etcd_members: int = 1
+    #: etcd's ``--quota-backend-bytes`` (its default: 2 GiB)
+    etcd_quota_bytes: int = 2 << 30

@@ -2,7 +2,8 @@
 
 Every control-plane replica starts one manager.  All of them campaign
 (``LeaderElector``); the leader builds a ``HostCache`` (list + watch), a
-``Scheduler`` and the instance, host and liveness controllers, and runs them
+``Scheduler``, the instance, host and liveness controllers and etcd's
+housekeeping (compaction, NOSPACE recovery), and runs them
 until it stops or loses its lease; then it tears them all down (nothing is
 kept across terms: a new term starts from a fresh list, which is what makes
 a handover safe).  Followers run nothing but the election.
@@ -33,6 +34,7 @@ from types import TracebackType
 from control_plane.controllers.base import Controller
 from control_plane.controllers.config import ControllerConfig
 from control_plane.controllers.host_controller import HostController
+from control_plane.controllers.housekeeping import Housekeeper
 from control_plane.controllers.instance_controller import InstanceController
 from control_plane.controllers.leader import LeaderElector
 from control_plane.controllers.liveness_controller import LivenessController
@@ -116,11 +118,19 @@ class ControllerManager:
             HostController(self.store, cfg),
             LivenessController(self.store, cfg),
         ]
+        housekeeper = Housekeeper(
+            self.store,
+            interval=cfg.compaction_interval,
+            retention=cfg.compaction_retention,
+            members=cfg.etcd_members,
+            quota_bytes=cfg.etcd_quota_bytes,
+        )
         try:
             if own_cache:
                 await cache.start()
             for ctl in controllers:
                 await ctl.start()
+            await housekeeper.start()
             self.cache, self.scheduler, self.controllers = cache, scheduler, controllers
             self._running.set()
             log.info("%s: controllers running", self.identity)
@@ -128,6 +138,7 @@ class ControllerManager:
         finally:
             self._running.clear()
             self.cache, self.scheduler, self.controllers = None, None, []
+            await housekeeper.aclose()
             for ctl in reversed(controllers):
                 with contextlib.suppress(Exception):
                     await ctl.aclose()

@@ -19,8 +19,10 @@ The store raises the domain tree (``NotFound``, ``AlreadyExists``,
           └── VniInUse         a VXLAN network identifier (global)
 
     Unavailable
-     └── LeadershipLost        a fenced txn (``kv.fenced``) found the leader key gone
-                               or re-created: this replica no longer leads
+     ├── LeadershipLost        a fenced txn (``kv.fenced``) found the leader key gone
+     │                         or re-created: this replica no longer leads
+     └── StoreFull             etcd raised its NOSPACE alarm: it refuses every write
+                               until history is compacted and the members defragmented
 
 ``translate(exc)`` maps an aetcd/grpc exception to the domain error that
 the caller re-raises with ``raise translate(exc) from exc``.
@@ -101,6 +103,17 @@ class LeadershipLost(Unavailable):
         self.create_revision = create_revision
 
 
+class StoreFull(Unavailable):
+    """etcd's database reached its space quota (the NOSPACE alarm)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "etcd is out of space (NOSPACE alarm): writes are refused until its history "
+            "is compacted, its members defragmented and the alarm disarmed "
+            "(the controllers' leader tries; see docs/operations.md)"
+        )
+
+
 class RevisionCompacted(Aborted):
     def __init__(self, compacted_revision: int) -> None:
         super().__init__(f"revision compacted below {compacted_revision}")
@@ -128,6 +141,10 @@ def translate(exc: BaseException) -> BmaasError:
     if isinstance(exc, aetcd.WatchTimeoutError):
         return Unavailable("etcd watch setup timed out")
     if isinstance(exc, grpc.aio.AioRpcError):
+        if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "space exceeded" in str(
+            exc.details()
+        ):
+            return StoreFull()
         kind = _GRPC_CODES.get(exc.code(), Unavailable)
         return kind(f"etcd: {exc.code().name}: {exc.details()}")
     if isinstance(exc, aetcd.ClientError | OSError | TimeoutError):

@@ -37,7 +37,7 @@ from aetcd import rpc, watcher
 from control_plane import metrics
 from control_plane.domain.errors import BmaasError, Unavailable
 from control_plane.store.endpoints import Endpoint, Tls, open_channel
-from control_plane.store.errors import FOREIGN_ERRORS, LeadershipLost, translate
+from control_plane.store.errors import FOREIGN_ERRORS, LeadershipLost, StoreFull, translate
 from control_plane.store.keys import prefix_range_end
 
 log = logging.getLogger(__name__)
@@ -233,12 +233,14 @@ class EtcdKV:
 
     def _failed(self, exc: BaseException) -> BmaasError:
         err = translate(exc)
-        self.reachability.failed(err)
+        if not isinstance(err, StoreFull):  # etcd answered: reachable, only full
+            self.reachability.failed(err)
         return err
 
     async def probe(self, key: bytes, *, timeout: float) -> int:
         """A linearizable one-key read: succeeds only through a quorum.
-        The header revision; ``Unavailable`` when no quorum answers in time."""
+        The header revision; ``Unavailable`` when no quorum answers in time,
+        ``StoreFull`` when etcd answers but refuses writes (NOSPACE alarm)."""
         self._count("Range")
         req = rpc.RangeRequest(key=key, count_only=True)
         try:
@@ -246,6 +248,8 @@ class EtcdKV:
         except FOREIGN_ERRORS as exc:
             raise self._failed(exc) from exc
         self.reachability.ok()
+        if "NOSPACE" in await self.alarms():
+            raise StoreFull()
         return int(resp.header.revision)
 
     async def aclose(self) -> None:
@@ -376,6 +380,78 @@ class EtcdKV:
             raise translate(exc) from exc
         finally:
             self._timed("LeaseRevoke", t0)
+
+    # -- maintenance ----------------------------------------------------------------------
+
+    async def alarms(self) -> list[str]:
+        """Names of the alarms raised on any member (``NOSPACE``, ``CORRUPT``)."""
+        t0 = self._count("Alarm")
+        req = rpc.AlarmRequest(action=rpc.AlarmRequest.GET, memberID=0, alarm=rpc.NONE)
+        try:
+            resp = await self.client.maintenancestub.Alarm(req, timeout=self.timeout)
+        except FOREIGN_ERRORS as exc:
+            raise self._failed(exc) from exc
+        finally:
+            self._timed("Alarm", t0)
+        return sorted({rpc.AlarmType.Name(a.alarm) for a in resp.alarms if a.alarm != rpc.NONE})
+
+    async def disarm(self, alarm: str) -> None:
+        """Clear *alarm* on every member that raised it."""
+        kind = rpc.AlarmType.Value(alarm)
+        get = rpc.AlarmRequest(action=rpc.AlarmRequest.GET, memberID=0, alarm=rpc.NONE)
+        t0 = self._count("Alarm")
+        try:
+            raised = await self.client.maintenancestub.Alarm(get, timeout=self.timeout)
+            for member in raised.alarms:
+                if member.alarm != kind:
+                    continue
+                self._count("Alarm")
+                req = rpc.AlarmRequest(
+                    action=rpc.AlarmRequest.DEACTIVATE, memberID=member.memberID, alarm=kind
+                )
+                await self.client.maintenancestub.Alarm(req, timeout=self.timeout)
+        except FOREIGN_ERRORS as exc:
+            raise self._failed(exc) from exc
+        finally:
+            self._timed("Alarm", t0)
+
+    async def db_size(self) -> int:
+        """Bytes of the answering member's database file."""
+        t0 = self._count("Status")
+        try:
+            resp = await self.client.maintenancestub.Status(
+                rpc.StatusRequest(), timeout=self.timeout
+            )
+        except FOREIGN_ERRORS as exc:
+            raise self._failed(exc) from exc
+        finally:
+            self._timed("Status", t0)
+        return int(resp.dbSize)
+
+    async def compact(self, revision: int) -> None:
+        """Drop the history before *revision* (watches older than it must relist)."""
+        t0 = self._count("Compact")
+        try:
+            await self.client.kvstub.Compact(
+                rpc.CompactionRequest(revision=revision, physical=True), timeout=self.timeout
+            )
+        except FOREIGN_ERRORS as exc:
+            if "compacted" in str(translate(exc)):  # already compacted that far
+                return
+            raise self._failed(exc) from exc
+        finally:
+            self._timed("Compact", t0)
+
+    async def defragment(self, *, timeout: float = 60.0) -> None:
+        """Give the space freed by compaction back to the file system, on the
+        member the channel picks (one call per member on a cluster)."""
+        t0 = self._count("Defragment")
+        try:
+            await self.client.maintenancestub.Defragment(rpc.DefragmentRequest(), timeout=timeout)
+        except FOREIGN_ERRORS as exc:
+            raise self._failed(exc) from exc
+        finally:
+            self._timed("Defragment", t0)
 
     # -- watch ----------------------------------------------------------------------------
 

@@ -52,6 +52,7 @@ class EtcdServer:
         data_dir: Path | None = None,
         log_path: Path | None = None,
         detached: bool = False,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         found = binary or shutil.which("etcd")
         if found is None:
@@ -66,6 +67,8 @@ class EtcdServer:
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="bmaas-etcd-"))
         self.log_path = log_path or self.data_dir.with_suffix(".log")
         self.detached = detached
+        #: more etcd flags, last on the command line (``--quota-backend-bytes=...``)
+        self.extra_args = extra_args
         self._proc: subprocess.Popen[bytes] | None = None
         #: ``name=peer_url,...`` of every member (a cluster sets it for all)
         self.initial_cluster = f"{self.name}=http://127.0.0.1:{self.peer_port}"
@@ -127,6 +130,7 @@ class EtcdServer:
                 "--client-cert-auth",
                 f"--listen-metrics-urls={self.http_url}",
             ]
+        args += self.extra_args
         self._proc = spawn(args, log=self.log_path, detached=self.detached)
 
     def wait_healthy(self, timeout: float = 30.0) -> None:
