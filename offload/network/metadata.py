@@ -1,10 +1,16 @@
 """The instance metadata service: HTTP/1.x requests in, whole responses out.
 
 ``MetadataApp`` is what the TCP responder calls with the bytes a connection
-has received so far.  It returns ``None`` until the request head is complete
-(an empty line, CRLF or bare LF), then the complete response for it; every
-response says ``Connection: close`` and carries a ``Content-Length``, so one
-request is served per connection and any body is ignored.
+has received so far.  The bytes are parsed by h11 (sans-I/O, like the rest
+of the card): a fresh ``h11.Connection`` in the server role is fed the whole
+buffer on every call, so the app keeps no per-connection state and the
+responder's buffer bound (``max_request``) is the only size limit.  While
+h11 needs more data the app returns ``None``; once the request head is
+complete (an empty line, CRLF or bare LF) it returns the complete response,
+written by the same h11 connection; anything h11 refuses (a malformed
+request line or header, HTTP/1.1 without ``Host``) gets 400.  Every response
+says ``Connection: close`` and carries a ``Content-Length``, so one request
+is served per connection and any body is ignored.
 
 Paths follow EC2 and cloud-init's Ec2 data source (IMDSv1)::
 
@@ -19,13 +25,15 @@ Paths follow EC2 and cloud-init's Ec2 data source (IMDSv1)::
 
 A directory also answers without its trailing slash; the query string is
 ignored.  GET and HEAD are served, other methods get 405 (so cloud-init's
-IMDSv2 token PUT falls back to v1), an unreadable request line 400, any other
-path 404.
+IMDSv2 token PUT falls back to v1), a request h11 refuses 400, any other path
+404.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import h11
 
 __all__ = ["InstanceMetadata", "MetadataApp", "http_response"]
 
@@ -68,50 +76,59 @@ def _tree(md: InstanceMetadata) -> dict[str, bytes]:
     return tree
 
 
-def _response(status: int, body: bytes, *, head: bool) -> bytes:
-    lines = [
-        f"HTTP/1.1 {status} {_REASONS[status]}",
-        "Content-Type: text/plain",
-        f"Content-Length: {len(body)}",
-        "Connection: close",
-        "Server: bmaas-card",
+def _response(conn: h11.Connection, status: int, body: bytes, *, head: bool) -> bytes:
+    headers = [
+        ("Content-Type", "text/plain"),
+        ("Content-Length", str(len(body))),
+        ("Connection", "close"),
+        ("Server", "bmaas-card"),
     ]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode() + (b"" if head else body)
+    reason = _REASONS[status].encode()
+    out = conn.send(h11.Response(status_code=status, headers=headers, reason=reason)) or b""
+    return out if head else out + body
 
 
-def _head_end(data: bytes) -> bool:
-    return b"\r\n\r\n" in data or b"\n\n" in data
+def _request(data: bytes) -> tuple[h11.Connection, h11.Request | None] | None:
+    """h11's reading of *data*: ``None`` while the head is incomplete, else the
+    connection and the request (``None`` when h11 refused it)."""
+    if not data:
+        return None  # (h11 reads an empty chunk as the end of the stream)
+    conn = h11.Connection(h11.SERVER)
+    conn.receive_data(data)
+    try:
+        event = conn.next_event()
+    except h11.RemoteProtocolError:
+        return conn, None
+    if event is h11.NEED_DATA:
+        return None
+    return conn, event if isinstance(event, h11.Request) else None
 
 
 def http_response(request: bytes, tree: dict[str, bytes]) -> bytes | None:
     """The response to *request*, or ``None`` while its head is incomplete."""
-    if not _head_end(request):
+    parsed = _request(request)
+    if parsed is None:
         return None
-    line = request.split(b"\n", 1)[0].rstrip(b"\r")
-    parts = line.split(b" ")
-    if len(parts) != 3 or not parts[2].startswith(b"HTTP/1.") or not parts[1].startswith(b"/"):
-        return _response(400, b"bad request\n", head=False)
-    method, target = parts[0], parts[1].split(b"?", 1)[0]
-    if method not in (b"GET", b"HEAD"):
-        return _response(405, b"method not allowed\n", head=False)
-    head = method == b"HEAD"
-    try:
-        path = target.decode("ascii")
-    except UnicodeDecodeError:
-        return _response(404, b"not found\n", head=head)
+    conn, req = parsed
+    if req is None or not req.target.startswith(b"/"):
+        return _response(conn, 400, b"bad request\n", head=False)
+    if req.method not in (b"GET", b"HEAD"):
+        return _response(conn, 405, b"method not allowed\n", head=False)
+    head = req.method == b"HEAD"
+    path = req.target.split(b"?", 1)[0].decode("ascii")  # h11 allows printable ASCII only
     if path in ("/", ""):
-        return _response(200, b"latest", head=head)
+        return _response(conn, 200, b"latest", head=head)
     if path == "/latest":
         path = "/latest/"
     if not path.startswith("/latest/"):
-        return _response(404, b"not found\n", head=head)
+        return _response(conn, 404, b"not found\n", head=head)
     key = path[len("/latest/") :]
     body = tree.get(key)
     if body is None and not key.endswith("/"):
         body = tree.get(key + "/")
     if body is None:
-        return _response(404, b"not found\n", head=head)
-    return _response(200, body, head=head)
+        return _response(conn, 404, b"not found\n", head=head)
+    return _response(conn, 200, body, head=head)
 
 
 class MetadataApp:

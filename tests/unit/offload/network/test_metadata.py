@@ -24,19 +24,23 @@ def test_incomplete_head_waits() -> None:
 
 
 def test_paths_and_methods() -> None:
-    assert status(b"GET /latest/meta-data/instance-id HTTP/1.1\r\n\r\n") == 200
-    assert status(b"GET /latest/meta-data HTTP/1.1\r\n\r\n") == 200  # directory without slash
-    assert status(b"GET /latest/meta-data/local-ipv4 HTTP/1.1\r\n\r\n") == 404  # no address
-    assert status(b"GET /latest/user-data HTTP/1.1\r\n\r\n") == 404  # none given
-    assert status(b"GET /latest/meta-data/public-keys/ HTTP/1.1\r\n\r\n") == 404
-    assert status(b"GET /etc/passwd HTTP/1.1\r\n\r\n") == 404
-    assert status(b"GET /latest/../latest/meta-data/mac HTTP/1.1\r\n\r\n") == 404
-    assert status(b"PUT /latest/api/token HTTP/1.1\r\n\r\n") == 405
+    assert status(b"GET /latest/meta-data/instance-id HTTP/1.1\r\nHost: h\r\n\r\n") == 200
+    assert status(b"GET /latest/meta-data HTTP/1.1\r\nHost: h\r\n\r\n") == 200  # a directory
+    assert status(b"GET /latest/meta-data/local-ipv4 HTTP/1.1\r\nHost: h\r\n\r\n") == 404
+    assert status(b"GET /latest/user-data HTTP/1.1\r\nHost: h\r\n\r\n") == 404  # none given
+    assert status(b"GET /latest/meta-data/public-keys/ HTTP/1.1\r\nHost: h\r\n\r\n") == 404
+    assert status(b"GET /etc/passwd HTTP/1.1\r\nHost: h\r\n\r\n") == 404
+    assert status(b"GET /latest/../latest/meta-data/mac HTTP/1.1\r\nHost: h\r\n\r\n") == 404
+    assert status(b"PUT /latest/api/token HTTP/1.1\r\nHost: h\r\n\r\n") == 405
     assert status(b"GARBAGE\r\n\r\n") == 400
-    assert status(b"GET /\xff HTTP/1.1\r\n\r\n") == 404
-    index = APP(b"GET /latest/meta-data/?x=1 HTTP/1.1\r\n\r\n")
+    assert status(b"GET /\xff HTTP/1.1\r\nHost: h\r\n\r\n") == 400  # not printable ASCII
+    assert status(b"GET /latest/meta-data/ HTTP/1.1\r\n\r\n") == 400  # HTTP/1.1 needs a Host
+    assert status(b"GET /latest/meta-data/ HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n") == 400
+    assert status(b"GET /latest/meta-data/ HTTP/1.1\r\nHost: h\r\nBad Header: x\r\n\r\n") == 400
+    assert status(b"GET latest HTTP/1.0\r\n\r\n") == 400  # not an origin-form target
+    index = APP(b"GET /latest/meta-data/?x=1 HTTP/1.1\r\nHost: h\r\n\r\n")
     assert index is not None and index.endswith(b"\r\n\r\ninstance-id\nhostname\nmac")
-    head = APP(b"HEAD /latest/meta-data/instance-id HTTP/1.1\r\n\r\n")
+    head = APP(b"HEAD /latest/meta-data/instance-id HTTP/1.1\r\nHost: h\r\n\r\n")
     assert head is not None and head.endswith(
         b"Content-Length: 3\r\nConnection: close\r\nServer: bmaas-card\r\n\r\n"
     )
