@@ -24,7 +24,8 @@ TAP (``offload.network.tap``: created if missing, one fd per queue pair, MTU
 set, link up), builds the NIC hook, wraps both in a ``NetDevice`` and serves
 it with ``VhostUserServer``.  The hook is ``NicServices`` (DHCP, ARP for the
 gateway and metadata address, metadata HTTP, anti-spoofing) when ``--ip`` is
-given, built from ``--ip``/``--gateway``/``--metadata``/``--mtu``; without an
+given, built from ``--ip``/``--gateway``/``--metadata``/``--metadata-tokens``/
+``--mtu``; without an
 address the NIC is a plain wire (``ForwardAll``).  The main thread waits in
 ``sigtimedwait`` with a one-second timeout and calls the services' ``poll``
 (metadata retransmissions) on each timeout; SIGHUP copies the TAP's up/down
@@ -52,7 +53,7 @@ from offload.devices.net import NetDevice
 from offload.errors import OffloadError
 from offload.network.hook import ForwardAll, NicHook
 from offload.network.metadata import InstanceMetadata
-from offload.network.services import NicConfig, NicServices
+from offload.network.services import MetadataTokens, NicConfig, NicServices
 from offload.network.tap import Tap
 from offload.storage.volume import SparseFileVolume
 from offload.vhost_user.server import VhostUserServer
@@ -421,6 +422,12 @@ def _net_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--metadata", metavar="FILE.json", help="instance metadata (needs --ip)")
     parser.add_argument(
+        "--metadata-tokens",
+        choices=[t.value for t in MetadataTokens],
+        default=MetadataTokens.REQUIRED.value,
+        help="whether metadata GETs need an IMDSv2 session token (required)",
+    )
+    parser.add_argument(
         "--netns",
         metavar="NAME",
         help="enter this network namespace first: the TAP is created (or found) there",
@@ -482,6 +489,7 @@ def _net_hook(args: argparse.Namespace) -> NicServices | None:
         metadata=metadata,
         hostname=metadata.hostname,
         mtu=args.mtu,
+        metadata_tokens=MetadataTokens(args.metadata_tokens),
     )
     return NicServices(config)
 

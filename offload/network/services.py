@@ -50,8 +50,16 @@ from offload.network.errors import InvalidNicConfig
 from offload.network.hook import TxVerdict
 from offload.network.metadata import InstanceMetadata, MetadataApp
 from offload.network.tcp import TcpReply, TcpResponder
+from offload.network.tokens import MetadataTokens
 
-__all__ = ["DEFAULT_CARD_MAC", "METADATA_IP", "InstanceMetadata", "NicConfig", "NicServices"]
+__all__ = [
+    "DEFAULT_CARD_MAC",
+    "METADATA_IP",
+    "InstanceMetadata",
+    "MetadataTokens",
+    "NicConfig",
+    "NicServices",
+]
 
 log = logging.getLogger("offload.network.services")
 
@@ -77,6 +85,7 @@ class NicConfig:
     mtu: int = 1500
     lease_seconds: int = 86400
     card_mac: str = DEFAULT_CARD_MAC
+    metadata_tokens: MetadataTokens = MetadataTokens.REQUIRED
 
 
 def _unicast_mac(text: str, what: str) -> bytes:
@@ -150,8 +159,9 @@ class NicServices:
                 lease_seconds=config.lease_seconds,
             )
         )
+        self._app = MetadataApp(config.metadata, tokens=config.metadata_tokens, clock=clock)
         self._tcp = TcpResponder(
-            MetadataApp(config.metadata),
+            self._app,
             port=80,
             mss=config.mtu - 40,
             max_connections=max_connections,
@@ -169,6 +179,11 @@ class NicServices:
         self.replies = 0
         self.replies_undelivered = 0
         self.internal_errors = 0
+
+    @property
+    def metadata(self) -> MetadataApp:
+        """The metadata HTTP app (its token table and 401 counter)."""
+        return self._app
 
     @property
     def tcp(self) -> TcpResponder:

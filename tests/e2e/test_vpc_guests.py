@@ -42,8 +42,13 @@ while ! ip link show eth0 >/dev/null 2>&1; do sleep 0.3; done
 ip link set eth0 up
 udhcpc -i eth0 -f -q -n -t 20 -T 1 >/dev/null 2>&1 || echo DHCP-FAILED
 echo "DHCP-ADDR $(ip -4 -o addr show eth0 | awk '{print $4}')"
-echo "META-ID $(wget -q -O - http://169.254.169.254/latest/meta-data/instance-id)"
-set -- $(wget -q -O - http://169.254.169.254/latest/user-data)
+imds_token=$(printf 'PUT /latest/api/token HTTP/1.0\\r\\n%s\\r\\n\\r\\n' \\
+  'X-aws-ec2-metadata-token-ttl-seconds: 300' | nc 169.254.169.254 80 | tail -n 1)
+imds() {
+  wget -q -O - --header "X-aws-ec2-metadata-token: $imds_token" "http://169.254.169.254/latest/$1"
+}
+echo "META-ID $(imds meta-data/instance-id)"
+set -- $(imds user-data)
 peer=$1 role=$2
 tries=90; [ "$role" = isolated ] && tries=8
 n=0

@@ -9,7 +9,8 @@ import pytest
 
 from offload.network.errors import InvalidNicConfig
 from offload.network.hook import NicHook, TxVerdict
-from offload.network.services import NicServices
+from offload.network.metadata import TTL_HEADER as TTL_HEADER_BYTES
+from offload.network.services import MetadataTokens, NicServices
 
 from .guest import (
     BCAST_IP,
@@ -32,6 +33,7 @@ from .guest import (
 )
 
 SYN, ACK, FIN, RST, PSH = 0x02, 0x10, 0x01, 0x04, 0x08
+TTL_HEADER = TTL_HEADER_BYTES.decode()
 
 
 class Clock:
@@ -230,9 +232,19 @@ class HttpGuest:
         self.rcv = (synack.seq + 1) & 0xFFFFFFFF
         assert self.send(ACK) == []
 
-    def get(self, path: str, mss: int = 1460, window: int = 64240) -> bytes:
+    def get(self, path: str, mss: int = 1460, window: int = 64240, token: str = "") -> bytes:
+        head = f"X-aws-ec2-metadata-token: {token}\r\n" if token else ""
+        return self.request(f"GET {path}", head, mss=mss, window=window)
+
+    def put_token(self, ttl: int) -> str:
+        response = self.request("PUT /latest/api/token", f"{TTL_HEADER}: {ttl}\r\n")
+        head, token = response.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 200 OK") and f"{TTL_HEADER}: {ttl}".encode() in head
+        return token.decode()
+
+    def request(self, line: str, headers: str = "", mss: int = 1460, window: int = 64240) -> bytes:
         self.connect(mss)
-        request = f"GET {path} HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n".encode()
+        request = f"{line} HTTP/1.1\r\nHost: 169.254.169.254\r\n{headers}\r\n".encode()
         replies = self.send(ACK | PSH, request, window=window)
         self.seq = (self.seq + len(request)) & 0xFFFFFFFF
         body = b""
@@ -251,7 +263,7 @@ class HttpGuest:
 
 
 def test_http_get_instance_id() -> None:
-    svc, sent, _ = make()
+    svc, sent, _ = make(metadata_tokens=MetadataTokens.OPTIONAL)
     response = HttpGuest(svc, sent).get("/latest/meta-data/instance-id")
     head, body = response.split(b"\r\n\r\n", 1)
     assert head.startswith(b"HTTP/1.1 200 OK") and b"Connection: close" in head
@@ -260,13 +272,15 @@ def test_http_get_instance_id() -> None:
 
 
 def test_http_response_is_segmented_by_mss_and_window() -> None:
-    svc, sent, _ = make(metadata=replace(METADATA, user_data=b"A" * 5000))
+    svc, sent, _ = make(
+        metadata=replace(METADATA, user_data=b"A" * 5000), metadata_tokens=MetadataTokens.OPTIONAL
+    )
     response = HttpGuest(svc, sent).get("/latest/user-data", mss=100, window=300)
     assert response.endswith(b"A" * 5000)
 
 
 def test_http_paths() -> None:
-    svc, sent, _ = make()
+    svc, sent, _ = make(metadata_tokens=MetadataTokens.OPTIONAL)
     cases = {
         "/latest/meta-data/": b"instance-id\nhostname\nlocal-ipv4\nmac\npublic-keys/",
         "/latest/meta-data/public-keys/": b"0=key0",
@@ -281,8 +295,28 @@ def test_http_paths() -> None:
     assert missing.startswith(b"HTTP/1.1 404")
 
 
+def test_session_tokens_required() -> None:
+    svc, sent, clock = make()  # the default policy: required
+    denied = HttpGuest(svc, sent, port=41000).get("/latest/meta-data/instance-id")
+    assert denied.startswith(b"HTTP/1.1 401") and b"i-0123" not in denied
+    token = HttpGuest(svc, sent, port=41001).put_token(60)
+    assert len(token) >= 40
+    ok = HttpGuest(svc, sent, port=41002).get("/latest/meta-data/instance-id", token=token)
+    assert ok.startswith(b"HTTP/1.1 200") and ok.endswith(b"i-0123456789abcdef")
+    forged = HttpGuest(svc, sent, port=41003).get("/latest/user-data", token=token[:-1] + "x")
+    assert forged.startswith(b"HTTP/1.1 401")
+    # bound to the NIC: another NIC's services do not know the token
+    other, other_sent, _ = make(metadata_tokens=MetadataTokens.OPTIONAL)
+    foreign = HttpGuest(other, other_sent).get("/latest/meta-data/instance-id", token=token)
+    assert foreign.startswith(b"HTTP/1.1 401")
+    clock.now += 61  # expired
+    late = HttpGuest(svc, sent, port=41004).get("/latest/meta-data/instance-id", token=token)
+    assert late.startswith(b"HTTP/1.1 401")
+    assert svc.metadata.unauthorized == 3
+
+
 def test_retransmitted_syn_and_request_are_answered_again() -> None:
-    svc, sent, _ = make()
+    svc, sent, _ = make(metadata_tokens=MetadataTokens.OPTIONAL)
     g = HttpGuest(svc, sent)
     (first,) = g.send(SYN, mss=1460)
     (again,) = g.send(SYN, mss=1460)
