@@ -31,7 +31,9 @@ address the NIC is a plain wire (``ForwardAll``).  The main thread waits in
 (metadata retransmissions) on each timeout; SIGHUP copies the TAP's up/down
 state into the link status; TERM/INT close the server, then the TAP, which is
 deleted only if this process created it.  Errors are one
-``offload-net: error: ...`` line, exit 2 for bad arguments, 1 otherwise.
+``offload-net: error: ...`` line, exit 2 for bad arguments (a NIC config the
+services refuse and a bad ``--metadata`` file included: ``metadata_file``
+refuses unknown keys and wrong types), 1 otherwise.
 """
 
 from __future__ import annotations
@@ -51,8 +53,10 @@ from typing import NoReturn
 from offload.devices.blk import LATENCY_BOUNDS_NS, BlkDevice
 from offload.devices.net import NetDevice
 from offload.errors import OffloadError
+from offload.network.errors import InvalidNicConfig
 from offload.network.hook import ForwardAll, NicHook
 from offload.network.metadata import InstanceMetadata
+from offload.network.metadata_file import load_metadata
 from offload.network.services import MetadataTokens, NicConfig, NicServices
 from offload.network.tap import Tap
 from offload.storage.volume import SparseFileVolume
@@ -447,36 +451,12 @@ def _net_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load_metadata(path: str, mac: str, ip: IPv4Interface) -> InstanceMetadata:
-    try:
-        raw = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"metadata {path}: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ValueError(f"metadata {path}: not a JSON object")
-    keys = raw.get("public_keys", [])
-    user_data = raw.get("user_data")
-    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
-        raise ValueError(f"metadata {path}: public_keys must be a list of strings")
-    if user_data is not None and not isinstance(user_data, str):
-        raise ValueError(f"metadata {path}: user_data must be a string")
-    instance_id = str(raw.get("instance_id", "i-" + mac.replace(":", "")))
-    return InstanceMetadata(
-        instance_id=instance_id,
-        hostname=str(raw.get("hostname", instance_id)),
-        local_ipv4=str(ip.ip),
-        mac=mac,
-        public_keys=tuple(keys),
-        user_data=None if user_data is None else user_data.encode(),
-    )
-
-
 def _net_hook(args: argparse.Namespace) -> NicServices | None:
     """The card services for ``--ip`` (None without an address)."""
     if args.ip is None:
         return None
     if args.metadata is not None:
-        metadata = _load_metadata(args.metadata, args.mac, args.ip)
+        metadata = load_metadata(args.metadata, mac=args.mac, ip=args.ip)
     else:
         instance_id = "i-" + args.mac.replace(":", "")
         metadata = InstanceMetadata(
@@ -514,6 +494,8 @@ def net_main(argv: list[str] | None = None) -> int:
             return _fail("offload-net", f"network namespace {args.netns}: {exc.strerror or exc}")
     try:
         services = _net_hook(args)
+    except InvalidNicConfig as exc:  # the arguments or the metadata file: nothing started
+        parser.error(str(exc))
     except (OffloadError, ValueError) as exc:
         return _fail("offload-net", str(exc))
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
