@@ -24,8 +24,8 @@ TAP (``offload.network.tap``: created if missing, one fd per queue pair, MTU
 set, link up), builds the NIC hook, wraps both in a ``NetDevice`` and serves
 it with ``VhostUserServer``.  The hook is ``NicServices`` (DHCP, ARP for the
 gateway and metadata address, metadata HTTP, anti-spoofing) when ``--ip`` is
-given, built from ``--ip``/``--gateway``/``--metadata``/``--metadata-tokens``/
-``--mtu``; without an
+given, built from ``--ip``/``--ipv6``/``--gateway``/``--metadata``/
+``--metadata-tokens``/``--mtu``; without an
 address the NIC is a plain wire (``ForwardAll``).  The main thread waits in
 ``sigtimedwait`` with a one-second timeout and calls the services' ``poll``
 (metadata retransmissions) on each timeout; SIGHUP copies the TAP's up/down
@@ -45,7 +45,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv6Interface
 from pathlib import Path
 from types import TracebackType
 from typing import NoReturn
@@ -352,6 +352,11 @@ class NetService:
                 "dropped_policy": services.dropped_policy,
                 "replies": services.replies,
             }
+            data["drops"] = dict(services.drops)  # by reason
+            data["metadata"] = {
+                "tokens_issued": services.metadata.tokens.issued,
+                "unauthorized": services.metadata.unauthorized,
+            }
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(data))
         tmp.replace(path)
@@ -424,6 +429,15 @@ def _net_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--gateway", type=_typed(IPv4Address, "an IPv4 address"), metavar="IP", help="default route"
     )
+    parser.add_argument(
+        "--ipv6",
+        type=_typed(IPv6Interface, "an IPv6 address/prefix"),
+        action="append",
+        default=[],
+        metavar="ADDR/PREFIX",
+        help="an IPv6 address of the guest (repeatable; needs --ip); without one the card "
+        "drops all the guest's IPv6",
+    )
     parser.add_argument("--metadata", metavar="FILE.json", help="instance metadata (needs --ip)")
     parser.add_argument(
         "--metadata-tokens",
@@ -470,6 +484,7 @@ def _net_hook(args: argparse.Namespace) -> NicServices | None:
         hostname=metadata.hostname,
         mtu=args.mtu,
         metadata_tokens=MetadataTokens(args.metadata_tokens),
+        ipv6=tuple(args.ipv6),
     )
     return NicServices(config)
 
@@ -477,8 +492,8 @@ def _net_hook(args: argparse.Namespace) -> NicServices | None:
 def net_main(argv: list[str] | None = None) -> int:
     parser = _net_parser()
     args = parser.parse_args(argv)
-    if args.ip is None and (args.gateway is not None or args.metadata is not None):
-        parser.error("--gateway and --metadata need --ip")
+    if args.ip is None and (args.gateway is not None or args.metadata is not None or args.ipv6):
+        parser.error("--gateway, --ipv6 and --metadata need --ip")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="offload-net[%(threadName)s]: %(levelname)s %(message)s",

@@ -131,13 +131,18 @@ class Card:
         services: dict[str, int] = json.loads(self.stats_file.read_text())["services"]
         return services
 
-    def wait_stats(self, check: Callable[[dict[str, int]], bool]) -> dict[str, int]:
+    def drops(self) -> dict[str, int]:
+        """The drops by reason offload-net last wrote."""
+        drops: dict[str, int] = json.loads(self.stats_file.read_text())["drops"]
+        return drops
+
+    def wait_drops(self, check: Callable[[dict[str, int]], bool]) -> dict[str, int]:
         deadline = time.monotonic() + 10
         while True:
             with contextlib.suppress(OSError, ValueError, KeyError):
-                stats = self.stats()
-                if check(stats):
-                    return stats
+                drops = self.drops()
+                if check(drops):
+                    return drops
             assert time.monotonic() < deadline, self.stats_file.read_text()
             time.sleep(0.1)
 
@@ -158,7 +163,7 @@ def card(netns: Callable[[str], NetNamespace], tmp_path: Path) -> Iterator[Card]
         sock = Path(d) / "nic.sock"
         argv = ["ip", "netns", "exec", card_ns.name, str(OFFLOAD_NET), "--socket", str(sock)]
         argv += ["--tap", "tapc", "--mac", MAC, "--ip", "10.9.0.17/24", "--gateway", "10.9.0.1"]
-        argv += ["--metadata", str(meta), "--stats", str(stats)]
+        argv += ["--ipv6", "fd00:9::17/64", "--metadata", str(meta), "--stats", str(stats)]
         proc = subprocess.Popen(argv, stdout=log, stderr=log)
         tap_fd = -1
         relay: Relay | None = None
@@ -212,3 +217,90 @@ def test_imdsv2_through_offload_net(card: Card) -> None:
     # what the busybox guests do: the token by nc, the GETs by wget
     run = card.sh(IMDS + 'echo "$(imds meta-data/instance-id) $(imds user-data)"')
     assert run.stdout.strip() == "i-0fee1 10.9.0.99 x", run.stderr
+
+
+OTHER_MAC = bytes.fromhex("525400999999")
+NIC6 = socket.inet_pton(socket.AF_INET6, "fd00:9::17")
+NIC_LL6 = socket.inet_pton(socket.AF_INET6, "fe80::5054:ff:fe5e:17")  # EUI-64 of MAC
+PEER6 = socket.inet_pton(socket.AF_INET6, "fd00:9::99")
+CARD_SIDE6 = socket.inet_pton(socket.AF_INET6, "fd00:9::1")
+
+
+def eth6(packet: bytes, ethertype: int = 0x86DD) -> bytes:
+    return b"\x33\x33\x00\x00\x00\x01" + MAC_B + ethertype.to_bytes(2, "big") + packet
+
+
+def ip6(payload: bytes, nh: int, src: bytes, dst: bytes = CARD_SIDE6) -> bytes:
+    return struct.pack("!IHBB", 6 << 28, len(payload), nh, 255) + src + dst + payload
+
+
+def udp6(marker: bytes, src: bytes) -> bytes:
+    return eth6(ip6(struct.pack("!HHHH", 4000, 4001, 8 + len(marker), 0) + marker, 17, src))
+
+
+def na(target: bytes, mac: bytes = MAC_B) -> bytes:
+    body = bytes((136, 0, 0, 0, 0x20, 0, 0, 0)) + target + bytes((2, 1)) + mac
+    return eth6(ip6(body, 58, NIC_LL6))
+
+
+def sniff(fd: int, seconds: float) -> list[bytes]:
+    """Frames with the NIC's source MAC seen on tapc (what the card forwarded)."""
+    frames: list[bytes] = []
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        if select.select([fd], [], [], left)[0]:
+            frame = os.read(fd, 65536)
+            if frame[6:12] == MAC_B:
+                frames.append(frame)
+    return frames
+
+
+def test_ipv6_and_ethertypes_guarded_through_offload_net(card: Card) -> None:
+    sniffer = in_netns(card.card, lambda: open_sniffer("tapc"))
+    try:
+        # the real kernels first: the guest's own IPv6 (NDP from its link-local) passes
+        card.card.run("ip", "addr", "add", "fd00:9::1/64", "dev", "tapc", "nodad")
+        card.guest.run("ip", "addr", "add", "fd00:9::17/64", "dev", "tapg", "nodad")
+        ping = card.guest.run("ping", "-6", "-c", "2", "-W", "5", "fd00:9::1", check=False)
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+        # a spoofed source address from the real stack does not
+        card.guest.run("ip", "addr", "add", "fd00:9::99/64", "dev", "tapg", "nodad")
+        spoof = "ping -6 -c 2 -W 2 -I fd00:9::99 fd00:9::1"
+        assert card.guest.run(*spoof.split(), check=False).returncode != 0
+        before = card.wait_drops(lambda s: s.get("ipv6_src", 0) >= 2)
+        # then a hostile driver's frames
+        card.relay.inject(udp6(b"GOOD-GLOBAL", NIC6))
+        card.relay.inject(udp6(b"GOOD-LINKLOCAL", NIC_LL6))
+        card.relay.inject(udp6(b"SPOOF-SRC", PEER6))
+        card.relay.inject(na(PEER6))  # claims the peer's address
+        card.relay.inject(na(NIC6, OTHER_MAC))  # points the NIC's address at another MAC
+        card.relay.inject(eth6(ip6(bytes((134,)) + bytes(15), 58, NIC_LL6)))  # a router ad
+        card.relay.inject(eth6(b"ETHERTYPE-88B5" + bytes(40), 0x88B5))
+        card.relay.inject(eth6(b"ETHERTYPE-LLDP" + bytes(40), 0x88CC))
+        frames = sniff(sniffer, 3)
+    finally:
+        os.close(sniffer)
+    seen = b"\n".join(frames)
+    assert b"GOOD-GLOBAL" in seen and b"GOOD-LINKLOCAL" in seen
+    for marker in (b"SPOOF-SRC", b"ETHERTYPE-88B5", b"ETHERTYPE-LLDP"):
+        assert marker not in seen
+    for frame in frames:
+        assert frame[12:14] in (b"\x08\x00", b"\x08\x06", b"\x86\xdd")
+        if frame[12:14] == b"\x86\xdd":
+            assert frame[22:38] in (NIC6, NIC_LL6, bytes(16))
+            if frame[54] == 136:  # an advertisement: for the NIC, with its MAC
+                assert frame[62:78] in (NIC6, NIC_LL6) and OTHER_MAC not in frame
+            assert frame[54] not in (134, 137)
+
+    def counted(s: dict[str, int]) -> bool:
+        return (
+            all(
+                s.get(reason, 0) - before.get(reason, 0) >= 1
+                for reason in ("ndp_target", "ndp_lladdr", "ndp_router")
+            )
+            and s.get("ethertype", 0) - before.get("ethertype", 0) >= 2
+        )
+
+    drops = card.wait_drops(counted)
+    assert drops["ipv6_src"] >= 3  # the spoofed pings and SPOOF-SRC
+    assert "ipv6_disabled" not in drops

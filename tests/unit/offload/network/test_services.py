@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv6Interface
 
 import pytest
 
@@ -19,7 +19,10 @@ from .guest import (
     MD_IP,
     METADATA,
     NIC_IP,
+    NIC_IP6,
+    NIC_LL6,
     NIC_MAC,
+    PEER_IP6,
     arp_frame,
     decode,
     dhcp_frame,
@@ -27,6 +30,9 @@ from .guest import (
     dhcp_payload,
     eth,
     ipv4,
+    ipv6,
+    lladdr_option,
+    nd,
     nic_config,
     tcp_frame,
     udp,
@@ -54,7 +60,7 @@ def make(**changes: object) -> tuple[NicServices, list[bytes], Clock]:
 
 def test_is_a_nic_hook() -> None:
     svc: NicHook = make()[0]
-    assert svc.classify_tx(eth(b"", 0x86DD)) is TxVerdict.FORWARD
+    assert svc.classify_tx(eth(ipv4(b"ping", 1, dst=GATEWAY.packed))) is TxVerdict.FORWARD
 
 
 def test_dhcp_handshake() -> None:
@@ -166,6 +172,49 @@ def test_forwarding_and_policy() -> None:
     assert svc.classify_tx(vlan) is TxVerdict.DROP
     assert svc.classify_tx(eth(ipv4(b"x", 1), 0x0800)) is TxVerdict.CONSUMED  # ICMP to metadata
     assert svc.dropped_policy == 2 and svc.forwarded == 2 and sent == []
+    assert svc.drops == {"dhcp_server": 1, "vlan": 1}
+
+
+def test_other_ethertypes_are_dropped_and_counted() -> None:
+    svc, sent, _ = make()
+    for ethertype in (0x88CC, 0x8863, 0x88E5, 0x0842, 0x8035, 0x0000, 0x05DC, 0xFFFF):
+        assert svc.classify_tx(eth(b"x" * 46, ethertype)) is TxVerdict.DROP, hex(ethertype)
+    assert svc.drops == {"ethertype": 8} and svc.dropped_policy == 8 and sent == []
+
+
+def test_ipv6_without_an_address_is_dropped() -> None:
+    svc, sent, _ = make()
+    for src in (NIC_LL6, NIC_IP6):
+        assert svc.classify_tx(eth(ipv6(b"x" * 8, 17, src=src), 0x86DD)) is TxVerdict.DROP
+    assert svc.drops == {"ipv6_disabled": 2} and svc.dropped_policy == 2 and sent == []
+
+
+def test_ipv6_checked_against_the_nics_addresses() -> None:
+    svc, sent, _ = make(ipv6=(IPv6Interface("fd00:8::5/64"),))
+    other = bytes.fromhex("525400999999")
+    frames = {
+        ipv6(b"x" * 8, 17): TxVerdict.FORWARD,
+        ipv6(nd(135, PEER_IP6, lladdr_option(1)), src=NIC_LL6): TxVerdict.FORWARD,
+        ipv6(nd(136, NIC_IP6, lladdr_option(2))): TxVerdict.FORWARD,
+        ipv6(b"x" * 8, 17, src=PEER_IP6): TxVerdict.DROP,
+        ipv6(nd(136, PEER_IP6, lladdr_option(2))): TxVerdict.DROP,
+        ipv6(nd(136, NIC_IP6, lladdr_option(2, other))): TxVerdict.DROP,
+        ipv6(nd(134)): TxVerdict.DROP,
+        ipv6(b"x" * 8, 17)[:-3]: TxVerdict.DROP,
+    }
+    for packet, verdict in frames.items():
+        assert svc.classify_tx(eth(packet, 0x86DD)) is verdict
+    assert svc.forwarded == 3 and sent == []
+    assert svc.drops == {
+        "ipv6_src": 1,
+        "ndp_target": 1,
+        "ndp_lladdr": 1,
+        "ndp_router": 1,
+        "ipv6_malformed": 1,
+    }
+    assert (svc.dropped_spoofed, svc.dropped_policy, svc.dropped_malformed) == (3, 1, 1)
+    spoofed_mac = eth(ipv6(b"x" * 8, 17), 0x86DD, src=other)
+    assert svc.classify_tx(spoofed_mac) is TxVerdict.DROP and svc.drops["src_mac"] == 1
 
 
 def test_malformed_frames_are_dropped_without_replies() -> None:
@@ -197,6 +246,9 @@ def test_config_is_validated() -> None:
         {"mtu": 100},
         {"hostname": "bad host"},
         {"lease_seconds": 1},
+        {"ipv6": (IPv6Interface("ff02::1/128"),)},
+        {"ipv6": (IPv6Interface("::/0"),)},
+        {"ipv6": tuple(IPv6Interface(f"fd00::{i}/64") for i in range(1, 18))},
     ):
         with pytest.raises(InvalidNicConfig):
             NicServices(nic_config(**bad))
