@@ -214,7 +214,9 @@ def test_imdsv2_through_offload_net(card: Card) -> None:
         "-H", "X-aws-ec2-metadata-token: " + "A" * 43, url, check=False,
     ).stdout  # fmt: skip
     assert forged == "401"
-    # what the busybox guests do: the token by nc, the GETs by wget
+    # what the busybox guests do: refused without a token, the token by nc, the GETs by wget
+    v1 = card.sh("wget -O /dev/null http://169.254.169.254/latest/meta-data/ 2>&1")
+    assert "server returned error: HTTP/1.1 401 Unauthorized" in v1.stdout
     run = card.sh(IMDS + 'echo "$(imds meta-data/instance-id) $(imds user-data)"')
     assert run.stdout.strip() == "i-0fee1 10.9.0.99 x", run.stderr
 
