@@ -8,7 +8,10 @@ responder's buffer bound (``max_request``) is the only size limit.  While
 h11 needs more data the app returns ``None``; once the request head is
 complete (an empty line, CRLF or bare LF) it returns the complete response,
 written by the same h11 connection; anything h11 refuses (a malformed
-request line or header, HTTP/1.1 without ``Host``) gets 400.  Every response
+request line or header, HTTP/1.1 without ``Host``) gets 400.  h11 is only
+called once the buffer holds an empty line (its own end-of-head rule, a
+regex search), so a guest that drip-feeds a request byte by byte costs a
+search per segment, not a parse.  Every response
 says ``Connection: close`` and carries a ``Content-Length``, so one request
 is served per connection and any body is ignored.
 
@@ -43,6 +46,7 @@ a token learns nothing of the tree.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,6 +57,7 @@ from offload.network.tokens import MAX_TTL, MIN_TTL, MetadataTokens, SessionToke
 
 __all__ = ["TOKEN_HEADER", "TOKEN_PATH", "TTL_HEADER", "InstanceMetadata", "MetadataApp"]
 
+_HEAD_END = re.compile(rb"\n\r?\n")
 TOKEN_PATH = "/latest/api/token"
 TOKEN_HEADER = b"x-aws-ec2-metadata-token"  # h11 gives header names in lower case
 TTL_HEADER = b"x-aws-ec2-metadata-token-ttl-seconds"
@@ -125,8 +130,8 @@ def _response(
 def _request(data: bytes) -> tuple[h11.Connection, h11.Request | None] | None:
     """h11's reading of *data*: ``None`` while the head is incomplete, else the
     connection and the request (``None`` when h11 refused it)."""
-    if not data:
-        return None  # (h11 reads an empty chunk as the end of the stream)
+    if not _HEAD_END.search(data):
+        return None  # h11's own end-of-head rule, checked cheaply: a drip-fed head costs little
     conn = h11.Connection(h11.SERVER)
     conn.receive_data(data)
     try:

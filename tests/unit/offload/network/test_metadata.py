@@ -38,6 +38,10 @@ def test_incomplete_head_waits() -> None:
     assert APP(b"") is None
     assert APP(b"GET /latest/meta-data/ HTTP/1.1\r\nHost: x\r\n") is None
     assert APP(b"GET /latest/meta-data/ HTTP/1.0\n\n") is not None
+    request = get("/latest/meta-data/mac")
+    for end in range(len(request)):  # drip-fed: nothing until the empty line
+        assert APP(request[:end]) is None, request[:end]
+    assert APP(request) == APP(request + b"trailing body")
 
 
 def test_paths_and_methods() -> None:
