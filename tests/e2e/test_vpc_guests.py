@@ -43,7 +43,7 @@ while ! ip link show eth0 >/dev/null 2>&1; do sleep 0.3; done
 ip link set eth0 up
 udhcpc -i eth0 -f -q -n -t 20 -T 1 >/dev/null 2>&1 || echo DHCP-FAILED
 echo "DHCP-ADDR $(ip -4 -o addr show eth0 | awk '{print $4}')"
-v1=$(wget -O /dev/null http://169.254.169.254/latest/meta-data/ 2>&1)
+v1=$(wget -O /dev/null http://169.254.169.254/latest/meta-data/ 2>&1 || true)
 echo "META-V1 $(echo "$v1" | grep -o 'HTTP/1.1 [0-9]*')"
 imds_token=$(printf 'PUT /latest/api/token HTTP/1.0\\r\\n%s\\r\\n\\r\\n' \\
   'X-aws-ec2-metadata-token-ttl-seconds: 300' | nc 169.254.169.254 80 | tail -n 1)
