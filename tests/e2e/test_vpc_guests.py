@@ -18,6 +18,7 @@ guest enables MSI-X vectors of a virtio-net device on a vhost-user netdev
 from __future__ import annotations
 
 import asyncio
+import stat
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -196,6 +197,13 @@ async def test_instances_in_a_vpc_talk_across_hosts_and_vpcs_stay_apart(
         verdicts = _nic_verdicts(agents, client.name)  # wherever the scheduler put it
         assert verdicts.get("dropped_spoofed", 0) > 0, verdicts
         assert verdicts.get("consumed", 0) > 0, verdicts
+        # the tenant's user data and keys on the card: 0600 in 0700 directories
+        meta_files = [f for a in agents for f in a.config.state_dir.glob("instances/*/n*.json")]
+        assert len(meta_files) == 3, meta_files
+        for f in meta_files:
+            assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
+            for d in (f.parent, f.parent.parent.parent):  # the instance's and the state dir
+                assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
         # the guest kernel's own IPv6 (link-local NDP, MLD): the NIC has no IPv6 address
         drops = _nic_counters(agents, client.name, "bmaas_agent_nic_card_drops", "reason")
         assert drops.get("ipv6_disabled", 0) > 0 and drops.get("ipv4_src", 0) > 0, drops
