@@ -51,7 +51,12 @@ GUEST = r"""
 while ! ip link show eth0 >/dev/null 2>&1; do sleep 0.3; done
 ip link set eth0 up
 udhcpc -i eth0 -f -q -n -t 30 -T 1 >/dev/null 2>&1
-set -- $(wget -q -O - http://169.254.169.254/latest/user-data)
+imds_token=$(printf 'PUT /latest/api/token HTTP/1.0\r\n%s\r\n\r\n' \
+  'X-aws-ec2-metadata-token-ttl-seconds: 300' | nc 169.254.169.254 80 | tail -n 1)
+imds() {
+  wget -q -O - --header "X-aws-ec2-metadata-token: $imds_token" "http://169.254.169.254/latest/$1"
+}
+set -- $(imds user-data)
 peer=$1 role=$2 runs=$3 mib=$4
 n=0
 until ping -c1 -W1 "$peer" >/dev/null 2>&1; do n=$((n+1)); [ $n -gt 120 ] && break; done

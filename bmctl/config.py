@@ -18,24 +18,24 @@ flags, then the context named by ``--context``, then ``BMAAS_ENDPOINT`` /
 ``BMAAS_TOKEN``, then the context named by ``BMAAS_CONTEXT`` or
 ``current-context``.  (``--context`` is a flag, so the context it names beats
 the environment; a context only chosen by the file or ``BMAAS_CONTEXT`` does
-not.)  The file is written with mode 0600 (it may hold tokens), atomically.
+not.)  The file is written with mode 0600 (it may hold tokens), atomically,
+as UTF-8 by tomli-w, so any context name or value reads back as it was.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import tomli_w
+
 from bmctl import exitcodes
 from bmctl.client import CliError
 
 CONTEXT_KEYS = ("endpoint", "token", "token-file")
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 def config_path(env: Mapping[str, str] | None = None) -> Path:
@@ -103,14 +103,16 @@ class Config:
             ) from None
 
     def dumps(self) -> str:
-        lines = []
+        """The file's text, written by tomli-w (any string round-trips: quotes,
+        control characters, characters outside the BMP as themselves)."""
+        data: dict[str, object] = {}
         if self.current_context:
-            lines.append(f"current-context = {_string(self.current_context)}")
-        for name in sorted(self.contexts):
-            lines += ["", f"[contexts.{_key(name)}]"]
-            ctx = self.contexts[name]
-            lines += [f"{k} = {_string(ctx[k])}" for k in CONTEXT_KEYS if ctx.get(k)]
-        return "\n".join(lines).lstrip("\n") + "\n"
+            data["current-context"] = self.current_context
+        data["contexts"] = {
+            name: {k: ctx[k] for k in CONTEXT_KEYS if ctx.get(k)}
+            for name, ctx in sorted(self.contexts.items())
+        }
+        return tomli_w.dumps(data)
 
     def save(self) -> None:
         """Write atomically, mode 0600 (the directory 0700 if bmctl creates it)."""
@@ -118,22 +120,13 @@ class Config:
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
+            with os.fdopen(fd, "wb") as f:
                 os.fchmod(f.fileno(), 0o600)
-                f.write(self.dumps())
+                f.write(self.dumps().encode())
             os.replace(tmp, self.path)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise CliError(f"config {self.path}: {exc.strerror}", exitcodes.USAGE) from exc
-
-
-def _string(value: str) -> str:
-    # a JSON string is a valid TOML basic string (same escapes, \\uXXXX included)
-    return json.dumps(value)
-
-
-def _key(name: str) -> str:
-    return name if _BARE_KEY.match(name) else _string(name)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from types import TracebackType
 
 from host_agent.client import ControlPlaneLink, SharedChannels
 from host_agent.config import AgentConfig
+from host_agent.files import private_dir
 from host_agent.power.base import PowerDriver
 from host_agent.power.fake import FakePower
 from host_agent.reconcile import Reconciler
@@ -57,7 +58,7 @@ class Agent:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        self.config.state_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.config.state_dir)  # user data, keys and state live under it
         self._tasks = [
             asyncio.create_task(self.reconciler.run(), name=f"reconcile-{self.config.host_id}"),
             asyncio.create_task(self.link.run(), name=f"link-{self.config.host_id}"),

@@ -104,6 +104,9 @@ class NetSpec:
     ip: str = ""  # ADDR/PREFIX: the card answers DHCP, ARP and metadata for it
     gateway: str = ""
     metadata: Path | None = None
+    #: IMDSv2 policy of the NIC's metadata service: "required" (the default,
+    #: see docs/agent.md) or "optional"
+    metadata_tokens: str = "required"
     mtu: int = 1500
     netns: str = ""
     serial: str = ""
@@ -118,6 +121,7 @@ class NetSpec:
                 argv += ["--gateway", self.gateway]
             if self.metadata is not None:
                 argv += ["--metadata", str(self.metadata)]
+            argv += ["--metadata-tokens", self.metadata_tokens]
         if self.netns:
             argv += ["--netns", self.netns]
         return [*argv, "--mtu", str(self.mtu), "--stats", str(stats)]

@@ -4,9 +4,11 @@
         --credential-file FILE --state-dir DIR [--config FILE] [--metrics HOST:PORT]
 
 Errors in the arguments or the config file are one ``bmaas-agent: error:``
-line and exit status 2.  SIGTERM/SIGINT stop the agent and leave the
-servers and their device back-ends running (a restarted agent adopts them);
-to tear a host down, terminate its instance through the control plane.
+line and exit status 2; so is a credential file that group or others can
+access (it must be mode 0600 or tighter, like an ssh key).  SIGTERM/SIGINT
+stop the agent and leave the servers and their device back-ends running (a
+restarted agent adopts them); to tear a host down, terminate its instance
+through the control plane.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from prometheus_client import REGISTRY
 
 from host_agent import config as config_mod
 from host_agent.agent import Agent
+from host_agent.files import CredentialFileError, read_credential
 from host_agent.metrics import DeviceCollector
 
 log = logging.getLogger("host_agent")
@@ -49,11 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        credential = args.credential_file.read_text().strip()
-    except OSError as exc:
-        parser.exit(2, f"bmaas-agent: error: --credential-file: {exc.strerror or exc}\n")
-    except UnicodeDecodeError:
-        parser.exit(2, "bmaas-agent: error: --credential-file: not a text file\n")
+        credential = read_credential(args.credential_file)
+    except CredentialFileError as exc:
+        parser.exit(2, f"bmaas-agent: error: --credential-file: {exc}\n")
     try:
         cfg = config_mod.load(
             host_id=args.host_id,

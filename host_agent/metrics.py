@@ -134,6 +134,17 @@ class DeviceCollector(Collector):
             "answered by the card), dropped_spoofed, dropped_malformed, dropped_policy.",
             labels=["device", "nic", "verdict"],
         )
+        nic_drops = CounterMetricFamily(
+            "bmaas_agent_nic_card_drops",
+            "Guest frames the card dropped, by reason (src_mac, ipv4_src, ipv6_src, ndp_target, "
+            "ndp_lladdr, ndp_router, ipv6_disabled, ethertype, vlan, dhcp_server, ...).",
+            labels=["device", "nic", "reason"],
+        )
+        metadata_refused = CounterMetricFamily(
+            "bmaas_agent_nic_metadata_unauthorized",
+            "Metadata requests answered 401 (no valid IMDSv2 session token).",
+            labels=["device", "nic"],
+        )
         for backend in self._backends():
             values = [backend.spec.serial or backend.spec.id, backend.spec.id]
             stats = backend.stats()
@@ -148,6 +159,10 @@ class DeviceCollector(Collector):
                 for verdict, n in sorted(stats.get("services", {}).items()):
                     if verdict != "replies":
                         nic_verdicts.add_metric([*values, verdict], n)
+                for reason, n in sorted(stats.get("drops", {}).items()):
+                    nic_drops.add_metric([*values, reason], n)
+                if "metadata" in stats:
+                    metadata_refused.add_metric(values, stats["metadata"].get("unauthorized", 0))
                 continue
             for op, n in sorted(stats.get("requests", {}).items()):
                 requests.add_metric([*values, op], n)
@@ -166,4 +181,4 @@ class DeviceCollector(Collector):
                     buckets.append((edge, running))
                 latency.add_metric(values, buckets, stats.get("latency_ns_sum", 0) / 1e9)
         yield from (requests, io_bytes, errors, latency, connected, cpu)
-        yield from (nic_frames, nic_bytes, nic_verdicts)
+        yield from (nic_frames, nic_bytes, nic_verdicts, nic_drops, metadata_refused)

@@ -48,6 +48,7 @@ from host_agent import metrics
 from host_agent.config import AgentConfig
 from host_agent.desired import Desired, DesiredInstance, DesiredVolume, Phase, Power
 from host_agent.devices import Backend, BlkSpec, DeviceError, NetSpec, stop_leftovers
+from host_agent.files import write_private
 from host_agent.network import HostFabric
 from host_agent.power.base import Disk, Machine, Nic, PowerDriver, PowerError
 from host_agent.reports import ConsoleReport, HostReport, InstanceReport, Report
@@ -413,8 +414,8 @@ class Reconciler:
             nic_id = "n" + short_id(nic.name)[:10]
             prefix = ipaddress.ip_network(nic.subnet_cidr, strict=False).prefixlen
             meta = self.instance_dir(inst.name) / f"{nic_id}.json"
-            meta.parent.mkdir(parents=True, exist_ok=True)
-            meta.write_text(
+            write_private(  # the tenant's user data and keys: 0600 in a 0700 directory
+                meta,
                 json.dumps(
                     {
                         "instance_id": inst.id,
@@ -422,7 +423,7 @@ class Reconciler:
                         "public_keys": list(inst.ssh_keys),
                         "user_data": inst.user_data,
                     }
-                )
+                ).encode(),
             )
             spec = NetSpec(
                 id=nic.name,

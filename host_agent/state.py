@@ -5,16 +5,18 @@ the action generation it last acted on (so a restarted agent does not
 reboot a server twice for one request), whether provisioning failed for
 good, which data volumes the server has; and the highest cleaning epoch it
 has wiped.  Everything else (is the server on, is a back-end alive) is
-observed again after a restart.  Writes go to a temp file, are fsynced and
-renamed, so a ``kill -9`` leaves the old or the new file, never half of one.
+observed again after a restart.  Writes go through ``files.write_private``:
+a temp file, fsynced and renamed, so a ``kill -9`` leaves the old or the new
+file, never half of one, mode 0600 in a directory only the agent can enter.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from host_agent.files import write_private
 
 
 @dataclass(slots=True)
@@ -48,23 +50,5 @@ class AgentState:
         )
 
     def save(self, path: Path) -> None:
-        tmp = path.with_suffix(".tmp")
-        data = json.dumps(asdict(self), indent=1, sort_keys=True).encode()
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                view = memoryview(data)
-                while view:  # os.write may write less than asked
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        dirfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dirfd)  # the rename itself survives a crash
-        finally:
-            os.close(dirfd)
+        """Write the state to *path*: 0600 in a 0700 directory, atomically (``files``)."""
+        write_private(path, json.dumps(asdict(self), indent=1, sort_keys=True).encode())

@@ -24,13 +24,16 @@ TAP (``offload.network.tap``: created if missing, one fd per queue pair, MTU
 set, link up), builds the NIC hook, wraps both in a ``NetDevice`` and serves
 it with ``VhostUserServer``.  The hook is ``NicServices`` (DHCP, ARP for the
 gateway and metadata address, metadata HTTP, anti-spoofing) when ``--ip`` is
-given, built from ``--ip``/``--gateway``/``--metadata``/``--mtu``; without an
+given, built from ``--ip``/``--ipv6``/``--gateway``/``--metadata``/
+``--metadata-tokens``/``--mtu``; without an
 address the NIC is a plain wire (``ForwardAll``).  The main thread waits in
 ``sigtimedwait`` with a one-second timeout and calls the services' ``poll``
 (metadata retransmissions) on each timeout; SIGHUP copies the TAP's up/down
 state into the link status; TERM/INT close the server, then the TAP, which is
 deleted only if this process created it.  Errors are one
-``offload-net: error: ...`` line, exit 2 for bad arguments, 1 otherwise.
+``offload-net: error: ...`` line, exit 2 for bad arguments (a NIC config the
+services refuse and a bad ``--metadata`` file included: ``metadata_file``
+refuses unknown keys and wrong types), 1 otherwise.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv6Interface
 from pathlib import Path
 from types import TracebackType
 from typing import NoReturn
@@ -50,9 +53,11 @@ from typing import NoReturn
 from offload.devices.blk import LATENCY_BOUNDS_NS, BlkDevice
 from offload.devices.net import NetDevice
 from offload.errors import OffloadError
+from offload.network.errors import InvalidNicConfig
 from offload.network.hook import ForwardAll, NicHook
 from offload.network.metadata import InstanceMetadata
-from offload.network.services import NicConfig, NicServices
+from offload.network.metadata_file import load_metadata
+from offload.network.services import MetadataTokens, NicConfig, NicServices
 from offload.network.tap import Tap
 from offload.storage.volume import SparseFileVolume
 from offload.vhost_user.server import VhostUserServer
@@ -347,6 +352,11 @@ class NetService:
                 "dropped_policy": services.dropped_policy,
                 "replies": services.replies,
             }
+            data["drops"] = dict(services.drops)  # by reason
+            data["metadata"] = {
+                "tokens_issued": services.metadata.tokens.issued,
+                "unauthorized": services.metadata.unauthorized,
+            }
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(data))
         tmp.replace(path)
@@ -419,7 +429,22 @@ def _net_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--gateway", type=_typed(IPv4Address, "an IPv4 address"), metavar="IP", help="default route"
     )
+    parser.add_argument(
+        "--ipv6",
+        type=_typed(IPv6Interface, "an IPv6 address/prefix"),
+        action="append",
+        default=[],
+        metavar="ADDR/PREFIX",
+        help="an IPv6 address of the guest (repeatable; needs --ip); without one the card "
+        "drops all the guest's IPv6",
+    )
     parser.add_argument("--metadata", metavar="FILE.json", help="instance metadata (needs --ip)")
+    parser.add_argument(
+        "--metadata-tokens",
+        choices=[t.value for t in MetadataTokens],
+        default=MetadataTokens.REQUIRED.value,
+        help="whether metadata GETs need an IMDSv2 session token (required)",
+    )
     parser.add_argument(
         "--netns",
         metavar="NAME",
@@ -440,36 +465,12 @@ def _net_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load_metadata(path: str, mac: str, ip: IPv4Interface) -> InstanceMetadata:
-    try:
-        raw = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"metadata {path}: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ValueError(f"metadata {path}: not a JSON object")
-    keys = raw.get("public_keys", [])
-    user_data = raw.get("user_data")
-    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
-        raise ValueError(f"metadata {path}: public_keys must be a list of strings")
-    if user_data is not None and not isinstance(user_data, str):
-        raise ValueError(f"metadata {path}: user_data must be a string")
-    instance_id = str(raw.get("instance_id", "i-" + mac.replace(":", "")))
-    return InstanceMetadata(
-        instance_id=instance_id,
-        hostname=str(raw.get("hostname", instance_id)),
-        local_ipv4=str(ip.ip),
-        mac=mac,
-        public_keys=tuple(keys),
-        user_data=None if user_data is None else user_data.encode(),
-    )
-
-
 def _net_hook(args: argparse.Namespace) -> NicServices | None:
     """The card services for ``--ip`` (None without an address)."""
     if args.ip is None:
         return None
     if args.metadata is not None:
-        metadata = _load_metadata(args.metadata, args.mac, args.ip)
+        metadata = load_metadata(args.metadata, mac=args.mac, ip=args.ip)
     else:
         instance_id = "i-" + args.mac.replace(":", "")
         metadata = InstanceMetadata(
@@ -482,6 +483,8 @@ def _net_hook(args: argparse.Namespace) -> NicServices | None:
         metadata=metadata,
         hostname=metadata.hostname,
         mtu=args.mtu,
+        metadata_tokens=MetadataTokens(args.metadata_tokens),
+        ipv6=tuple(args.ipv6),
     )
     return NicServices(config)
 
@@ -489,8 +492,8 @@ def _net_hook(args: argparse.Namespace) -> NicServices | None:
 def net_main(argv: list[str] | None = None) -> int:
     parser = _net_parser()
     args = parser.parse_args(argv)
-    if args.ip is None and (args.gateway is not None or args.metadata is not None):
-        parser.error("--gateway and --metadata need --ip")
+    if args.ip is None and (args.gateway is not None or args.metadata is not None or args.ipv6):
+        parser.error("--gateway, --ipv6 and --metadata need --ip")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="offload-net[%(threadName)s]: %(levelname)s %(message)s",
@@ -506,6 +509,8 @@ def net_main(argv: list[str] | None = None) -> int:
             return _fail("offload-net", f"network namespace {args.netns}: {exc.strerror or exc}")
     try:
         services = _net_hook(args)
+    except InvalidNicConfig as exc:  # the arguments or the metadata file: nothing started
+        parser.error(str(exc))
     except (OffloadError, ValueError) as exc:
         return _fail("offload-net", str(exc))
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)

@@ -76,8 +76,13 @@ while ! ip link show eth0 >/dev/null 2>&1; do sleep 0.3; done
 ip link set eth0 up
 udhcpc -i eth0 -f -q -n -t 30 -T 1 >/dev/null 2>&1
 echo "DEMO address $(ip -4 -o addr show eth0 | awk '{print $4}') (DHCP from the card)"
-echo "DEMO metadata instance-id=$(wget -q -O - http://169.254.169.254/latest/meta-data/instance-id)"
-peer=$(wget -q -O - http://169.254.169.254/latest/user-data)
+imds_token=$(printf 'PUT /latest/api/token HTTP/1.0\r\n%s\r\n\r\n' \
+  'X-aws-ec2-metadata-token-ttl-seconds: 300' | nc 169.254.169.254 80 | tail -n 1)
+imds() {
+  wget -q -O - --header "X-aws-ec2-metadata-token: $imds_token" "http://169.254.169.254/latest/$1"
+}
+echo "DEMO metadata instance-id=$(imds meta-data/instance-id)"
+peer=$(imds user-data)
 n=0
 until ping -c1 -W1 "$peer" >/dev/null 2>&1; do n=$((n+1)); [ $n -gt 120 ] && break; done
 ping -c3 -W2 "$peer" | sed -n 's/^/DEMO ping: /p' | tail -n 3

@@ -4,6 +4,8 @@
     └── NetworkError
         ├── InvalidNicConfig      a NIC's service config cannot be served
         │                         (bad MAC, address outside its subnet, ...)
+        │   └── InvalidMetadataFile   --metadata FILE.json: unreadable, not an
+        │                             object, an unknown key, a wrong type
         ├── FabricConfigError     the desired VPC ports contradict each other
         │                         (one TAP in two VPCs, one VNI for two VPCs)
         └── FabricError           a netlink request failed (wraps NetlinkError)
@@ -17,7 +19,13 @@ from __future__ import annotations
 
 from offload.errors import OffloadError
 
-__all__ = ["FabricConfigError", "FabricError", "InvalidNicConfig", "NetworkError"]
+__all__ = [
+    "FabricConfigError",
+    "FabricError",
+    "InvalidMetadataFile",
+    "InvalidNicConfig",
+    "NetworkError",
+]
 
 
 class NetworkError(OffloadError):
@@ -26,6 +34,10 @@ class NetworkError(OffloadError):
 
 class InvalidNicConfig(NetworkError, ValueError):
     """The NIC's config cannot be served as given."""
+
+
+class InvalidMetadataFile(InvalidNicConfig):
+    """The instance metadata file cannot be served as it is."""
 
 
 class FabricConfigError(NetworkError, ValueError):

@@ -2,22 +2,28 @@
 
 ``NicServices`` is the ``NicHook`` a virtio-net device calls with every frame
 the guest transmits.  ``classify_tx`` decides in this order, reading the
-frame with the defensive parsers of ``packets``/``arp``/``dhcp``:
+frame with the defensive parsers of ``packets``/``arp``/``dhcp``/``ipv6``;
+every drop is counted under its reason (``drops``, the keys of
+``DROP_REASONS``) and its kind (``dropped_spoofed``/``_malformed``/``_policy``):
 
-1. shorter than an ethernet header                        DROP (malformed)
-2. source MAC is not the NIC's                            DROP (spoofed)
-3. 802.1Q/802.1ad tag (would carry an unchecked packet)   DROP (policy)
-4. ARP: unparseable -> DROP (malformed); sender MAC/IP not the NIC's ->
-   DROP (spoofed); asks for the gateway or 169.254.169.254 -> answered with
-   the card's MAC, CONSUMED; any other ARP for those addresses CONSUMED;
-   otherwise FORWARD
-5. IPv4: unparseable (version, IHL, total length) -> DROP (malformed);
+1. shorter than an ethernet header                        DROP short_frame
+2. source MAC is not the NIC's                            DROP src_mac
+3. 802.1Q/802.1ad tag (would carry an unchecked packet)   DROP vlan
+4. ARP: unparseable -> DROP arp_malformed; sender MAC/IP not the NIC's ->
+   DROP arp_spoofed; asks for the gateway or 169.254.169.254 -> answered
+   with the card's MAC, CONSUMED; any other ARP for those addresses
+   CONSUMED; otherwise FORWARD
+5. IPv4: unparseable (version, IHL, total length) -> DROP ipv4_malformed;
    source 0.0.0.0 is allowed only for a DHCP client message (UDP 68 -> 67),
-   CONSUMED and answered; any other source but the NIC's -> DROP (spoofed);
+   CONSUMED and answered; any other source but the NIC's -> DROP ipv4_src;
    to 169.254.169.254 -> CONSUMED (TCP goes to the metadata responder);
    UDP to port 67 -> CONSUMED (DHCP, answered); UDP from port 67 -> DROP
-   (policy: no DHCP server inside a VPC)
-6. everything else (IPv4 to anyone else, IPv6, other ethertypes) FORWARD.
+   dhcp_server (no DHCP server inside a VPC); otherwise FORWARD
+6. IPv6: ``ipv6_guard.Ipv6Guard`` (the NIC's addresses and its link-local
+   address, NDP target and link-layer options, no router messages; all of
+   it dropped when the NIC has no IPv6 address) -> FORWARD or DROP with its
+   reason
+7. any other ethertype                                    DROP ethertype
 
 Replies (DHCP, ARP, TCP) are built here with the card's MAC and address as
 source and the NIC's MAC (and address, or broadcast for DHCP) as
@@ -39,19 +45,31 @@ import logging
 import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv6Interface
 
 from offload.network import packets as pk
 from offload.network.arp import ARP_REQUEST, build_arp_reply, parse_arp
 from offload.network.dhcp import DhcpLease, answer, parse_dhcp
 from offload.network.errors import InvalidNicConfig
 from offload.network.hook import TxVerdict
+from offload.network.ipv6_guard import REASONS as IPV6_REASONS
+from offload.network.ipv6_guard import Ipv6Guard
 from offload.network.metadata import InstanceMetadata, MetadataApp
 from offload.network.tcp import TcpReply, TcpResponder
+from offload.network.tokens import MetadataTokens
 
-__all__ = ["DEFAULT_CARD_MAC", "METADATA_IP", "InstanceMetadata", "NicConfig", "NicServices"]
+__all__ = [
+    "DEFAULT_CARD_MAC",
+    "DROP_REASONS",
+    "METADATA_IP",
+    "InstanceMetadata",
+    "MetadataTokens",
+    "NicConfig",
+    "NicServices",
+]
 
 log = logging.getLogger("offload.network.services")
 
@@ -62,6 +80,25 @@ _HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 _ZERO = bytes(4)
 _METADATA = METADATA_IP.packed
 _DHCP_SERVER_PORT = (67).to_bytes(2, "big")
+_IPV6_KINDS = {
+    "ipv6_disabled": "policy",
+    "ipv6_malformed": "malformed",
+    "ndp_fragmented": "policy",
+    "ndp_router": "policy",
+}
+#: why a frame is dropped -> the kind it is counted under as well
+DROP_REASONS: dict[str, str] = {
+    "short_frame": "malformed",
+    "src_mac": "spoofed",
+    "vlan": "policy",
+    "ethertype": "policy",
+    "arp_malformed": "malformed",
+    "arp_spoofed": "spoofed",
+    "ipv4_malformed": "malformed",
+    "ipv4_src": "spoofed",
+    "dhcp_server": "policy",
+    **{reason: _IPV6_KINDS.get(reason, "spoofed") for reason in IPV6_REASONS},
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +114,9 @@ class NicConfig:
     mtu: int = 1500
     lease_seconds: int = 86400
     card_mac: str = DEFAULT_CARD_MAC
+    metadata_tokens: MetadataTokens = MetadataTokens.REQUIRED
+    #: the NIC's IPv6 addresses; none: IPv6 is dropped (link-local included)
+    ipv6: tuple[IPv6Interface, ...] = ()
 
 
 def _unicast_mac(text: str, what: str) -> bytes:
@@ -111,6 +151,11 @@ def _check(config: NicConfig) -> tuple[bytes, bytes]:
             config.gateway == config.ip.ip or config.gateway not in config.ip.network
         ):
             raise InvalidNicConfig(f"gateway {config.gateway} is not a peer in {config.ip}")
+    if len(config.ipv6) > 16:
+        raise InvalidNicConfig("at most 16 IPv6 addresses")
+    for addr in config.ipv6:
+        if addr.ip.is_multicast or addr.ip.is_unspecified or addr.ip.is_loopback:
+            raise InvalidNicConfig(f"{addr} cannot be a host address")
     user_data = config.metadata.user_data
     if user_data is not None and len(user_data) > MAX_USER_DATA:
         raise InvalidNicConfig(f"user-data is larger than {MAX_USER_DATA} bytes")
@@ -132,6 +177,7 @@ class NicServices:
         self.config = config
         self._mac, self._card_mac = _check(config)
         self._ip = None if config.ip is None else config.ip.ip.packed
+        self._v6 = Ipv6Guard(self._mac, (a.ip for a in config.ipv6))
         self._server = config.gateway if config.gateway is not None else METADATA_IP
         self._answered = {METADATA_IP.packed}
         if config.gateway is not None:
@@ -150,8 +196,9 @@ class NicServices:
                 lease_seconds=config.lease_seconds,
             )
         )
+        self._app = MetadataApp(config.metadata, tokens=config.metadata_tokens, clock=clock)
         self._tcp = TcpResponder(
-            MetadataApp(config.metadata),
+            self._app,
             port=80,
             mss=config.mtu - 40,
             max_connections=max_connections,
@@ -166,9 +213,16 @@ class NicServices:
         self.dropped_spoofed = 0
         self.dropped_malformed = 0
         self.dropped_policy = 0
+        #: dropped frames by reason (the keys of DROP_REASONS)
+        self.drops: Counter[str] = Counter()
         self.replies = 0
         self.replies_undelivered = 0
         self.internal_errors = 0
+
+    @property
+    def metadata(self) -> MetadataApp:
+        """The metadata HTTP app (its token table and 401 counter)."""
+        return self._app
 
     @property
     def tcp(self) -> TcpResponder:
@@ -218,9 +272,12 @@ class NicServices:
                 self.replies += len(frames)
 
     def _drop(self, reason: str) -> TxVerdict:
-        if reason == "spoofed":
+        """Count a dropped frame under *reason* and its kind (spoofed, malformed, policy)."""
+        self.drops[reason] += 1
+        kind = DROP_REASONS[reason]
+        if kind == "spoofed":
             self.dropped_spoofed += 1
-        elif reason == "malformed":
+        elif kind == "malformed":
             self.dropped_malformed += 1
         else:
             self.dropped_policy += 1
@@ -228,19 +285,22 @@ class NicServices:
 
     def _classify(self, frame: bytes, out: list[bytes]) -> TxVerdict:
         if len(frame) < pk.ETH_HLEN:
-            return self._drop("malformed")
+            return self._drop("short_frame")
         if frame[6:12] != self._mac:
-            return self._drop("spoofed")
+            return self._drop("src_mac")
         ethertype = int.from_bytes(frame[12:14], "big")
         if ethertype in pk.VLAN_ETHERTYPES:
-            return self._drop("policy")
+            return self._drop("vlan")
         if ethertype == pk.ETHERTYPE_ARP:
             return self._arp(frame[pk.ETH_HLEN :], out)
         if ethertype == pk.ETHERTYPE_IPV4:
             if self._plain_ipv4(frame):
                 return TxVerdict.FORWARD
             return self._ipv4(frame[pk.ETH_HLEN :], out)
-        return TxVerdict.FORWARD
+        if ethertype == pk.ETHERTYPE_IPV6:
+            reason = self._v6.check(frame[pk.ETH_HLEN :])
+            return TxVerdict.FORWARD if reason is None else self._drop(reason)
+        return self._drop("ethertype")
 
     def _plain_ipv4(self, frame: bytes) -> bool:
         """The fast path: IPv4 without options from the NIC's address to a peer, not DHCP.
@@ -261,9 +321,9 @@ class NicServices:
     def _arp(self, payload: bytes, out: list[bytes]) -> TxVerdict:
         arp = parse_arp(payload)
         if arp is None:
-            return self._drop("malformed")
+            return self._drop("arp_malformed")
         if arp.sender_mac != self._mac or self._ip is None or arp.sender_ip != self._ip:
-            return self._drop("spoofed")
+            return self._drop("arp_spoofed")
         if arp.target_ip not in self._answered:
             return TxVerdict.FORWARD
         if arp.op == ARP_REQUEST:
@@ -277,15 +337,15 @@ class NicServices:
     def _ipv4(self, payload: bytes, out: list[bytes]) -> TxVerdict:
         ip = pk.parse_ipv4(payload)
         if ip is None:
-            return self._drop("malformed")
+            return self._drop("ipv4_malformed")
         udp = pk.parse_udp(ip.payload) if ip.proto == pk.IPPROTO_UDP and not ip.fragment else None
         if ip.src == _ZERO:
             if udp is not None and udp.sport == 68 and udp.dport == 67:
                 self._dhcp(udp.payload, out)
                 return TxVerdict.CONSUMED
-            return self._drop("spoofed")
+            return self._drop("ipv4_src")
         if self._ip is None or ip.src != self._ip:
-            return self._drop("spoofed")
+            return self._drop("ipv4_src")
         if ip.dst == _METADATA:
             if ip.proto == pk.IPPROTO_TCP and not ip.fragment:
                 self._metadata(ip, out)
@@ -297,7 +357,7 @@ class NicServices:
                     self._dhcp(udp.payload, out)
                 return TxVerdict.CONSUMED
             if ip.payload[0:2] == _DHCP_SERVER_PORT:
-                return self._drop("policy")
+                return self._drop("dhcp_server")
         return TxVerdict.FORWARD
 
     def _dhcp(self, payload: bytes, out: list[bytes]) -> None:

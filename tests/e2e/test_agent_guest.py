@@ -253,6 +253,7 @@ class QemuAgentProcess:
         self.run_dir = AGENT_RUN_ROOT / hashlib.sha256(str(state).encode()).hexdigest()[:10]
         cred = state.parent / "credential"
         cred.write_text(region.credential)
+        cred.chmod(0o600)  # the agent refuses a credential others can read
         toml = state.parent / "agent.toml"
         toml.write_text(
             'power_driver = "qemu"\n'

@@ -5,9 +5,10 @@ control plane; two hosts, each a network namespace with its card's side of
 the network (TAPs, the VPC's bridge and VXLAN device) joined by a veth
 underlay; a real agent per host (qemu power driver) whose card serves each
 server's boot disk with ``offload-blk`` and its NIC with ``offload-net``.
-Each guest gets its address by DHCP from its card, reads its instance-id and
-its peer's address (user-data) from the card's metadata service at
-169.254.169.254, and pings the peer across the VXLAN overlay.
+Each guest gets its address by DHCP from its card, is refused metadata
+without a session token (401), then takes an IMDSv2 token and reads its
+instance-id and its peer's address (user-data) from the card's metadata
+service at 169.254.169.254, and pings the peer across the VXLAN overlay.
 
 The guests boot with ``pci=nomsi``: QEMU 7.2 under TCG crashes when a
 guest enables MSI-X vectors of a virtio-net device on a vhost-user netdev
@@ -17,6 +18,7 @@ guest enables MSI-X vectors of a virtio-net device on a vhost-user netdev
 from __future__ import annotations
 
 import asyncio
+import stat
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -42,8 +44,15 @@ while ! ip link show eth0 >/dev/null 2>&1; do sleep 0.3; done
 ip link set eth0 up
 udhcpc -i eth0 -f -q -n -t 20 -T 1 >/dev/null 2>&1 || echo DHCP-FAILED
 echo "DHCP-ADDR $(ip -4 -o addr show eth0 | awk '{print $4}')"
-echo "META-ID $(wget -q -O - http://169.254.169.254/latest/meta-data/instance-id)"
-set -- $(wget -q -O - http://169.254.169.254/latest/user-data)
+v1=$(wget -O /dev/null http://169.254.169.254/latest/meta-data/ 2>&1 || true)
+echo "META-V1 $(echo "$v1" | grep -o 'HTTP/1.1 [0-9]*')"
+imds_token=$(printf 'PUT /latest/api/token HTTP/1.0\\r\\n%s\\r\\n\\r\\n' \\
+  'X-aws-ec2-metadata-token-ttl-seconds: 300' | nc 169.254.169.254 80 | tail -n 1)
+imds() {
+  wget -q -O - --header "X-aws-ec2-metadata-token: $imds_token" "http://169.254.169.254/latest/$1"
+}
+echo "META-ID $(imds meta-data/instance-id)"
+set -- $(imds user-data)
 peer=$1 role=$2
 tries=90; [ "$role" = isolated ] && tries=8
 n=0
@@ -170,8 +179,10 @@ async def test_instances_in_a_vpc_talk_across_hosts_and_vpcs_stay_apart(
             await region.wait_state(name, common_pb2.INSTANCE_STATE_RUNNING)
             addr = await region.wait_console(name, r"DHCP-ADDR (\S+)", 180)
             assert addr.group(1) == f"{nic.private_ip}/24"  # from the card's DHCP
+            v1 = await region.wait_console(name, r"META-V1 (.*)", 60)
+            assert v1.group(1).strip() == "HTTP/1.1 401"  # no session token: refused
             meta = await region.wait_console(name, r"META-ID (\S+)", 60)
-            assert meta.group(1) == name.rsplit("/", 1)[1]  # from the card's metadata
+            assert meta.group(1) == name.rsplit("/", 1)[1]  # from the card's metadata, IMDSv2
         expected = ["OK", "OK", "FAIL"]  # VPC B shares the range, not the segment
         for name, (_, user_data), want in zip(names, plan, expected, strict=True):
             result = await region.wait_console(name, r"PING-(OK|FAIL) (\S+)", 180)
@@ -186,6 +197,16 @@ async def test_instances_in_a_vpc_talk_across_hosts_and_vpcs_stay_apart(
         verdicts = _nic_verdicts(agents, client.name)  # wherever the scheduler put it
         assert verdicts.get("dropped_spoofed", 0) > 0, verdicts
         assert verdicts.get("consumed", 0) > 0, verdicts
+        # the tenant's user data and keys on the card: 0600 in 0700 directories
+        meta_files = [f for a in agents for f in a.config.state_dir.glob("instances/*/n*.json")]
+        assert len(meta_files) == 3, meta_files
+        for f in meta_files:
+            assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
+            for d in (f.parent, f.parent.parent.parent):  # the instance's and the state dir
+                assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
+        # the guest kernel's own IPv6 (link-local NDP, MLD): the NIC has no IPv6 address
+        drops = _nic_counters(agents, client.name, "bmaas_agent_nic_card_drops", "reason")
+        assert drops.get("ipv6_disabled", 0) > 0 and drops.get("ipv4_src", 0) > 0, drops
         for name in names:
             await region.action("Terminate", name)
         for agent in agents:
@@ -197,13 +218,18 @@ async def test_instances_in_a_vpc_talk_across_hosts_and_vpcs_stay_apart(
 
 def _nic_verdicts(agents: list[Agent], nic: str) -> dict[str, float]:
     """The card's verdict counters of *nic*, as its agent's metrics export them."""
+    return _nic_counters(agents, nic, "bmaas_agent_nic_card_verdicts", "verdict")
+
+
+def _nic_counters(agents: list[Agent], nic: str, family_name: str, label: str) -> dict[str, float]:
+    """One counter family of *nic* by *label*, as its agent's metrics export them."""
     out: dict[str, float] = {}
     for agent in agents:
         for family in DeviceCollector(agent.reconciler.backends).collect():
-            if family.name == "bmaas_agent_nic_card_verdicts":
+            if family.name == family_name:
                 for sample in family.samples:
                     if sample.labels["nic"] == nic:
-                        out[sample.labels["verdict"]] = sample.value
+                        out[sample.labels[label]] = sample.value
     return out
 
 

@@ -6,7 +6,8 @@ passes it to ``NicServices.classify_tx`` and writes what the services
 deliver back into the TAP.  Forwarded frames go nowhere (no VPC here).
 Inside the namespace, busybox udhcpc must get the NIC's lease (address,
 router, MTU, DNS, hostname), and curl must read the metadata service at
-169.254.169.254 through the default route the lease installed.
+169.254.169.254 through the default route the lease installed, with an
+IMDSv2 session token (a GET without one gets 401).
 """
 
 from __future__ import annotations
@@ -149,16 +150,20 @@ def test_udhcpc_and_curl_through_a_tap(card: tuple[NetNamespace, Card], tmp_path
     assert lease["mtu"] == "1450" and lease["hostname"] == "tenant-vm"
     assert "10.9.0.17/24" in ns.run("ip", "-o", "addr", "show", TAP).stdout
 
-    def curl(path: str) -> str:
-        out = ns.run(
-            "curl", "-sS", "--max-time", "10", f"http://169.254.169.254{path}", check=False
-        )
+    def curl(path: str, *args: str) -> str:
+        url = f"http://169.254.169.254{path}"
+        out = ns.run("curl", "-sS", "--max-time", "10", *args, url, check=False)
         assert out.returncode == 0, out.stderr
         return out.stdout
 
-    assert curl("/latest/meta-data/instance-id") == "i-0badc0ffee"
-    assert curl("/latest/meta-data/public-keys/0/openssh-key").startswith("ssh-ed25519")
-    assert curl("/latest/user-data") == "#!/bin/sh\necho hello\n" * 200  # many segments
+    # IMDSv2 (required by default): a session token first
+    token = curl("/latest/api/token", "-X", "PUT", "-H", "X-aws-ec2-metadata-token-ttl-seconds: 60")
+    header = ("-H", f"X-aws-ec2-metadata-token: {token}")
+    assert curl("/latest/meta-data/instance-id") == "unauthorized\n"
+
+    assert curl("/latest/meta-data/instance-id", *header) == "i-0badc0ffee"
+    assert curl("/latest/meta-data/public-keys/0/openssh-key", *header).startswith("ssh-ed25519")
+    assert curl("/latest/user-data", *header) == "#!/bin/sh\necho hello\n" * 200  # many segments
     status = ns.run(
         "curl",
         "-s",
@@ -166,6 +171,7 @@ def test_udhcpc_and_curl_through_a_tap(card: tuple[NetNamespace, Card], tmp_path
         "/dev/null",
         "-w",
         "%{http_code}",
+        *header,
         "http://169.254.169.254/nope",
         check=False,
     ).stdout

@@ -102,3 +102,30 @@ def test_bad_arguments_fail_with_one_line(args: list[str], message: str, sock_pa
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("offload-net: error:") and message in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"instance-id": "i-1"}', "unknown key 'instance-id'"),
+        ('{"instance_id": "i-1", "user_data": 5}', "user_data must be a string, not int"),
+        ('{"public_keys": "ssh-ed25519 AAAA"}', "public_keys must be a list of strings"),
+        ("[]", "not a JSON object"),
+    ],
+)
+def test_bad_metadata_file_fails_with_one_line(
+    content: str, message: str, sock_path: Path, tmp_path: Path
+) -> None:
+    meta = tmp_path / "meta.json"
+    meta.write_text(content)
+    argv = [str(OFFLOAD_NET), "--socket", str(sock_path), "--tap", "tbadmeta0"]
+    argv += ["--mac", "02:00:00:00:00:01", "--ip", "10.0.0.5/24", "--metadata", str(meta)]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"offload-net: error: metadata {meta}: ")
+    assert message in lines[0]
+    # nothing was started: no socket, no TAP
+    assert not sock_path.exists()
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    assert "tbadmeta0" not in links

@@ -5,6 +5,7 @@ the environment, which beats the file's current context."""
 from __future__ import annotations
 
 import stat
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -87,3 +88,21 @@ def test_precedence_flags_env_config(
     assert "no context 'nope'" in none("tenant", "list", expect=2).err
     monkeypatch.setenv("BMAAS_CONTEXT", "file")
     assert none.json("tenant", "list")
+
+
+@covers("config set-context", "config current-context", "config get-contexts", "tenant list")
+def test_context_named_outside_the_bmp_round_trips(
+    world: World, endpoint: str, bmctl: Bmctl, isolated_env: Path
+) -> None:
+    path = isolated_env / ".config" / "bmaas" / "config.toml"
+    none = bmctl.at(None, None)
+    name = 'prod 🚀 \U0001d54f"quoted"'  # outside the BMP, and a quote
+    none("config", "set-context", name, "--endpoint", endpoint, "--token", OPERATOR_TOKEN)
+    assert tomllib.loads(path.read_text(encoding="utf-8"))["current-context"] == name
+    assert "\\ud83d" not in path.read_text(encoding="utf-8").lower()  # no surrogate escapes
+    # every later call still reads the file, and the context works
+    assert none("config", "current-context").out.strip() == name
+    assert none.json("tenant", "list")
+    assert none.json("--context", name, "tenant", "list")
+    listed = none("-o", "json", "config", "get-contexts").json()
+    assert [c["name"] for c in listed] == [name]

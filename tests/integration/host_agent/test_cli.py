@@ -34,6 +34,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 def credential(tmp_path: Path) -> Path:
     path = tmp_path / "credential"
     path.write_text("host-1.s3cret\n")
+    path.chmod(0o600)
     return path
 
 
@@ -78,6 +79,18 @@ def test_unreadable_credential_file(tmp_path: Path) -> None:
 def test_credential_file_is_a_directory(tmp_path: Path) -> None:
     proc = run(*args(tmp_path, tmp_path))
     assert_one_error_line(proc, "--credential-file", "Is a directory")
+
+
+@pytest.mark.parametrize("bits", [0o644, 0o640, 0o604])
+def test_credential_file_open_to_others_is_refused(
+    tmp_path: Path, credential: Path, bits: int
+) -> None:
+    credential.chmod(bits)
+    proc = run(*args(tmp_path, credential))
+    assert_one_error_line(
+        proc, f"--credential-file: {credential} is open to group or others (mode {bits:04o})"
+    )
+    assert not (tmp_path / "state").exists()  # refused before anything was made
 
 
 def test_credential_for_another_host(tmp_path: Path, credential: Path) -> None:
@@ -165,5 +178,6 @@ def test_credential_file_not_utf8(tmp_path: Path) -> None:
     """A binary credential file is a one-line error (exit 2), not a traceback."""
     credential = tmp_path / "credential"
     credential.write_bytes(b"\xff\xfehost-1.x\n")
+    credential.chmod(0o600)
     proc = run(*args(tmp_path, credential))
-    assert_one_error_line(proc, "--credential-file")
+    assert_one_error_line(proc, "--credential-file: not a text file")

@@ -106,3 +106,18 @@ def test_unknown_context_and_missing_token_file(env: dict[str, str], tmp_path: P
         resolve(endpoint="", token="", token_file=str(tmp_path / "gone"), context="", env=env)
     assert exc.value.exit_code == exitcodes.USAGE and "--token-file" in str(exc.value)
     assert "No such file" in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["🚀", "prod 🚀", "\U0001d54f\U0010ffff", 'a"b\\c', "tab\there", "é", "[x.y]", "ctl\x01\x7f"],
+)
+def test_any_name_and_value_round_trip(tmp_path: Path, name: str) -> None:
+    cfg = Config(tmp_path / "config.toml", name)
+    cfg.contexts = {name: {"endpoint": f"{name}:1", "token": name + "\n" + name}}
+    cfg.save()
+    text = cfg.path.read_bytes().decode("utf-8")  # strict UTF-8: no lone surrogates
+    back = Config.load(cfg.path)
+    assert (back.current_context, back.contexts) == (name, cfg.contexts)
+    if ord(max(name)) > 0xFFFF:
+        assert max(name) in text  # written as itself, not as an escape

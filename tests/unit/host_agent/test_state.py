@@ -38,8 +38,10 @@ def test_round_trip(tmp_path: Path) -> None:
 
 
 def test_saved_file_is_private_json(tmp_path: Path) -> None:
+    tmp_path.chmod(0o755)
     path = tmp_path / "agent.json"
     _state().save(path)
+    assert tmp_path.stat().st_mode & 0o777 == 0o700  # the state directory is the agent's
     raw = json.loads(path.read_text())
     assert raw["wiped_epoch"] == 7
     assert raw["instances"]["instances/a"]["generation"] == 3

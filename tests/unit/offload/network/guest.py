@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address
 
 from offload.network.services import METADATA_IP, InstanceMetadata, NicConfig
 
@@ -214,3 +214,51 @@ def dhcp_options(payload: bytes) -> dict[int, bytes]:
         opts[code] = payload[i + 2 : i + 2 + length]
         i += 2 + length
     return opts
+
+
+# -- IPv6 -------------------------------------------------------------------------
+
+NIC_IP6 = IPv6Address("fd00:8::5")
+#: fe80::/64 + the modified EUI-64 of NIC_MAC (52:54:00:12:34:56), worked out by hand
+NIC_LL6 = IPv6Address("fe80::5054:ff:fe12:3456")
+PEER_IP6 = IPv6Address("fd00:8::9")
+ALL_NODES = IPv6Address("ff02::1")
+
+
+def ipv6(
+    payload: bytes,
+    nh: int = 58,
+    *,
+    src: IPv6Address = NIC_IP6,
+    dst: IPv6Address = PEER_IP6,
+    hop_limit: int = 255,
+) -> bytes:
+    """An IPv6 packet (checksums of the payload are not computed: the card ignores them)."""
+    header = struct.pack("!IHBB", 6 << 28, len(payload), nh, hop_limit)
+    return header + src.packed + dst.packed + payload
+
+
+def ext(nh: int, body: bytes = bytes(6)) -> bytes:
+    """A hop-by-hop/routing/destination-options header: next header, length in 8 bytes - 1."""
+    assert (len(body) + 2) % 8 == 0
+    return bytes((nh, (len(body) + 2) // 8 - 1)) + body
+
+
+def frag(nh: int, offset: int = 0, more: bool = True) -> bytes:
+    return struct.pack("!BBHI", nh, 0, (offset // 8) << 3 | int(more), 7)
+
+
+def lladdr_option(kind: int, mac: bytes = NIC_MAC) -> bytes:
+    return bytes((kind, 1)) + mac
+
+
+def nd(kind: int, target: IPv6Address | None = None, *options: bytes) -> bytes:
+    """An ICMPv6 ND message: RS 133, RA 134, NS 135, NA 136, redirect 137."""
+    fixed = {133: bytes(4), 134: bytes(12), 135: bytes(4), 136: b"\x60" + bytes(3)}.get(kind)
+    body = fixed if fixed is not None else bytes(4)
+    if kind in (135, 136, 137):
+        assert target is not None
+        body += target.packed
+    if kind == 137:
+        body += PEER_IP6.packed
+    return bytes((kind, 0, 0, 0)) + body + b"".join(options)

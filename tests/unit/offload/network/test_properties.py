@@ -9,6 +9,8 @@ in ``guest.decode`` (lengths, IPv4 and L4 checksums).
 
 from __future__ import annotations
 
+from ipaddress import IPv6Address, IPv6Interface
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -21,12 +23,17 @@ from .guest import (
     GATEWAY,
     MD_IP,
     NIC_IP,
+    NIC_IP6,
+    NIC_LL6,
     NIC_MAC,
     arp_frame,
     decode,
     dhcp_frame,
     eth,
     ipv4,
+    ipv6,
+    lladdr_option,
+    nd,
     nic_config,
     tcp_frame,
 )
@@ -41,6 +48,9 @@ SEEDS = [
     tcp_frame(40000, 2, 0, 0x18, b"GET /latest/meta-data/ HTTP/1.1\r\n\r\n"),
     tcp_frame(40000, 2, 0, 0x10),
     eth(ipv4(b"\x08\x00\x00\x00abcd", 1, dst=GATEWAY.packed)),
+    eth(ipv6(nd(136, NIC_IP6, lladdr_option(2))), 0x86DD),
+    eth(ipv6(nd(135, NIC_IP6), src=IPv6Address("::")), 0x86DD),
+    eth(ipv6(b"\x80\x00\x00\x00abcd", src=NIC_LL6), 0x86DD),
 ]
 
 
@@ -61,7 +71,7 @@ def check_replies(svc: NicServices, sent: list[bytes]) -> None:
 
 
 def fresh() -> tuple[NicServices, list[bytes]]:
-    svc = NicServices(nic_config())
+    svc = NicServices(nic_config(ipv6=(IPv6Interface(f"{NIC_IP6}/64"),)))
     sent: list[bytes] = []
     svc.attach(sent.append)
     return svc, sent
@@ -77,7 +87,7 @@ def test_random_bytes(frame: bytes) -> None:
 @given(st.binary(max_size=400))
 def test_random_payload_from_the_nic(payload: bytes) -> None:
     svc, sent = fresh()
-    for ethertype in (0x0800, 0x0806):
+    for ethertype in (0x0800, 0x0806, 0x86DD):
         svc.classify_tx(eth(payload, ethertype))
     check_replies(svc, sent)
 
@@ -109,9 +119,15 @@ def test_mutated_frames(frames: list[bytes]) -> None:
         verdict = svc.classify_tx(frame)
         if frame[6:12] != NIC_MAC:
             assert verdict is TxVerdict.DROP
+        if verdict is TxVerdict.FORWARD:
+            assert frame[12:14] in (b"\x08\x00", b"\x08\x06", b"\x86\xdd")
+            if frame[12:14] == b"\x86\xdd":  # from the NIC's own IPv6 address or ::
+                assert frame[22:38] in (NIC_IP6.packed, NIC_LL6.packed, bytes(16))
     check_replies(svc, sent)
     total = svc.forwarded + svc.consumed + svc.dropped_spoofed
     assert total + svc.dropped_malformed + svc.dropped_policy == len(frames)
+    drops = svc.dropped_spoofed + svc.dropped_malformed + svc.dropped_policy
+    assert sum(svc.drops.values()) == drops
 
 
 segments = st.tuples(

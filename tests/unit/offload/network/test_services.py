@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv6Interface
 
 import pytest
 
 from offload.network.errors import InvalidNicConfig
 from offload.network.hook import NicHook, TxVerdict
-from offload.network.services import NicServices
+from offload.network.metadata import TTL_HEADER as TTL_HEADER_BYTES
+from offload.network.services import MetadataTokens, NicServices
 
 from .guest import (
     BCAST_IP,
@@ -18,7 +19,10 @@ from .guest import (
     MD_IP,
     METADATA,
     NIC_IP,
+    NIC_IP6,
+    NIC_LL6,
     NIC_MAC,
+    PEER_IP6,
     arp_frame,
     decode,
     dhcp_frame,
@@ -26,12 +30,16 @@ from .guest import (
     dhcp_payload,
     eth,
     ipv4,
+    ipv6,
+    lladdr_option,
+    nd,
     nic_config,
     tcp_frame,
     udp,
 )
 
 SYN, ACK, FIN, RST, PSH = 0x02, 0x10, 0x01, 0x04, 0x08
+TTL_HEADER = TTL_HEADER_BYTES.decode()
 
 
 class Clock:
@@ -52,7 +60,7 @@ def make(**changes: object) -> tuple[NicServices, list[bytes], Clock]:
 
 def test_is_a_nic_hook() -> None:
     svc: NicHook = make()[0]
-    assert svc.classify_tx(eth(b"", 0x86DD)) is TxVerdict.FORWARD
+    assert svc.classify_tx(eth(ipv4(b"ping", 1, dst=GATEWAY.packed))) is TxVerdict.FORWARD
 
 
 def test_dhcp_handshake() -> None:
@@ -164,6 +172,49 @@ def test_forwarding_and_policy() -> None:
     assert svc.classify_tx(vlan) is TxVerdict.DROP
     assert svc.classify_tx(eth(ipv4(b"x", 1), 0x0800)) is TxVerdict.CONSUMED  # ICMP to metadata
     assert svc.dropped_policy == 2 and svc.forwarded == 2 and sent == []
+    assert svc.drops == {"dhcp_server": 1, "vlan": 1}
+
+
+def test_other_ethertypes_are_dropped_and_counted() -> None:
+    svc, sent, _ = make()
+    for ethertype in (0x88CC, 0x8863, 0x88E5, 0x0842, 0x8035, 0x0000, 0x05DC, 0xFFFF):
+        assert svc.classify_tx(eth(b"x" * 46, ethertype)) is TxVerdict.DROP, hex(ethertype)
+    assert svc.drops == {"ethertype": 8} and svc.dropped_policy == 8 and sent == []
+
+
+def test_ipv6_without_an_address_is_dropped() -> None:
+    svc, sent, _ = make()
+    for src in (NIC_LL6, NIC_IP6):
+        assert svc.classify_tx(eth(ipv6(b"x" * 8, 17, src=src), 0x86DD)) is TxVerdict.DROP
+    assert svc.drops == {"ipv6_disabled": 2} and svc.dropped_policy == 2 and sent == []
+
+
+def test_ipv6_checked_against_the_nics_addresses() -> None:
+    svc, sent, _ = make(ipv6=(IPv6Interface("fd00:8::5/64"),))
+    other = bytes.fromhex("525400999999")
+    frames = {
+        ipv6(b"x" * 8, 17): TxVerdict.FORWARD,
+        ipv6(nd(135, PEER_IP6, lladdr_option(1)), src=NIC_LL6): TxVerdict.FORWARD,
+        ipv6(nd(136, NIC_IP6, lladdr_option(2))): TxVerdict.FORWARD,
+        ipv6(b"x" * 8, 17, src=PEER_IP6): TxVerdict.DROP,
+        ipv6(nd(136, PEER_IP6, lladdr_option(2))): TxVerdict.DROP,
+        ipv6(nd(136, NIC_IP6, lladdr_option(2, other))): TxVerdict.DROP,
+        ipv6(nd(134)): TxVerdict.DROP,
+        ipv6(b"x" * 8, 17)[:-3]: TxVerdict.DROP,
+    }
+    for packet, verdict in frames.items():
+        assert svc.classify_tx(eth(packet, 0x86DD)) is verdict
+    assert svc.forwarded == 3 and sent == []
+    assert svc.drops == {
+        "ipv6_src": 1,
+        "ndp_target": 1,
+        "ndp_lladdr": 1,
+        "ndp_router": 1,
+        "ipv6_malformed": 1,
+    }
+    assert (svc.dropped_spoofed, svc.dropped_policy, svc.dropped_malformed) == (3, 1, 1)
+    spoofed_mac = eth(ipv6(b"x" * 8, 17), 0x86DD, src=other)
+    assert svc.classify_tx(spoofed_mac) is TxVerdict.DROP and svc.drops["src_mac"] == 1
 
 
 def test_malformed_frames_are_dropped_without_replies() -> None:
@@ -195,6 +246,9 @@ def test_config_is_validated() -> None:
         {"mtu": 100},
         {"hostname": "bad host"},
         {"lease_seconds": 1},
+        {"ipv6": (IPv6Interface("ff02::1/128"),)},
+        {"ipv6": (IPv6Interface("::/0"),)},
+        {"ipv6": tuple(IPv6Interface(f"fd00::{i}/64") for i in range(1, 18))},
     ):
         with pytest.raises(InvalidNicConfig):
             NicServices(nic_config(**bad))
@@ -230,9 +284,19 @@ class HttpGuest:
         self.rcv = (synack.seq + 1) & 0xFFFFFFFF
         assert self.send(ACK) == []
 
-    def get(self, path: str, mss: int = 1460, window: int = 64240) -> bytes:
+    def get(self, path: str, mss: int = 1460, window: int = 64240, token: str = "") -> bytes:
+        head = f"X-aws-ec2-metadata-token: {token}\r\n" if token else ""
+        return self.request(f"GET {path}", head, mss=mss, window=window)
+
+    def put_token(self, ttl: int) -> str:
+        response = self.request("PUT /latest/api/token", f"{TTL_HEADER}: {ttl}\r\n")
+        head, token = response.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 200 OK") and f"{TTL_HEADER}: {ttl}".encode() in head
+        return token.decode()
+
+    def request(self, line: str, headers: str = "", mss: int = 1460, window: int = 64240) -> bytes:
         self.connect(mss)
-        request = f"GET {path} HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n".encode()
+        request = f"{line} HTTP/1.1\r\nHost: 169.254.169.254\r\n{headers}\r\n".encode()
         replies = self.send(ACK | PSH, request, window=window)
         self.seq = (self.seq + len(request)) & 0xFFFFFFFF
         body = b""
@@ -251,7 +315,7 @@ class HttpGuest:
 
 
 def test_http_get_instance_id() -> None:
-    svc, sent, _ = make()
+    svc, sent, _ = make(metadata_tokens=MetadataTokens.OPTIONAL)
     response = HttpGuest(svc, sent).get("/latest/meta-data/instance-id")
     head, body = response.split(b"\r\n\r\n", 1)
     assert head.startswith(b"HTTP/1.1 200 OK") and b"Connection: close" in head
@@ -260,13 +324,15 @@ def test_http_get_instance_id() -> None:
 
 
 def test_http_response_is_segmented_by_mss_and_window() -> None:
-    svc, sent, _ = make(metadata=replace(METADATA, user_data=b"A" * 5000))
+    svc, sent, _ = make(
+        metadata=replace(METADATA, user_data=b"A" * 5000), metadata_tokens=MetadataTokens.OPTIONAL
+    )
     response = HttpGuest(svc, sent).get("/latest/user-data", mss=100, window=300)
     assert response.endswith(b"A" * 5000)
 
 
 def test_http_paths() -> None:
-    svc, sent, _ = make()
+    svc, sent, _ = make(metadata_tokens=MetadataTokens.OPTIONAL)
     cases = {
         "/latest/meta-data/": b"instance-id\nhostname\nlocal-ipv4\nmac\npublic-keys/",
         "/latest/meta-data/public-keys/": b"0=key0",
@@ -281,8 +347,28 @@ def test_http_paths() -> None:
     assert missing.startswith(b"HTTP/1.1 404")
 
 
+def test_session_tokens_required() -> None:
+    svc, sent, clock = make()  # the default policy: required
+    denied = HttpGuest(svc, sent, port=41000).get("/latest/meta-data/instance-id")
+    assert denied.startswith(b"HTTP/1.1 401") and b"i-0123" not in denied
+    token = HttpGuest(svc, sent, port=41001).put_token(60)
+    assert len(token) >= 40
+    ok = HttpGuest(svc, sent, port=41002).get("/latest/meta-data/instance-id", token=token)
+    assert ok.startswith(b"HTTP/1.1 200") and ok.endswith(b"i-0123456789abcdef")
+    forged = HttpGuest(svc, sent, port=41003).get("/latest/user-data", token=token[:-1] + "x")
+    assert forged.startswith(b"HTTP/1.1 401")
+    # bound to the NIC: another NIC's services do not know the token
+    other, other_sent, _ = make(metadata_tokens=MetadataTokens.OPTIONAL)
+    foreign = HttpGuest(other, other_sent).get("/latest/meta-data/instance-id", token=token)
+    assert foreign.startswith(b"HTTP/1.1 401")
+    clock.now += 61  # expired
+    late = HttpGuest(svc, sent, port=41004).get("/latest/meta-data/instance-id", token=token)
+    assert late.startswith(b"HTTP/1.1 401")
+    assert svc.metadata.unauthorized == 3
+
+
 def test_retransmitted_syn_and_request_are_answered_again() -> None:
-    svc, sent, _ = make()
+    svc, sent, _ = make(metadata_tokens=MetadataTokens.OPTIONAL)
     g = HttpGuest(svc, sent)
     (first,) = g.send(SYN, mss=1460)
     (again,) = g.send(SYN, mss=1460)
