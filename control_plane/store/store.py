@@ -338,21 +338,32 @@ class Store:
 
     # -- reads --------------------------------------------------------------------------------
 
-    async def get(self, cls: type[R], name: str) -> R:
-        """The record *name* of type *cls*; ``NotFound`` if absent."""
-        key = self.keys.of_name(name, collection=collection_of(cls))
-        kv = await self.kv.get(key)
-        if kv is None:
-            raise NotFound(f"{name} not found")
-        return codec.decode(cls, kv.value, etag=etag_of(kv))
+    async def get(self, cls: type[R], name: str, *, revision: int = 0) -> R:
+        """The record *name* of type *cls* (as of *revision*, if not 0);
+        ``NotFound`` if absent."""
+        record, _ = await self.get_at(cls, name, revision=revision)
+        return record
 
-    async def get_many(self, cls: type[R], names: Sequence[str]) -> builtins.list[R | None]:
-        """The records *names* of type *cls* read at one revision in one
-        round-trip (None for each one that does not exist)."""
+    async def get_at(self, cls: type[R], name: str, *, revision: int = 0) -> tuple[R, int]:
+        """``get``, and the revision it was read at: pass it as *revision*
+        to further reads to see one snapshot."""
+        key = self.keys.of_name(name, collection=collection_of(cls))
+        kvs, _, header = await self.kv.range(key, revision=revision)
+        if not kvs:
+            raise NotFound(f"{name} not found")
+        return codec.decode(cls, kvs[0].value, etag=etag_of(kvs[0])), revision or header
+
+    async def get_many(
+        self, cls: type[R], names: Sequence[str], *, revision: int = 0
+    ) -> builtins.list[R | None]:
+        """The records *names* of type *cls* read at one revision (*revision*,
+        if not 0) in one round-trip (None for each one that does not exist)."""
         if not names:
             return []
         coll = collection_of(cls)
-        got, _ = await self.kv.get_many([self.keys.of_name(n, collection=coll) for n in names])
+        got, _ = await self.kv.get_many(
+            [self.keys.of_name(n, collection=coll) for n in names], revision=revision
+        )
         return [None if kv is None else codec.decode(cls, kv.value, etag=etag_of(kv)) for kv in got]
 
     async def addresses_in_use(self, subnet: str) -> set[str]:
@@ -409,12 +420,15 @@ class Store:
                 return Page(items, "", first_rev)
             start = kvs[-1].key + b"\0"
 
-    async def list_all(self, cls: type[R], *, parent: str = "") -> tuple[builtins.list[R], int]:
-        """Every *cls* record below *parent* read at ONE revision, and that
-        revision (watch from ``revision + 1`` to follow changes)."""
+    async def list_all(
+        self, cls: type[R], *, parent: str = "", revision: int = 0
+    ) -> tuple[builtins.list[R], int]:
+        """Every *cls* record below *parent* read at ONE revision (*revision*,
+        if not 0), and that revision (watch from ``revision + 1`` to follow
+        changes)."""
         coll = collection_of(cls)
         prefix = self.keys.collection_prefix(coll, parent_ids(coll, parent))
-        kvs = await self._snapshot(prefix)
+        kvs = await self._snapshot(prefix, revision=revision)
         items = [codec.decode(cls, kv.value, etag=etag_of(kv)) for kv in kvs[0]]
         return items, kvs[1]
 
@@ -429,11 +443,11 @@ class Store:
         return [codec.decode(cls, kv.value, etag=etag_of(kv)) for kv in kvs], rev
 
     async def _snapshot(
-        self, prefix: bytes, *, keys_only: bool = False
+        self, prefix: bytes, *, keys_only: bool = False, revision: int = 0
     ) -> tuple[builtins.list[KV], int]:
         end = prefix_range_end(prefix)
         out: builtins.list[KV] = []
-        start, rev = prefix, 0
+        start, rev = prefix, revision
         while True:
             kvs, more, header_rev = await self.kv.range(
                 start, end, limit=SNAPSHOT_BATCH, revision=rev, keys_only=keys_only
