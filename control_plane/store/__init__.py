@@ -108,11 +108,17 @@ Kind first (not ``tenants/{t}/instances/{i}``) so that one prefix range
 lists or watches a kind across tenants (the scheduler and controllers need
 that), while ``instances/{t}/`` still narrows to one tenant.
 
-Modules: ``kv`` (raw etcd calls, error translation, round-trip stats),
-``keys`` (layout), ``codec`` (JSON), ``records`` (kind registry, quota rules),
-``store`` (records, txns, lists, watches), ``watch_hub`` (one etcd watch per
-prefix, fanned out), ``record_cache``, ``agent_reports``, ``tenant_tokens``, ``liveness``,
-``election``, ``errors``.
+Modules, one concern each, imported in this order (no cycle; an
+import-linter contract keeps it so)::
+
+    errors, endpoints, records, keys, codec     layout, kinds, JSON, error tree
+    watch_hub -> kv                             raw etcd calls, one watch per prefix
+    etags, txn                                  etags; the transaction builder
+    quota                                       the quota ledger (charged/released)
+    paging, watching, record_cache              lists, typed watch events, followed records
+    cas, claims, coalesce                       update/mutate/delete; creates; shared txns
+    agent_reports, consoles, tenant_tokens, liveness, election   the side records
+    store                                       ``Store``: composes all of the above
 """
 
 from control_plane.store.errors import (

@@ -39,6 +39,7 @@ from control_plane.domain.errors import BmaasError, Unavailable
 from control_plane.store.endpoints import Endpoint, Tls, open_channel
 from control_plane.store.errors import FOREIGN_ERRORS, LeadershipLost, translate
 from control_plane.store.keys import prefix_range_end
+from control_plane.store.watch_hub import WatchHub
 
 log = logging.getLogger(__name__)
 
@@ -210,9 +211,7 @@ class EtcdKV:
         self.timeout = rpc_timeout
         self.stats = Stats()
         self.reachability = Reachability()
-        from control_plane.store.watch_hub import WatchHub  # one concern per module
-
-        self._hub = WatchHub(self)
+        self._hub: WatchHub[KV] = WatchHub(self._resuming)
 
     @classmethod
     async def connect(
@@ -414,6 +413,11 @@ class EtcdKV:
         """Like ``watch_resuming``, but every local watcher of *prefix* shares
         one etcd watch (``control_plane.store.watch_hub``)."""
         return self._hub.watch(prefix, start_revision=start_revision)
+
+    def _resuming(
+        self, prefix: bytes, start_revision: int
+    ) -> AsyncGenerator[tuple[bool, KV], None]:
+        return self.watch_resuming(prefix, start_revision=start_revision)
 
     async def watch_resuming(
         self, prefix: bytes, *, start_revision: int

@@ -545,7 +545,7 @@ async def test_mutate_of_followed_records_starts_from_the_watch_and_survives_sta
     await b.update(dataclasses.replace(inst, state=InstanceState.SCHEDULED))
 
     async def cached() -> bool:
-        got = a._caches[Instance].get(a.keys.of_name(inst.name))
+        got = a.records.cached(Instance, inst.name)
         return got is not None and got.state == InstanceState.SCHEDULED
 
     await eventually(cached)
