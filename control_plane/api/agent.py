@@ -24,7 +24,7 @@ returns the heartbeat interval.  ``Connect`` runs two tasks per stream:
 - the pusher computes the host's desired state (host record, bound
   instance, its image, volumes, NICs with subnet/VPC and the VPC's VXLAN
   peers: the underlay addresses of the other hosts with a live instance in
-  the VPC) whenever the ``AgentHub`` wakes it (a watched change of the host,
+  the VPC, ``services.peers``) whenever the ``AgentHub`` wakes it (a watched change of the host,
   its instance, or a record its peers were computed from) and at least every
   ``desired_resync`` seconds, and sends it when it differs from
   the last one sent - level-triggered: each DesiredState replaces the
@@ -58,6 +58,7 @@ from control_plane.domain.lifecycle import HostEvent, HostState, InstanceState
 from control_plane.domain.network import NetworkInterface, Subnet, Vpc
 from control_plane.domain.transitions import apply_host_event
 from control_plane.domain.volume import Volume
+from control_plane.services.peers import vpc_peers
 from control_plane.store import RevisionCompacted
 
 SERVICE = "AgentService"
@@ -337,8 +338,14 @@ class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
                 subnet = await self.store.get(Subnet, nic.subnet, revision=rev)
                 vpc_rec = await self.store.get(Vpc, subnet.vpc_name, revision=rev)
                 nics.append((nic, subnet, vpc_rec))
-        vpcs = {vpc.name for _, _, vpc in nics}
-        peers = await self._vpc_peers(inst, vpcs, rev) if nics else {}
+        peers: dict[str, list[str]] = {}
+        if nics:
+            found = await vpc_peers(
+                self.store, inst, {vpc.name for _, _, vpc in nics}, revision=rev
+            )
+            # a peer appearing or going away must wake this stream (``AgentHub.rebind``)
+            self.deps.hub.note_dependencies(inst.name, found.read)
+            peers = found.addresses
         for nic, subnet, vpc in nics:
             gateway = str(next(ipaddress.ip_network(subnet.cidr).hosts()))
             out.nics.append(
@@ -354,47 +361,3 @@ class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
                 )
             )
         return out
-
-    async def _vpc_peers(self, inst: Instance, vpcs: set[str], rev: int) -> dict[str, list[str]]:
-        """VPC name -> underlay addresses of the OTHER hosts carrying it: the
-        hosts bound to a live (not tearing down) instance of the tenant with
-        an interface in the VPC; sorted, no duplicates, no empty address.
-
-        Cost: one range read of the tenant's interfaces (every one decoded),
-        one multi-get of the instances attached to the VPCs' interfaces and
-        one of their hosts -- three round trips per computation, whatever the
-        number of NICs.  Every record read is noted with the hub, so a peer
-        appearing or going away wakes this stream (``AgentHub.rebind``).
-        """
-        tenant_nics, _ = await self.store.list_all(
-            NetworkInterface, parent=f"tenants/{inst.tenant}", revision=rev
-        )
-        watched = set(vpcs)
-        members: dict[str, set[str]] = {}  # other instance -> the VPCs it has NICs in
-        for nic in tenant_nics:
-            vpc = nic.vpc_name
-            if vpc in vpcs:
-                watched.add(nic.name)
-                if nic.instance and nic.instance != inst.name:
-                    members.setdefault(nic.instance, set()).add(vpc)
-        candidates = sorted(members)
-        live = {
-            other.name: other.host
-            for other in await self.store.get_many(Instance, candidates, revision=rev)
-            if other is not None
-            and other.host
-            and other.host != inst.host
-            and other.state not in _TEARDOWN
-        }
-        host_names = sorted(set(live.values()))
-        watched.update(candidates, host_names)
-        self.deps.hub.note_dependencies(inst.name, watched)
-        addresses: dict[str, set[str]] = {vpc: set() for vpc in vpcs}
-        for host in await self.store.get_many(Host, host_names, revision=rev):
-            # the host must still be bound to the instance (not released since)
-            if host is None or not host.underlay_address:
-                continue
-            if live.get(host.assigned_instance) == host.name:
-                for vpc in members[host.assigned_instance]:
-                    addresses[vpc].add(host.underlay_address)
-        return {vpc: sorted(addrs) for vpc, addrs in addresses.items()}
