@@ -66,10 +66,12 @@ Semantics:
   by deleting it), into ``released/{t}``; usage = charged - released, and
   charges never compare the released counter (a stale one only overstates
   usage), so creates and terminations never make each other's txn fail.
-  Within one replica, usage writes of a tenant are queued on a lock and the
-  last counter values are remembered (and refreshed by a watch), so a
-  create costs one txn; a stale memory costs one failed txn whose failure
-  branch returns the fresh counters.
+  No lock serializes a tenant's writes (on a replica or across replicas):
+  the quota is checked inside the transaction, which compares the counter
+  and the tenant record.  Each replica remembers the last counter values it
+  read or wrote, so a create costs one txn; a stale memory, or a concurrent
+  write that won, costs one failed txn whose failure branch returns the
+  fresh counters.
 - **addresses**: a network interface's ``ip_address`` is claimed by an
   ``addresses/{t}/{vpc}/{s}/{ip}`` key written (compared absent) in the txn
   that creates it and deleted with it; a taken address raises

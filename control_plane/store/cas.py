@@ -22,6 +22,7 @@ termination) needs no read either.  ``mutate`` of a kind followed with
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -41,7 +42,6 @@ from control_plane.store.records import (
     claims_of,
     collection_of,
     is_accounted,
-    is_accounted_kind,
     needs_previous,
     stamp,
     usage_of,
@@ -140,9 +140,9 @@ class Records:
                 prev = by_name.get(stamped[i].name)
                 if prev is not None and getattr(prev, "etag", "") == objs[i].etag:
                     known[i] = prev
-        async with self._ledger.serialize(tenants):
+        with self._ledger.writing(tenants):
             fresh = False  # usage state read (or returned by a failed txn) just now
-            for attempt in range(USAGE_RETRIES):
+            for _ in range(USAGE_RETRIES):
                 txn = Txn()
                 reads = []
                 for key, rev, value in zip(keys, revs, values, strict=True):
@@ -172,6 +172,7 @@ class Records:
                         for t in tenants:  # judged on remembered values: confirm with a read
                             self._ledger.forget(t)
                         continue
+                started = time.perf_counter()
                 out = await txn.commit(self._kv)
                 if out.succeeded:
                     self._ledger.wrote(written, out.revision)
@@ -191,8 +192,8 @@ class Records:
                 for tenant, st in state.items():
                     self._ledger.learn(tenant, st.seen(out))
                 fresh = True
-                if attempt:
-                    await backoff(attempt)
+                # another write of the tenant won: let this replica's others go first
+                await self._ledger.spread(tenants, time.perf_counter() - started)
             raise Aborted("too much contention on tenant usage; retry")
 
     async def _read_usage_state(
@@ -292,49 +293,47 @@ class Records:
         #: claim keys found NOT held by this record (one stored before its
         #: kind had claims): a failed txn names them, the next one skips them
         foreign: set[bytes] = set()
-        tenants = [rn.tenant] if rn.tenant and is_accounted_kind(cls) else []
-        async with self._ledger.serialize(tenants):
-            for _ in range(USAGE_RETRIES):
-                kv = await self._kv.get(key)
-                if kv is None:
-                    raise NotFound(f"{name} not found")
-                if etag and str(kv.mod_revision) != etag:
-                    raise Aborted(f"{name}: etag {etag} is stale (now {kv.mod_revision})")
-                current = codec.decode(cls, kv.value)
-                txn = Txn()
-                txn.require_mod(key, kv.mod_revision)
-                txn.delete(key)
-                request_id = getattr(current, "request_id", "")
-                if request_id and rn.tenant:
-                    txn.delete(self._keys.request(rn.tenant, request_id))
-                ckeys = [self._keys.claim(c) for c in claims_of(current)]
-                for ckey in ckeys:
-                    if ckey not in foreign:
-                        txn.require_value(ckey, name.encode())
-                        txn.delete(ckey)
-                used = usage_of(current)
-                if not used.is_zero and rn.tenant:
-                    await self._ledger.release(txn, {rn.tenant: ZERO - used})
-                if rn.collection == "tenants":
-                    txn.delete(self._keys.usage(rn.ids[0]))
-                    txn.delete(self._keys.released(rn.ids[0]))
-                stored = txn.read_on_failure(key) if ckeys else None
-                held = [(ckey, txn.read_on_failure(ckey)) for ckey in ckeys]
-                out = await txn.commit(self._kv)
-                if out.succeeded:
-                    return
-                if stored is not None:
-                    lost = set()
-                    for ckey, read in held:
-                        got = out.get(read)
-                        if ckey not in foreign and (got is None or got.value != name.encode()):
-                            lost.add(ckey)
-                    now = out.get(stored)
-                    if lost and now is not None and now.mod_revision == kv.mod_revision:
-                        # the record is as read: only claims it does not hold failed
-                        # the compare -- delete it without them
-                        foreign |= lost
-                        continue
-                if etag:
-                    raise Aborted(f"{name} was modified concurrently")
-            raise Aborted(f"{name}: too much contention; retry")
+        for _ in range(USAGE_RETRIES):
+            kv = await self._kv.get(key)
+            if kv is None:
+                raise NotFound(f"{name} not found")
+            if etag and str(kv.mod_revision) != etag:
+                raise Aborted(f"{name}: etag {etag} is stale (now {kv.mod_revision})")
+            current = codec.decode(cls, kv.value)
+            txn = Txn()
+            txn.require_mod(key, kv.mod_revision)
+            txn.delete(key)
+            request_id = getattr(current, "request_id", "")
+            if request_id and rn.tenant:
+                txn.delete(self._keys.request(rn.tenant, request_id))
+            ckeys = [self._keys.claim(c) for c in claims_of(current)]
+            for ckey in ckeys:
+                if ckey not in foreign:
+                    txn.require_value(ckey, name.encode())
+                    txn.delete(ckey)
+            used = usage_of(current)
+            if not used.is_zero and rn.tenant:
+                await self._ledger.release(txn, {rn.tenant: ZERO - used})
+            if rn.collection == "tenants":
+                txn.delete(self._keys.usage(rn.ids[0]))
+                txn.delete(self._keys.released(rn.ids[0]))
+            stored = txn.read_on_failure(key) if ckeys else None
+            held = [(ckey, txn.read_on_failure(ckey)) for ckey in ckeys]
+            out = await txn.commit(self._kv)
+            if out.succeeded:
+                return
+            if stored is not None:
+                lost = set()
+                for ckey, read in held:
+                    got = out.get(read)
+                    if ckey not in foreign and (got is None or got.value != name.encode()):
+                        lost.add(ckey)
+                now = out.get(stored)
+                if lost and now is not None and now.mod_revision == kv.mod_revision:
+                    # the record is as read: only claims it does not hold failed
+                    # the compare -- delete it without them
+                    foreign |= lost
+                    continue
+            if etag:
+                raise Aborted(f"{name} was modified concurrently")
+        raise Aborted(f"{name}: too much contention; retry")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -50,7 +51,7 @@ from control_plane.store.errors import (
 )
 from control_plane.store.keys import KeySpace
 from control_plane.store.kv import KV, EtcdKV
-from control_plane.store.quota import USAGE_RETRIES, QuotaLedger, Seen, StateReads, backoff
+from control_plane.store.quota import USAGE_RETRIES, QuotaLedger, Seen, StateReads
 from control_plane.store.records import (
     Claim,
     R,
@@ -135,13 +136,13 @@ class Creator:
                     codec.encode(stamped),
                 )
             )
-        async with self._ledger.serialize([plan.tenant] if plan.charges else []):
-            # The tenant's ledger as last seen (this replica's previous write
-            # of it, unless another replica moved it: then the txn fails and
-            # its failure branch brings the fresh one), else read now.
+        # The tenant's ledger as last seen (this replica's previous write of
+        # it, unless another write moved it since: then the txn fails and its
+        # failure branch brings the fresh one), else read now.
+        with self._ledger.writing([plan.tenant] if plan.charges else []):
             seen = self._ledger.seen(plan.tenant) if plan.charges else None
             fresh = False
-            for attempt in range(USAGE_RETRIES):
+            for _ in range(USAGE_RETRIES):
                 if plan.charges and seen is None:
                     (request,) = await self._ledger.read(
                         [plan.tenant], extra=[plan.req_key or plan.key]
@@ -168,6 +169,7 @@ class Creator:
                     txn.require_mod(x.key, x.revision)
                     txn.put(x.key, x.value)
                     extra_reads.append((x, txn.read_on_failure(x.key)))
+                started = time.perf_counter()
                 out = await txn.commit(self._kv)
                 if out.succeeded:
                     self._ledger.wrote(written, out.revision)
@@ -203,8 +205,13 @@ class Creator:
                         raise RecordGone(x.obj.name)
                     if stored.mod_revision != x.revision:
                         raise RecordChanged(x.obj.name, x.revision, stored.mod_revision)
-                if plan.charges and attempt:
-                    await backoff(attempt)  # another writer keeps moving the counter
+                if plan.charges:
+                    # another write of the tenant won the counter: come back when
+                    # this replica's other writes of it have had their turn
+                    await self._ledger.spread([plan.tenant], time.perf_counter() - started)
+                    # and go with the newest counter known here (a local
+                    # write that won meanwhile has put its own there)
+                    seen = self._ledger.seen(plan.tenant) or seen
             raise Aborted(f"{plan.name}: too much contention on tenant usage; retry")
 
     def _build(self, txn: Txn, plan: _Plan[R], seen: Seen | None) -> list[tuple[str, bytes, bytes]]:

@@ -17,6 +17,12 @@ transaction, on every replica at once.
 write remembers the counter it wrote, so the next one of the tenant goes
 straight to the txn.  A stale memory only costs one failed txn (whose
 failure branch returns the fresh tenant and counters).
+
+No lock: concurrent writes of one tenant, on one replica or on several,
+race in etcd, where the compares make exactly one of them commit per
+counter value; the others learn the new value from their failure branch
+and go again (with a jittered backoff after the first retry), and a
+refusal (``QuotaExceeded``) is only ever given on freshly read values.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from control_plane.domain.errors import NotFound, QuotaExceeded
 from control_plane.domain.tenant import QuotaUsage, Tenant
@@ -78,6 +84,10 @@ async def backoff(attempt: int) -> None:
     await asyncio.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))
 
 
+#: longest pause before retrying a write that lost its tenant's counter
+MAX_SPREAD = 0.5
+
+
 class StateReads:
     """The failure-branch reads of one tenant's ledger state."""
 
@@ -98,17 +108,33 @@ class QuotaLedger:
         self._keys = keys
         #: tenant -> (tenant record, charged counter, released counter) as last seen
         self._seen: dict[str, Seen] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        #: tenant -> writes of its counters in progress on this replica
+        self._writers: dict[str, int] = {}
 
-    @contextlib.asynccontextmanager
-    async def serialize(self, tenants: Iterable[str]) -> AsyncIterator[None]:
-        """Queue this replica's writes to the counters of *tenants* (correctness
-        never depends on it: the txn compares the counters)."""
-        locks = [self._locks.setdefault(t, asyncio.Lock()) for t in sorted(set(tenants))]
-        async with contextlib.AsyncExitStack() as stack:
-            for lock in locks:
-                await stack.enter_async_context(lock)
+    @contextlib.contextmanager
+    def writing(self, tenants: Iterable[str]) -> Iterator[None]:
+        """Count a write of *tenants*' counters as in progress (nobody waits
+        on this count; it only sizes ``spread``)."""
+        names = sorted(set(tenants))
+        for t in names:
+            self._writers[t] = self._writers.get(t, 0) + 1
+        try:
             yield
+        finally:
+            for t in names:
+                left = self._writers[t] - 1
+                if left:
+                    self._writers[t] = left
+                else:
+                    del self._writers[t]
+
+    async def spread(self, tenants: Iterable[str], latency: float) -> None:
+        """Pause before retrying a write that lost the race for a counter of
+        *tenants*: uniformly over as many txn latencies as there are writes
+        of the tenant in progress here, so the losers of one round come back
+        one by one instead of all racing again (each round has one winner)."""
+        n = max((self._writers.get(t, 1) for t in tenants), default=1)
+        await asyncio.sleep(random.uniform(0, min(MAX_SPREAD, n * max(latency, 0.001))))
 
     def seen(self, tenant: str) -> Seen | None:
         return self._seen.get(tenant)
@@ -117,8 +143,17 @@ class QuotaLedger:
         self._seen.pop(tenant, None)
 
     def learn(self, tenant: str, seen: Seen) -> None:
-        """*seen* was read just now (a read, or a failed txn's failure branch)."""
-        self._seen[tenant] = seen
+        """*seen* was read just now (a read, or a failed txn's failure branch);
+        a newer version already held (a concurrent write's) is kept."""
+        held = self._seen.get(tenant)
+        if held is None or seen[0] is None:
+            self._seen[tenant] = seen
+            return
+        self._seen[tenant] = (
+            _newer(held[0], seen[0]),
+            _newer(held[1], seen[1]),
+            _newer(held[2], seen[2]),
+        )
 
     async def get_usage(self, tenant: str) -> QuotaUsage:
         """What *tenant* holds now: charged minus released, read at one revision."""
