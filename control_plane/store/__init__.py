@@ -71,7 +71,10 @@ Semantics:
   and the tenant record.  Each replica remembers the last counter values it
   read or wrote, so a create costs one txn; a stale memory, or a concurrent
   write that won, costs one failed txn whose failure branch returns the
-  fresh counters.
+  fresh counters.  Creates of a tenant that come while one of its creates
+  is in flight on the replica go together in the next txn (group commit:
+  one counter compare, the counter raised by their sum; if that txn fails,
+  each is tried alone).
 - **addresses**: a network interface's ``ip_address`` is claimed by an
   ``addresses/{t}/{vpc}/{s}/{ip}`` key written (compared absent) in the txn
   that creates it and deleted with it; a taken address raises

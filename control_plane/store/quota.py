@@ -21,8 +21,11 @@ failure branch returns the fresh tenant and counters).
 No lock: concurrent writes of one tenant, on one replica or on several,
 race in etcd, where the compares make exactly one of them commit per
 counter value; the others learn the new value from their failure branch
-and go again (with a jittered backoff after the first retry), and a
-refusal (``QuotaExceeded``) is only ever given on freshly read values.
+and go again, spread over the writes of the tenant in flight on the
+replica (``writing``/``spread``), and a refusal (``QuotaExceeded``) is only
+ever given on freshly read values.  Creates of one tenant on one replica
+mostly do not race at all: they share transactions (``claims``, group
+commit).
 """
 
 from __future__ import annotations

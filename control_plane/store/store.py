@@ -93,6 +93,7 @@ class Store:
 
     async def aclose(self) -> None:
         await self.coalescer.aclose()
+        await self.creator.aclose()
         await self.records.aclose()
         await self.liveness.aclose()
         await self.kv.aclose()

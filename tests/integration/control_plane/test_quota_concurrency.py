@@ -83,3 +83,34 @@ async def test_concurrent_creates_of_one_tenant_on_two_replicas_never_exceed_the
     assert sum(more) == MAX_INSTANCES - len(live)
     assert len(await _live(a)) == MAX_INSTANCES
     assert (await a.get_usage("t1")).instances == MAX_INSTANCES
+
+
+async def test_concurrent_creates_of_one_tenant_share_transactions(
+    store_factory: StoreFactory,  # noqa: F811
+) -> None:
+    """Creates that come while one of their tenant is in flight go together
+    in the next txn (group commit); a group whose txn cannot commit (a name
+    taken, the quota) falls back to one txn each, and every caller gets what
+    its own create would have given it."""
+    s = await store_factory()
+    await s.create(Tenant(id="t1", quota=Quota(max_instances=30)))
+    await s.create(_instance(999))  # the ledger is known: no read below
+    txns = s.stats.round_trips["Txn"]
+    made = await asyncio.gather(*(s.create(_instance(k)) for k in range(20)))
+    assert sorted(i.id for i in made) == sorted(f"i{k}" for k in range(20))
+    assert s.stats.round_trips["Txn"] - txns <= 4  # 20 creates, a few txns
+    assert len({i.etag for i in made}) < 20  # some were written by one txn
+    assert (await s.get_usage("t1")).instances == 21
+
+    # a taken name in a group: it alone fails, the others are created
+    outcomes = await asyncio.gather(
+        *(s.create(_instance(k)) for k in (100, 101, 5, 102, 103)), return_exceptions=True
+    )
+    assert [type(o).__name__ for o in outcomes] == ["Instance"] * 2 + ["AlreadyExists"] + [
+        "Instance"
+    ] * 2
+    # five slots left and fifteen creates at once: exactly five are created
+    fits = await asyncio.gather(*(_ok(s.create(_instance(200 + k))) for k in range(15)))
+    assert sum(fits) == 30 - 25
+    assert (await s.get_usage("t1")).instances == 30
+    assert len(await _live(s)) == 30
