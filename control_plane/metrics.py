@@ -40,7 +40,13 @@ from control_plane.domain.lifecycle import INSTANCE_TRANSIENT, HostState, Instan
 
 if TYPE_CHECKING:
     from control_plane.domain.host import Host
-    from control_plane.store import Store
+
+
+class InstanceLister(Protocol):
+    """What the census reads (a ``control_plane.store.Store``)."""
+
+    async def list_all(self, cls: type[Instance]) -> tuple[list[Instance], int]: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +253,7 @@ class Census(Collector):
 
     def __init__(
         self,
-        store: Store,
+        store: InstanceLister,
         hosts: Callable[[], Iterable[Host] | None],
         *,
         interval: float = 15.0,

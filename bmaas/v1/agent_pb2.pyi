@@ -132,8 +132,9 @@ class Heartbeat(_message.Message):
     TIME_FIELD_NUMBER: _builtins.int
     APPLIED_GENERATION_FIELD_NUMBER: _builtins.int
     host: _builtins.str
+    """"hosts/{host}" (or empty)"""
     applied_generation: _builtins.int
-    """The desired-state generation the agent has applied."""
+    """The last DesiredState.generation the agent has fully applied."""
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -153,7 +154,9 @@ Global___Heartbeat: _TypeAlias = Heartbeat  # noqa: Y015
 
 @_typing.final
 class InstanceStatus(_message.Message):
-    """What the agent observes for the instance bound to its host."""
+    """What the agent observes for the instance bound to its host; sent when it
+    changes and again on every new stream.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -216,6 +219,8 @@ Global___ConsoleTail: _TypeAlias = ConsoleTail  # noqa: Y015
 
 @_typing.final
 class HostStatus(_message.Message):
+    """The host's own state; sent when it changes and again on every new stream."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     HOST_FIELD_NUMBER: _builtins.int
@@ -223,7 +228,9 @@ class HostStatus(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     host: _builtins.str
     wiped_epoch: _builtins.int
-    """The highest Host.cleaning_epoch whose secure wipe has finished."""
+    """The highest Host.cleaning_epoch whose secure wipe has finished (re-sent
+    as is: the control plane keeps the highest value it has seen).
+    """
     message: _builtins.str
     def __init__(
         self,
@@ -274,10 +281,11 @@ class DesiredState(_message.Message):
     INSTANCES_FIELD_NUMBER: _builtins.int
     host: _builtins.str
     generation: _builtins.int
-    """Version of this whole message (see the service comment); echoed in
-    Heartbeat.applied_generation once applied.
+    """The etcd revision this whole message was read at (see the service
+    comment); echoed in Heartbeat.applied_generation once applied.
     """
     state: _common_pb2.HostState.ValueType
+    """The host's state; CLEANING comes with clean=true."""
     clean: _builtins.bool
     """Wipe local disks for this epoch (CLEANING), then report wiped_epoch."""
     cleaning_epoch: _builtins.int
@@ -323,8 +331,9 @@ class DesiredInstance(_message.Message):
     tenant: _builtins.str
     power: _common_pb2.PowerState.ValueType
     state: _common_pb2.InstanceState.ValueType
-    """The control plane's state: REBOOTING asks for a reboot, TERMINATING
-    for teardown; the agent reports what it observes in InstanceStatus.
+    """The control plane's state: REBOOTING with a higher generation asks for a
+    reset, TERMINATING (with terminate=true) for teardown; the agent
+    reports what it observes in InstanceStatus.
     """
     terminate: _builtins.bool
     """tear everything down, then wipe"""
@@ -333,7 +342,7 @@ class DesiredInstance(_message.Message):
     user_data: _builtins.str
     hostname: _builtins.str
     generation: _builtins.int
-    """The action generation (see the service comment)."""
+    """The action generation (see the service comment; 0 for a new instance)."""
     image_checksum: _builtins.str
     """"sha256:<hex>" or empty: verify the fetched image"""
     @_builtins.property

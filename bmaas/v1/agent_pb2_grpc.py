@@ -28,27 +28,87 @@ if _version_not_supported:
 class AgentServiceStub:
     """The host agent's API.  The agent authenticates with the credential issued
     by OperatorService.EnrollHost ("authorization: Bearer <host-id>.<secret>")
-    and may only speak for that host.
+    and may only speak for that host: a `host` field naming another host ends
+    the call with PERMISSION_DENIED.
 
-    Generations: one protocol for "the agent has seen and done this".
+    Session.  Register once per connection (it moves a new host from ENROLLED
+    to AVAILABLE), then keep ONE Connect stream open.  On a new stream the
+    server sends the full DesiredState at once; the agent re-sends its current
+    reports at once too (the InstanceStatus of the bound instance and its
+    HostStatus, wiped_epoch included): the server keeps the last report per
+    host, but a report that was in flight when the old stream broke may be
+    lost, and reports are idempotent snapshots, so re-sending is always safe.
 
-    - DesiredInstance.generation is the instance's action generation.  The
-    control plane raises it by one for every power action a user asks for
-    (stop, start, reboot); it never changes otherwise.  An agent acts on a
-    power action once: when it receives a generation higher than the one it
-    last acted on (persisted across agent restarts), it makes the server's
-    power match DesiredInstance.power (REBOOTING: reset the server).  With
-    an unchanged generation it changes nothing about power: a server that
-    powered itself off stays off and is reported STOPPED.
-    - InstanceStatus.generation echoes the highest DesiredInstance.generation
-    the agent has acted on.  The control plane completes an action (STOPPING
-    -> STOPPED, REBOOTING -> RUNNING, STARTING -> RUNNING) only from a status
-    whose generation is at least the instance's: a status sent before the
-    agent saw the action can never complete it.
-    - DesiredState.generation versions the whole message (it grows with every
-    change of the host or its instance); the agent echoes the last one it has
-    fully applied in Heartbeat.applied_generation, which tells operators how
-    far behind an agent is.  It is not an action counter.
+    Two streams of one host (an agent reconnecting, possibly to another
+    replica, while its old stream is still closing) are both served, each
+    independently: each gets every DesiredState change, and the reports of both
+    are applied (the last one written wins).  Closing one never affects the
+    other.  An agent should keep one stream and close the others.
+
+    Liveness.  Send a Heartbeat every RegisterResponse.heartbeat_interval_seconds
+    (5 s by default).  Only heartbeats keep the host alive, not the open stream:
+    a host silent for longer than the control plane's heartbeat TTL (its
+    --heartbeat-ttl, 15 s by default: three missed intervals; not sent on the
+    wire) becomes UNREACHABLE and its instance Impaired; its next heartbeat
+    brings it back (ALLOCATED, or CLEANING when it has no instance left).
+
+    Generations: three numbers, three meanings.
+
+    - DesiredState.generation names one snapshot: every record the message was
+    computed from was read at one etcd revision, and that revision is the
+    generation.  Two different DesiredState messages never carry the same
+    generation, and a later message carries a higher one (also across
+    replicas).  A message identical to the previous one is not sent again on
+    the same stream; a new stream starts with the current one (its generation
+    may be higher while its content is unchanged).  The agent echoes the
+    last generation it has fully applied in Heartbeat.applied_generation,
+    which tells operators how far behind an agent is.  It is not an action
+    counter: an agent that skips a generation it has applied skips nothing.
+    - DesiredInstance.generation is the instance's action generation, per
+    instance.  The control plane raises it by one for every power action a
+    user asks for (stop, start, reboot); it never changes otherwise, and a
+    new instance starts at 0.  The agent remembers, per instance and across
+    its own restarts, the generation it last acted on:
+    * an instance the agent has never acted on (new to it, generation 0 or
+    not) is acted on at first sight: the server's power is made to match
+    DesiredInstance.power (ON: provision and power on);
+    * afterwards, only a generation higher than the one acted on is an
+    action: make power match DesiredInstance.power, and when
+    DesiredInstance.state is REBOOTING, reset the server (a reboot is
+    signalled by `state` with a higher generation; `power` stays ON);
+    * with an unchanged generation nothing about power changes: a server
+    that powered itself off stays off and is reported STOPPED.
+    - InstanceStatus.generation echoes the action generation the agent has
+    acted on for that instance.  The control plane completes an action
+    (STOPPING -> STOPPED, REBOOTING -> RUNNING, STARTING -> RUNNING) only from
+    a status whose generation is at least the instance's: a status sent
+    before the agent saw the action can never complete it (it is kept, and
+    moves nothing).
+
+    Reporting an instance's progress.  The instance is created SCHEDULED, bound
+    to the host.  The agent reports the phase it observes, each time it
+    changes: PROVISIONING (image fetched, disks being prepared), STARTING
+    (powering on), RUNNING (the server runs); STOPPED (off) or FAILED (with a
+    reason in `message`) at any time.  Every status carries the instance's
+    current action generation once acted on.  No phase is mandatory: the
+    control plane walks SCHEDULED -> PROVISIONING -> STARTING -> RUNNING up to
+    the reported phase, so RUNNING alone is enough; a phase behind the
+    instance's state moves nothing.
+
+    How an instance leaves.  Terminating it sends DesiredInstance.state
+    TERMINATING with terminate=true (if the agent is connected while it lasts;
+    it may be short).  Then the instance simply vanishes from
+    DesiredState.instances: the agent tears down every instance it runs that
+    is not listed (power off, stop its back-ends, delete its boot disk; data
+    volumes are the tenant's and stay).  The host turns CLEANING with
+    clean=true and a new cleaning_epoch, in the same message as the
+    instance's disappearance or a later one: once no instance is left, wipe
+    the local disks and report HostStatus.wiped_epoch = cleaning_epoch.  Only
+    that report makes the host AVAILABLE again.
+
+    Reports about an instance that is not bound to the host now (just
+    terminated, or moved to another host by a failover) are dropped and
+    counted, never applied and never an error: the stream stays open.
 
     Devices (volumes, NICs) are level-triggered: the agent converges them to
     every DesiredState it receives, whatever the generations say.
@@ -75,27 +135,87 @@ class AgentServiceStub:
 class AgentServiceServicer:
     """The host agent's API.  The agent authenticates with the credential issued
     by OperatorService.EnrollHost ("authorization: Bearer <host-id>.<secret>")
-    and may only speak for that host.
+    and may only speak for that host: a `host` field naming another host ends
+    the call with PERMISSION_DENIED.
 
-    Generations: one protocol for "the agent has seen and done this".
+    Session.  Register once per connection (it moves a new host from ENROLLED
+    to AVAILABLE), then keep ONE Connect stream open.  On a new stream the
+    server sends the full DesiredState at once; the agent re-sends its current
+    reports at once too (the InstanceStatus of the bound instance and its
+    HostStatus, wiped_epoch included): the server keeps the last report per
+    host, but a report that was in flight when the old stream broke may be
+    lost, and reports are idempotent snapshots, so re-sending is always safe.
 
-    - DesiredInstance.generation is the instance's action generation.  The
-    control plane raises it by one for every power action a user asks for
-    (stop, start, reboot); it never changes otherwise.  An agent acts on a
-    power action once: when it receives a generation higher than the one it
-    last acted on (persisted across agent restarts), it makes the server's
-    power match DesiredInstance.power (REBOOTING: reset the server).  With
-    an unchanged generation it changes nothing about power: a server that
-    powered itself off stays off and is reported STOPPED.
-    - InstanceStatus.generation echoes the highest DesiredInstance.generation
-    the agent has acted on.  The control plane completes an action (STOPPING
-    -> STOPPED, REBOOTING -> RUNNING, STARTING -> RUNNING) only from a status
-    whose generation is at least the instance's: a status sent before the
-    agent saw the action can never complete it.
-    - DesiredState.generation versions the whole message (it grows with every
-    change of the host or its instance); the agent echoes the last one it has
-    fully applied in Heartbeat.applied_generation, which tells operators how
-    far behind an agent is.  It is not an action counter.
+    Two streams of one host (an agent reconnecting, possibly to another
+    replica, while its old stream is still closing) are both served, each
+    independently: each gets every DesiredState change, and the reports of both
+    are applied (the last one written wins).  Closing one never affects the
+    other.  An agent should keep one stream and close the others.
+
+    Liveness.  Send a Heartbeat every RegisterResponse.heartbeat_interval_seconds
+    (5 s by default).  Only heartbeats keep the host alive, not the open stream:
+    a host silent for longer than the control plane's heartbeat TTL (its
+    --heartbeat-ttl, 15 s by default: three missed intervals; not sent on the
+    wire) becomes UNREACHABLE and its instance Impaired; its next heartbeat
+    brings it back (ALLOCATED, or CLEANING when it has no instance left).
+
+    Generations: three numbers, three meanings.
+
+    - DesiredState.generation names one snapshot: every record the message was
+    computed from was read at one etcd revision, and that revision is the
+    generation.  Two different DesiredState messages never carry the same
+    generation, and a later message carries a higher one (also across
+    replicas).  A message identical to the previous one is not sent again on
+    the same stream; a new stream starts with the current one (its generation
+    may be higher while its content is unchanged).  The agent echoes the
+    last generation it has fully applied in Heartbeat.applied_generation,
+    which tells operators how far behind an agent is.  It is not an action
+    counter: an agent that skips a generation it has applied skips nothing.
+    - DesiredInstance.generation is the instance's action generation, per
+    instance.  The control plane raises it by one for every power action a
+    user asks for (stop, start, reboot); it never changes otherwise, and a
+    new instance starts at 0.  The agent remembers, per instance and across
+    its own restarts, the generation it last acted on:
+    * an instance the agent has never acted on (new to it, generation 0 or
+    not) is acted on at first sight: the server's power is made to match
+    DesiredInstance.power (ON: provision and power on);
+    * afterwards, only a generation higher than the one acted on is an
+    action: make power match DesiredInstance.power, and when
+    DesiredInstance.state is REBOOTING, reset the server (a reboot is
+    signalled by `state` with a higher generation; `power` stays ON);
+    * with an unchanged generation nothing about power changes: a server
+    that powered itself off stays off and is reported STOPPED.
+    - InstanceStatus.generation echoes the action generation the agent has
+    acted on for that instance.  The control plane completes an action
+    (STOPPING -> STOPPED, REBOOTING -> RUNNING, STARTING -> RUNNING) only from
+    a status whose generation is at least the instance's: a status sent
+    before the agent saw the action can never complete it (it is kept, and
+    moves nothing).
+
+    Reporting an instance's progress.  The instance is created SCHEDULED, bound
+    to the host.  The agent reports the phase it observes, each time it
+    changes: PROVISIONING (image fetched, disks being prepared), STARTING
+    (powering on), RUNNING (the server runs); STOPPED (off) or FAILED (with a
+    reason in `message`) at any time.  Every status carries the instance's
+    current action generation once acted on.  No phase is mandatory: the
+    control plane walks SCHEDULED -> PROVISIONING -> STARTING -> RUNNING up to
+    the reported phase, so RUNNING alone is enough; a phase behind the
+    instance's state moves nothing.
+
+    How an instance leaves.  Terminating it sends DesiredInstance.state
+    TERMINATING with terminate=true (if the agent is connected while it lasts;
+    it may be short).  Then the instance simply vanishes from
+    DesiredState.instances: the agent tears down every instance it runs that
+    is not listed (power off, stop its back-ends, delete its boot disk; data
+    volumes are the tenant's and stay).  The host turns CLEANING with
+    clean=true and a new cleaning_epoch, in the same message as the
+    instance's disappearance or a later one: once no instance is left, wipe
+    the local disks and report HostStatus.wiped_epoch = cleaning_epoch.  Only
+    that report makes the host AVAILABLE again.
+
+    Reports about an instance that is not bound to the host now (just
+    terminated, or moved to another host by a failover) are dropped and
+    counted, never applied and never an error: the stream stays open.
 
     Devices (volumes, NICs) are level-triggered: the agent converges them to
     every DesiredState it receives, whatever the generations say.
@@ -141,27 +261,87 @@ def add_AgentServiceServicer_to_server(servicer, server):
 class AgentService:
     """The host agent's API.  The agent authenticates with the credential issued
     by OperatorService.EnrollHost ("authorization: Bearer <host-id>.<secret>")
-    and may only speak for that host.
+    and may only speak for that host: a `host` field naming another host ends
+    the call with PERMISSION_DENIED.
 
-    Generations: one protocol for "the agent has seen and done this".
+    Session.  Register once per connection (it moves a new host from ENROLLED
+    to AVAILABLE), then keep ONE Connect stream open.  On a new stream the
+    server sends the full DesiredState at once; the agent re-sends its current
+    reports at once too (the InstanceStatus of the bound instance and its
+    HostStatus, wiped_epoch included): the server keeps the last report per
+    host, but a report that was in flight when the old stream broke may be
+    lost, and reports are idempotent snapshots, so re-sending is always safe.
 
-    - DesiredInstance.generation is the instance's action generation.  The
-    control plane raises it by one for every power action a user asks for
-    (stop, start, reboot); it never changes otherwise.  An agent acts on a
-    power action once: when it receives a generation higher than the one it
-    last acted on (persisted across agent restarts), it makes the server's
-    power match DesiredInstance.power (REBOOTING: reset the server).  With
-    an unchanged generation it changes nothing about power: a server that
-    powered itself off stays off and is reported STOPPED.
-    - InstanceStatus.generation echoes the highest DesiredInstance.generation
-    the agent has acted on.  The control plane completes an action (STOPPING
-    -> STOPPED, REBOOTING -> RUNNING, STARTING -> RUNNING) only from a status
-    whose generation is at least the instance's: a status sent before the
-    agent saw the action can never complete it.
-    - DesiredState.generation versions the whole message (it grows with every
-    change of the host or its instance); the agent echoes the last one it has
-    fully applied in Heartbeat.applied_generation, which tells operators how
-    far behind an agent is.  It is not an action counter.
+    Two streams of one host (an agent reconnecting, possibly to another
+    replica, while its old stream is still closing) are both served, each
+    independently: each gets every DesiredState change, and the reports of both
+    are applied (the last one written wins).  Closing one never affects the
+    other.  An agent should keep one stream and close the others.
+
+    Liveness.  Send a Heartbeat every RegisterResponse.heartbeat_interval_seconds
+    (5 s by default).  Only heartbeats keep the host alive, not the open stream:
+    a host silent for longer than the control plane's heartbeat TTL (its
+    --heartbeat-ttl, 15 s by default: three missed intervals; not sent on the
+    wire) becomes UNREACHABLE and its instance Impaired; its next heartbeat
+    brings it back (ALLOCATED, or CLEANING when it has no instance left).
+
+    Generations: three numbers, three meanings.
+
+    - DesiredState.generation names one snapshot: every record the message was
+    computed from was read at one etcd revision, and that revision is the
+    generation.  Two different DesiredState messages never carry the same
+    generation, and a later message carries a higher one (also across
+    replicas).  A message identical to the previous one is not sent again on
+    the same stream; a new stream starts with the current one (its generation
+    may be higher while its content is unchanged).  The agent echoes the
+    last generation it has fully applied in Heartbeat.applied_generation,
+    which tells operators how far behind an agent is.  It is not an action
+    counter: an agent that skips a generation it has applied skips nothing.
+    - DesiredInstance.generation is the instance's action generation, per
+    instance.  The control plane raises it by one for every power action a
+    user asks for (stop, start, reboot); it never changes otherwise, and a
+    new instance starts at 0.  The agent remembers, per instance and across
+    its own restarts, the generation it last acted on:
+    * an instance the agent has never acted on (new to it, generation 0 or
+    not) is acted on at first sight: the server's power is made to match
+    DesiredInstance.power (ON: provision and power on);
+    * afterwards, only a generation higher than the one acted on is an
+    action: make power match DesiredInstance.power, and when
+    DesiredInstance.state is REBOOTING, reset the server (a reboot is
+    signalled by `state` with a higher generation; `power` stays ON);
+    * with an unchanged generation nothing about power changes: a server
+    that powered itself off stays off and is reported STOPPED.
+    - InstanceStatus.generation echoes the action generation the agent has
+    acted on for that instance.  The control plane completes an action
+    (STOPPING -> STOPPED, REBOOTING -> RUNNING, STARTING -> RUNNING) only from
+    a status whose generation is at least the instance's: a status sent
+    before the agent saw the action can never complete it (it is kept, and
+    moves nothing).
+
+    Reporting an instance's progress.  The instance is created SCHEDULED, bound
+    to the host.  The agent reports the phase it observes, each time it
+    changes: PROVISIONING (image fetched, disks being prepared), STARTING
+    (powering on), RUNNING (the server runs); STOPPED (off) or FAILED (with a
+    reason in `message`) at any time.  Every status carries the instance's
+    current action generation once acted on.  No phase is mandatory: the
+    control plane walks SCHEDULED -> PROVISIONING -> STARTING -> RUNNING up to
+    the reported phase, so RUNNING alone is enough; a phase behind the
+    instance's state moves nothing.
+
+    How an instance leaves.  Terminating it sends DesiredInstance.state
+    TERMINATING with terminate=true (if the agent is connected while it lasts;
+    it may be short).  Then the instance simply vanishes from
+    DesiredState.instances: the agent tears down every instance it runs that
+    is not listed (power off, stop its back-ends, delete its boot disk; data
+    volumes are the tenant's and stay).  The host turns CLEANING with
+    clean=true and a new cleaning_epoch, in the same message as the
+    instance's disappearance or a later one: once no instance is left, wipe
+    the local disks and report HostStatus.wiped_epoch = cleaning_epoch.  Only
+    that report makes the host AVAILABLE again.
+
+    Reports about an instance that is not bound to the host now (just
+    terminated, or moved to another host by a failover) are dropped and
+    counted, never applied and never an error: the stream stays open.
 
     Devices (volumes, NICs) are level-triggered: the agent converges them to
     every DesiredState it receives, whatever the generations say.

@@ -1,8 +1,14 @@
 """``AgentService``: the host agent's Register and Connect stream.
 
-The credential names the host (``<host-id>.<secret>``); every message an
-agent sends must be about that host (its ``host`` fields, and instance
-statuses only for the instance bound to it), otherwise PERMISSION_DENIED.
+The credential names the host (``<host-id>.<secret>``); every ``host``
+field an agent sends must name that host, otherwise PERMISSION_DENIED (the
+stream ends).  An instance status or console tail is applied only when it
+names the instance bound to the host now (``Host.assigned_instance``); any
+other instance -- one just terminated, or one bound to another host since a
+failover -- is dropped and counted (``bmaas_cp_agent_stale_messages_total``),
+never applied and never an error: the agent cannot know yet, and a stream
+closed for it would reconnect into the same report.  So an agent can never
+change what another host's instance looks like.
 
 ``Register`` moves a freshly ENROLLED host to AVAILABLE (``provide``) and
 returns the heartbeat interval.  ``Connect`` runs two tasks per stream:
@@ -18,11 +24,13 @@ returns the heartbeat interval.  ``Connect`` runs two tasks per stream:
 - the pusher computes the host's desired state (host record, bound
   instance, its image, volumes, NICs with subnet/VPC and the VPC's VXLAN
   peers: the underlay addresses of the other hosts with a live instance in
-  the VPC) whenever the ``AgentHub`` wakes it (a watched change of the host,
+  the VPC, ``services.peers``) whenever the ``AgentHub`` wakes it (a watched change of the host,
   its instance, or a record its peers were computed from) and at least every
   ``desired_resync`` seconds, and sends it when it differs from
   the last one sent - level-triggered: each DesiredState replaces the
-  previous one, and the first is sent as soon as the stream opens.
+  previous one, and the first is sent as soon as the stream opens.  Every
+  record of one computation is read at ONE etcd revision, which becomes
+  ``DesiredState.generation``: one generation, one snapshot.
 
 Either task ending (agent hung up, bad message, replica shutting down) ends
 the stream; the agent reconnects, possibly to another replica.
@@ -50,6 +58,8 @@ from control_plane.domain.lifecycle import HostEvent, HostState, InstanceState
 from control_plane.domain.network import NetworkInterface, Subnet, Vpc
 from control_plane.domain.transitions import apply_host_event
 from control_plane.domain.volume import Volume
+from control_plane.services.peers import vpc_peers
+from control_plane.store import RevisionCompacted
 
 SERVICE = "AgentService"
 MAX_CONSOLE_TAIL = 64 * 1024
@@ -227,18 +237,18 @@ class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
     ) -> None:
         last = b""
         hub = self.deps.hub
-        wake = hub.subscribe(host_id)
+        sub = hub.subscribe(host_id)
         try:
             while True:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), self.desired_resync)
-                wake.clear()
+                    await asyncio.wait_for(sub.event.wait(), self.desired_resync)
+                sub.event.clear()
                 since = hub.mark()
                 desired = await self.desired_state(host_id)
                 # the served records, and with them what their VXLAN peers
                 # were computed from (noted by ``_desired_instance``)
                 hub.rebind(
-                    host_id,
+                    sub,
                     [
                         name
                         for inst in desired.instances
@@ -256,28 +266,40 @@ class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
         except BmaasError as exc:
             await outbox.put(exc)
         finally:
-            hub.unsubscribe(host_id)
+            hub.unsubscribe(sub)
 
     async def desired_state(self, host_id: str) -> agent_pb2.DesiredState:
-        host = await self.store.get(Host, f"hosts/{host_id}")
+        """The host's desired state, every record of it read at ONE etcd
+        revision -- the message's generation.  So one generation names one
+        snapshot: two different messages never carry the same generation,
+        and a later message carries a higher one."""
+        for _ in range(3):
+            try:
+                return await self._desired_at(host_id)
+            except RevisionCompacted:
+                continue  # compacted while computing: read a fresh snapshot
+        return await self._desired_at(host_id)
+
+    async def _desired_at(self, host_id: str) -> agent_pb2.DesiredState:
+        host, rev = await self.store.get_at(Host, f"hosts/{host_id}")
         desired = agent_pb2.DesiredState(
             host=host.name,
-            generation=int(host.etag or 0),
+            generation=rev,
             state=convert.host_state(host.state),
             clean=host.state == HostState.CLEANING,
             cleaning_epoch=host.cleaning_epoch,
         )
         if host.assigned_instance:
             try:
-                inst = await self.store.get(Instance, host.assigned_instance)
+                inst = await self.store.get(Instance, host.assigned_instance, revision=rev)
             except NotFound:
                 return desired
-            desired.generation = max(desired.generation, int(inst.etag or 0))
-            desired.instances.append(await self._desired_instance(inst))
+            desired.instances.append(await self._desired_instance(inst, rev))
         return desired
 
-    async def _desired_instance(self, inst: Instance) -> agent_pb2.DesiredInstance:
-        image = await self.store.get(Image, inst.image)
+    async def _desired_instance(self, inst: Instance, rev: int) -> agent_pb2.DesiredInstance:
+        """*inst*'s part of the desired state, read at revision *rev*."""
+        image = await self.store.get(Image, inst.image, revision=rev)
         out = agent_pb2.DesiredInstance(
             instance=inst.name,
             tenant=inst.tenant,
@@ -305,15 +327,25 @@ class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
         for vname in inst.volumes:
             with contextlib.suppress(NotFound):
                 out.volumes.append(
-                    convert.desired_volume(await self.store.get(Volume, vname), boot=False)
+                    convert.desired_volume(
+                        await self.store.get(Volume, vname, revision=rev), boot=False
+                    )
                 )
         nics: list[tuple[NetworkInterface, Subnet, Vpc]] = []
         for nname in inst.network_interfaces:
             with contextlib.suppress(NotFound):
-                nic = await self.store.get(NetworkInterface, nname)
-                subnet = await self.store.get(Subnet, nic.subnet)
-                nics.append((nic, subnet, await self.store.get(Vpc, subnet.vpc_name)))
-        peers = await self._vpc_peers(inst, {vpc.name for _, _, vpc in nics}) if nics else {}
+                nic = await self.store.get(NetworkInterface, nname, revision=rev)
+                subnet = await self.store.get(Subnet, nic.subnet, revision=rev)
+                vpc_rec = await self.store.get(Vpc, subnet.vpc_name, revision=rev)
+                nics.append((nic, subnet, vpc_rec))
+        peers: dict[str, list[str]] = {}
+        if nics:
+            found = await vpc_peers(
+                self.store, inst, {vpc.name for _, _, vpc in nics}, revision=rev
+            )
+            # a peer appearing or going away must wake this stream (``AgentHub.rebind``)
+            self.deps.hub.note_dependencies(inst.name, found.read)
+            peers = found.addresses
         for nic, subnet, vpc in nics:
             gateway = str(next(ipaddress.ip_network(subnet.cidr).hosts()))
             out.nics.append(
@@ -329,47 +361,3 @@ class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
                 )
             )
         return out
-
-    async def _vpc_peers(self, inst: Instance, vpcs: set[str]) -> dict[str, list[str]]:
-        """VPC name -> underlay addresses of the OTHER hosts carrying it: the
-        hosts bound to a live (not tearing down) instance of the tenant with
-        an interface in the VPC; sorted, no duplicates, no empty address.
-
-        Cost: one range read of the tenant's interfaces (every one decoded),
-        one multi-get of the instances attached to the VPCs' interfaces and
-        one of their hosts -- three round trips per computation, whatever the
-        number of NICs.  Every record read is noted with the hub, so a peer
-        appearing or going away wakes this stream (``AgentHub.rebind``).
-        """
-        tenant_nics, _ = await self.store.list_all(
-            NetworkInterface, parent=f"tenants/{inst.tenant}"
-        )
-        watched = set(vpcs)
-        members: dict[str, set[str]] = {}  # other instance -> the VPCs it has NICs in
-        for nic in tenant_nics:
-            vpc = nic.vpc_name
-            if vpc in vpcs:
-                watched.add(nic.name)
-                if nic.instance and nic.instance != inst.name:
-                    members.setdefault(nic.instance, set()).add(vpc)
-        candidates = sorted(members)
-        live = {
-            other.name: other.host
-            for other in await self.store.get_many(Instance, candidates)
-            if other is not None
-            and other.host
-            and other.host != inst.host
-            and other.state not in _TEARDOWN
-        }
-        host_names = sorted(set(live.values()))
-        watched.update(candidates, host_names)
-        self.deps.hub.note_dependencies(inst.name, watched)
-        addresses: dict[str, set[str]] = {vpc: set() for vpc in vpcs}
-        for host in await self.store.get_many(Host, host_names):
-            # the host must still be bound to the instance (not released since)
-            if host is None or not host.underlay_address:
-                continue
-            if live.get(host.assigned_instance) == host.name:
-                for vpc in members[host.assigned_instance]:
-                    addresses[vpc].add(host.underlay_address)
-        return {vpc: sorted(addrs) for vpc, addrs in addresses.items()}

@@ -17,8 +17,10 @@ also wakes that host's own stream; an interface change also wakes the
 streams bound to the interface's VPC (so an interface created and attached
 after the last computation still reaches the peers).  So an attach, a
 detach, a resize, a new peer in a VPC or a peer going away reaches the
-agents at once.  Each stream waits on its own ``asyncio.Event`` with a
-resync timeout, so a missed or compacted event costs at most one resync
+agents at once.  Each stream has its own ``Subscription`` (bindings and an
+``asyncio.Event``; two streams of one host are two subscriptions, so the
+one closing first never takes the other's wake-up with it) and waits on it
+with a resync timeout, so a missed or compacted event costs at most one resync
 period, never correctness (level-triggered: the stream recomputes the whole
 desired state from etcd after every wake-up).  A change that lands while a
 stream computes, to a record it did not watch yet, is not lost either: the
@@ -52,14 +54,29 @@ log = logging.getLogger(__name__)
 RECENT_CHANGES = 4096
 
 
+class Subscription:
+    """One ``Connect`` stream's wake-up: its event and what it is bound to.
+
+    A host may have several streams at once (an agent reconnecting to this
+    replica while its old stream is still closing): each has its own
+    subscription, so closing one never silences another."""
+
+    __slots__ = ("event", "host_id")
+
+    def __init__(self, host_id: str) -> None:
+        self.host_id = host_id
+        self.event = asyncio.Event()
+
+
 class AgentHub:
     def __init__(self, store: Store) -> None:
         self._store = store
-        self._events: dict[str, asyncio.Event] = {}
-        #: record name -> hosts whose stream depends on it
-        self._bound: dict[str, set[str]] = {}
-        #: host -> the names it is bound to (the inverse of ``_bound``)
-        self._names: dict[str, frozenset[str]] = {}
+        #: host -> the subscriptions of its open streams on this replica
+        self._subs: dict[str, set[Subscription]] = {}
+        #: record name -> subscriptions whose desired state depends on it
+        self._bound: dict[str, set[Subscription]] = {}
+        #: subscription -> the names it is bound to (the inverse of ``_bound``)
+        self._names: dict[Subscription, frozenset[str]] = {}
         #: instance -> names its last desired state was also computed from,
         #: until a stream binds the instance (``rebind`` consumes them)
         self._noted: dict[str, frozenset[str]] = {}
@@ -88,39 +105,51 @@ class AgentHub:
                 await task
         self._tasks.clear()
 
-    def subscribe(self, host_id: str) -> asyncio.Event:
-        event = self._events.setdefault(host_id, asyncio.Event())
-        event.set()  # compute the first desired state at once
-        return event
+    def subscribe(self, host_id: str) -> Subscription:
+        """A new stream of *host_id*: its subscription, already woken (the
+        first desired state is computed at once)."""
+        sub = Subscription(host_id)
+        self._subs.setdefault(host_id, set()).add(sub)
+        sub.event.set()
+        return sub
 
-    def unsubscribe(self, host_id: str) -> None:
-        self._events.pop(host_id, None)
-        self._set(host_id, frozenset())
+    def unsubscribe(self, sub: Subscription) -> None:
+        """The stream of *sub* closed: forget it, and only it."""
+        subs = self._subs.get(sub.host_id)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._subs[sub.host_id]
+        self._set(sub, frozenset())
 
-    def bind(self, host_id: str, name: str) -> None:
-        """Also wake *host_id*'s stream when the record *name* changes."""
+    def streams(self, host_id: str) -> int:
+        """How many streams of *host_id* this replica serves."""
+        return len(self._subs.get(host_id, ()))
+
+    def bind(self, sub: Subscription, name: str) -> None:
+        """Also wake *sub*'s stream when the record *name* changes."""
         if name:
-            self._set(host_id, self._names.get(host_id, frozenset()) | {name})
+            self._set(sub, self._names.get(sub, frozenset()) | {name})
 
     def mark(self) -> int:
         """The number of the last change seen: take it before computing."""
         return self._seq
 
-    def rebind(self, host_id: str, names: Iterable[str], *, since: int | None = None) -> None:
-        """*host_id*'s stream now serves exactly *names* (its instance, the
+    def rebind(self, sub: Subscription, names: Iterable[str], *, since: int | None = None) -> None:
+        """*sub*'s stream now serves exactly *names* (its instance, the
         instance's volumes): wake it when one of them, or one of the records
         noted for them (``note_dependencies``), changes.  Replaces the
-        host's previous bindings.  With *since* (``mark()`` taken before the
-        computation), a newly bound record that changed after it wakes the
-        stream at once."""
+        stream's previous bindings.  With *since* (``mark()`` taken before
+        the computation), a newly bound record that changed after it wakes
+        the stream at once."""
         served = {n for n in names if n}
         bound = set(served)
         for name in served:
             bound |= self._noted.pop(name, frozenset())
-        new = bound - self._names.get(host_id, frozenset())
-        self._set(host_id, frozenset(bound))
+        new = bound - self._names.get(sub, frozenset())
+        self._set(sub, frozenset(bound))
         if since is not None and new and self._changed_after(new, since):
-            self._wake(host_id)
+            sub.event.set()
 
     def _changed_after(self, names: set[str], since: int) -> bool:
         if self._forgotten > since:
@@ -140,32 +169,32 @@ class AgentHub:
         from *names*; the next ``rebind`` of *instance* binds them too."""
         self._noted[instance] = frozenset(names)
 
-    def _set(self, host_id: str, names: frozenset[str]) -> None:
-        old = self._names.pop(host_id, frozenset())
+    def _set(self, sub: Subscription, names: frozenset[str]) -> None:
+        old = self._names.pop(sub, frozenset())
         for name in old - names:
-            hosts = self._bound.get(name)
-            if hosts is not None:
-                hosts.discard(host_id)
-                if not hosts:
+            subs = self._bound.get(name)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
                     del self._bound[name]
         for name in names - old:
-            self._bound.setdefault(name, set()).add(host_id)
+            self._bound.setdefault(name, set()).add(sub)
         if names:
-            self._names[host_id] = names
+            self._names[sub] = names
 
-    def _wake(self, host_id: str) -> None:
-        event = self._events.get(host_id)
-        if event is not None:
-            event.set()
+    def _wake_host(self, host_id: str) -> None:
+        for sub in self._subs.get(host_id, ()):
+            sub.event.set()
 
     def _wake_bound(self, name: str) -> None:
         self._changed(name)
-        for host_id in self._bound.get(name, ()):
-            self._wake(host_id)
+        for sub in self._bound.get(name, ()):
+            sub.event.set()
 
     def _resync_all(self) -> None:
-        for event in self._events.values():
-            event.set()
+        for subs in self._subs.values():
+            for sub in subs:
+                sub.event.set()
 
     async def _follow(self, kind: type[Host] | type[Instance] | type[Volume], start: int) -> None:
         while True:
@@ -173,7 +202,7 @@ class AgentHub:
                 async for name, revision in self._store.watch_names(kind, start_revision=start):
                     start = revision + 1
                     if name.startswith("hosts/"):
-                        self._wake(name.removeprefix("hosts/"))
+                        self._wake_host(name.removeprefix("hosts/"))
                     self._wake_bound(name)
             except BmaasError as exc:  # compaction or a long outage: resync everyone
                 log.warning("agent hub watch on %s failed (%s); resyncing", kind.__name__, exc)

@@ -3,44 +3,31 @@
 ``ApiDeps`` is built once by ``control_plane.api.server`` and handed to each
 servicer.  ``Placer`` is the one thing the API needs from the scheduler: place
 a PENDING instance on a host now (one etcd transaction binds instance and
-host) or raise ``NoCapacity``.  Servicers call ``tenant_of``/``operator``/
-``agent_host`` first thing in every handler; there is no unauthenticated RPC
+host) or raise ``NoCapacity``; the services layer (``control_plane.services``)
+runs the workflows with it.  Servicers call ``tenant_of``/``operator``/
+``agent_host`` first thing in every handler, validate and convert, then call
+a service (or, for a plain read, the store); there is no unauthenticated RPC
 apart from the standard health and reflection services.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
 
 from control_plane.api.agent_hub import AgentHub
 from control_plane.api.auth import Authenticator
 from control_plane.api.errors import MissingResource
 from control_plane.api.rpc import Context, metadata
-from control_plane.domain.compute import Instance
 from control_plane.domain.errors import NotFound
-from control_plane.store import Created, RecordChanged, Store
+from control_plane.services import Services
+from control_plane.services.instances import Placer
+from control_plane.store import Store
 from control_plane.store.records import R
 
 CATALOG_TTL = 10.0
-#: tries of a read-check-write whose records a controller changed meanwhile
-RACE_ATTEMPTS = 8
-T = TypeVar("T")
 
-
-class Placer(Protocol):
-    async def place(self, instance: Instance) -> Instance:
-        """Bind *instance* (PENDING) to a host; the SCHEDULED instance, or ``NoCapacity``."""
-        ...
-
-    async def create_placed(
-        self, instance: Instance, *, request_id: str, fingerprint: str
-    ) -> Created[Instance]:
-        """Create the new *instance* bound to a host in one transaction
-        (``Store.create_or_replay`` semantics); ``NoCapacity`` writes nothing."""
-        ...
+__all__ = ["ApiDeps", "Placer", "Servicer"]
 
 
 @dataclass
@@ -59,6 +46,7 @@ class Servicer:
     def __init__(self, deps: ApiDeps) -> None:
         self.deps = deps
         self.store = deps.store
+        self.services = Services.build(deps.store, deps.placer)
         self._catalog: dict[str, tuple[float, object]] = {}
 
     async def catalog_ref(self, cls: type[R], name: str, field: str) -> R:
@@ -83,20 +71,6 @@ class Servicer:
 
     async def agent_host(self, context: Context) -> str:
         return await self.deps.auth.agent(metadata(context))
-
-    async def retry_races(self, attempt: Callable[[], Awaitable[T]], *, guarded: str = "") -> T:
-        """Run *attempt* (read, check, write in one transaction) again when a
-        record it read changed before its transaction, e.g. a controller moved
-        the instance on: the caller asked for no particular version of it.  A
-        change to *guarded*, the record the caller gave an etag for, is the
-        caller's conflict and surfaces (ABORTED)."""
-        for _ in range(RACE_ATTEMPTS - 1):
-            try:
-                return await attempt()
-            except RecordChanged as exc:
-                if guarded and exc.name == guarded:
-                    raise
-        return await attempt()
 
     async def ref(self, cls: type[R], name: str, field: str) -> R:
         """The record *name* a request field refers to; NotFound naming the field."""

@@ -22,7 +22,6 @@ host and terminates its instance.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from collections.abc import Callable
 from typing import TypeVar
@@ -32,12 +31,12 @@ from control_plane.api import auth, catalog, convert, filters, validate
 from control_plane.api.base import Servicer
 from control_plane.api.errors import InvalidField
 from control_plane.api.rpc import Context, unary
-from control_plane.domain.compute import Image, Instance, InstanceType
+from control_plane.domain.compute import Image, InstanceType
 from control_plane.domain.errors import AlreadyExists, FailedPrecondition, InvalidTransition
 from control_plane.domain.host import Host
-from control_plane.domain.lifecycle import HostEvent, HostState, InstanceEvent, InstanceState
+from control_plane.domain.lifecycle import HostEvent, HostState
 from control_plane.domain.tenant import Quota, Tenant
-from control_plane.domain.transitions import apply_host_event, apply_instance_event
+from control_plane.domain.transitions import apply_host_event
 from control_plane.domain.validation import MAX_VOLUME_GIB
 
 SERVICE = "OperatorService"
@@ -158,16 +157,10 @@ class OperatorServicer(Servicer, operator_pb2_grpc.OperatorServiceServicer):
     async def DrainHost(
         self, request: operator_pb2.HostActionRequest, context: Context
     ) -> common_pb2.Host:
-        host = await self._set_cordoned(request, context, True)
-        if host.assigned_instance:
-
-            def terminate(inst: Instance) -> Instance:
-                if inst.state in (InstanceState.TERMINATING, InstanceState.TERMINATED):
-                    return inst
-                return apply_instance_event(inst, InstanceEvent.TERMINATE)
-
-            with contextlib.suppress(InvalidTransition):
-                await self.store.mutate(Instance, host.assigned_instance, terminate)
+        self.operator(context)
+        validate.text(request.reason, "reason")
+        name = str(validate.name(request.name, "name", "hosts"))
+        host = await self.services.hosts.drain(name, etag=validate.etag(request.etag))
         return convert.host(host)
 
     @unary(SERVICE)

@@ -1,73 +1,27 @@
 """TenantService instance RPCs.
 
-CreateInstance, in order, so that bad input never writes anything:
-
-1. authenticate; validate every field and resolve every reference (type,
-   image, subnet, placement group, volumes) with reads only;
-1b. without data volumes (the common case) ``Placer.create_placed`` does
-   steps 2 and 4 in ONE transaction: the instance is written already
-   SCHEDULED on a host (PENDING -> SCHEDULED through the lifecycle table in
-   memory), with the host allocation, quota charge and idempotency record;
-   a lost race on the host tries the next candidate.  When no host fits
-   (or every race was lost) nothing was written and the steps below run,
-   which tell a replayed ``request_id`` apart and refuse RESOURCE_EXHAUSTED;
-2. ``store.create`` writes the PENDING instance and charges the tenant's
-   instance quota in one transaction, idempotent on ``request_id`` (a retry
-   returns the first call's instance; a different request under the same id
-   is INVALID_ARGUMENT via the request fingerprint);
-3. data volumes are marked attached in one CAS transaction on the etags read
-   in step 1 (a concurrent change aborts the create, which is then undone);
-4. ``Placer.place`` binds a host in one CAS transaction.  With no matching
-   host the instance is deleted again (releasing quota and volumes) and the
-   call fails RESOURCE_EXHAUSTED, so a refused create leaves nothing behind.
-
-If the process dies between steps, the PENDING instance is picked up by the
-scheduling controller (level-triggered) - nothing is stuck.  Start, stop,
-reboot and terminate are table-driven (``domain.lifecycle``) read-modify-CAS
-updates; repeating an action whose effect is already underway returns the
-instance unchanged, so client retries are safe.
+CreateInstance authenticates, validates every field and resolves every
+reference (type, image, subnet, placement group, volumes) with reads only,
+so bad input never writes anything; then ``services.instances`` runs the
+create -> place -> undo saga.  Actions call ``Instances.act``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-from functools import partial
-
 from bmaas.v1 import common_pb2, tenant_pb2, tenant_pb2_grpc
-from control_plane import metrics
 from control_plane.api import convert, filters, validate
 from control_plane.api.base import Servicer
 from control_plane.api.errors import InvalidField
 from control_plane.api.rpc import Context, unary
 from control_plane.domain.compute import Image, Instance, InstanceType
-from control_plane.domain.errors import (
-    Aborted,
-    BmaasError,
-    FailedPrecondition,
-    NoCapacity,
-    NotFound,
-)
-from control_plane.domain.lifecycle import InstanceEvent, InstanceState
+from control_plane.domain.errors import FailedPrecondition
+from control_plane.domain.lifecycle import InstanceState
 from control_plane.domain.network import Subnet
 from control_plane.domain.placement import PlacementGroup
-from control_plane.domain.transitions import apply_instance_event
 from control_plane.domain.volume import Volume
 
 SERVICE = "TenantService"
 CONSOLE_DEFAULT_BYTES = 64 * 1024
-PLACE_ATTEMPTS = 5
-
-#: action -> (event, states in which the action is already underway or done)
-_ACTIONS: dict[str, tuple[InstanceEvent, frozenset[InstanceState]]] = {
-    "start": (InstanceEvent.START, frozenset({InstanceState.STARTING, InstanceState.RUNNING})),
-    "stop": (InstanceEvent.STOP, frozenset({InstanceState.STOPPING, InstanceState.STOPPED})),
-    "reboot": (InstanceEvent.REBOOT, frozenset({InstanceState.REBOOTING})),
-    "terminate": (
-        InstanceEvent.TERMINATE,
-        frozenset({InstanceState.TERMINATING, InstanceState.TERMINATED}),
-    ),
-}
 
 
 class InstancesMixin(Servicer, tenant_pb2_grpc.TenantServiceServicer):
@@ -157,62 +111,10 @@ class InstancesMixin(Servicer, tenant_pb2_grpc.TenantServiceServicer):
         if not request.HasField("instance"):
             raise InvalidField("instance", "is required")
         inst, volumes = await self._resolve_instance(tenant, request)
-        fingerprint = validate.fingerprint(request)
-        if not volumes:
-            try:
-                placed = await self.deps.placer.create_placed(
-                    inst, request_id=inst.request_id, fingerprint=fingerprint
-                )
-            except (NoCapacity, Aborted):
-                # nothing was written: the step-by-step path below tells a
-                # replayed request_id from a real refusal, and undoes its own
-                pass
-            else:
-                if not placed.replayed:
-                    metrics.INSTANCES_CREATED.inc()
-                return convert.instance(placed.record)
-        result = await self.store.create_or_replay(
-            inst, request_id=inst.request_id, fingerprint=fingerprint
+        created = await self.services.instances.create(
+            inst, volumes, fingerprint=validate.fingerprint(request)
         )
-        created = result.record
-        if result.replayed:
-            # a retried request_id returns the first call's record: report it
-            # and never run (or undo) the rest of the create for it
-            return convert.instance(created)
-        metrics.INSTANCES_CREATED.inc()
-        if volumes:
-            try:
-                await self.store.update_many(
-                    [dataclasses.replace(v, attached_to=created.name) for v in volumes]
-                )
-            except BmaasError:
-                await self.store.delete(Instance, created.name)
-                raise
-        try:
-            return convert.instance(await self._place(created))
-        except NoCapacity as exc:
-            metrics.PLACEMENT_FAILURES.labels("no_capacity").inc()
-            await self._undo_create(created, volumes)
-            raise NoCapacity(f"no capacity for {inst.instance_type}: {exc}") from exc
-
-    async def _place(self, inst: Instance) -> Instance:
-        """Place *inst*; if the scheduling controller (which also retries
-        PENDING instances) touched it meanwhile, re-read and either report
-        its placement or try again with the fresh record."""
-        for _ in range(PLACE_ATTEMPTS):
-            try:
-                return await self.deps.placer.place(inst)
-            except Aborted:
-                inst = await self.store.get(Instance, inst.name)
-                if inst.state != InstanceState.PENDING:
-                    return inst
-        raise Aborted(f"{inst.name}: placement kept racing; retry with the same request_id")
-
-    async def _undo_create(self, inst: Instance, volumes: list[Volume]) -> None:
-        for vol in volumes:
-            with contextlib.suppress(NotFound):
-                await self.store.mutate(Volume, vol.name, partial(_release, owner=inst.name))
-        await self.store.delete(Instance, inst.name)
+        return convert.instance(created.record)
 
     @unary(SERVICE)
     async def GetInstance(
@@ -243,14 +145,7 @@ class InstancesMixin(Servicer, tenant_pb2_grpc.TenantServiceServicer):
         name = str(validate.owned(request.name, "name", "instances", tenant))
         etag = validate.etag(request.etag)
         validate.request_id(request.request_id)
-        event, underway = _ACTIONS[action]
-
-        def change(inst: Instance) -> Instance:
-            if inst.state in underway:
-                return inst
-            return apply_instance_event(inst, event)
-
-        return convert.instance(await self.store.mutate(Instance, name, change, etag=etag))
+        return convert.instance(await self.services.instances.act(action, name, etag=etag))
 
     @unary(SERVICE)
     async def StartInstance(
@@ -290,8 +185,3 @@ class InstancesMixin(Servicer, tenant_pb2_grpc.TenantServiceServicer):
         return tenant_pb2.ConsoleOutput(
             instance=name, output=raw[-(max_bytes or CONSOLE_DEFAULT_BYTES) :]
         )
-
-
-def _release(vol: Volume, *, owner: str) -> Volume:
-    """Detach *vol* if *owner* still holds it (undo of a refused create)."""
-    return dataclasses.replace(vol, attached_to="") if vol.attached_to == owner else vol

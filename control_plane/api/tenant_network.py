@@ -1,32 +1,17 @@
 """TenantService VPC, subnet, network-interface and placement-group RPCs.
 
-VPCs get a random 24-bit VXLAN VNI and network interfaces a random locally
-administered MAC (``02:..``), each unique by construction: the store claims
-the value in the create transaction (``vnis/{vni}`` / ``macs/{mac}``
-compared absent, global), so a drawn value another VPC or interface holds
-fails the txn (``VniInUse`` / ``MacInUse``) and the create draws again, at
-most ``_CLAIM_ATTEMPTS`` times (then ABORTED: with 16M VNIs or 2^40 MACs
-that means the space is nearly full or the random source is broken).
-Subnets must lie inside their VPC's CIDR and overlap no sibling.  An
-interface's address is the lowest free one of its subnet above the gateway
-(``.1``) and reserved ``.2``/``.3``, chosen from the subnet's address
-claims and claimed in the same create transaction (``addresses/...``), so
-of two concurrent creates picking the same address exactly one wins and the
-other (``AddressInUse``) picks the next one.  A replayed ``request_id``
-returns the first call's record (the store checks the request before the
-claims), whatever was drawn this time.  Deleting a VPC or an interface
-frees its claims in the delete transaction.  Attach/detach write the
-interface and the instance in one transaction compared on both etags.
-Deletes refuse while something still depends on the resource
+Creates that claim a unique value (a VPC's VNI, an interface's MAC and
+address) and attach/detach are ``control_plane.services`` workflows
+(``network``, ``attachments``); the servicer validates, resolves references
+and converts.  Subnets must lie inside their VPC's CIDR and overlap no
+sibling.  Deleting a VPC or an interface frees its claims in the delete
+transaction.  Deletes refuse while something still depends on the resource
 (FAILED_PRECONDITION, naming the dependant).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
-import secrets
-from typing import Any
 
 from bmaas.v1 import common_pb2, tenant_pb2, tenant_pb2_grpc
 from control_plane.api import convert, filters, validate
@@ -34,34 +19,16 @@ from control_plane.api.base import Servicer
 from control_plane.api.errors import InvalidField
 from control_plane.api.rpc import Context, unary
 from control_plane.domain.compute import Instance
-from control_plane.domain.errors import Aborted, FailedPrecondition, NotFound, ResourceExhausted
-from control_plane.domain.lifecycle import InstanceState
-from control_plane.domain.network import VNI_MAX, VNI_MIN, NetworkInterface, Subnet, Vpc
+from control_plane.domain.errors import FailedPrecondition
+from control_plane.domain.network import NetworkInterface, Subnet, Vpc
 from control_plane.domain.placement import PlacementGroup, PlacementStrategy
-from control_plane.store import AddressInUse, MacInUse, VniInUse
+from control_plane.services.attachments import check_etag
 
 SERVICE = "TenantService"
-_RESERVED_HOSTS = 3  # .1 gateway, .2 DHCP/metadata, .3 DNS
-#: creates of one interface that may lose their address to a concurrent create
-_ADDRESS_ATTEMPTS = 64
-#: random VNIs / MACs one create draws before giving up (each drawn value is
-#: claimed in the create txn; a taken one costs one more txn)
-_CLAIM_ATTEMPTS = 16
-
-
-def _draw_vni() -> int:
-    """A random VXLAN network identifier (the create claims it)."""
-    return VNI_MIN + secrets.randbelow(VNI_MAX - VNI_MIN + 1)
-
-
-def _draw_mac() -> str:
-    """A random locally administered unicast MAC (the create claims it)."""
-    return "02:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(5))
 
 
 def _check_etag(name: str, want: str, have: str) -> None:
-    if validate.etag(want) and want != have:
-        raise Aborted(f"{name}: etag {want} is stale (now {have})")
+    check_etag(name, validate.etag(want), have)
 
 
 class NetworkMixin(Servicer, tenant_pb2_grpc.TenantServiceServicer):
@@ -82,17 +49,14 @@ class NetworkMixin(Servicer, tenant_pb2_grpc.TenantServiceServicer):
             else validate.new_id("vpc")
         )
         cidr = validate.cidr(spec.cidr, "vpc.cidr", min_prefix=8, max_prefix=28)
-        fingerprint = validate.fingerprint(request)
-        for _ in range(_CLAIM_ATTEMPTS):
-            vpc = Vpc(tenant=tenant, id=vpc_id, cidr=cidr, vni=_draw_vni(), request_id=rid)
-            try:
-                created = await self.store.create(vpc, request_id=rid, fingerprint=fingerprint)
-            except VniInUse:
-                continue  # another VPC holds it: draw again
-            return convert.vpc(created)
-        raise Aborted(
-            f"vpc: {_CLAIM_ATTEMPTS} random VXLAN VNIs in a row were already taken; retry"
+        vpc = await self.services.network.create_vpc(
+            tenant=tenant,
+            vpc_id=vpc_id,
+            cidr=cidr,
+            request_id=rid,
+            fingerprint=validate.fingerprint(request),
         )
+        return convert.vpc(vpc)
 
     @unary(SERVICE)
     async def GetVpc(self, request: tenant_pb2.GetRequest, context: Context) -> common_pb2.Vpc:
@@ -230,48 +194,14 @@ class NetworkMixin(Servicer, tenant_pb2_grpc.TenantServiceServicer):
             validate.owned(spec.subnet, "network_interface.subnet", "subnets", tenant)
         )
         subnet = await self.ref(Subnet, subnet_name, "network_interface.subnet")
-        fingerprint = validate.fingerprint(request)
-        skip: set[str] = set()
-        mac, mac_draws = _draw_mac(), 1
-        ip: str | None = None
-        for _ in range(_ADDRESS_ATTEMPTS):
-            if ip is None:
-                ip = await self._free_ip(subnet, skip)
-            nic = NetworkInterface(
-                tenant=tenant,
-                id=nic_id,
-                subnet=subnet_name,
-                mac=mac,
-                ip_address=ip,
-                request_id=rid,
-            )
-            try:
-                created = await self.store.create(nic, request_id=rid, fingerprint=fingerprint)
-            except AddressInUse as exc:
-                skip.add(exc.address)  # a concurrent create took it first: next one
-                ip = None
-                continue
-            except MacInUse:
-                if mac_draws >= _CLAIM_ATTEMPTS:
-                    raise Aborted(
-                        f"network_interface: {_CLAIM_ATTEMPTS} random MAC addresses in a row"
-                        " were already taken; retry"
-                    ) from None
-                mac, mac_draws = _draw_mac(), mac_draws + 1  # another interface holds it
-                continue
-            return convert.network_interface(created)
-        raise Aborted(f"{subnet_name}: addresses kept being taken concurrently; retry")
-
-    async def _free_ip(self, subnet: Subnet, skip: set[str]) -> str:
-        """The lowest unclaimed host address of *subnet* (its first
-        ``_RESERVED_HOSTS`` are the gateway's and the card's); the create
-        txn claims it atomically, so a lost race only costs another try."""
-        taken = await self.store.addresses_in_use(subnet.name) | skip
-        net = ipaddress.ip_network(subnet.cidr)
-        for i, addr in enumerate(net.hosts()):
-            if i >= _RESERVED_HOSTS and str(addr) not in taken:
-                return str(addr)
-        raise ResourceExhausted(f"{subnet.name}: no free addresses in {subnet.cidr}")
+        nic = await self.services.network.create_interface(
+            tenant=tenant,
+            nic_id=nic_id,
+            subnet=subnet,
+            request_id=rid,
+            fingerprint=validate.fingerprint(request),
+        )
+        return convert.network_interface(nic)
 
     @unary(SERVICE)
     async def GetNetworkInterface(
@@ -303,9 +233,7 @@ class NetworkMixin(Servicer, tenant_pb2_grpc.TenantServiceServicer):
 
     async def _nic(self, tenant: str, name_: str, etag: str) -> NetworkInterface:
         name = str(validate.owned(name_, "name", "networkInterfaces", tenant))
-        nic = await self.store.get(NetworkInterface, name)
-        _check_etag(name, etag, nic.etag)
-        return nic
+        return await self.services.attachments.interface(name, etag=validate.etag(etag))
 
     @unary(SERVICE)
     async def AttachNetworkInterface(
@@ -314,26 +242,9 @@ class NetworkMixin(Servicer, tenant_pb2_grpc.TenantServiceServicer):
         tenant = await self.tenant_of(context)
         inst_name = str(validate.owned(request.instance, "instance", "instances", tenant))
         name = str(validate.owned(request.name, "name", "networkInterfaces", tenant))
-
-        async def attempt() -> common_pb2.NetworkInterface:
-            nic = await self._nic(tenant, request.name, request.etag)
-            inst = await self.ref(Instance, inst_name, "instance")
-            if nic.instance == inst.name:
-                return convert.network_interface(nic)
-            if nic.instance:
-                raise FailedPrecondition(
-                    f"{nic.name} is attached to {nic.instance}; detach it first"
-                )
-            if inst.state in (InstanceState.TERMINATING, InstanceState.TERMINATED):
-                raise FailedPrecondition(f"{inst.name} is {inst.state}")
-            pair: list[Any] = [
-                dataclasses.replace(nic, instance=inst.name),
-                dataclasses.replace(inst, network_interfaces=(*inst.network_interfaces, nic.name)),
-            ]
-            new_nic, _ = await self.store.update_many(pair)
-            return convert.network_interface(new_nic)
-
-        return await self.retry_races(attempt, guarded=name if request.etag else "")
+        etag = validate.etag(request.etag)
+        nic = await self.services.attachments.attach_interface(name, inst_name, etag=etag)
+        return convert.network_interface(nic)
 
     @unary(SERVICE)
     async def DetachNetworkInterface(
@@ -341,22 +252,9 @@ class NetworkMixin(Servicer, tenant_pb2_grpc.TenantServiceServicer):
     ) -> common_pb2.NetworkInterface:
         tenant = await self.tenant_of(context)
         name = str(validate.owned(request.name, "name", "networkInterfaces", tenant))
-
-        async def attempt() -> common_pb2.NetworkInterface:
-            nic = await self._nic(tenant, request.name, request.etag)
-            if not nic.instance:
-                return convert.network_interface(nic)
-            detached = dataclasses.replace(nic, instance="")
-            try:
-                inst = await self.store.get(Instance, nic.instance)
-            except NotFound:
-                return convert.network_interface(await self.store.update(detached))
-            remaining = tuple(n for n in inst.network_interfaces if n != nic.name)
-            pair: list[Any] = [detached, dataclasses.replace(inst, network_interfaces=remaining)]
-            new_nic, _ = await self.store.update_many(pair)
-            return convert.network_interface(new_nic)
-
-        return await self.retry_races(attempt, guarded=name if request.etag else "")
+        etag = validate.etag(request.etag)
+        nic = await self.services.attachments.detach_interface(name, etag=etag)
+        return convert.network_interface(nic)
 
     @unary(SERVICE)
     async def DeleteNetworkInterface(

@@ -14,15 +14,14 @@ tenant and zone that is not terminating, and deleted only when detached.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 from bmaas.v1 import common_pb2, tenant_pb2, tenant_pb2_grpc
 from control_plane.api import convert, filters, validate
 from control_plane.api.base import Servicer
 from control_plane.api.errors import InvalidField
 from control_plane.api.rpc import Context, unary
-from control_plane.domain.compute import Image, Instance
-from control_plane.domain.errors import Aborted, FailedPrecondition, NotFound
+from control_plane.domain.compute import Image
+from control_plane.domain.errors import FailedPrecondition
 from control_plane.domain.lifecycle import InstanceState
 from control_plane.domain.validation import MAX_VOLUME_GIB
 from control_plane.domain.volume import Volume
@@ -88,22 +87,10 @@ class VolumesMixin(Servicer, tenant_pb2_grpc.TenantServiceServicer):
         )
 
     async def _volume(self, tenant: str, name_: str, etag: str) -> Volume:
-        """The volume, with an attachment to a TERMINATED (or vanished)
-        instance shown as released: termination frees data volumes."""
+        """The volume (``Attachments.volume``: an attachment to a TERMINATED
+        instance shows as released), compared on *etag*."""
         name = str(validate.owned(name_, "name", "volumes", tenant))
-        vol = await self.store.get(Volume, name)
-        if validate.etag(etag) and etag != vol.etag:
-            raise Aborted(f"{name}: etag {etag} is stale (now {vol.etag})")
-        if vol.attached_to and not await self._holds(vol.attached_to):
-            vol = dataclasses.replace(vol, attached_to="")
-        return vol
-
-    async def _holds(self, instance: str) -> bool:
-        try:
-            inst = await self.store.get(Instance, instance)
-        except NotFound:
-            return False
-        return inst.state != InstanceState.TERMINATED
+        return await self.services.attachments.volume(name, etag=validate.etag(etag))
 
     @unary(SERVICE)
     async def AttachVolume(
@@ -112,33 +99,10 @@ class VolumesMixin(Servicer, tenant_pb2_grpc.TenantServiceServicer):
         tenant = await self.tenant_of(context)
         inst_name = str(validate.owned(request.instance, "instance", "instances", tenant))
         name = str(validate.owned(request.name, "name", "volumes", tenant))
-
-        async def attempt() -> common_pb2.Volume:
-            vol = await self._volume(tenant, request.name, request.etag)
-            inst = await self.ref(Instance, inst_name, "instance")
-            if vol.attached_to == inst.name:
-                return convert.volume(vol)
-            if vol.attached_to:
-                raise FailedPrecondition(
-                    f"{vol.name} is attached to {vol.attached_to}; detach it first"
-                )
-            if inst.state in _NOT_ATTACHABLE:
-                raise FailedPrecondition(f"{inst.name} is {inst.state}; cannot attach volumes")
-            if vol.zone and inst.zone and vol.zone != inst.zone:
-                raise FailedPrecondition(
-                    f"{vol.name} is in zone {vol.zone}, {inst.name} in {inst.zone}"
-                )
-            if len(inst.volumes) >= validate.MAX_VOLUMES_PER_INSTANCE:
-                raise FailedPrecondition(f"{inst.name} already has {len(inst.volumes)} volumes")
-            pair: list[Any] = [
-                dataclasses.replace(vol, attached_to=inst.name),
-                dataclasses.replace(inst, volumes=(*inst.volumes, vol.name)),
-            ]
-            new_vol, _ = await self.store.update_many(pair)
-            assert isinstance(new_vol, Volume)
-            return convert.volume(new_vol)
-
-        return await self.retry_races(attempt, guarded=name if request.etag else "")
+        etag = validate.etag(request.etag)
+        return convert.volume(
+            await self.services.attachments.attach_volume(name, inst_name, etag=etag)
+        )
 
     @unary(SERVICE)
     async def DetachVolume(
@@ -146,28 +110,8 @@ class VolumesMixin(Servicer, tenant_pb2_grpc.TenantServiceServicer):
     ) -> common_pb2.Volume:
         tenant = await self.tenant_of(context)
         name = str(validate.owned(request.name, "name", "volumes", tenant))
-
-        async def attempt() -> common_pb2.Volume:
-            vol = await self._volume(tenant, request.name, request.etag)
-            if not vol.attached_to:
-                stored = await self.store.get(Volume, vol.name)
-                if stored.attached_to and stored.etag == vol.etag:  # held by a terminated instance
-                    return convert.volume(await self.store.update(vol))
-                return convert.volume(vol)
-            detached = dataclasses.replace(vol, attached_to="")
-            try:
-                inst = await self.store.get(Instance, vol.attached_to)
-            except NotFound:
-                return convert.volume(await self.store.update(detached))
-            pair: list[Any] = [
-                detached,
-                dataclasses.replace(inst, volumes=tuple(v for v in inst.volumes if v != vol.name)),
-            ]
-            new_vol, _ = await self.store.update_many(pair)
-            assert isinstance(new_vol, Volume)
-            return convert.volume(new_vol)
-
-        return await self.retry_races(attempt, guarded=name if request.etag else "")
+        etag = validate.etag(request.etag)
+        return convert.volume(await self.services.attachments.detach_volume(name, etag=etag))
 
     @unary(SERVICE)
     async def ResizeVolume(

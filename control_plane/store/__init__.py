@@ -66,10 +66,15 @@ Semantics:
   by deleting it), into ``released/{t}``; usage = charged - released, and
   charges never compare the released counter (a stale one only overstates
   usage), so creates and terminations never make each other's txn fail.
-  Within one replica, usage writes of a tenant are queued on a lock and the
-  last counter values are remembered (and refreshed by a watch), so a
-  create costs one txn; a stale memory costs one failed txn whose failure
-  branch returns the fresh counters.
+  No lock serializes a tenant's writes (on a replica or across replicas):
+  the quota is checked inside the transaction, which compares the counter
+  and the tenant record.  Each replica remembers the last counter values it
+  read or wrote, so a create costs one txn; a stale memory, or a concurrent
+  write that won, costs one failed txn whose failure branch returns the
+  fresh counters.  Creates of a tenant that come while one of its creates
+  is in flight on the replica go together in the next txn (group commit:
+  one counter compare, the counter raised by their sum; if that txn fails,
+  each is tried alone).
 - **addresses**: a network interface's ``ip_address`` is claimed by an
   ``addresses/{t}/{vpc}/{s}/{ip}`` key written (compared absent) in the txn
   that creates it and deleted with it; a taken address raises
@@ -108,11 +113,17 @@ Kind first (not ``tenants/{t}/instances/{i}``) so that one prefix range
 lists or watches a kind across tenants (the scheduler and controllers need
 that), while ``instances/{t}/`` still narrows to one tenant.
 
-Modules: ``kv`` (raw etcd calls, error translation, round-trip stats),
-``keys`` (layout), ``codec`` (JSON), ``records`` (kind registry, quota rules),
-``store`` (records, txns, lists, watches), ``watch_hub`` (one etcd watch per
-prefix, fanned out), ``record_cache``, ``agent_reports``, ``tenant_tokens``, ``liveness``,
-``election``, ``errors``.
+Modules, one concern each, imported in this order (no cycle; an
+import-linter contract keeps it so)::
+
+    errors, endpoints, records, keys, codec     layout, kinds, JSON, error tree
+    watch_hub -> kv                             raw etcd calls, one watch per prefix
+    etags, txn                                  etags; the transaction builder
+    quota                                       the quota ledger (charged/released)
+    paging, watching, record_cache              lists, typed watch events, followed records
+    cas, claims, coalesce                       update/mutate/delete; creates; shared txns
+    agent_reports, consoles, tenant_tokens, liveness, election   the side records
+    store                                       ``Store``: composes all of the above
 """
 
 from control_plane.store.errors import (

@@ -5,8 +5,9 @@ The store raises the domain tree (``NotFound``, ``AlreadyExists``,
 
     Aborted
      ├── RecordChanged         a compared record moved (``.name``, ``.revision`` now; 0 = gone)
-     └── RevisionCompacted     a watch asked for history etcd has compacted away:
-                               relist, then watch from the list's revision
+     └── RevisionCompacted     a watch (or a read pinned to a revision) asked for
+                               history etcd has compacted away: relist, then
+                               watch from the list's revision
 
     NotFound
      └── RecordGone            a record compared in a transaction was deleted (``.name``)
@@ -145,6 +146,8 @@ def translate(exc: BaseException) -> BmaasError:
             exc.details()
         ):
             return StoreFull()
+        if exc.code() == grpc.StatusCode.OUT_OF_RANGE and "compacted" in (exc.details() or ""):
+            return RevisionCompacted(0)  # a read pinned to a revision compacted since
         kind = _GRPC_CODES.get(exc.code(), Unavailable)
         return kind(f"etcd: {exc.code().name}: {exc.details()}")
     if isinstance(exc, aetcd.ClientError | OSError | TimeoutError):

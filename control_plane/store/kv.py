@@ -39,6 +39,7 @@ from control_plane.domain.errors import BmaasError, Unavailable
 from control_plane.store.endpoints import Endpoint, Tls, open_channel
 from control_plane.store.errors import FOREIGN_ERRORS, LeadershipLost, StoreFull, translate
 from control_plane.store.keys import prefix_range_end
+from control_plane.store.watch_hub import WatchHub
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +120,9 @@ def op_delete(key: bytes) -> rpc.RequestOp:
     return rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=key))
 
 
-def op_get(key: bytes) -> rpc.RequestOp:
-    return rpc.RequestOp(request_range=rpc.RangeRequest(key=key))
+def op_get(key: bytes, *, revision: int = 0) -> rpc.RequestOp:
+    """Read *key* (as of *revision*, if not 0)."""
+    return rpc.RequestOp(request_range=rpc.RangeRequest(key=key, revision=revision))
 
 
 @dataclass(slots=True)
@@ -209,9 +211,7 @@ class EtcdKV:
         self.timeout = rpc_timeout
         self.stats = Stats()
         self.reachability = Reachability()
-        from control_plane.store.watch_hub import WatchHub  # one concern per module
-
-        self._hub = WatchHub(self)
+        self._hub: WatchHub[KV] = WatchHub(self._resuming)
 
     @classmethod
     async def connect(
@@ -298,8 +298,8 @@ class EtcdKV:
         self.reachability.ok()
         return [_kv(kv) for kv in resp.kvs], bool(resp.more), int(resp.header.revision)
 
-    async def get(self, key: bytes) -> KV | None:
-        kvs, _, _ = await self.range(key)
+    async def get(self, key: bytes, *, revision: int = 0) -> KV | None:
+        kvs, _, _ = await self.range(key, revision=revision)
         return kvs[0] if kvs else None
 
     async def txn(
@@ -335,9 +335,12 @@ class EtcdKV:
                 raise LeadershipLost(fence.key.decode(errors="replace"), fence.create_revision)
         return TxnResult(bool(resp.succeeded), int(resp.header.revision), ranges)
 
-    async def get_many(self, keys: Sequence[bytes]) -> tuple[list[KV | None], int]:
-        """Several keys read at one revision in one round-trip."""
-        res = await self.txn([], [op_get(k) for k in keys])
+    async def get_many(
+        self, keys: Sequence[bytes], *, revision: int = 0
+    ) -> tuple[list[KV | None], int]:
+        """Several keys read at one revision (*revision*, if not 0) in one
+        round-trip; and the current revision."""
+        res = await self.txn([], [op_get(k, revision=revision) for k in keys])
         return [r[0] if r else None for r in res.ranges], res.revision
 
     async def delete(self, key: bytes) -> None:
@@ -486,6 +489,11 @@ class EtcdKV:
         """Like ``watch_resuming``, but every local watcher of *prefix* shares
         one etcd watch (``control_plane.store.watch_hub``)."""
         return self._hub.watch(prefix, start_revision=start_revision)
+
+    def _resuming(
+        self, prefix: bytes, start_revision: int
+    ) -> AsyncGenerator[tuple[bool, KV], None]:
+        return self.watch_resuming(prefix, start_revision=start_revision)
 
     async def watch_resuming(
         self, prefix: bytes, *, start_revision: int

@@ -20,15 +20,12 @@ import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Generic
+from typing import Generic
 
 from control_plane.domain.errors import BmaasError
-from control_plane.store import codec
-from control_plane.store.kv import KV
+from control_plane.store import etags
+from control_plane.store.kv import KV, EtcdKV
 from control_plane.store.records import R
-
-if TYPE_CHECKING:
-    from control_plane.store.kv import EtcdKV
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +58,7 @@ class RecordCache(Generic[R]):
     def get(self, key: bytes) -> R | None:
         held = self._records.get(key)
         if isinstance(held, KV):
-            from control_plane.store.store import etag_of
-
-            held = self._records[key] = codec.decode(self._cls, held.value, etag=etag_of(held))
+            held = self._records[key] = etags.decode(self._cls, held)
         return held
 
     def offer(self, key: bytes, record: R | KV, revision: int) -> None:

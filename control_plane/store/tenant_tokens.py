@@ -14,39 +14,39 @@ the API (``control_plane.api.auth``) compares digests in constant time.
 from __future__ import annotations
 
 import secrets
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from control_plane.domain.errors import Aborted, NotFound
 from control_plane.domain.tenant import TenantToken
 from control_plane.store import codec
-from control_plane.store.kv import cmp_absent, cmp_present, op_get, op_put
-
-if TYPE_CHECKING:
-    from control_plane.store.store import Store
+from control_plane.store.keys import KeySpace
+from control_plane.store.kv import EtcdKV, cmp_absent, cmp_present, op_get, op_put
 
 #: how many random ids ``issue`` draws before giving up (a collision of 64-bit ids)
 ID_ATTEMPTS = 3
 
 
 class TenantTokens:
-    def __init__(self, store: Store) -> None:
-        self._store = store
+    def __init__(self, kv: EtcdKV, keys: KeySpace, clock: Callable[[], float]) -> None:
+        self._kv = kv
+        self._keys = keys
+        self._clock = clock
 
     async def issue(self, tenant: str, sha256: str, *, token_id: str = "") -> TenantToken:
         """Store a new token digest for *tenant* under a fresh random id, or
         under *token_id* unless a token already has it -- then that token is
         returned (``NotFound`` if the tenant does not exist)."""
-        keys = self._store.keys
+        keys = self._keys
         tenant_key = keys.tenant(tenant)
         for _ in range(1 if token_id else ID_ATTEMPTS):
             token = TenantToken(
                 id=token_id or secrets.token_hex(8),
                 tenant=tenant,
                 sha256=sha256,
-                create_time=self._store.clock(),
+                create_time=self._clock(),
             )
             key = keys.tenant_token(token.id)
-            res = await self._store.kv.txn(
+            res = await self._kv.txn(
                 [cmp_absent(key), cmp_present(tenant_key)],
                 [op_put(key, codec.encode(token))],
                 [op_get(tenant_key)],
@@ -65,7 +65,7 @@ class TenantTokens:
         """The token record *token_id*, or None (also for ids that cannot exist)."""
         if not token_id.isalnum() or len(token_id) > 64:
             return None
-        kv = await self._store.kv.get(self._store.keys.tenant_token(token_id))
+        kv = await self._kv.get(self._keys.tenant_token(token_id))
         if kv is None:
             return None
         return codec.decode(TenantToken, kv.value)

@@ -28,33 +28,41 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncGenerator
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from control_plane.store.kv import KV, EtcdKV
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from typing import Generic, Protocol, TypeVar
 
 #: events kept per prefix for subscribers that join a running stream
 HISTORY = 4096
 
-_Item = tuple[bool, "KV"]
+
+class Revisioned(Protocol):
+    @property
+    def mod_revision(self) -> int: ...
 
 
-class _Stream:
-    def __init__(self, kv: EtcdKV, prefix: bytes, start_revision: int) -> None:
+K = TypeVar("K", bound=Revisioned)
+#: ``(deleted, kv)``
+_Item = tuple[bool, K]
+#: the source of events: ``(prefix, start_revision) -> (deleted, kv), ...``
+#: (``EtcdKV.watch_resuming``)
+Source = Callable[[bytes, int], AsyncIterator[tuple[bool, K]]]
+
+
+class _Stream(Generic[K]):
+    def __init__(self, source: Source[K], prefix: bytes, start_revision: int) -> None:
         self.prefix = prefix
-        self.subscribers: set[asyncio.Queue[_Item | BaseException]] = set()
-        self.history: deque[_Item] = deque(maxlen=HISTORY)
+        self.subscribers: set[asyncio.Queue[_Item[K] | BaseException]] = set()
+        self.history: deque[_Item[K]] = deque(maxlen=HISTORY)
         #: every event at or after this revision is in ``history`` or still to come
         self.covered_from = start_revision
         self.failed = False
         self.task = asyncio.get_running_loop().create_task(
-            self._run(kv, start_revision), name=f"watch {prefix!r}"
+            self._run(source, start_revision), name=f"watch {prefix!r}"
         )
 
-    async def _run(self, kv: EtcdKV, start_revision: int) -> None:
+    async def _run(self, source: Source[K], start_revision: int) -> None:
         try:
-            async for item in kv.watch_resuming(self.prefix, start_revision=start_revision):
+            async for item in source(self.prefix, start_revision):
                 if len(self.history) == HISTORY:
                     self.covered_from = self.history[0][1].mod_revision + 1
                 self.history.append(item)
@@ -68,22 +76,22 @@ class _Stream:
                 queue.put_nowait(exc)
 
 
-class WatchHub:
-    def __init__(self, kv: EtcdKV) -> None:
-        self._kv = kv
-        self._streams: dict[bytes, _Stream] = {}
+class WatchHub(Generic[K]):
+    def __init__(self, source: Source[K]) -> None:
+        self._source = source
+        self._streams: dict[bytes, _Stream[K]] = {}
 
-    async def watch(self, prefix: bytes, *, start_revision: int) -> AsyncGenerator[_Item, None]:
+    async def watch(self, prefix: bytes, *, start_revision: int) -> AsyncGenerator[_Item[K], None]:
         """``(deleted, kv)`` of every change under *prefix* from
         *start_revision* (inclusive), forever (see the module docstring)."""
         stream = self._streams.get(prefix)
         if stream is None or stream.failed:
-            stream = self._streams[prefix] = _Stream(self._kv, prefix, start_revision)
+            stream = self._streams[prefix] = _Stream(self._source, prefix, start_revision)
         elif start_revision < stream.covered_from:
-            async for item in self._kv.watch_resuming(prefix, start_revision=start_revision):
+            async for item in self._source(prefix, start_revision):
                 yield item
             return
-        queue: asyncio.Queue[_Item | BaseException] = asyncio.Queue()
+        queue: asyncio.Queue[_Item[K] | BaseException] = asyncio.Queue()
         for item in stream.history:  # no await between the replay and joining
             if item[1].mod_revision >= start_revision:
                 queue.put_nowait(item)

@@ -14,8 +14,8 @@ import grpc
 import pytest
 
 from bmaas.v1 import common_pb2, tenant_pb2
-from control_plane.api import tenant_network
 from control_plane.domain.network import Vpc
+from control_plane.services import network
 from tests.harness.etcd_dump import etcd_dump
 from tools.region.control_plane import InProcessControlPlane, bearer
 from tools.region.etcd import EtcdServer
@@ -78,7 +78,7 @@ async def test_a_taken_vni_is_drawn_again_across_tenants(
     first = await make_vpc(world)
     _, other_token = await make_tenant(world.clients, "globex")
     other_md = bearer(other_token)
-    monkeypatch.setattr(tenant_network, "_draw_vni", draws(first.vni, 4242))
+    monkeypatch.setattr(network, "draw_vni", draws(first.vni, 4242))
     second = await make_vpc(world, other_md)
     assert second.vni == 4242 != first.vni
     got = await world.clients.tenant.GetVpc(
@@ -96,7 +96,7 @@ async def test_a_taken_mac_is_drawn_again_across_tenants(
     _, other_token = await make_tenant(world.clients, "globex")
     other_md = bearer(other_token)
     other_subnet = await make_subnet(world, (await make_vpc(world, other_md)).name, other_md)
-    monkeypatch.setattr(tenant_network, "_draw_mac", draws(first.mac_address, "02:00:00:00:42:42"))
+    monkeypatch.setattr(network, "draw_mac", draws(first.mac_address, "02:00:00:00:42:42"))
     second = await make_nic(world, other_subnet.name, other_md)
     assert second.mac_address == "02:00:00:00:42:42" != first.mac_address
     # the same address in the other tenant's own subnet: addresses are per subnet
@@ -113,8 +113,8 @@ async def test_endless_collisions_abort_and_write_nothing(
     vpc = await make_vpc(world)
     subnet = await make_subnet(world, vpc.name)
     nic = await make_nic(world, subnet.name)
-    monkeypatch.setattr(tenant_network, "_draw_vni", draws(vpc.vni))
-    monkeypatch.setattr(tenant_network, "_draw_mac", draws(nic.mac_address))
+    monkeypatch.setattr(network, "draw_vni", draws(vpc.vni))
+    monkeypatch.setattr(network, "draw_mac", draws(nic.mac_address))
     before = await etcd_dump(etcd)
     with pytest.raises(grpc.aio.AioRpcError) as exc:
         await make_vpc(world)
@@ -133,8 +133,8 @@ async def test_a_replayed_request_id_keeps_its_first_draw(
     vpc = await make_vpc(world, request_id="vpc-r")
     subnet = await make_subnet(world, vpc.name)
     nic = await make_nic(world, subnet.name, request_id="nic-r")
-    monkeypatch.setattr(tenant_network, "_draw_vni", draws(777))
-    monkeypatch.setattr(tenant_network, "_draw_mac", draws("02:00:00:00:07:77"))
+    monkeypatch.setattr(network, "draw_vni", draws(777))
+    monkeypatch.setattr(network, "draw_mac", draws("02:00:00:00:07:77"))
     again = await make_vpc(world, request_id="vpc-r")
     nic_again = await make_nic(world, subnet.name, request_id="nic-r")
     assert (again.name, again.vni) == (vpc.name, vpc.vni)
@@ -149,9 +149,9 @@ async def test_concurrent_creates_never_share_a_vni_or_a_mac(
     """16 VPCs and 16 interfaces created at once from pools of 48 values:
     many creates draw a value another one is claiming at that moment."""
     rng = random.Random(7)
-    monkeypatch.setattr(tenant_network, "_draw_vni", lambda: rng.randrange(1, 49))
+    monkeypatch.setattr(network, "draw_vni", lambda: rng.randrange(1, 49))
     macs = [f"02:00:00:00:00:{i:02x}" for i in range(48)]
-    monkeypatch.setattr(tenant_network, "_draw_mac", lambda: rng.choice(macs))
+    monkeypatch.setattr(network, "draw_mac", lambda: rng.choice(macs))
     vpcs = await asyncio.gather(*(make_vpc(world) for _ in range(16)))
     assert len({v.vni for v in vpcs}) == 16
     assert await claims(etcd, b"vnis") == {str(v.vni): v.name for v in vpcs}
@@ -176,7 +176,7 @@ async def test_delete_releases_the_claims(
     )
     assert await claims(etcd, b"macs") == {}
     assert await claims(etcd, b"addresses") == {}
-    monkeypatch.setattr(tenant_network, "_draw_mac", draws(nic.mac_address))
+    monkeypatch.setattr(network, "draw_mac", draws(nic.mac_address))
     reused = await make_nic(world, subnet.name)
     assert reused.mac_address == nic.mac_address and reused.name != nic.name
     await c.tenant.DeleteNetworkInterface(
@@ -185,7 +185,7 @@ async def test_delete_releases_the_claims(
     await c.tenant.DeleteSubnet(tenant_pb2.DeleteRequest(name=subnet.name), metadata=world.md)
     await c.tenant.DeleteVpc(tenant_pb2.DeleteRequest(name=vpc.name), metadata=world.md)
     assert await claims(etcd, b"vnis") == {}
-    monkeypatch.setattr(tenant_network, "_draw_vni", draws(vpc.vni))
+    monkeypatch.setattr(network, "draw_vni", draws(vpc.vni))
     again = await make_vpc(world)
     assert again.vni == vpc.vni and again.name != vpc.name
     assert await claims(etcd, b"vnis") == {str(vpc.vni): again.name}
@@ -200,20 +200,20 @@ async def test_deleting_a_record_without_its_claim_leaves_the_holder_alone(
     assert store is not None
     old = await store.create(Vpc(tenant="acme", id="legacy", cidr="10.9.0.0/16", vni=909))
     await store.kv.delete(store.keys.vni(909))  # as stored before this change
-    monkeypatch.setattr(tenant_network, "_draw_vni", draws(909))
+    monkeypatch.setattr(network, "draw_vni", draws(909))
     newer = await make_vpc(world)
     assert newer.vni == 909
     await world.clients.tenant.DeleteVpc(
         tenant_pb2.DeleteRequest(name=old.name, etag=old.etag), metadata=world.md
     )
     assert await claims(etcd, b"vnis") == {"909": newer.name}
-    monkeypatch.setattr(tenant_network, "_draw_vni", draws(909, 910))
+    monkeypatch.setattr(network, "draw_vni", draws(909, 910))
     third = await make_vpc(world)
     assert third.vni == 910
 
 
 def test_draws_stay_in_range() -> None:
     for _ in range(200):
-        vni, mac = tenant_network._draw_vni(), tenant_network._draw_mac()
+        vni, mac = network.draw_vni(), network.draw_mac()
         assert 1 <= vni <= 2**24 - 2
         assert mac.startswith("02:") and len(mac) == 17

@@ -20,7 +20,8 @@ from control_plane.domain.errors import InvalidArgument
 from control_plane.domain.names import parse_name
 from control_plane.store import codec
 from control_plane.store.keys import KeySpace, parent_ids, prefix_range_end
-from control_plane.store.store import _decode_token, _encode_token
+from control_plane.store.paging import decode_token as _decode_token
+from control_plane.store.paging import encode_token as _encode_token
 
 
 def test_host_roundtrip_keeps_nested_types_and_takes_etag_from_outside() -> None:
