@@ -66,7 +66,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import struct
-import threading
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable
@@ -77,6 +76,7 @@ from typing import Any
 from offload.devices.base import DEFAULT_PROTOCOL_FEATURES, DeviceBackend
 from offload.devices.completions import CompletionChannel
 from offload.errors import GuestDescriptorError, GuestRingError, StorageError
+from offload.storage.aio import is_async, join, then_flush
 from offload.storage.qos import QosLimiter
 from offload.storage.volume import AsyncVolume, IoDone, Volume
 from offload.vhost_user.messages import ProtocolFeature
@@ -224,7 +224,7 @@ class BlkDevice(DeviceBackend):
         self.writeback = True
         self.quiesce_timeout = QUIESCE_TIMEOUT
         self._queue_stats = [BlkStats() for _ in range(num_queues)]
-        self._aio: AsyncVolume | None = volume if _is_async(volume) else None  # type: ignore[assignment]
+        self._aio: AsyncVolume | None = volume if is_async(volume) else None  # type: ignore[assignment]
         self._channels: list[CompletionChannel[_Done]] | None = (
             None if self._aio is None else [CompletionChannel() for _ in range(num_queues)]
         )
@@ -656,14 +656,14 @@ class BlkDevice(DeviceBackend):
             stats.write_bytes += length
             written = completion(1)
             if not self.writeback:
-                written = _then_flush(aio, written)
+                written = then_flush(aio, written)
             channel.submitted += 1
             self._start(aio.aio_pwritev, self._data_out(chain), offset, written)
             return
         ranges = self._zero_ranges(rtype, chain)
         for _, length, _ in ranges:
             self._charge(length)
-        done: IoDone = _Join(len(ranges), completion(1))
+        done = join(len(ranges), completion(1))
         channel.submitted += 1
         for offset, length, unmap in ranges:
             if rtype == T_DISCARD:
@@ -682,41 +682,3 @@ class BlkDevice(DeviceBackend):
             fn(*args)
         except StorageError as exc:
             args[-1](exc)
-
-
-def _is_async(volume: Volume) -> bool:
-    return callable(getattr(volume, "aio_preadv", None))
-
-
-def _then_flush(aio: AsyncVolume, done: IoDone) -> IoDone:
-    """Write-through: the write completes once a flush after it has."""
-
-    def written(error: StorageError | None) -> None:
-        if error is not None:
-            done(error)
-            return
-        try:
-            aio.aio_flush(done)
-        except StorageError as exc:
-            done(exc)
-
-    return written
-
-
-class _Join:
-    """One completion for ``count`` engine requests (the first error wins)."""
-
-    def __init__(self, count: int, done: IoDone) -> None:
-        self._left = count
-        self._error: StorageError | None = None
-        self._done = done
-        self._lock = threading.Lock()
-
-    def __call__(self, error: StorageError | None) -> None:
-        with self._lock:
-            self._left -= 1
-            if error is not None and self._error is None:
-                self._error = error
-            finished = self._left == 0
-        if finished:
-            self._done(self._error)
