@@ -1,4 +1,4 @@
-"""Start the components of a local region: real etcd, control planes, agents.
+"""Start the components of a local region: real etcd, Ceph, control planes, agents.
 
 What the demo (``tools.demo``), the benchmarks (``bench/``) and the tests
 run is launched from here, one module per concern:
@@ -9,6 +9,9 @@ run is launched from here, one module per concern:
 - ``ports``: free loopback ports;
 - ``etcd`` / ``pki``: etcd servers and clusters on loopback, a throwaway CA
   for etcd over TLS;
+- ``ceph``: a single-node Ceph (one monitor, one bluestore OSD on a file)
+  with a pool for RBD, and librados/librbd helpers to make and inspect
+  images without the CLIs;
 - ``control_plane``: ``bmaas-control-plane`` as a process or in the
   caller's event loop, and gRPC clients for it;
 - ``agents``: ``bmaas-agent`` as a process or as ``Agent`` objects;
@@ -20,7 +23,7 @@ run is launched from here, one module per concern:
   run a script;
 - ``netns``: network namespaces for emulated hosts;
 - ``blk_backends``: vhost-user-blk daemons (``offload-blk``,
-  ``qemu-storage-daemon``);
+  ``qemu-storage-daemon``), on a file or an RBD image;
 - ``chaos``: a tenant workload that survives faults and the check of etcd's
   history for the invariants;
 - ``wait``: polling an async condition.
