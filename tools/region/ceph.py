@@ -32,6 +32,11 @@ their own session, so they outlive the launcher; the caller records ``pids``
 and ``conf_path`` and stops them later, from any process, with
 ``tools.region.process.stop_process``.
 
+``rados`` and ``rbd`` (Debian's python3-rados/python3-rbd, linked into the
+venv by ``make dev``) are imported by the methods that use them, not at the
+top: ``tests/conftest.py`` imports this module for every test, and a test
+run that never asks for ``ceph`` must not need them.
+
 The OSD drops a dead client's watch after ``watch_timeout`` seconds (5, not
 Ceph's 30): a back-end SIGKILLed in a test holds its image's exclusive lock
 until then, and the restarted one can take it over only afterwards.
