@@ -2,7 +2,7 @@
 
 I/O: ``aio_read``/``aio_write``/``aio_flush``/``aio_discard``/
 ``aio_write_zeroes`` take a Python callback that librbd calls on one of its
-own threads (the "finisher") with the GIL taken.  python-rbd only accepts
+own threads (``io_context_pool`` in ``top -H``) with the GIL taken.  python-rbd only accepts
 ``bytes``: a write gathers the guest's buffers into one ``bytes`` first and a
 read's result is copied into the guest's buffers in the callback (one copy
 each way, unlike the file engine's zero-copy ``preadv``; librbd never sees
@@ -11,6 +11,10 @@ into ``None`` or a ``StorageError`` and calls the request's ``IoDone`` exactly
 once.  Requests complete in whatever order the OSDs answer; nothing here
 orders them (virtio-blk does not ask it: a driver that needs order waits for
 a completion, and FLUSH covers every write completed before it).
+
+WRITE_ZEROES goes to ``aio_write_zeroes`` whatever its UNMAP flag says:
+librbd decides per object whether to discard or write zeros, and both read
+back as zeros.
 
 ``RbdImageIo`` takes the image object (``rbd.Image``, or a fake of it in unit
 tests) and its ``pool/image`` name; ``offload.storage.rbd.RbdVolume`` opens,
