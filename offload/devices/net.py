@@ -54,8 +54,9 @@ import threading
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Protocol
 
+from offload.devices import net_header as nh
 from offload.devices.base import DeviceBackend
 from offload.errors import GuestDescriptorError, GuestRingError
 from offload.network.hook import ForwardAll, NicHook, TxVerdict
@@ -65,22 +66,20 @@ from offload.virtio.chain import DescriptorChain
 from offload.virtio.iov import gather, split_front
 from offload.virtio.queue import SplitQueue
 
-__all__ = ["CONFIG", "HDR_LEN", "NetDevice", "NetStats", "S_LINK_UP"]
+__all__ = ["CONFIG", "HDR_LEN", "NetDevice", "NetStats", "S_LINK_UP", "TapOffloads"]
 
 log = logging.getLogger(__name__)
 
-HDR_LEN: Final = 12  # struct virtio_net_hdr_v1
-_HDR = struct.Struct(
-    "<BBHHHHH"
-)  # flags, gso_type, hdr_len, gso_size, csum_start/offset, num_buffers
-_HDR_START = struct.Struct("<BB")
-_HDR_ONE_BUFFER: Final = _HDR.pack(0, 0, 0, 0, 0, 0, 1)  # an RX header, num_buffers = 1
+HDR_LEN: Final = nh.HDR_LEN  # struct virtio_net_hdr_v1
+_HDR_ONE_BUFFER: Final = nh.HDR.pack(0, 0, 0, 0, 0, 0, 1)  # an RX header, num_buffers = 1
+_NUM_BUFFERS = struct.Struct("<H")  # at offset 10 of the header
 S_LINK_UP: Final = 1
 # struct virtio_net_config up to duplex: mac, status, max_virtqueue_pairs, mtu, speed, duplex.
 CONFIG: Final = struct.Struct("<6sHHHIB")
 ETH_HLEN: Final = 14
 VLAN_HLEN: Final = 4
-MAX_TAP_FRAME: Final = 65536
+# One read from the TAP: the header and the largest GSO frame.
+MAX_TAP_READ: Final = HDR_LEN + nh.MAX_GSO_FRAME
 RX_BUDGET: Final = 256
 COMPLETION_BATCH: Final = 16
 MAX_INJECTED: Final = 256
@@ -94,6 +93,12 @@ DUPLEX_UNKNOWN: Final = 0xFF
 PROTOCOL_FEATURES: Final = int(
     ProtocolFeature.MQ | ProtocolFeature.REPLY_ACK | ProtocolFeature.CONFIGURE_MEM_SLOTS
 )
+
+
+class TapOffloads(Protocol):
+    """Tells the TAP which offloads its reader takes (``Tap.set_offloads``: TUNSETOFFLOAD)."""
+
+    def __call__(self, *, csum: bool, tso4: bool, tso6: bool) -> None: ...
 
 
 @dataclass
@@ -116,9 +121,9 @@ class NetStats:
 
 @dataclass
 class _RxState:
-    pending: bytes | None = None
+    pending: bytearray | None = None
     starved: bool = False
-    scratch: list[bytearray] = field(default_factory=lambda: [bytearray(MAX_TAP_FRAME)])
+    scratch: list[bytearray] = field(default_factory=lambda: [bytearray(MAX_TAP_READ)])
     scratch_view: memoryview = field(init=False)
 
     def __post_init__(self) -> None:
@@ -137,6 +142,7 @@ class NetDevice(DeviceBackend):
         hook: NicHook | None = None,
         queue_size: int = 1024,
         link_up: bool = True,
+        tap_offloads: TapOffloads | None = None,
     ) -> None:
         pairs = len(tap_fds)
         if pairs < 1:
@@ -155,7 +161,10 @@ class NetDevice(DeviceBackend):
         self.hook: NicHook = hook if hook is not None else ForwardAll()
         self._stats = [NetStats() for _ in range(2 * pairs)]
         self._rx = [_RxState() for _ in range(pairs)]
-        self._injected: collections.deque[bytes] = collections.deque()
+        self._tap_offloads = tap_offloads
+        self._host = nh.Offloads()  # what the guest may send
+        self._guest = nh.Offloads()  # what the guest takes
+        self._injected: collections.deque[bytearray] = collections.deque()
         self._inject_lock = threading.Lock()
         self._inject_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self.hook.attach(self.deliver)
@@ -177,13 +186,36 @@ class NetDevice(DeviceBackend):
             vf.NET_MAC,
             vf.NET_STATUS,
             vf.NET_MTU,
+            vf.NET_CSUM,
+            vf.NET_HOST_TSO4,
+            vf.NET_HOST_TSO6,
         ]
+        if self._tap_offloads is not None:  # the TAP can be told what we take
+            bits += [vf.NET_GUEST_CSUM, vf.NET_GUEST_TSO4, vf.NET_GUEST_TSO6]
         if self.pairs > 1:
             bits.append(vf.NET_MQ)
         return sum(vf.bit(b) for b in bits)
 
     def protocol_features(self) -> int:
         return PROTOCOL_FEATURES
+
+    def ack_features(self, features: int) -> None:
+        """Record the driver's features and tell the TAP what the guest takes."""
+        super().ack_features(features)
+        self._host = nh.Offloads.host(self.acked_features)
+        self._set_guest_offloads(nh.Offloads.guest(self.acked_features))
+
+    def _set_guest_offloads(self, offloads: nh.Offloads) -> None:
+        # The TAP first, then our checks: a frame the TAP offloaded under the
+        # old setting is dropped and counted rather than handed on unchecked.
+        # If the TAP refuses, it keeps its old setting and ``check_rx`` drops
+        # whatever it hands us that the guest did not negotiate.
+        if self._tap_offloads is not None:
+            try:
+                self._tap_offloads(csum=offloads.csum, tso4=offloads.tso4, tso6=offloads.tso6)
+            except Exception as exc:  # TapError, OSError: never stop the protocol thread
+                log.warning("cannot set the TAP's offloads: %s", exc)
+        self._guest = offloads
 
     def config_bytes(self) -> bytes:
         status = S_LINK_UP if self.link_up else 0
@@ -197,6 +229,8 @@ class NetDevice(DeviceBackend):
 
     def reset(self) -> None:
         super().reset()
+        self._host = nh.Offloads()
+        self._set_guest_offloads(nh.Offloads())
         for rx in self._rx:
             rx.pending = None
             rx.starved = False
@@ -223,7 +257,7 @@ class NetDevice(DeviceBackend):
             if len(self._injected) >= MAX_INJECTED:
                 self._stats[0].dropped["injected_overflow"] += 1
                 return
-            self._injected.append(bytes(frame))
+            self._injected.append(bytearray(_HDR_ONE_BUFFER) + frame)
             fd = self._inject_fd
         if fd >= 0:
             with contextlib.suppress(OSError):
@@ -275,13 +309,13 @@ class NetDevice(DeviceBackend):
                     continue
                 if chain is None:
                     break
-                frame = self._parse_tx(chain, stats)
-                if frame is not None:
+                views = self._parse_tx(chain, stats)
+                if views is not None:
                     if plain:
                         forwarded += 1
-                        self._write_tap(frame, chain.readable_len - HDR_LEN, tap, stats)
+                        self._write_tap(views, chain.readable_len - HDR_LEN, tap, stats)
                     else:
-                        self._transmit(frame, chain.readable_len - HDR_LEN, tap, stats)
+                        self._transmit(views, chain.readable_len - HDR_LEN, tap, stats)
                 completions.append((chain.head, 0))
             if completions:
                 queue.push_many(completions)
@@ -296,7 +330,7 @@ class NetDevice(DeviceBackend):
         return queue.should_notify()
 
     def _parse_tx(self, chain: DescriptorChain, stats: NetStats) -> list[memoryview] | None:
-        """The frame's views into guest memory (not copied), or None if malformed."""
+        """Header and frame as views into guest memory (not copied), or None if malformed."""
         if chain.writable:
             stats.errors["tx_writable"] += 1
             return None
@@ -304,25 +338,35 @@ class NetDevice(DeviceBackend):
         if length < ETH_HLEN:
             stats.errors["tx_short"] += 1
             return None
-        if length > self.max_frame:
-            stats.errors["tx_oversize"] += 1
-            return None
-        first = chain.readable[0]
-        if first.nbytes > HDR_LEN:  # the usual layout: header and frame in one buffer
-            if first[0] or first[1]:  # flags, gso_type
-                stats.errors["tx_offload"] += 1  # never offered: CSUM, GSO
+        readable = chain.readable
+        first = readable[0]
+        # The usual case: header and frame in one buffer, no offload asked for.
+        if first.nbytes >= HDR_LEN + ETH_HLEN and not (first[0] or first[1]):
+            if length > self.max_frame:
+                stats.errors["tx_oversize"] += 1
                 return None
-            return [first[HDR_LEN:], *chain.readable[1:]]
-        header, frame = split_front(chain.readable, HDR_LEN)
-        flags, gso_type = _HDR_START.unpack(gather(header)[:2])
-        if flags or gso_type:
-            stats.errors["tx_offload"] += 1
+            return readable
+        header, frame = split_front(readable, HDR_LEN)
+        ethertype = gather(split_front(frame, ETH_HLEN)[0])[12:14]
+        reason = nh.check_tx(
+            gather(header), length, ethertype, self._host, max_frame=self.max_frame
+        )
+        if reason is not None:
+            stats.errors[f"tx_{reason}"] += 1
             return None
-        return frame
+        return readable
 
-    def _transmit(self, frame: list[memoryview], length: int, tap: int, stats: NetStats) -> None:
-        """Ask the hook for a verdict on a copy of the frame; write it if FORWARD."""
-        data = gather(frame)
+    def _transmit(self, views: list[memoryview], length: int, tap: int, stats: NetStats) -> None:
+        """Ask the hook for a verdict on a copy of the frame; write it if FORWARD.
+
+        The header is copied and checked again: the guest may have changed it
+        since ``_parse_tx`` looked, and what is written is what was checked.
+        """
+        header_views, frame_views = split_front(views, HDR_LEN)
+        header, data = gather(header_views), gather(frame_views)
+        if nh.check_tx(header, len(data), data[12:14], self._host, max_frame=self.max_frame):
+            stats.errors["tx_header_changed"] += 1
+            return
         try:
             verdict = self.hook.classify_tx(data)
         except Exception:  # a hook bug must not stop the ring
@@ -331,9 +375,10 @@ class NetDevice(DeviceBackend):
             return
         stats.verdicts[verdict.value] += 1
         if verdict is TxVerdict.FORWARD:
-            self._write_tap([memoryview(data)], length, tap, stats)
+            self._write_tap([memoryview(header), memoryview(data)], len(data), tap, stats)
 
     def _write_tap(self, frame: list[memoryview], length: int, tap: int, stats: NetStats) -> None:
+        """Write header + frame as one TAP frame (the TAP checks the header again)."""
         try:
             if len(frame) == 1:
                 os.write(tap, frame[0])
@@ -343,33 +388,55 @@ class NetDevice(DeviceBackend):
             stats.dropped["tap_full"] += 1
             return
         except OSError as exc:
-            stats.dropped["tap_down" if exc.errno == errno.EIO else "tap_error"] += 1
+            reason = {errno.EIO: "tap_down", errno.EINVAL: "tap_einval"}.get(
+                exc.errno or 0, "tap_error"
+            )
+            stats.dropped[reason] += 1
             return
         stats.frames += 1
         stats.bytes += length
 
     # -- RX ------------------------------------------------------------------------
 
-    def _next_frame(self, pair: int, stats: NetStats) -> bytes | memoryview | None:
-        """An injected frame, else one from the TAP as a view of the pair's scratch buffer.
+    def _next_frame(self, pair: int, stats: NetStats) -> bytearray | memoryview | None:
+        """Header + frame: an injected one, else one from the TAP (a view of the scratch buffer).
 
-        The view is only valid until the next call for this pair.
+        A TAP frame's header is checked against what the guest negotiated and
+        a bad one dropped and counted.  The view is only valid until the next
+        call for this pair.
         """
         if pair == 0 and self._injected:
             with self._inject_lock:
                 if self._injected:
                     return self._injected.popleft()
         rx = self._rx[pair]
-        try:
-            # readv into a preallocated buffer: os.read would allocate (and
-            # then shrink) a MAX_TAP_FRAME bytes object for every frame.
-            n = os.readv(self.tap_fds[pair], rx.scratch)
-            return rx.scratch_view[:n]
-        except BlockingIOError:
-            return None
-        except OSError as exc:  # e.g. EBADFD while the TAP is being torn down
-            stats.errors[f"tap_read_{errno.errorcode.get(exc.errno or 0, exc.errno)}"] += 1
-            return None
+        view = rx.scratch_view
+        while True:
+            try:
+                # readv into a preallocated buffer: os.read would allocate (and
+                # then shrink) a large bytes object for every frame.
+                n = os.readv(self.tap_fds[pair], rx.scratch)
+            except BlockingIOError:
+                return None
+            except OSError as exc:  # e.g. EBADFD while the TAP is being torn down
+                stats.errors[f"tap_read_{errno.errorcode.get(exc.errno or 0, exc.errno)}"] += 1
+                return None
+            if n < HDR_LEN + ETH_HLEN:
+                stats.dropped["rx_short"] += 1
+                continue
+            if view[0] or view[1]:
+                nh.clear_data_valid(view, self._guest)
+                reason = nh.check_rx(
+                    view[:HDR_LEN],
+                    n - HDR_LEN,
+                    view[HDR_LEN + 12 : HDR_LEN + 14].tobytes(),
+                    self._guest,
+                    max_frame=self.max_frame,
+                )
+                if reason is not None:
+                    stats.dropped[f"rx_{reason}"] += 1
+                    continue
+            return view[:n]
 
     def _process_rx(self, pair: int, queue: SplitQueue, stats: NetStats) -> bool:
         rx = self._rx[pair]
@@ -386,7 +453,7 @@ class NetDevice(DeviceBackend):
             if frame is None:
                 break
             if not self._receive(frame, queue, completions, stats, mergeable):
-                rx.pending = bytes(frame)  # the scratch buffer is reused
+                rx.pending = bytearray(frame)  # the scratch buffer is reused
                 # Out of buffers: re-arm kicks, then look once more (a buffer
                 # added before the re-arm was visible produces no kick).
                 had = queue.available()
@@ -407,14 +474,17 @@ class NetDevice(DeviceBackend):
 
     def _receive(
         self,
-        frame: bytes | memoryview,
+        data: bytearray | memoryview,
         queue: SplitQueue,
         completions: list[tuple[int, int]],
         stats: NetStats,
         mergeable: bool,
     ) -> bool:
-        """Place one frame; False (nothing consumed) when the ring has too few buffers."""
-        need = HDR_LEN + len(frame)
+        """Place one header + frame; False (nothing consumed) when the ring has too few buffers.
+
+        ``num_buffers`` is written into ``data``'s header once the chains are known.
+        """
+        need = len(data)
         start = queue.last_avail_idx
         chains: list[DescriptorChain] = []
         room = 0
@@ -448,20 +518,20 @@ class NetDevice(DeviceBackend):
             chains.append(chain)
             room += chain.writable_len
         stats.frames += 1
-        stats.bytes += len(frame)
+        stats.bytes += need - HDR_LEN
+        _NUM_BUFFERS.pack_into(data, 10, len(chains))
         first = chains[0].writable[0]
-        if len(chains) == 1 and first.nbytes >= need:  # the usual case: no gluing
-            first[:HDR_LEN] = _HDR_ONE_BUFFER
-            first[HDR_LEN:need] = frame
+        if len(chains) == 1 and first.nbytes >= need:  # the usual case: one copy
+            first[:need] = data
             completions.append((chains[0].head, need))
             return True
-        data = memoryview(_HDR.pack(0, 0, 0, 0, 0, 0, len(chains)) + frame)
+        source = memoryview(data)
         offset = 0
         for chain in chains:
             start_of_chain = offset
             for view in chain.writable:
                 n = min(view.nbytes, need - offset)
-                view[:n] = data[offset : offset + n]
+                view[:n] = source[offset : offset + n]
                 offset += n
                 if offset == need:
                     break

@@ -14,13 +14,14 @@ import os
 import socket
 import struct
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from offload.devices.net import CONFIG, HDR_LEN, S_LINK_UP, NetDevice
-from offload.network.hook import TxVerdict
+from offload.network.hook import NicHook, TxVerdict
 from offload.virtio import features as vf
 from offload.virtio.chain import F_NEXT, F_WRITE
 from tests.unit.offload.ringbuilder import Buf, DriverRing, GuestRam
@@ -48,24 +49,49 @@ class RecordingHook:
         self.deliver = deliver
 
 
-class Nic:
-    """A device, its fake TAP, and driver rings for RX (0) and TX (1)."""
+class TapOffloadRecorder:
+    """Stands in for ``Tap.set_offloads``: records every TUNSETOFFLOAD the device asks for."""
 
-    def __init__(self, *, mergeable: bool = True, hook: RecordingHook | None = None) -> None:
+    def __init__(self) -> None:
+        self.calls: list[tuple[bool, bool, bool]] = []
+
+    def __call__(self, *, csum: bool, tso4: bool, tso6: bool) -> None:
+        self.calls.append((csum, tso4, tso6))
+
+
+class Nic:
+    """A device, its fake TAP (frames behind a 12-byte vnet header), driver rings RX 0, TX 1."""
+
+    def __init__(
+        self,
+        *,
+        mergeable: bool = True,
+        hook: NicHook | None = None,
+        offloads: int = 0,
+        queue_size: int = 16,
+    ) -> None:
         self.ram = GuestRam()
         self.wire, tap = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         tap.setblocking(False)
         self.wire.setblocking(False)
+        self.wire.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
         self.tap = tap
-        self.hook = hook if hook is not None else RecordingHook()
-        self.dev = NetDevice(mac=MAC, tap_fds=[tap.fileno()], hook=self.hook, queue_size=16)
+        self.hook: Any = hook if hook is not None else RecordingHook()
+        self.tap_offloads = TapOffloadRecorder()
+        self.dev = NetDevice(
+            mac=MAC,
+            tap_fds=[tap.fileno()],
+            hook=self.hook,
+            queue_size=queue_size,
+            tap_offloads=self.tap_offloads,
+        )
         acked = vf.bit(vf.VERSION_1) | (vf.bit(vf.NET_MRG_RXBUF) if mergeable else 0)
-        self.dev.ack_features(acked)
+        self.dev.ack_features(acked | offloads)
         self.dev.queue_enabled(0, True)
         self.dev.queue_enabled(1, True)
-        self.rx = DriverRing(self.ram, size=16)
+        self.rx = DriverRing(self.ram, size=queue_size)
         half = self.ram.base_gpa + self.ram.region_size // 2
-        self.tx = DriverRing(self.ram, size=16, base_gpa=half)
+        self.tx = DriverRing(self.ram, size=queue_size, base_gpa=half)
         self.rxq = self.rx.device_queue()
         self.txq = self.tx.device_queue()
 
@@ -96,13 +122,23 @@ class Nic:
         self.tx.publish(head)
         return head
 
-    def wire_frames(self) -> list[bytes]:
+    def from_tap(self, frame: bytes, header: bytes = bytes(HDR_LEN)) -> None:
+        """A frame the kernel hands the device, behind its vnet header."""
+        self.wire.send(header + frame)
+
+    def wire_raw(self) -> list[bytes]:
+        """What the device wrote to the TAP: vnet header + frame each."""
         out = []
         while True:
             try:
-                out.append(self.wire.recv(65536))
+                out.append(self.wire.recv(1 << 17))
             except BlockingIOError:
                 return out
+
+    def wire_frames(self) -> list[bytes]:
+        raw = self.wire_raw()
+        assert all(r[:HDR_LEN] == bytes(HDR_LEN) for r in raw)
+        return [r[HDR_LEN:] for r in raw]
 
 
 @pytest.fixture
@@ -123,13 +159,11 @@ def test_offers_only_what_it_implements(nic: Nic) -> None:
     offered = nic.dev.features()
     for bit in (vf.VERSION_1, vf.NET_MRG_RXBUF, vf.NET_MAC, vf.NET_STATUS, vf.NET_MTU):
         assert vf.has(offered, bit)
-    for bit in (
-        vf.NET_CSUM,
-        vf.NET_GUEST_CSUM,
-        vf.NET_HOST_TSO4,
-        vf.NET_GUEST_TSO4,
-        vf.NET_CTRL_VQ,
-    ):
+    for bit in (vf.NET_CSUM, vf.NET_HOST_TSO4, vf.NET_HOST_TSO6):
+        assert vf.has(offered, bit)
+    for bit in (vf.NET_GUEST_CSUM, vf.NET_GUEST_TSO4, vf.NET_GUEST_TSO6):
+        assert vf.has(offered, bit)
+    for bit in (vf.NET_CTRL_VQ, vf.NET_HOST_ECN, vf.NET_HOST_UFO, vf.NET_GUEST_UFO):
         assert not vf.has(offered, bit)
     assert not vf.has(offered, vf.NET_MQ)  # one pair
     assert nic.dev.num_queues == 2
@@ -191,7 +225,8 @@ def test_tx_verdicts_other_than_forward_keep_frames_off_the_tap(
 
 def test_tx_malformed_chains_are_completed_and_counted(nic: Nic) -> None:
     short = nic.send(frame_of(5))
-    offload = nic.send(frame_of(60), header=bytes([1]) + bytes(HDR_LEN - 1))  # NEEDS_CSUM
+    # NEEDS_CSUM, but the driver did not negotiate CSUM
+    offload = nic.send(frame_of(60), header=HDR.pack(1, 0, 0, 0, 14, 6, 0))
     huge = nic.send(frame_of(9000))
     gpa = nic.tx.alloc(64)
     writable = nic.tx.add_chain([Buf(gpa, 64, writable=True)])
@@ -201,7 +236,7 @@ def test_tx_malformed_chains_are_completed_and_counted(nic: Nic) -> None:
     assert [h for h, _ in nic.tx.take_used()] == [short, offload, huge, writable, good]
     assert nic.wire_frames() == [frame_of(64)]
     errors = nic.dev.stats().errors
-    assert (errors["tx_short"], errors["tx_offload"], errors["tx_oversize"]) == (1, 1, 1)
+    assert (errors["tx_short"], errors["tx_flags"], errors["tx_oversize"]) == (1, 1, 1)
     assert errors["tx_writable"] == 1
 
 
@@ -211,7 +246,7 @@ def test_tx_malformed_chains_are_completed_and_counted(nic: Nic) -> None:
 def test_rx_merges_buffers_and_sets_num_buffers(nic: Nic) -> None:
     bufs = nic.post_rx(100, 100, 100, 100)
     frame = frame_of(250)
-    nic.wire.send(frame)
+    nic.from_tap(frame)
     assert nic.dev.process_queue(0, nic.rxq)
     used = nic.rx.take_used()
     assert [h for h, _ in used] == [h for h, _ in bufs[:3]]
@@ -227,8 +262,8 @@ def test_rx_without_mergeable_needs_one_big_enough_buffer() -> None:
     n = Nic(mergeable=False)
     try:
         n.post_rx(50)
-        n.wire.send(frame_of(100))  # does not fit: dropped, buffer kept
-        n.wire.send(frame_of(20, seed=7))
+        n.from_tap(frame_of(100))  # does not fit: dropped, buffer kept
+        n.from_tap(frame_of(20, seed=7))
         n.dev.process_queue(0, n.rxq)
         [(_head, used)] = n.rx.take_used()
         assert used == HDR_LEN + 20
@@ -242,7 +277,7 @@ def test_rx_without_mergeable_needs_one_big_enough_buffer() -> None:
 def test_rx_starves_without_buffers_and_resumes_with_the_same_frame(nic: Nic) -> None:
     nic.post_rx(64)
     frame = frame_of(300)
-    nic.wire.send(frame)
+    nic.from_tap(frame)
     nic.dev.process_queue(0, nic.rxq)
     assert nic.rx.take_used() == []  # 64 bytes cannot hold it: given back, frame pending
     assert nic.dev.queue_events(0) == ()  # starved: the TAP must not wake the worker
@@ -260,7 +295,7 @@ def tap_events_again(nic: Nic) -> bool:
 def test_injected_frames_reach_rx_first(nic: Nic) -> None:
     assert nic.hook.deliver is not None
     nic.post_rx(2048, 2048)
-    nic.wire.send(frame_of(60, seed=2))
+    nic.from_tap(frame_of(60, seed=2))
     nic.hook.deliver(frame_of(42, seed=9))
     nic.dev.process_queue(0, nic.rxq)
     used = nic.rx.take_used()
@@ -322,7 +357,7 @@ def test_hostile_rings_never_crash_or_escape(
             driver.set_desc(i, addr, length, flags & (F_NEXT | F_WRITE | 4), nxt)
         driver.publish(*heads)
         for size in frames:
-            n.wire.send(frame_of(size))
+            n.from_tap(frame_of(size))
         for _ in range(2):
             n.dev.process_queue(ring, queue)  # never raises
         assert n.ram.canaries_intact()
@@ -338,7 +373,7 @@ def test_hostile_rings_never_crash_or_escape(
 
 
 @SETTINGS
-@given(sizes=st.lists(st.integers(1, 700), min_size=1, max_size=12), frame=st.integers(0, 1500))
+@given(sizes=st.lists(st.integers(1, 700), min_size=1, max_size=12), frame=st.integers(14, 1500))
 def test_mergeable_fill_matches_the_frame_for_any_buffer_sizes(
     sizes: list[int], frame: int
 ) -> None:
@@ -346,7 +381,7 @@ def test_mergeable_fill_matches_the_frame_for_any_buffer_sizes(
     try:
         bufs = n.post_rx(*sizes)
         data = frame_of(frame, seed=frame)
-        n.wire.send(data)
+        n.from_tap(data)
         n.dev.process_queue(0, n.rxq)
         used = n.rx.take_used()
         if HDR_LEN + frame > sum(sizes):
@@ -368,7 +403,7 @@ def test_frames_never_leak_between_nics() -> None:
     try:
         a.post_rx(2048)
         b.post_rx(2048)
-        a.wire.send(frame_of(80, seed=3))
+        a.from_tap(frame_of(80, seed=3))
         a.dev.process_queue(0, a.rxq)
         b.dev.process_queue(0, b.rxq)
         assert len(a.rx.take_used()) == 1 and b.rx.take_used() == []
