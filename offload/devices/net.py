@@ -436,6 +436,9 @@ class NetDevice(DeviceBackend):
                 if reason is not None:
                     stats.dropped[f"rx_{reason}"] += 1
                     continue
+            elif n - HDR_LEN > self.max_frame:  # larger than the MTU, yet not GSO
+                stats.dropped["rx_oversize"] += 1
+                continue
             return view[:n]
 
     def _process_rx(self, pair: int, queue: SplitQueue, stats: NetStats) -> bool:

@@ -22,8 +22,10 @@ from hypothesis import strategies as st
 
 from offload.devices.net import CONFIG, HDR_LEN, S_LINK_UP, NetDevice
 from offload.network.hook import NicHook, TxVerdict
+from offload.network.services import NicServices
 from offload.virtio import features as vf
 from offload.virtio.chain import F_NEXT, F_WRITE
+from tests.unit.offload.network.guest import CARD_MAC, nic_config, tcp_frame
 from tests.unit.offload.ringbuilder import Buf, DriverRing, GuestRam
 
 MAC = bytes.fromhex("525400123456")
@@ -417,3 +419,205 @@ def test_device_close_releases_its_eventfd() -> None:
     n = Nic()
     n.close()
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+# --------------------------------------------------------------------------- offloads
+
+OFFLOADS = sum(
+    vf.bit(b)
+    for b in (
+        vf.NET_CSUM,
+        vf.NET_GUEST_CSUM,
+        vf.NET_HOST_TSO4,
+        vf.NET_HOST_TSO6,
+        vf.NET_GUEST_TSO4,
+        vf.NET_GUEST_TSO6,
+    )
+)
+TSO_PAYLOAD = 44 * 1460  # 64,240 bytes: one TSO frame instead of 44
+
+
+def tso_frame(*, src_ip: bytes = bytes([10, 8, 0, 5]), src_mac: bytes = MAC) -> tuple[bytes, bytes]:
+    """A guest's TCP/IPv4 TSO frame (pseudo-header checksum only) and its vnet header."""
+    payload = frame_of(TSO_PAYLOAD, seed=5)
+    ip = struct.pack(
+        "!BBHHHBBH4s4s",
+        0x45,
+        0,
+        40 + len(payload),
+        1,
+        0x4000,
+        64,
+        6,
+        0,
+        src_ip,
+        bytes([10, 8, 0, 9]),
+    )
+    tcp = struct.pack("!HHIIBBHHH", 40000, 80, 1, 0, 0x50, 0x18, 65535, 0x1234, 0)
+    frame = bytes(6) + src_mac + b"\x08\x00" + ip + tcp + payload
+    header = HDR.pack(1, 1, 54, 1460, 34, 16, 0)  # NEEDS_CSUM, GSO_TCPV4
+    return frame, header
+
+
+def test_negotiated_guest_offloads_go_to_the_tap_and_reset_clears_them() -> None:
+    n = Nic(offloads=OFFLOADS)
+    try:
+        assert n.tap_offloads.calls == [(True, True, True)]
+        n.dev.ack_features(vf.bit(vf.VERSION_1) | vf.bit(vf.NET_GUEST_TSO4))  # no GUEST_CSUM
+        assert n.tap_offloads.calls[-1] == (False, False, False)
+        n.dev.ack_features(vf.bit(vf.VERSION_1) | vf.bit(vf.NET_GUEST_CSUM))
+        assert n.tap_offloads.calls[-1] == (True, False, False)
+        n.dev.reset()
+        assert n.tap_offloads.calls[-1] == (False, False, False)
+    finally:
+        n.close()
+
+
+def test_without_a_tap_to_tell_guest_offloads_are_not_offered() -> None:
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    dev = NetDevice(mac=MAC, tap_fds=[a.fileno()])
+    try:
+        offered = dev.features()
+        assert vf.has(offered, vf.NET_CSUM) and vf.has(offered, vf.NET_HOST_TSO4)
+        assert not vf.has(offered, vf.NET_GUEST_CSUM) and not vf.has(offered, vf.NET_GUEST_TSO4)
+    finally:
+        dev.close()
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize("split", [0, 5000])
+def test_a_tso_frame_goes_to_the_tap_whole_with_its_header(split: int) -> None:
+    n = Nic(offloads=OFFLOADS, queue_size=16)
+    try:
+        frame, header = tso_frame()
+        head = n.send(frame, header=header, split=split)
+        n.dev.process_queue(1, n.txq)
+        assert n.wire_raw() == [header + frame]
+        assert n.tx.take_used() == [(head, 0)]
+        assert n.dev.stats(rx=False).bytes == len(frame)
+    finally:
+        n.close()
+
+
+@pytest.mark.parametrize("split", [0, 7, 12, 20])
+def test_a_partial_checksum_header_split_across_buffers_is_checked_and_kept(split: int) -> None:
+    n = Nic(offloads=OFFLOADS, queue_size=64)
+    try:
+        frame = frame_of(12) + b"\x08\x00" + frame_of(60)
+        good = HDR.pack(1, 0, 0, 0, 34, 16, 0)
+        bad = HDR.pack(1, 0, 0, 0, 34, 60, 0)  # checksum field past the end
+        n.send(frame, header=good, split=split)
+        n.send(frame, header=bad, split=split)
+        n.dev.process_queue(1, n.txq)
+        assert n.wire_raw() == [good + frame]
+        assert n.dev.stats().errors["tx_csum"] == 1
+    finally:
+        n.close()
+
+
+def test_offloads_the_guest_did_not_negotiate_are_dropped_and_counted(nic: Nic) -> None:
+    frame, header = tso_frame()
+    bad = nic.send(frame, header=header)  # no HOST_TSO4, no CSUM
+    good = nic.send(frame_of(60))
+    nic.dev.process_queue(1, nic.txq)
+    assert [h for h, _ in nic.tx.take_used()] == [bad, good]
+    assert nic.wire_frames() == [frame_of(60)]
+    assert nic.dev.stats().errors["tx_flags"] == 1
+
+
+def test_a_gso_frame_from_the_tap_spreads_over_buffers_with_num_buffers() -> None:
+    n = Nic(offloads=OFFLOADS, queue_size=64)
+    try:
+        bufs = n.post_rx(*[2048] * 40)
+        frame, _ = tso_frame()
+        header = HDR.pack(1, 1, 54, 1460, 34, 16, 0)  # the kernel leaves num_buffers alone
+        n.from_tap(frame, header)
+        n.dev.process_queue(0, n.rxq)
+        used = n.rx.take_used()
+        need = HDR_LEN + len(frame)
+        assert len(used) == -(-need // 2048) == 32
+        assert [length for _, length in used] == [2048] * 31 + [need - 31 * 2048]
+        got = b"".join(
+            n.ram.read(gpa, length) for (_, gpa), (_, length) in zip(bufs, used, strict=False)
+        )
+        assert HDR.unpack(got[:HDR_LEN]) == (1, 1, 54, 1460, 34, 16, 32)
+        assert got[HDR_LEN:] == frame
+        assert n.ram.canaries_intact()
+    finally:
+        n.close()
+
+
+@pytest.mark.parametrize(
+    ("acked", "header", "dropped"),
+    [
+        (0, HDR.pack(1, 1, 54, 1460, 34, 16, 0), "rx_flags"),  # no GUEST_CSUM
+        (vf.bit(vf.NET_GUEST_CSUM), HDR.pack(1, 1, 54, 1460, 34, 16, 0), "rx_gso_type"),
+        (OFFLOADS, HDR.pack(1, 3, 42, 1472, 34, 6, 0), "rx_gso_type"),  # UFO never offered
+        (OFFLOADS, HDR.pack(1, 0, 0, 0, 34, 65_000, 0), "rx_csum"),
+        (OFFLOADS, HDR.pack(0, 0, 0, 0, 0, 0, 0), "rx_oversize"),  # 64 KiB without GSO
+    ],
+)
+def test_rx_headers_the_guest_cannot_take_are_dropped(
+    acked: int, header: bytes, dropped: str
+) -> None:
+    n = Nic(offloads=acked, queue_size=64)
+    try:
+        n.post_rx(*[2048] * 40)
+        n.from_tap(tso_frame()[0], header)
+        n.from_tap(frame_of(60))
+        n.dev.process_queue(0, n.rxq)
+        assert [length for _, length in n.rx.take_used()] == [HDR_LEN + 60]
+        assert n.dev.stats().dropped[dropped] == 1
+    finally:
+        n.close()
+
+
+def test_data_valid_reaches_the_guest_only_with_guest_csum() -> None:
+    for acked, flags in ((OFFLOADS, 2), (0, 0)):
+        n = Nic(offloads=acked)
+        try:
+            n.post_rx(2048)
+            n.from_tap(frame_of(60), HDR.pack(2, 0, 0, 0, 0, 0, 0))
+            n.dev.process_queue(0, n.rxq)
+            [(_, length)] = n.rx.take_used()
+            assert length == HDR_LEN + 60
+            assert HDR.unpack(n.ram.read(n.rx.data_gpa, HDR_LEN))[0] == flags
+        finally:
+            n.close()
+
+
+def test_card_services_check_a_tso_frame_like_any_other() -> None:
+    services = NicServices(nic_config(mac="52:54:00:12:34:56"))
+    n = Nic(offloads=OFFLOADS, hook=services, queue_size=16)
+    try:
+        good, header = tso_frame()
+        spoofed_ip, _ = tso_frame(src_ip=bytes([10, 8, 0, 99]))
+        spoofed_mac, _ = tso_frame(src_mac=bytes.fromhex("525400999999"))
+        for frame in (good, spoofed_ip, spoofed_mac):
+            n.send(frame, header=header)
+        n.dev.process_queue(1, n.txq)
+        assert n.wire_raw() == [header + good]  # the header travels with the checked copy
+        assert services.dropped_spoofed == 2 and services.forwarded == 1
+    finally:
+        n.close()
+
+
+def test_a_partial_checksum_frame_to_the_metadata_service_is_answered() -> None:
+    services = NicServices(nic_config(mac="52:54:00:12:34:56"))
+    n = Nic(offloads=OFFLOADS, hook=services, queue_size=16)
+    try:
+        n.post_rx(2048, 2048)
+        syn = tcp_frame(40001, 100, 0, 0x02)
+        syn = CARD_MAC + syn[6:]
+        # NEEDS_CSUM: the checksum field holds garbage the device would complete
+        syn = syn[: 14 + 20 + 16] + b"\xab\xcd" + syn[14 + 20 + 18 :]
+        n.send(syn, header=HDR.pack(1, 0, 0, 0, 34, 16, 0))
+        n.dev.process_queue(1, n.txq)
+        n.dev.process_queue(0, n.rxq)
+        [(_, length)] = n.rx.take_used()
+        reply = n.ram.read(n.rx.data_gpa, length)[HDR_LEN:]
+        assert reply[23] == 6 and reply[14 + 20 + 13] == 0x12  # TCP SYN-ACK from the card
+        assert services.consumed == 1 and n.wire_raw() == []
+    finally:
+        n.close()

@@ -121,7 +121,7 @@ def test_an_accepted_header_keeps_every_rule(
     assert not flags & ~allowed
     assert not flags or negotiated.csum
     if flags & nh.F_NEEDS_CSUM:
-        assert 14 <= start and start + offset + 2 <= length
+        assert start >= 14 and start + offset + 2 <= length
     assert hdr_len <= length
     if gso == nh.GSO_NONE:
         assert length <= MAX
