@@ -2,7 +2,8 @@
 
 Written from RFC 793/1071 for tests and benchmarks, sharing no code with the
 card.  ``GuestTcp`` is one IPv4 connection from the guest's address to a peer
-(no options but MSS, no window scaling, so at most 64 KiB are in flight):
+(options: MSS, and window scaling with a shift of 0, so the peer may open
+a large window towards it while its own stays at 64 KiB):
 
 * ``connect()``: SYN, wait for SYN-ACK, ACK;
 * ``send(data, tso=...)``: cuts the stream into frames of ``mss`` bytes, or,
@@ -68,6 +69,24 @@ def _fold(total: int) -> int:
     return total
 
 
+def _window_shift(options: bytes) -> int:
+    """The window scale option's shift in a SYN's options (0 without one), bounded walk."""
+    i = 0
+    while i < len(options):
+        kind = options[i]
+        if kind == 0:
+            break
+        if kind == 1:
+            i += 1
+            continue
+        if i + 1 >= len(options) or options[i + 1] < 2:
+            break
+        if kind == 3 and options[i + 1] == 3 and i + 2 < len(options):
+            return min(options[i + 2], 14)
+        i += options[i + 1]
+    return 0
+
+
 class GuestTcp:
     """One TCP connection played by the guest through a ``VhostUserNetFrontend``."""
 
@@ -95,6 +114,7 @@ class GuestTcp:
         self.snd_una = self.snd_nxt
         self.rcv_nxt = 0
         self.peer_window = 0
+        self.peer_shift = 0
         self.received = bytearray()
         self.peer_fin = False
         self.frames_sent = 0
@@ -107,7 +127,9 @@ class GuestTcp:
 
     def _frame(self, seq: int, flags: int, payload: bytes = b"", *, gso: bool = False) -> bytes:
         """Virtio-net header + ethernet/IPv4/TCP frame carrying ``payload`` at ``seq``."""
-        options = struct.pack("!BBH", 2, 4, self.mss) if flags & SYN else b""
+        # MSS, and window scaling with a shift of 0: the peer may scale its
+        # window (many frames in flight towards it), ours stays at 64 KiB.
+        options = struct.pack("!BBHBBBB", 2, 4, self.mss, 1, 3, 3, 0) if flags & SYN else b""
         tcp_len = TCP_HLEN + len(options) + len(payload)
         self._ip_id = (self._ip_id + 1) & 0xFFFF
         ip = _IP.pack(
@@ -170,6 +192,7 @@ class GuestTcp:
         payload = tcp[(offset >> 4) * 4 :]
         if flags & SYN:
             self.rcv_nxt = (seq + 1) & 0xFFFFFFFF
+            self.peer_shift = _window_shift(tcp[TCP_HLEN : (offset >> 4) * 4])
         elif seq == self.rcv_nxt:
             self.received += payload
             self.rcv_nxt = (self.rcv_nxt + len(payload)) & 0xFFFFFFFF
@@ -181,7 +204,7 @@ class GuestTcp:
             and 0 < (ack - self.snd_una) & 0xFFFFFFFF <= (self.snd_nxt - self.snd_una) & 0xFFFFFFFF
         ):
             self.snd_una = ack
-        self.peer_window = window
+        self.peer_window = window if flags & SYN else window << self.peer_shift
         return True
 
     def _deadline(self) -> float:
