@@ -90,6 +90,7 @@ from bench.net_report import (
     FRAME_SIZES,
     RUN_HEADER,
     Backend,
+    CaseSummary,
     Direction,
     RunResult,
     SendResult,
@@ -649,7 +650,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tmpdir", default="/tmp", help="where sockets and logs live")
     p.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "net.json")
     p.add_argument("--markdown", type=Path, default=REPO / "docs" / "benchmarks.md")
+    p.add_argument(
+        "--render",
+        type=Path,
+        metavar="JSON",
+        help="only rewrite the Markdown section from a results file this script wrote",
+    )
     args = p.parse_args(argv)
+    if args.render is not None:
+        stored: dict[str, Any] = json.loads(args.render.read_text())
+        cases = [CaseSummary(**c) for c in stored["summary"]]
+        body = render_markdown(stored, cases)
+        write_section("net", "Network (bench/net.py)", body, doc=args.markdown)
+        return 0
     if os.geteuid() != 0:
         p.error("needs root (network namespace, TAP)")
     find_testpmd()

@@ -174,8 +174,8 @@ def _render_pps(report: dict[str, Any], summaries: list[CaseSummary]) -> list[st
         "a `net_virtio_user0` port on `--no-huge` (memfd) memory, forwarding on CPU 1; "
         "back-end on CPU 0.  Back-ends: `offload-net` (vhost-user <-> TAP); `dpdk-vhost` "
         "(testpmd `net_vhost0` in `rxonly`/`txonly`: frames dropped or generated in "
-        "userspace, the issue's reference); `dpdk-vhost-tap` (testpmd `net_vhost0` + "
-        "`net_tap` in `io` forwarding: offload-net's job done by DPDK).  Guest TX = "
+        "userspace, for scale); `dpdk-vhost-tap` (testpmd `net_vhost0` + "
+        "`net_tap` in `io` forwarding: offload-net's job done by DPDK, the reference).  Guest TX = "
         "front-end `txonly` to the back-end; guest RX = back-end to front-end `rxonly` "
         "(the TAP back-ends' frames come from a testpmd `net_tap` generator bridged to "
         "their TAP, on CPU 1; offered = its rate).  Packets/s "
@@ -195,6 +195,16 @@ def _render_pps(report: dict[str, Any], summaries: list[CaseSummary]) -> list[st
             f"| {s.pps_min:,.0f}-{s.pps_max:,.0f} | {s.gbit_s:.2f} "
             f"| {s.backend_cpu_us_per_pkt:.2f} | {s.backend_cpu_util * 100:.0f} | {offered} |"
         )
+    shares = [s.backend_cpu_util for s in summaries]
+    if shares and min(shares) < 0.9:
+        lines += [
+            "",
+            f"The back-ends got {min(shares) * 100:.0f}-{max(shares) * 100:.0f}% of a CPU "
+            "(medians per case): the machine was loaded, so packet rates follow the CPU "
+            "share each back-end got and move a lot between runs; the CPU per packet is "
+            "the comparison that holds (if both had a whole CPU, the packet-rate ratio would "
+            "be about the inverse of the CPU-per-packet ratio).",
+        ]
     if report["comparison"]:
         lines += [
             "",
@@ -294,10 +304,13 @@ def render_send(report: dict[str, Any]) -> list[str]:
         f"`bench/net_send.py`, {p['send_runs']} rounds of {p['send_seconds']} s per mode, modes "
         "alternating: the guest (the Python front-end of `offload.testing` with its small "
         "TCP, on CPU 1) sends a stream in 64,240-byte pieces (44 x 1460 MSS) to a kernel "
-        "socket on the offload-net TAP's bridge (same namespace), window 64 KiB (no "
-        "scaling); MiB/s acknowledged by the peer, medians (min-max).  offload-net runs on "
+        "socket on the offload-net TAP's bridge (same namespace); MiB/s acknowledged by "
+        "the peer, medians (min-max).  offload-net runs on "
         "CPU 0; CPU ms per MiB is its utime+stime (the kernel's TAP and TCP receive path "
-        "included, it runs in offload-net's write) and the front-end thread's.",
+        "included, it runs in offload-net's write) and the front-end thread's.  The guest "
+        "offers window scaling with a shift of 0, so the peer's window may pass 64 KiB "
+        "(several TSO frames in flight); without offloads the guest also computes every "
+        "checksum in Python, which is why its own CPU per MiB is shown.",
         "",
         "| guest features | MiB/s | min-max | frames per MiB | offload-net CPU ms/MiB "
         "| front-end CPU ms/MiB | vs no offloads (medians) | paired runs |",

@@ -8,33 +8,49 @@ when there are several pairs).  There is no control queue: with a
 itself and hands the back-end only the data rings.  The config struct here
 serves other front-ends (the test driver in ``offload.testing``).
 
-Every frame carries the 12-byte ``virtio_net_hdr_v1`` (VERSION_1 is required).
-No checksum or segmentation offload is offered, so a TX header must be all
-zero (flags, gso_type) and an RX header is written as zeros plus
-``num_buffers``; the TAP is opened without ``IFF_VNET_HDR`` and gives and takes
-plain, complete ethernet frames.
+Every frame carries the 12-byte ``virtio_net_hdr_v1`` (VERSION_1 is required),
+on the ring and on the TAP alike: the TAP is opened with ``IFF_VNET_HDR`` and
+a 12-byte header size, so the header travels between ring and TAP as it is.
+Offered offloads: CSUM and HOST_TSO4/6 (the guest may send partial checksums
+and 64 KiB TCP frames; the kernel completes and segments them), and, when
+the device was given ``tap_offloads`` (``Tap.set_offloads``), GUEST_CSUM
+and GUEST_TSO4/6: on SET_FEATURES the device tells the TAP (TUNSETOFFLOAD)
+to hand it exactly what the guest negotiated.  No ECN, UFO or USO.
+``net_header`` holds the rules a header must keep.
 
 TX (``_process_tx``), per chain: *parse* the header and the frame from the
-readable buffers (a writable buffer, a short or oversized frame, or offload
-flags we never offered make the chain malformed); *execute*: the NIC hook
-(``classify_tx``) decides FORWARD (one ``os.write`` to the TAP), CONSUMED (a
-card service answered) or DROP (spoofing); *complete* with used len 0.  A TAP
-that is full (EAGAIN) or down drops the frame; every outcome is counted.
+readable buffers (a writable buffer, a short frame, or a header breaking
+``net_header.check_tx``: an offload not negotiated, a checksum field outside
+the frame, a GSO frame without NEEDS_CSUM or gso_size, an oversized frame,
+make the chain malformed; the common all-zero header in a single buffer is
+checked inline); *execute*: the NIC hook (``classify_tx``, given the frame
+without its header) decides FORWARD (one ``os.write`` of header + frame to
+the TAP), CONSUMED (a card service answered) or DROP (spoofing); with a hook
+the header and frame are copied and the header checked again on the copy,
+so what is written is what was checked; *complete* with used len 0.  A TAP
+that is full (EAGAIN), down or refusing the header (EINVAL) drops the frame;
+every outcome is counted.  The ring is drained before the driver is
+notified (plus a notification every ``COMPLETION_BATCH`` completions).
 
 RX (``_process_rx``), per frame: frames come first from the hook's
-``deliver`` queue (pair 0 only), then from the TAP.  *Parse*: pop chains until
-their writable bytes hold header + frame (one chain without MRG_RXBUF; as many
-as needed with it); a chain with readable buffers or no room is malformed and
-returned with used len 0.  If the ring runs dry mid-frame the popped chains
-are given back by rewinding ``last_avail_idx`` and the frame waits (``pending``)
-for the driver to add buffers; the ring is then *starved*: ``queue_events``
-stops naming the TAP (a readable TAP must not spin the worker) and kicks are
-re-armed so the driver's next buffer wakes us.  Without MRG_RXBUF a frame that
-does not fit one chain is dropped (counted) and the chain kept.  *Execute*:
-header (``num_buffers`` = chains used) and frame are copied into the views;
-*complete*: one used element per chain with the bytes it received, pushed
-every ``COMPLETION_BATCH`` frames and at the end.  At most ``RX_BUDGET``
-frames per call, so a flooding TAP cannot hold a ring's worker forever.
+``deliver`` queue (pair 0 only, given a header with no offload), then from
+the TAP, whose header is checked against what the guest negotiated
+(``check_rx``; DATA_VALID is cleared for a guest without GUEST_CSUM) and a
+bad one dropped and counted.  *Parse*: pop chains until their writable bytes
+hold header + frame (one chain without MRG_RXBUF; as many as needed with it,
+so a 64 KiB GSO frame spreads over many small buffers); a chain with
+readable buffers or no room is malformed and returned with used len 0.  If
+the ring runs dry mid-frame the popped chains are given back by rewinding
+``last_avail_idx`` and the frame waits (``pending``) for the driver to add
+buffers; the ring is then *starved*: ``queue_events`` stops naming the TAP
+(a readable TAP must not spin the worker) and kicks are re-armed so the
+driver's next buffer wakes us.  Without MRG_RXBUF a frame that does not fit
+one chain is dropped (counted) and the chain kept.  *Execute*: ``num_buffers``
+(chains used) is written into the header, header and frame are copied into
+the views; *complete*: one used element per chain with the bytes it
+received, pushed every ``COMPLETION_BATCH`` frames and at the end.  At most
+``RX_BUDGET`` frames per wake-up, so a flooding TAP cannot hold a ring's
+worker forever.
 
 A broken ring (``GuestRingError``) marks the device NEEDS_RESET; a broken
 chain (``GuestDescriptorError``) is returned with used len 0 and counted.
