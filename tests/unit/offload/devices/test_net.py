@@ -14,6 +14,7 @@ import os
 import socket
 import struct
 from collections.abc import Callable, Iterator
+from ipaddress import IPv6Interface
 from typing import Any
 
 import pytest
@@ -25,7 +26,14 @@ from offload.network.hook import NicHook, TxVerdict
 from offload.network.services import NicServices
 from offload.virtio import features as vf
 from offload.virtio.chain import F_NEXT, F_WRITE
-from tests.unit.offload.network.guest import CARD_MAC, nic_config, tcp_frame
+from tests.unit.offload.network.guest import (
+    CARD_MAC,
+    NIC_IP6,
+    PEER_IP6,
+    ipv6,
+    nic_config,
+    tcp_frame,
+)
 from tests.unit.offload.ringbuilder import Buf, DriverRing, GuestRam
 
 MAC = bytes.fromhex("525400123456")
@@ -632,5 +640,25 @@ def test_a_partial_checksum_frame_to_the_metadata_service_is_answered() -> None:
         reply = n.ram.read(n.rx.data_gpa, length)[HDR_LEN:]
         assert reply[23] == 6 and reply[14 + 20 + 13] == 0x12  # TCP SYN-ACK from the card
         assert services.consumed == 1 and n.wire_raw() == []
+    finally:
+        n.close()
+
+
+def test_card_services_check_an_ipv6_tso_frame_like_any_other() -> None:
+    services = NicServices(
+        nic_config(mac="52:54:00:12:34:56", ipv6=(IPv6Interface(f"{NIC_IP6}/64"),))
+    )
+    n = Nic(offloads=OFFLOADS, hook=services, queue_size=16)
+    try:
+        tcp = struct.pack("!HHIIBBHHH", 40000, 80, 1, 0, 0x50, 0x18, 65535, 0x1234, 0)
+        payload = tcp + frame_of(TSO_PAYLOAD, seed=3)
+        header = HDR.pack(1, 4, 74, 1440, 54, 16, 0)  # NEEDS_CSUM, GSO_TCPV6
+        good = bytes(6) + MAC + b"\x86\xdd" + ipv6(payload, 6, src=NIC_IP6, dst=PEER_IP6)
+        spoofed = bytes(6) + MAC + b"\x86\xdd" + ipv6(payload, 6, src=PEER_IP6, dst=NIC_IP6)
+        n.send(good, header=header)
+        n.send(spoofed, header=header)
+        n.dev.process_queue(1, n.txq)
+        assert n.wire_raw() == [header + good]
+        assert services.dropped_spoofed == 1 and services.forwarded == 1
     finally:
         n.close()
