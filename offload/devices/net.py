@@ -452,7 +452,7 @@ class NetDevice(DeviceBackend):
                     return self._injected.popleft()
         rx = self._rx[pair]
         view = rx.scratch_view
-        while True:
+        for _ in range(RX_BUDGET):  # bounded even if every frame is dropped
             try:
                 # readv into a preallocated buffer: os.read would allocate (and
                 # then shrink) a large bytes object for every frame.
@@ -481,6 +481,7 @@ class NetDevice(DeviceBackend):
                 stats.dropped["rx_oversize"] += 1
                 continue
             return view[:n]
+        return None
 
     def _process_rx(self, pair: int, queue: SplitQueue, stats: NetStats) -> bool:
         rx = self._rx[pair]
