@@ -13,7 +13,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CACHE ?= $(CURDIR)/.cache
 GUEST_DIR := $(CACHE)/guest
-SYSTEM_PACKAGES := qemu-system-x86 qemu-utils busybox-static cpio iproute2 iputils-ping etcd-server ovmf grub-efi-amd64-bin mtools dosfstools fdisk prometheus openssl dpdk dpdk-dev zsh curl \
+SYSTEM_PACKAGES := qemu-system-x86 qemu-utils busybox-static cpio iproute2 iputils-ping etcd-server ovmf grub-efi-amd64-bin mtools dosfstools fdisk prometheus openssl dpdk dpdk-dev zsh curl ethtool \
 	ceph-mon ceph-osd python3-rados python3-rbd qemu-block-extra
 PROTO_SRC := $(wildcard protos/bmaas/v1/*.proto)
 

@@ -90,13 +90,17 @@ from bench.net_report import (
     FRAME_SIZES,
     RUN_HEADER,
     Backend,
+    CaseSummary,
     Direction,
     RunResult,
+    SendResult,
     compare,
     render_markdown,
     run_row,
     summarize,
+    summarize_send,
 )
+from bench.net_send import SEND_MODES, SendBench
 from tools.region.netns import NetNamespace
 
 BACKEND_CPU = 0  # offload-net, and the DPDK back-end's forwarding lcore
@@ -372,6 +376,7 @@ class _Bench:
         self.args = args
         self.workdir = workdir
         self.results: list[RunResult] = []
+        self.send_results: list[SendResult] = []
         self.failures: dict[str, str] = {}
         self.ns: NetNamespace | None = None
         self.offload: OffloadNet | None = None
@@ -418,11 +423,45 @@ class _Bench:
         ns.run("ip", "link", "set", tap, "master", bridge)
 
     def run(self) -> None:
-        for frame in self.args.frames:
-            for direction in self.args.directions:
-                for i in range(self.args.runs):
-                    for backend in self.args.backends:
-                        self._run(backend, direction, frame, i)
+        if "pps" in self.args.parts:
+            for frame in self.args.frames:
+                for direction in self.args.directions:
+                    for i in range(self.args.runs):
+                        for backend in self.args.backends:
+                            self._run(backend, direction, frame, i)
+        if "send" in self.args.parts:
+            self._run_send()
+
+    def _run_send(self) -> None:
+        """The 64 KiB send case (``bench.net_send``), modes alternating per round."""
+        offload = self._offload_net()
+        sender = SendBench(
+            netns=self._namespace().name,
+            bridge=BRIDGE,
+            socket_path=offload.socket_path,
+            guest_mac=GUEST_MAC,
+            frontend_cpu=FRONTEND_CPU,
+            backend_cpu_seconds=offload.cpu_seconds,
+        )
+        try:
+            for i in range(self.args.send_runs):
+                for mode in SEND_MODES:
+                    name = f"send {mode} run {i + 1}"
+                    try:
+                        res = sender.run(mode, i, self.args.send_seconds)
+                    except (OSError, RuntimeError, AssertionError) as exc:
+                        self.failures[name] = f"{type(exc).__name__}: {exc}"
+                        print(f"| {name}: FAILED: {self.failures[name]} |", flush=True)
+                        continue
+                    print(
+                        f"| send | {mode} | run {res.run} | {res.mib_per_s:.1f} MiB/s "
+                        f"| {res.frames_per_mib:.0f} frames/MiB "
+                        f"| {res.backend_cpu_ms_per_mib:.2f} ms/MiB |",
+                        flush=True,
+                    )
+                    self.send_results.append(res)
+        finally:
+            sender.close()
 
     def _run(self, backend: Backend, direction: Direction, frame: int, index: int) -> None:
         name = f"{backend} {direction} {frame} B run {index + 1}"
@@ -600,10 +639,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=_csv(int, FRAME_SIZES), default=list(FRAME_SIZES))
     p.add_argument("--directions", type=_csv(str, DIRECTIONS), default=list(DIRECTIONS))
     p.add_argument("--backends", type=_csv(str, BACKENDS), default=list(BACKENDS))
+    p.add_argument(
+        "--parts",
+        type=_csv(str, ("pps", "send")),
+        default=["pps", "send"],
+        help="pps: packet rates against DPDK; send: 64 KiB TCP sends with and without TSO",
+    )
+    p.add_argument("--send-seconds", type=float, default=3.0, help="seconds per send run")
+    p.add_argument("--send-runs", type=int, default=5, help="rounds of the send modes")
     p.add_argument("--tmpdir", default="/tmp", help="where sockets and logs live")
     p.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "net.json")
     p.add_argument("--markdown", type=Path, default=REPO / "docs" / "benchmarks.md")
+    p.add_argument(
+        "--render",
+        type=Path,
+        metavar="JSON",
+        help="only rewrite the Markdown section from a results file this script wrote",
+    )
     args = p.parse_args(argv)
+    if args.render is not None:
+        stored: dict[str, Any] = json.loads(args.render.read_text())
+        cases = [CaseSummary(**c) for c in stored["summary"]]
+        body = render_markdown(stored, cases)
+        write_section("net", "Network (bench/net.py)", body, doc=args.markdown)
+        return 0
     if os.geteuid() != 0:
         p.error("needs root (network namespace, TAP)")
     find_testpmd()
@@ -628,8 +687,12 @@ def main(argv: list[str] | None = None) -> int:
             "queue_size": QUEUE_SIZE,
             "backend_cpu": BACKEND_CPU,
             "frontend_cpu": FRONTEND_CPU,
+            "send_seconds": args.send_seconds,
+            "send_runs": args.send_runs,
         },
         "summary": [asdict(s) for s in summaries],
+        "send_summary": summarize_send(bench.send_results),
+        "send_results": [asdict(r) for r in bench.send_results],
         "comparison": compare(summaries, bench.results),
         "runs": [asdict(r) for r in bench.results],
         "failures": bench.failures,

@@ -384,6 +384,7 @@ class NetService:
                 mtu=self.mtu,
                 hook=self.hook,
                 queue_size=self.queue_size,
+                tap_offloads=self.tap.set_offloads,
             )
             self.server = VhostUserServer(self.device, self.socket_path).start()
         except BaseException:

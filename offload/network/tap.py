@@ -9,13 +9,17 @@ the object remembers that it created it; ``close()`` deletes only such an
 interface, so a TAP the operator or the agent made survives us.
 
 Each queue pair gets its own fd: ``/dev/net/tun`` opened ``O_NONBLOCK`` and
-attached with ``TUNSETIFF`` (``IFF_TAP | IFF_NO_PI``, plus ``IFF_MULTI_QUEUE``
-for several queues, in which case the kernel spreads flows across the fds).
-That ioctl is the one thing netlink cannot do.  ``IFF_VNET_HDR`` is *not*
-set: the device offers no checksum or segmentation offload, so every frame
-the kernel hands us is complete and checksummed, and a frame we write needs
-no header either.  ``open()`` then sets the MTU (when given) and brings the
-link up, both through netlink.
+attached with ``TUNSETIFF`` (``IFF_TAP | IFF_NO_PI | IFF_VNET_HDR``, plus
+``IFF_MULTI_QUEUE`` for several queues, in which case the kernel spreads
+flows across the fds).  That ioctl is the one thing netlink cannot do.
+Every frame read or written then starts with a virtio-net header; its size
+is set to the 12 bytes of ``virtio_net_hdr_v1`` with ``TUNSETVNETHDRSZ``
+(the kernel reads and writes the first 10, the ``num_buffers`` field is
+ours).  Until ``set_offloads`` says otherwise (``TUNSETOFFLOAD``: partial
+checksums, TSO for IPv4 and IPv6) the kernel hands us only complete,
+checksummed frames; what we write may ask for checksum and segmentation
+offload at any time, and the kernel validates that header itself.  ``open()``
+then sets the MTU (when given) and brings the link up, both through netlink.
 
 The fds are read and written by the device's queue threads; ``Tap`` only owns
 their lifetime.  Errors are ``TapError`` (a ``NetworkError``), with the
@@ -36,18 +40,44 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from offload.network.errors import NetworkError
 
-__all__ = ["IFF_MULTI_QUEUE", "IFF_NO_PI", "IFF_TAP", "Tap", "TapError"]
+__all__ = [
+    "IFF_MULTI_QUEUE",
+    "IFF_NO_PI",
+    "IFF_TAP",
+    "IFF_VNET_HDR",
+    "TUN_F_CSUM",
+    "TUN_F_TSO4",
+    "TUN_F_TSO6",
+    "VNET_HDR_SIZE",
+    "Tap",
+    "TapError",
+    "offload_flags",
+]
 
 TUNSETIFF: Final = 0x400454CA  # _IOW('T', 202, int), x86-64
+TUNSETOFFLOAD: Final = 0x400454D0  # _IOW('T', 208, unsigned int)
+TUNSETVNETHDRSZ: Final = 0x400454D8  # _IOW('T', 216, int)
 IFF_TAP: Final = 0x0002
 IFF_NO_PI: Final = 0x1000
+IFF_VNET_HDR: Final = 0x4000
 IFF_MULTI_QUEUE: Final = 0x0100
+TUN_F_CSUM: Final = 0x01
+TUN_F_TSO4: Final = 0x02
+TUN_F_TSO6: Final = 0x04
+VNET_HDR_SIZE: Final = 12  # struct virtio_net_hdr_v1
 IFNAMSIZ: Final = 16
 _TUN_DEVICE: Final = "/dev/net/tun"
 
 
 class TapError(NetworkError):
     """A TAP device could not be created, opened, configured or removed."""
+
+
+def offload_flags(*, csum: bool, tso4: bool, tso6: bool) -> int:
+    """``TUNSETOFFLOAD`` flags; the kernel ignores TSO without partial checksums."""
+    if not csum:
+        return 0
+    return TUN_F_CSUM | (TUN_F_TSO4 if tso4 else 0) | (TUN_F_TSO6 if tso6 else 0)
 
 
 class Tap:
@@ -63,6 +93,7 @@ class Tap:
         self.mtu = mtu
         self.created = False
         self.fds: list[int] = []
+        self.offload_flags = 0  # the last TUNSETOFFLOAD
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -114,6 +145,16 @@ class Tap:
     ) -> None:
         self.close()
 
+    def set_offloads(self, *, csum: bool, tso4: bool, tso6: bool) -> None:
+        """Tell the kernel which offloaded frames (partial checksum, TSO) we may read."""
+        flags = offload_flags(csum=csum, tso4=tso4, tso6=tso6)
+        for fd in self.fds:
+            try:
+                fcntl.ioctl(fd, TUNSETOFFLOAD, flags)
+            except OSError as exc:
+                raise TapError(f"tap {self.name}: TUNSETOFFLOAD failed: {exc.strerror}") from exc
+        self.offload_flags = flags
+
     # -- state ----------------------------------------------------------------
 
     def is_up(self) -> bool:
@@ -139,7 +180,7 @@ class Tap:
         return int(found[0])
 
     def _attach(self) -> int:
-        flags = IFF_TAP | IFF_NO_PI | (IFF_MULTI_QUEUE if self.queues > 1 else 0)
+        flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | (IFF_MULTI_QUEUE if self.queues > 1 else 0)
         ifr = struct.pack("16sH22x", self.name.encode(), flags)
         try:
             fd = os.open(_TUN_DEVICE, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -153,4 +194,12 @@ class Tap:
                 " (an existing TAP with other flags, e.g. multi_queue?)" if exc.errno == 22 else ""
             )
             raise TapError(f"tap {self.name}: TUNSETIFF failed: {exc.strerror}{hint}") from exc
+        try:
+            # The header size and the offloads belong to the interface, not
+            # the fd: a TAP we did not create may come with old settings.
+            fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", VNET_HDR_SIZE))
+            fcntl.ioctl(fd, TUNSETOFFLOAD, 0)
+        except OSError as exc:
+            os.close(fd)
+            raise TapError(f"tap {self.name}: vnet header setup failed: {exc.strerror}") from exc
         return fd

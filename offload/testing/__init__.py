@@ -25,7 +25,11 @@ One concern per module, each importing only those above it:
     negotiation, queue setup and teardown (:class:`VhostUserBlkFrontend`).
 ``net``
     a vhost-user-net driver (``offload.testing.net.VhostUserNetFrontend``):
-    RX buffers, TX frames, mergeable reassembly; import it from its module.
+    RX buffers, TX frames behind a virtio-net header, checksum and TSO
+    offloads, mergeable reassembly; import it from its module.
+``tcp``
+    a guest's TCP over that driver (``offload.testing.tcp.GuestTcp``), with
+    TSO frames and partial checksums; import it from its module.
 
 Import from the package; the names below are its public API.
 """

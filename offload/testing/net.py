@@ -2,15 +2,23 @@
 
 Written from the specs like the rest of ``offload.testing`` (no code shared
 with the card).  :class:`VhostUserNetFrontend` negotiates (VERSION_1 required;
-MRG_RXBUF, MAC, STATUS, MTU, MQ and EVENT_IDX accepted when offered; MQ and
-REPLY_ACK protocol features taken when offered), lays out one memfd, starts
-ring ``2i`` (RX) and ``2i+1`` (TX) of every queue pair and enables them.
+MRG_RXBUF, MAC, STATUS, MTU, MQ and EVENT_IDX accepted when offered; with
+``offloads=True`` also CSUM, GUEST_CSUM, HOST_TSO4/6 and GUEST_TSO4/6; MQ
+and REPLY_ACK protocol features taken when offered), lays out one memfd,
+starts ring ``2i`` (RX) and ``2i+1`` (TX) of every queue pair and enables
+them.  RX buffers are 2 KiB (so a large frame spans several, as with
+Linux's mergeable buffers); TX buffers hold ``tx_buf_size`` bytes, enough
+for a 64 KiB TSO frame by default when offloads are taken.
 
-``post_rx(pair, count, size)`` makes RX buffers available; ``send(pair,
-frame)`` transmits a frame behind a zeroed 12-byte ``virtio_net_hdr_v1``;
-``receive(pair, timeout)`` waits for used RX buffers and reassembles frames
-from them: the first buffer's header says how many buffers (``num_buffers``)
-the frame spans.  Buffers are recycled as soon as they are read.
+``post_rx(pair, count, size)`` makes RX buffers available; ``send(frame,
+pair, header=...)`` transmits a frame behind a 12-byte
+``virtio_net_hdr_v1`` (zeroed unless given: the driver fills in
+NEEDS_CSUM, gso_type and friends for offloads; ``tcp_header`` in
+``offload.testing.tcp`` builds them); ``receive(pair, timeout)`` waits for
+used RX buffers and reassembles frames from them: the first buffer's header
+says how many buffers (``num_buffers``) the frame spans;
+``receive_with_headers`` also returns each frame's header.  Buffers are
+recycled as soon as they are read.
 """
 
 from __future__ import annotations
@@ -36,8 +44,13 @@ NET_HDR = struct.Struct("<BBHHHHH")  # virtio_net_hdr_v1, num_buffers last
 
 class NetFeature(enum.IntEnum):
     CSUM = 0
+    GUEST_CSUM = 1
     MTU = 3
     MAC = 5
+    GUEST_TSO4 = 7
+    GUEST_TSO6 = 8
+    HOST_TSO4 = 11
+    HOST_TSO6 = 12
     MRG_RXBUF = 15
     STATUS = 16
     CTRL_VQ = 17
@@ -51,6 +64,19 @@ _ACCEPT = (
     | sum(1 << b for b in (NetFeature.MTU, NetFeature.MAC, NetFeature.MRG_RXBUF))
     | sum(1 << b for b in (NetFeature.STATUS, NetFeature.MQ))
 )
+_OFFLOADS = sum(
+    1 << b
+    for b in (
+        NetFeature.CSUM,
+        NetFeature.GUEST_CSUM,
+        NetFeature.HOST_TSO4,
+        NetFeature.HOST_TSO6,
+        NetFeature.GUEST_TSO4,
+        NetFeature.GUEST_TSO6,
+    )
+)
+RX_BUF_SIZE = 2048
+TSO_BUF_SIZE = NET_HDR.size + 65536 + 64
 
 
 class NetQueue:
@@ -103,9 +129,18 @@ class VhostUserNetFrontend:
     """A vhost-user-net device as its driver sees it; use as a context manager."""
 
     def __init__(
-        self, socket_path: str, *, pairs: int = 1, queue_size: int = 64, timeout: float = 10.0
+        self,
+        socket_path: str,
+        *,
+        pairs: int = 1,
+        queue_size: int = 64,
+        timeout: float = 10.0,
+        offloads: bool = False,
+        tx_buf_size: int | None = None,
     ) -> None:
         self.pairs = pairs
+        self.offloads = offloads
+        self.tx_buf_size = tx_buf_size or (TSO_BUF_SIZE if offloads else RX_BUF_SIZE)
         self.queue_size = queue_size
         self.timeout = timeout
         self.queues: list[NetQueue] = []
@@ -134,11 +169,12 @@ class VhostUserNetFrontend:
             ):
                 raise BackendRefused(f"back-end has too few queues for {self.pairs} pairs")
         chan.set(Request.SET_OWNER)
-        self.features = offered & _ACCEPT
+        self.features = offered & (_ACCEPT | (_OFFLOADS if self.offloads else 0))
         chan.set(Request.SET_FEATURES, protocol.u64(self.features))
         nqueues = 2 * self.pairs
         ring_bytes = nqueues * (SplitRingLayout.total_bytes(self.queue_size) + 4096)
-        self._mem = DriverMemory([ring_bytes + nqueues * self.queue_size * 2048 + 65536])
+        buf_bytes = self.pairs * self.queue_size * (RX_BUF_SIZE + self.tx_buf_size + 128)
+        self._mem = DriverMemory([ring_bytes + buf_bytes + 65536])
         mem = self._mem
         chan.set(Request.SET_MEM_TABLE, protocol.mem_table(mem.regions), [mem.fd])
         event_idx = bool(self.features >> RingFeature.EVENT_IDX & 1)
@@ -146,7 +182,7 @@ class VhostUserNetFrontend:
             base = mem.alloc(SplitRingLayout.total_bytes(self.queue_size), align=16)
             layout = SplitRingLayout.packed(self.queue_size, base)
             vq = SplitQueueDriver(mem, layout, event_idx=event_idx, name=f"vq{index}")
-            q = NetQueue(index, vq, buf_size=2048)
+            q = NetQueue(index, vq, buf_size=self.tx_buf_size if index % 2 else RX_BUF_SIZE)
             self.queues.append(q)
             chan.set(Request.SET_VRING_NUM, protocol.vring_state(index, self.queue_size))
             chan.set(Request.SET_VRING_BASE, protocol.vring_state(index, 0))
@@ -173,14 +209,35 @@ class VhostUserNetFrontend:
             q.add(None, q.buf_size)
         q.kick()
 
-    def send(self, frame: bytes, pair: int = 0) -> None:
+    def has(self, feature: NetFeature) -> bool:
+        """Whether ``feature`` was negotiated."""
+        return bool(self.features >> feature & 1)
+
+    def send(self, frame: bytes, pair: int = 0, *, header: bytes | None = None) -> None:
+        """Transmit one frame (waiting for a free TX buffer if the ring is full)."""
         q = self.queues[2 * pair + 1]
+        data = (bytes(NET_HDR.size) if header is None else header) + frame
+        if len(data) > q.buf_size:
+            raise ValueError(f"{len(data)} bytes do not fit a {q.buf_size}-byte TX buffer")
         q.harvest()
-        q.add(bytes(NET_HDR.size) + frame, 0)
+        deadline = time.monotonic() + self.timeout
+        while not q._free:
+            q.kick()
+            left = deadline - time.monotonic()
+            if left <= 0 or not q.wait(left):
+                raise FrontendTimeout(f"TX ring of pair {pair} stays full ({q.vq.describe()})")
+            q.harvest()
+        q.add(data, 0)
         q.kick()
 
     def receive(self, pair: int = 0, timeout: float | None = None) -> list[bytes]:
         """Frames received so far (waiting up to ``timeout`` for the first one)."""
+        return [frame for _, frame in self.receive_with_headers(pair, timeout)]
+
+    def receive_with_headers(
+        self, pair: int = 0, timeout: float | None = None
+    ) -> list[tuple[bytes, bytes]]:
+        """(virtio-net header, frame) received so far, waiting up to ``timeout`` for one."""
         q = self.queues[2 * pair]
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         while True:
@@ -190,17 +247,19 @@ class VhostUserNetFrontend:
             left = deadline - time.monotonic()
             if left <= 0 or not q.wait(left):
                 raise FrontendTimeout(f"no frame on pair {pair} ({q.vq.describe()})")
-        frames: list[bytes] = []
+        frames: list[tuple[bytes, bytes]] = []
         parts: list[bytes] = []
+        header = b""
         expect = 0
         for slot, length in done:
             data = q.vq.mem.read(q.bufs[slot], length)
             if not parts:
-                expect = NET_HDR.unpack(data[: NET_HDR.size])[6] if self.mergeable else 1
+                header = data[: NET_HDR.size]
+                expect = NET_HDR.unpack(header)[6] if self.mergeable else 1
                 data = data[NET_HDR.size :]
             parts.append(data)
             if len(parts) == expect:
-                frames.append(b"".join(parts))
+                frames.append((header, b"".join(parts)))
                 parts = []
         q._free.extend(slot for slot, _ in done)
         self.post_rx(pair, len(done))

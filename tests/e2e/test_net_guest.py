@@ -182,6 +182,7 @@ async def test_two_guests_on_one_bridge_exchange_a_mebibyte(
         "ip addr add 10.78.0.11/24 dev eth0\n"
         "dd if=/dev/urandom of=/tmp/send bs=65536 count=16 2>/dev/null\n"
         "echo sent_sha=$(sha256sum /tmp/send | cut -d' ' -f1)\n"
+        "echo features=$(cat /sys/class/net/eth0/device/features)\n"
         "i=0; until ping -c 1 -W 2 10.78.0.10 >/dev/null; do i=$((i+1)); [ $i -lt 60 ]; done\n"
         "echo pinged=yes\n"
         "sleep 2\n"
@@ -196,6 +197,10 @@ async def test_two_guests_on_one_bridge_exchange_a_mebibyte(
     sent = await run_to_exit(b)
     got = await run_to_exit(a)
     assert sent["pinged"] == "yes"
+    # the guest's driver negotiated checksum and segmentation offload both ways
+    features = sent["features"]
+    for bit in (0, 1, 7, 8, 11, 12, 15):  # CSUM, GUEST_CSUM, GUEST_TSO4/6, HOST_TSO4/6, MRG_RXBUF
+        assert features[bit] == "1", features
     assert got["received_bytes"] == str(1 << 20)
     assert got["received_sha"] == sent["sent_sha"]
     assert all(backend.alive() for backend in backends.values())
