@@ -1,0 +1,93 @@
+"""Step 3, the bound instance: provision, wire, power, plug, observe.
+
+In order: the instance's record is created on first sight (a record that
+says provisioning failed for good only repeats its reason); the disks are
+provisioned (``provisioning``) and the NICs served and wired into the VPC
+fabric (``nics``); volumes and NICs no longer desired are unplugged
+(``hotplug``); a server that is off gets exactly what is desired now; power
+is applied by generation (``power``); new volumes and NICs are hot-plugged;
+and what is observed is reported: the phase with the generation acted on
+and the console tail when it changed.
+
+A ``ProvisionFailed`` from any of those fails the instance with its message
+as the reason, persisted so it is never retried, and tears down what was
+created.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from host_agent import metrics
+from host_agent.desired import DesiredInstance, Phase, Power
+from host_agent.power.base import Machine
+from host_agent.reconcile.context import Context
+from host_agent.reconcile.errors import ProvisionFailed
+from host_agent.reconcile.hotplug import plug_new, pluggable, unplug_removed
+from host_agent.reconcile.nics import nics as serve_nics
+from host_agent.reconcile.power import apply_power
+from host_agent.reconcile.provisioning import provision
+from host_agent.reconcile.teardown import teardown
+from host_agent.reports import ConsoleReport, InstanceReport
+from host_agent.state import InstanceRecord
+
+log = logging.getLogger("host_agent.reconcile")
+
+CONSOLE_TAIL = 64 * 1024
+
+
+async def converge_instance(ctx: Context, inst: DesiredInstance) -> None:
+    rec = ctx.state.instances.get(inst.name)
+    if rec is None:
+        rec = ctx.state.instances[inst.name] = InstanceRecord(name=inst.name)
+        ctx.save()
+    if rec.failed:
+        ctx.outbox.send(InstanceReport(inst.name, Phase.FAILED, inst.generation, rec.failed))
+        return
+    driver = ctx.driver(inst.name)
+    if rec.generation < 0:
+        ctx.mark(inst.name, "provision_start", once=True)
+        ctx.outbox.send(InstanceReport(inst.name, Phase.PROVISIONING, inst.generation))
+    try:
+        disks = await provision(ctx, inst)
+        nics = await serve_nics(ctx, inst)
+    except ProvisionFailed as exc:
+        await _fail(ctx, inst, rec, str(exc) or "provisioning failed")
+        return
+    await unplug_removed(ctx, rec, driver, disks, nics)
+    if await driver.state() == Power.OFF:
+        # a server powers on with exactly what is desired now
+        rec.attached = [v for v, d in disks.items() if pluggable(v, d)]
+        rec.nics = list(nics)
+        ctx.save()
+    machine = Machine(
+        name=inst.id,
+        cpus=ctx.config.server_cpus,
+        memory_mib=ctx.config.server_memory_mib,
+        disks=tuple(d for v, d in disks.items() if not pluggable(v, d) or v in rec.attached),
+        nics=tuple(nics[n] for n in rec.nics if n in nics),
+    )
+    await apply_power(ctx, inst, rec, driver, machine)
+    await plug_new(ctx, rec, driver, disks, nics)
+    power = await driver.state()
+    metrics.POWER_STATE.labels(inst.id).set(1 if power == Power.ON else 0)
+    phase = Phase.RUNNING if power == Power.ON else Phase.STOPPED
+    ctx.outbox.send(InstanceReport(inst.name, phase, max(rec.generation, 0)))
+    tail = driver.console_tail(CONSOLE_TAIL)
+    if tail:
+        ctx.outbox.send(ConsoleReport(inst.name, tail))
+
+
+def report_given_up(ctx: Context, inst: DesiredInstance) -> None:
+    """An instance the control plane gave up on keeps reporting why it failed."""
+    rec = ctx.state.instances.get(inst.name)
+    if rec is not None and rec.failed:
+        ctx.outbox.send(InstanceReport(inst.name, Phase.FAILED, inst.generation, rec.failed))
+
+
+async def _fail(ctx: Context, inst: DesiredInstance, rec: InstanceRecord, reason: str) -> None:
+    rec.failed = reason
+    ctx.save()
+    log.warning("%s failed: %s", inst.name, rec.failed)
+    await teardown(ctx, inst.name, keep_record=True)
+    ctx.outbox.send(InstanceReport(inst.name, Phase.FAILED, inst.generation, rec.failed))
