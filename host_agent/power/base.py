@@ -10,6 +10,10 @@ state, so a restarted agent re-adopts what is running).  The agent calls:
 - ``reboot()``: a hard reset (the server stays on).
 - ``state()``: ON or OFF as observed now (a server that powered itself off
   is OFF).
+- ``health()``: whether the guest of a server that is ON runs
+  (``host_agent.power.health``): a panicked guest or a CPU stopped on an
+  internal error is ON but not healthy, and the reason says why.  A reboot
+  (reset) recovers it.  Drivers that cannot tell report healthy.
 - ``console_tail(limit)``: the newest bytes of the serial console.
 - ``attach_disk`` / ``detach_disk``, ``attach_nic`` / ``detach_nic``:
   hot-plug of a vhost-user-blk disk or a virtio-net NIC (on a vhost-user
@@ -24,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from host_agent.desired import Power
+from host_agent.power.health import HEALTHY, Health
 
 
 class PowerError(Exception):
@@ -79,6 +84,10 @@ class PowerDriver(abc.ABC):
 
     @abc.abstractmethod
     async def state(self) -> Power: ...
+
+    async def health(self) -> Health:
+        """Whether the guest runs (only meaningful while ``state()`` is ON)."""
+        return HEALTHY
 
     @abc.abstractmethod
     def console_tail(self, limit: int) -> bytes: ...

@@ -2,7 +2,9 @@
 
 For control-plane scale tests and benchmarks: thousands of agents in one
 process speak the real ``AgentService`` protocol while their "servers" are
-a power flag and a set of disk ids.  The flag is kept in the working
+a power flag and a set of disk ids.  ``crash(reason)`` plays a guest that
+died with the server still on (a panic): ``health()`` says so until a
+reset or a power cycle.  The flag is kept in the working
 directory so a restarted agent adopts its fake server
 like the qemu driver adopts a live QEMU.  The console shows what happened.
 """
@@ -14,6 +16,7 @@ from pathlib import Path
 
 from host_agent.desired import Power
 from host_agent.power.base import Disk, Machine, Nic, PowerDriver
+from host_agent.power.health import HEALTHY, Health
 
 
 class FakePower(PowerDriver):
@@ -24,6 +27,7 @@ class FakePower(PowerDriver):
         self._power = Power.OFF
         self._disks: set[str] = set()
         self._console = bytearray()
+        self._health = HEALTHY
         self.boots = 0
 
     def _say(self, line: str) -> None:
@@ -55,15 +59,25 @@ class FakePower(PowerDriver):
             return
         self._power = Power.OFF
         self._disks = set()
+        self._health = HEALTHY
         self._say("power off")
         self._save()
 
     async def reboot(self) -> None:
         self.boots += 1
+        self._health = HEALTHY
         self._say("reset")
 
     async def state(self) -> Power:
         return self._power
+
+    def crash(self, reason: str) -> None:
+        """The guest dies; the server stays on (as after a panic)."""
+        self._health = Health(False, reason)
+        self._say(f"guest crashed: {reason}")
+
+    async def health(self) -> Health:
+        return self._health
 
     def console_tail(self, limit: int) -> bytes:
         return bytes(self._console[-limit:])

@@ -4,11 +4,19 @@ Powering on starts QEMU (``host_agent.power.qemu.build_argv``: memfd RAM
 shared with the card, only vhost-user devices, UEFI firmware booting the
 disk marked ``boot``) in its own session, so it outlives the agent; its pid
 file and QMP socket let a restarted agent adopt it.  Everything after the
-start goes through QMP: ``query-status`` for the power state,
-``system_powerdown`` then ``quit`` for power off, ``system_reset`` for a
-reboot, ``chardev-add`` + ``device_add`` on a free hot-plug root port to
-plug a disk and ``device_del`` + ``chardev-remove`` to unplug it (a NIC
-also gets a ``vhost-user`` netdev between its chardev and its device).
+start goes through QMP: ``query-status`` for the guest's health
+(``host_agent.power.health``: the server has a ``pvpanic`` device, and a
+guest that panicked or a CPU stopped on an internal error is ON but not
+healthy), ``system_powerdown`` then ``quit`` for power off, ``system_reset``
+(then ``cont`` when the guest had stopped) for a reboot, ``chardev-add`` +
+``device_add`` on a free hot-plug root port to plug a disk and
+``device_del`` + ``chardev-remove`` to unplug it (a NIC also gets a
+``vhost-user`` netdev between its chardev and its device, and
+``vectors=0`` when ``query-kvm`` says the server runs under TCG).
+
+The accelerator is the one that boots what the server boots, its UEFI
+firmware (``host_agent.power.accel.firmware_accelerator``): KVM when OVMF
+runs under it on this machine, TCG otherwise.
 
 Files in the instance's working directory: ``qemu.pid``, ``console.log``
 (the serial port, appended across power cycles), ``qemu.log`` (QEMU's own
@@ -35,8 +43,9 @@ from pathlib import Path
 from host_agent.config import AgentConfig
 from host_agent.desired import Power
 from host_agent.devices import pid_alive
-from host_agent.power.accel import accelerator
+from host_agent.power.accel import firmware_accelerator
 from host_agent.power.base import Disk, Machine, Nic, PowerDriver, PowerError
+from host_agent.power.health import HEALTHY, Health, from_qmp
 from host_agent.power.qemu import (
     BlkDisk,
     NetNic,
@@ -44,11 +53,17 @@ from host_agent.power.qemu import (
     UefiFirmware,
     build_argv,
     hotplug_bus,
+    net_quirks,
     prepare_firmware,
 )
 from host_agent.power.qmp import QmpClient, QmpConnectionError, QmpError
 
 HOTPLUG_SLOTS = 6
+#: how long a QMP query may take before the run moves on (QEMU may be wedged)
+QMP_QUERY_TIMEOUT = 5.0
+#: how long after a power-on or reset the driver watches the CPU: a firmware
+#: the accelerator cannot run stops at its first instructions
+BOOT_SETTLE_S = 1.0
 
 
 class QemuPower(PowerDriver):
@@ -122,13 +137,10 @@ class QemuPower(PowerDriver):
             await self._client()
         return True
 
-    def _accel(self) -> str:
-        if self.config.probe_kernel is not None:
-            return accelerator(self.config.probe_kernel, cache_dir=self.config.state_dir)
-        forced = os.environ.get("BMAAS_ACCEL")
-        if forced in ("kvm", "tcg"):
-            return forced
-        return "kvm" if os.access("/dev/kvm", os.R_OK | os.W_OK) else "tcg"
+    def _accel(self, firmware: UefiFirmware) -> str:
+        return firmware_accelerator(
+            firmware.code, firmware.vars_template, cache_dir=self.config.state_dir
+        )
 
     async def power_on(self, machine: Machine) -> None:
         if self._running():
@@ -142,7 +154,7 @@ class QemuPower(PowerDriver):
             serial_log=self.console,
             memory_mib=machine.memory_mib,
             cpus=machine.cpus,
-            accel=await asyncio.to_thread(self._accel),
+            accel=await asyncio.to_thread(self._accel, firmware),
             firmware=firmware,
             disks=tuple(
                 BlkDisk(socket=d.socket, num_queues=d.queues, bootindex=0 if d.boot else None)
@@ -151,6 +163,7 @@ class QemuPower(PowerDriver):
             nics=tuple(NetNic(socket=n.socket, mac=n.mac, queues=n.queues) for n in machine.nics),
             qmp_socket=self.qmp_socket,
             hotplug_slots=HOTPLUG_SLOTS,
+            pvpanic=True,
         )
         binary = shutil.which("qemu-system-x86_64")
         if binary is None:
@@ -174,6 +187,21 @@ class QemuPower(PowerDriver):
         except (QmpError, OSError, TimeoutError) as exc:
             await self._kill()
             raise PowerError(f"QEMU did not start: {self._qemu_log_tail()}") from exc
+        await self._settle()
+
+    async def _settle(self) -> None:
+        """Watch the first ``BOOT_SETTLE_S`` of a boot, so that the health
+        read right after a power-on or reset already sees a CPU that stopped."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + BOOT_SETTLE_S
+        while loop.time() < deadline:
+            try:
+                status = await self._query("query-status")
+            except (QmpError, OSError, TimeoutError):
+                return
+            if not isinstance(status, dict) or status.get("status") != "running":
+                return
+            await asyncio.sleep(0.1)
 
     def _spawn(self, argv: list[str]) -> subprocess.Popen[bytes]:
         with (self.workdir / "qemu.log").open("ab") as log:
@@ -191,11 +219,18 @@ class QemuPower(PowerDriver):
                     os.sched_setaffinity(int(task.name), set(cpus[card:]))
 
     def _qemu_log_tail(self) -> str:
-        try:
-            text = (self.workdir / "qemu.log").read_text(errors="replace").strip()
-        except OSError:
-            return "no output"
+        text = self._qemu_log(4096).strip()
         return text.splitlines()[-1][-400:] if text else "no output"
+
+    def _qemu_log(self, limit: int) -> str:
+        """The newest *limit* bytes QEMU wrote to its stderr."""
+        try:
+            with (self.workdir / "qemu.log").open("rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - limit))
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
 
     async def power_off(self, *, grace: float = 0.0) -> None:
         if not self._running():
@@ -232,10 +267,34 @@ class QemuPower(PowerDriver):
         self._devices_file.unlink(missing_ok=True)
 
     async def reboot(self) -> None:
+        """A hard reset; a guest that had stopped (panicked, internal error)
+        is left in ``prelaunch`` by the reset and needs a ``cont`` to run."""
         try:
             await self._exec("system_reset")
+            status = await self._query("query-status")
+            if isinstance(status, dict) and status.get("status") != "running":
+                await self._exec("cont")
         except (QmpError, OSError, TimeoutError) as exc:
             raise PowerError(f"reset failed: {exc}") from exc
+        await self._settle()
+
+    async def _query(self, command: str) -> object:
+        async with asyncio.timeout(QMP_QUERY_TIMEOUT):
+            return await self._exec(command)
+
+    async def health(self) -> Health:
+        if not self._running():
+            return HEALTHY
+        try:
+            status = await self._query("query-status")
+        except (QmpError, OSError, TimeoutError):
+            return HEALTHY  # cannot tell now; the next run asks again
+        return from_qmp(
+            status if isinstance(status, dict) else {},
+            self._qmp.events if self._qmp is not None else (),
+            console=self.console_tail(16 * 1024).decode(errors="replace"),
+            qemu_log=self._qemu_log(4096),
+        )
 
     async def state(self) -> Power:
         if not self._running():
@@ -283,6 +342,11 @@ class QemuPower(PowerDriver):
             return
         slot = self._free_slot(devices, nic.id)
         chardev, netdev = f"c{nic.id}", f"d{nic.id}"
+        try:
+            kvm = await self._query("query-kvm")
+        except (QmpError, OSError, TimeoutError) as exc:
+            raise PowerError(f"hot-plug of NIC {nic.id} failed: {exc}") from exc
+        accel = "kvm" if isinstance(kvm, dict) and kvm.get("enabled") else "tcg"
         with contextlib.suppress(QmpError):
             await self._exec("netdev_del", id=netdev)  # a half-done earlier attempt
         with contextlib.suppress(QmpError):
@@ -299,6 +363,7 @@ class QemuPower(PowerDriver):
                 netdev=netdev,
                 mac=nic.mac,
                 bus=hotplug_bus(slot),
+                **net_quirks(accel),
             )
         except QmpError as exc:
             raise PowerError(f"hot-plug of NIC {nic.id} failed: {exc}") from exc

@@ -55,6 +55,8 @@ class Context:
         #: per instance, the wall-clock time each provisioning step finished
         #: (provision_start, image_fetched, cloned, devices_started, powered_on)
         self.timeline: dict[str, dict[str, float]] = {}
+        #: per instance, the reason its guest is not running (as last reported)
+        self.guest_failures: dict[str, str] = {}
 
     # -- paths ------------------------------------------------------------
     def instance_dir(self, name: str) -> Path:

@@ -7,7 +7,11 @@ fabric (``nics``); volumes and NICs no longer desired are unplugged
 (``hotplug``); a server that is off gets exactly what is desired now; power
 is applied by generation (``power``); new volumes and NICs are hot-plugged;
 and what is observed is reported: the phase with the generation acted on
-and the console tail when it changed.
+and the console tail when it changed.  The phase is RUNNING only when the
+server is on and the driver says its guest runs (``PowerDriver.health``);
+a guest that panicked or whose CPU stopped is FAILED with the driver's
+reason, and such an instance keeps its server when the control plane marks
+it FAILED (``keeps_server``), so a reboot (a reset) recovers it.
 
 A ``ProvisionFailed`` from any of those fails the instance with its message
 as the reason, persisted so it is never retried, and tears down what was
@@ -20,7 +24,8 @@ import logging
 
 from host_agent import metrics
 from host_agent.desired import DesiredInstance, Phase, Power
-from host_agent.power.base import Machine
+from host_agent.power.base import Machine, PowerDriver
+from host_agent.power.health import HEALTHY
 from host_agent.reconcile.context import Context
 from host_agent.reconcile.errors import ProvisionFailed
 from host_agent.reconcile.hotplug import plug_new, pluggable, unplug_removed
@@ -69,13 +74,42 @@ async def converge_instance(ctx: Context, inst: DesiredInstance) -> None:
     )
     await apply_power(ctx, inst, rec, driver, machine)
     await plug_new(ctx, rec, driver, disks, nics)
+    await report_observed(ctx, inst, rec, driver)
+
+
+async def report_observed(
+    ctx: Context, inst: DesiredInstance, rec: InstanceRecord, driver: PowerDriver
+) -> None:
+    """RUNNING only when the server is on *and* its guest runs; a guest that
+    panicked or stopped on an internal error is FAILED with the reason."""
     power = await driver.state()
     metrics.POWER_STATE.labels(inst.id).set(1 if power == Power.ON else 0)
-    phase = Phase.RUNNING if power == Power.ON else Phase.STOPPED
-    ctx.outbox.send(InstanceReport(inst.name, phase, max(rec.generation, 0)))
+    health = await driver.health() if power == Power.ON else HEALTHY
+    generation = max(rec.generation, 0)
+    if not health.ok:
+        if ctx.guest_failures.get(inst.name) != health.reason:
+            log.warning("%s: %s", inst.name, health.reason)
+            metrics.GUEST_FAILURES.inc()
+        ctx.guest_failures[inst.name] = health.reason
+        ctx.outbox.send(InstanceReport(inst.name, Phase.FAILED, generation, health.reason))
+    else:
+        ctx.guest_failures.pop(inst.name, None)
+        phase = Phase.RUNNING if power == Power.ON else Phase.STOPPED
+        ctx.outbox.send(InstanceReport(inst.name, phase, generation))
     tail = driver.console_tail(CONSOLE_TAIL)
     if tail:
         ctx.outbox.send(ConsoleReport(inst.name, tail))
+
+
+def keeps_server(ctx: Context, inst: DesiredInstance) -> bool:
+    """Whether *inst* keeps its server on this host: every instance that wants
+    one, and a FAILED one whose *guest* failed (not its provisioning): its
+    disks hold the tenant's data, its console says what happened, and a
+    reboot brings it back."""
+    if inst.wants_server:
+        return True
+    rec = ctx.state.instances.get(inst.name)
+    return inst.state == "FAILED" and not inst.terminate and rec is not None and not rec.failed
 
 
 def report_given_up(ctx: Context, inst: DesiredInstance) -> None:

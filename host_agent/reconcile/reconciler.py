@@ -24,8 +24,13 @@ from scratch, one module per step:
    volumes and NICs are hot-plugged and unplugged to match the desired
    lists (``hotplug``), and a volume whose desired size grew is grown on
    disk and its back-end told (the guest sees the new capacity online).
+   An instance whose guest failed (a panic, a CPU stopped on an internal
+   error) keeps its server when the control plane marks it FAILED: a
+   reboot recovers it.
 4. **Reports** (``reports``): the observed phase with the generation acted
-   on, the console tail when it changed, the host's wiped epoch.
+   on (RUNNING only when the driver says the guest runs; FAILED with its
+   reason when it does not), the console tail when it changed, the host's
+   wiped epoch.
    Duplicates are suppressed; ``resend()`` (after a reconnect) forgets what
    was sent.
 
@@ -50,7 +55,7 @@ from host_agent.devices import Backend
 from host_agent.power.base import PowerDriver
 from host_agent.reconcile import cleaning
 from host_agent.reconcile.context import Context
-from host_agent.reconcile.instance import converge_instance, report_given_up
+from host_agent.reconcile.instance import converge_instance, keeps_server, report_given_up
 from host_agent.reconcile.teardown import teardown
 from host_agent.reports import HostReport, Report
 
@@ -147,14 +152,14 @@ class Reconciler:
                 inst = listed.get(name)
                 if inst is None:
                     await teardown(ctx, name)
-                elif not inst.wants_server:
+                elif not keeps_server(ctx, inst):
                     await teardown(ctx, name, keep_record=True)
             # 2. cleaning
             if cleaning.due(ctx, desired):
                 await cleaning.clean(ctx, desired.cleaning_epoch)
             # 3. the bound instance
             for inst in desired.instances:
-                if inst.wants_server:
+                if keeps_server(ctx, inst):
                     await converge_instance(ctx, inst)
                 else:
                     report_given_up(ctx, inst)

@@ -2,8 +2,9 @@
 
 An instance the desired state no longer lists is torn down and forgotten;
 one it lists but that wants no server (terminating, or failed while
-provisioning) is torn down and its record kept (a failed one keeps
-reporting its reason).  Teardown powers the server off without grace,
+provisioning; not one whose guest failed, see ``instance.keeps_server``)
+is torn down and its record kept (a failed one keeps reporting its
+reason).  Teardown powers the server off without grace,
 stops every back-end whose socket belongs to the instance (also those a
 previous agent process started and this one never adopted), deletes the
 boot disk and the instance's working directory.  Data volumes stay: they
@@ -43,6 +44,7 @@ async def teardown(ctx: Context, name: str, *, keep_record: bool = False) -> Non
         ctx.state.instances.pop(name, None)
         ctx.outbox.forget(name)
         ctx.timeline.pop(name, None)
+        ctx.guest_failures.pop(name, None)
         ctx.save()
         with contextlib.suppress(KeyError):
             metrics.POWER_STATE.remove(name.rsplit("/", 1)[-1])
