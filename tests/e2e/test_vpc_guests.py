@@ -136,9 +136,7 @@ async def test_instances_in_a_vpc_talk_across_hosts_and_vpcs_stay_apart(
             c, host_id=f"metal-{h}", host_class="small", power_driver="qemu", register=False
         )
         creds[h] = (host.name, cred)
-    image = await region.register_image(
-        "vpc", disk_with(guest_image, GUEST, tmp_path / "vpc.raw")
-    )
+    image = await region.register_image("vpc", disk_with(guest_image, GUEST, tmp_path / "vpc.raw"))
     subnet_a, subnet_b = await _subnet(region, "vpc-a"), await _subnet(region, "vpc-b")
     server, client = await _nic(region, subnet_a, "eni-a1"), await _nic(region, subnet_a, "eni-a2")
     other = await _nic(region, subnet_b, "eni-b1")
