@@ -85,9 +85,13 @@ def from_qmp(
 
 
 def _last_watched(events: Sequence[QmpEvent]) -> QmpEvent | None:
+    """The newest ``GUEST_PANICKED`` or ``SHUTDOWN`` since the guest last ran
+    again (``RESET``, ``RESUME``); the ``STOP`` that follows a panic says no more."""
     for event in reversed(events):
-        if event.name in WATCHED_EVENTS:
-            return None if event.name in ("RESET", "RESUME") else event
+        if event.name in ("RESET", "RESUME"):
+            return None
+        if event.name in ("GUEST_PANICKED", "SHUTDOWN"):
+            return event
     return None
 
 

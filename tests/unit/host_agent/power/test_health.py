@@ -48,8 +48,12 @@ def test_a_panicked_guest_fails_with_the_console_panic_line() -> None:
 
 
 def test_a_panic_event_explains_a_stopped_guest() -> None:
-    events = [ev("STOP"), ev("GUEST_PANICKED", action="pause")]
+    # QEMU's order: the panic, then the STOP of the vCPUs
+    events = [ev("GUEST_PANICKED", action="pause"), ev("STOP")]
     assert from_qmp({"status": "paused"}, events).reason == "the guest panicked"
+    # a panic from before the last reset says nothing about the guest now
+    old = [ev("GUEST_PANICKED", action="pause"), ev("STOP"), ev("RESET"), ev("STOP")]
+    assert from_qmp({"status": "paused"}, old).reason == "the server is not running (paused)"
 
 
 def test_an_internal_error_names_qemus_message() -> None:
