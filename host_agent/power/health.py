@@ -40,8 +40,6 @@ _NAMED = {
     "io-error": "the server stopped on an I/O error",
     "watchdog": "the guest's watchdog expired",
 }
-#: the events that say something about whether the guest runs
-WATCHED_EVENTS = frozenset({"STOP", "SHUTDOWN", "GUEST_PANICKED", "RESET", "RESUME"})
 
 
 @dataclass(frozen=True, slots=True)
