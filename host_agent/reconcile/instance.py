@@ -13,9 +13,10 @@ a guest that panicked or whose CPU stopped is FAILED with the driver's
 reason, and such an instance keeps its server when the control plane marks
 it FAILED (``keeps_server``), so a reboot (a reset) recovers it.
 
-A ``ProvisionFailed`` from any of those fails the instance with its message
-as the reason, persisted so it is never retried, and tears down what was
-created.
+A ``ProvisionFailed`` from provisioning or the NICs fails the instance with
+its message as the reason, persisted so it is never retried, and tears
+down what was created.  A power action that fails ends the run, and the
+next run tries again.
 """
 
 from __future__ import annotations
