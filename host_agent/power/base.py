@@ -19,11 +19,17 @@ state, so a restarted agent re-adopts what is running).  The agent calls:
   hot-plug of a vhost-user-blk disk or a virtio-net NIC (on a vhost-user
   netdev) into the running server.
 - ``adopt()``: find a server left running by a previous agent process.
+
+``on_change``, when the agent sets it, is called when the driver learns
+without being asked that the server's state may have changed (a QMP
+``STOP``, ``SHUTDOWN`` or ``GUEST_PANICKED`` event): the agent then runs its
+reconciler at once instead of at the next resync.
 """
 
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +74,7 @@ class PowerDriver(abc.ABC):
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
+        self.on_change: Callable[[], None] | None = None
 
     @abc.abstractmethod
     async def adopt(self) -> bool:

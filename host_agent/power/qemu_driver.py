@@ -12,7 +12,10 @@ healthy), ``system_powerdown`` then ``quit`` for power off, ``system_reset``
 ``device_add`` on a free hot-plug root port to plug a disk and
 ``device_del`` + ``chardev-remove`` to unplug it (a NIC also gets a
 ``vhost-user`` netdev between its chardev and its device, and
-``vectors=0`` when ``query-kvm`` says the server runs under TCG).
+``vectors=0`` when ``query-kvm`` says the server runs under TCG).  The QMP
+session stays open, and a ``STOP``, ``SHUTDOWN`` or ``GUEST_PANICKED`` event
+calls ``on_change``, so a guest that dies is looked at (and reported) at
+once, not at the next resync.
 
 The accelerator is the one that boots what the server boots, its UEFI
 firmware (``host_agent.power.accel.firmware_accelerator``): KVM when OVMF
@@ -56,7 +59,7 @@ from host_agent.power.qemu import (
     net_quirks,
     prepare_firmware,
 )
-from host_agent.power.qmp import QmpClient, QmpConnectionError, QmpError
+from host_agent.power.qmp import QmpClient, QmpConnectionError, QmpError, QmpEvent
 
 HOTPLUG_SLOTS = 6
 #: how long a QMP query may take before the run moves on (QEMU may be wedged)
@@ -64,6 +67,8 @@ QMP_QUERY_TIMEOUT = 5.0
 #: how long after a power-on or reset the driver watches the CPU: a firmware
 #: the accelerator cannot run stops at its first instructions
 BOOT_SETTLE_S = 1.0
+#: QMP events after which the guest may no longer run (the agent looks at once)
+HEALTH_EVENTS = frozenset({"STOP", "SHUTDOWN", "GUEST_PANICKED"})
 
 
 class QemuPower(PowerDriver):
@@ -110,8 +115,12 @@ class QemuPower(PowerDriver):
 
     async def _client(self) -> QmpClient:
         if self._qmp is None:
-            self._qmp = await QmpClient.connect(self.qmp_socket, timeout=10.0)
+            self._qmp = await QmpClient.connect(self.qmp_socket, timeout=10.0, on_event=self._event)
         return self._qmp
+
+    def _event(self, event: QmpEvent) -> None:
+        if event.name in HEALTH_EVENTS and self.on_change is not None:
+            self.on_change()
 
     async def _exec(self, command: str, /, **arguments: object) -> object:
         """One QMP command; a connection lost since the last one is re-opened once."""

@@ -6,6 +6,8 @@ power driver per instance (made on first use by the factory), the running
 device back-ends keyed by volume or NIC name, the VPC ports and their
 fabric, the volume source, the outbox of reports and the provisioning
 timeline.  The steps (one module each) are functions of a ``Context``.
+A driver that learns by itself that its server changed (a QMP event) calls
+``wake``, which runs the reconciler at once.
 """
 
 from __future__ import annotations
@@ -36,9 +38,11 @@ class Context:
         *,
         driver_factory: Callable[[Path], PowerDriver],
         report: Callable[[Report], None],
+        wake: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
         self._driver_factory = driver_factory
+        self._wake = wake
         self._state_file = config.state_dir / "agent.json"
         self.state = AgentState.load(self._state_file)
         self.images = ImageCache(
@@ -80,6 +84,7 @@ class Context:
         driver = self.drivers.get(name)
         if driver is None:
             driver = self.drivers[name] = self._driver_factory(self.instance_dir(name))
+            driver.on_change = self._wake  # a server that changed by itself: look now
         return driver
 
     # -- back-ends ----------------------------------------------------------

@@ -1,10 +1,11 @@
 """The agent's reconciler: desired state in, devices, power and reports out.
 
 Level-triggered, like the control plane's controllers.  ``converge()`` runs
-whenever a new ``Desired`` arrives and every ``resync`` seconds anyway
-(that is how it notices a server that powered itself off, a back-end that
-died, a console that printed something), and each run does the same thing
-from scratch, one module per step:
+whenever a new ``Desired`` arrives, when a power driver says its server
+changed by itself (a guest that panicked), and every ``resync`` seconds
+anyway (that is how it notices a server that powered itself off, a
+back-end that died, a console that printed something), and each run does
+the same thing from scratch, one module per step:
 
 1. **Teardown** (``teardown``) of every instance the agent knows that is no
    longer desired (or is terminating): power off, stop its back-ends,
@@ -71,7 +72,10 @@ class Reconciler:
         report: Callable[[Report], None],
     ) -> None:
         self.config = config
-        self.ctx = Context(config, driver_factory=driver_factory, report=report)
+        self._wake = asyncio.Event()
+        self.ctx = Context(
+            config, driver_factory=driver_factory, report=report, wake=self._wake.set
+        )
         self.state = self.ctx.state
         self.images = self.ctx.images
         self.timeline = self.ctx.timeline
@@ -81,7 +85,6 @@ class Reconciler:
         self.desired: Desired | None = None
         #: the DesiredState.generation of the last fully applied desired state
         self.applied_generation = 0
-        self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._last_error = ""
 

@@ -3,6 +3,7 @@ qemu driver reading it from a fake QMP (``host_agent.power.fake_qmp``)."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import tempfile
@@ -144,6 +145,16 @@ async def test_driver_reports_a_panic_and_a_reboot_recovers_it(
     assert qmp.run_state == "running"
     await qmp.emit("RESET", guest=False, reason="host-qmp-system-reset")
     assert await driver.health() == HEALTHY
+
+
+async def test_a_health_event_wakes_the_agent_at_once(driver: QemuPower, qmp: FakeQmp) -> None:
+    woken = asyncio.Event()
+    driver.on_change = woken.set
+    assert await driver.health() == HEALTHY  # the session is open from here on
+    await qmp.emit("RESET", guest=True, reason="guest-reset")
+    await qmp.emit("GUEST_PANICKED", action="pause")
+    await asyncio.wait_for(woken.wait(), 5)
+    assert [e.name for e in driver._qmp.events] == ["RESET", "GUEST_PANICKED"]  # type: ignore[union-attr]
 
 
 async def test_driver_reports_an_internal_error_with_qemus_message(
