@@ -54,7 +54,7 @@ PROVISION_ERRORS = Counter(
 )
 GUEST_FAILURES = Counter(
     "bmaas_agent_guest_failures_total",
-    "Guests found not running on a powered-on server (panicked, stopped on an internal error).",
+    "Guests found not running when they should (panicked, CPU stopped, the server died).",
 )
 POWER_STATE = Gauge(
     "bmaas_agent_power_on",

@@ -12,8 +12,10 @@ state, so a restarted agent re-adopts what is running).  The agent calls:
   is OFF).
 - ``health()``: whether the guest of a server that is ON runs
   (``host_agent.power.health``): a panicked guest or a CPU stopped on an
-  internal error is ON but not healthy, and the reason says why.  A reboot
-  (reset) recovers it.  Drivers that cannot tell report healthy.
+  internal error is ON but not healthy, and the reason says why; a server
+  that is OFF because it died (not because it powered off) is not healthy
+  either.  A reboot (reset, or power-on) recovers it.  Drivers that cannot
+  tell report healthy.
 - ``console_tail(limit)``: the newest bytes of the serial console.
 - ``attach_disk`` / ``detach_disk``, ``attach_nic`` / ``detach_nic``:
   hot-plug of a vhost-user-blk disk or a virtio-net NIC (on a vhost-user
@@ -93,7 +95,7 @@ class PowerDriver(abc.ABC):
     async def state(self) -> Power: ...
 
     async def health(self) -> Health:
-        """Whether the guest runs (only meaningful while ``state()`` is ON)."""
+        """Whether the guest runs, or why not (see the module docstring)."""
         return HEALTHY
 
     @abc.abstractmethod

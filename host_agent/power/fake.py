@@ -3,10 +3,11 @@
 For control-plane scale tests and benchmarks: thousands of agents in one
 process speak the real ``AgentService`` protocol while their "servers" are
 a power flag and a set of disk ids.  ``crash(reason)`` plays a guest that
-died with the server still on (a panic): ``health()`` says so until a
-reset or a power cycle.  The flag is kept in the working
-directory so a restarted agent adopts its fake server
-like the qemu driver adopts a live QEMU.  The console shows what happened.
+died with the server still on (a panic), ``die(reason)`` a server that
+died under its guest: ``health()`` says so until a reset or a power-on.
+The flag is kept in the working directory so a restarted agent adopts its
+fake server like the qemu driver adopts a live QEMU.  The console shows
+what happened.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class FakePower(PowerDriver):
         if self._power == Power.ON:
             return
         self._power = Power.ON
+        self._health = HEALTHY
         self._disks = {d.id for d in machine.disks} | {n.id for n in machine.nics}
         self.boots += 1
         self._say(f"power on {machine.name} with disks {sorted(self._disks)}")
@@ -75,6 +77,14 @@ class FakePower(PowerDriver):
         """The guest dies; the server stays on (as after a panic)."""
         self._health = Health(False, reason)
         self._say(f"guest crashed: {reason}")
+
+    def die(self, reason: str) -> None:
+        """The server stops under its guest (not a power-off)."""
+        self._power = Power.OFF
+        self._disks = set()
+        self._health = Health(False, reason)
+        self._say(f"server died: {reason}")
+        self._save()
 
     async def health(self) -> Health:
         return self._health

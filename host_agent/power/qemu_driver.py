@@ -15,7 +15,10 @@ healthy), ``system_powerdown`` then ``quit`` for power off, ``system_reset``
 ``vectors=0`` when ``query-kvm`` says the server runs under TCG).  The QMP
 session stays open, and a ``STOP``, ``SHUTDOWN`` or ``GUEST_PANICKED`` event
 calls ``on_change``, so a guest that dies is looked at (and reported) at
-once, not at the next resync.
+once, not at the next resync.  A QEMU that is gone is OFF; unless it shut
+down (exit status 0, or ``SHUTDOWN`` on the session before it closed) it
+died under the guest, and ``health()`` says how (a signal, an exit status
+and its log's last line) until the next power-on.
 
 The accelerator is the one that boots what the server boots, its UEFI
 firmware (``host_agent.power.accel.firmware_accelerator``): KVM when OVMF
@@ -83,6 +86,10 @@ class QemuPower(PowerDriver):
         self._devices_file = workdir / "devices.json"
         self._qmp: QmpClient | None = None
         self._child: subprocess.Popen[bytes] | None = None
+        #: the exit status of the QEMU this driver started, once it exited
+        self._exit_status: int | None = None
+        #: why the server stopped without being asked to (until the next power-on)
+        self._died = ""
 
     @property
     def _tag(self) -> str:
@@ -109,8 +116,14 @@ class QemuPower(PowerDriver):
             return 0
 
     def _running(self) -> bool:
-        if self._child is not None and self._child.poll() is not None:
+        if self._child is not None:
+            # our own QEMU: poll() reaps it and keeps its exit status (pid_alive
+            # would reap a zombie child itself and lose the status)
+            if self._child.poll() is None:
+                return True
+            self._exit_status = self._child.returncode
             self._child = None
+            return False
         return pid_alive(self._pid(), must_contain=self._tag)
 
     async def _client(self) -> QmpClient:
@@ -154,6 +167,7 @@ class QemuPower(PowerDriver):
     async def power_on(self, machine: Machine) -> None:
         if self._running():
             return
+        self._died = ""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.qmp_socket.parent.mkdir(parents=True, exist_ok=True)
         self.qmp_socket.unlink(missing_ok=True)
@@ -268,6 +282,7 @@ class QemuPower(PowerDriver):
         await self._forget()
 
     async def _forget(self) -> None:
+        self._exit_status, self._died = None, ""
         if self._qmp is not None:
             await self._qmp.aclose()
             self._qmp = None
@@ -293,7 +308,7 @@ class QemuPower(PowerDriver):
 
     async def health(self) -> Health:
         if not self._running():
-            return HEALTHY
+            return Health(False, self._died) if self._died else HEALTHY
         try:
             status = await self._query("query-status")
         except (QmpError, OSError, TimeoutError):
@@ -307,10 +322,33 @@ class QemuPower(PowerDriver):
 
     async def state(self) -> Power:
         if not self._running():
-            if self.pidfile.exists():
-                await self._forget()  # it powered itself off
+            if self.pidfile.exists():  # it stopped by itself
+                died = await self._why_stopped()
+                await self._forget()
+                self._died = died
             return Power.OFF
         return Power.ON
+
+    async def _why_stopped(self) -> str:
+        """Empty when the server powered off (the guest shut down: QEMU said
+        ``SHUTDOWN`` and exited 0); else why QEMU died under the guest."""
+        status = self._exit_status
+        if status is not None:  # the QEMU this driver started
+            if status == 0:
+                return ""
+            if status < 0:
+                with contextlib.suppress(ValueError):
+                    return f"the server's QEMU was killed by {signal.Signals(-status).name}"
+            return f"the server's QEMU exited with status {status}: {self._qemu_log_tail()}"
+        if self._qmp is None:
+            return ""  # adopted and never asked: nothing to go by
+        try:  # the session ends with QEMU; it said SHUTDOWN first if it shut down
+            await self._qmp.wait_event("SHUTDOWN", timeout=1.0)
+        except QmpConnectionError:
+            return f"the server's QEMU stopped unexpectedly: {self._qemu_log_tail()}"
+        except TimeoutError:
+            return ""
+        return ""
 
     def console_tail(self, limit: int) -> bytes:
         try:

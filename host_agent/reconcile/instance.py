@@ -26,7 +26,6 @@ import logging
 from host_agent import metrics
 from host_agent.desired import DesiredInstance, Phase, Power
 from host_agent.power.base import Machine, PowerDriver
-from host_agent.power.health import HEALTHY
 from host_agent.reconcile.context import Context
 from host_agent.reconcile.errors import ProvisionFailed
 from host_agent.reconcile.hotplug import plug_new, pluggable, unplug_removed
@@ -82,10 +81,11 @@ async def report_observed(
     ctx: Context, inst: DesiredInstance, rec: InstanceRecord, driver: PowerDriver
 ) -> None:
     """RUNNING only when the server is on *and* its guest runs; a guest that
-    panicked or stopped on an internal error is FAILED with the reason."""
+    panicked or stopped on an internal error, or a server that died under
+    it, is FAILED with the reason; a server that powered off is STOPPED."""
     power = await driver.state()
     metrics.POWER_STATE.labels(inst.id).set(1 if power == Power.ON else 0)
-    health = await driver.health() if power == Power.ON else HEALTHY
+    health = await driver.health()
     generation = max(rec.generation, 0)
     if not health.ok:
         if ctx.guest_failures.get(inst.name) != health.reason:

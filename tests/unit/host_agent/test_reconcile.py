@@ -207,6 +207,29 @@ async def test_a_failed_guest_keeps_its_server_and_a_reboot_recovers_it(agent: A
     assert (await driver.health()).ok
 
 
+async def test_a_server_that_died_is_failed_not_stopped_and_a_reboot_powers_it_on(
+    agent: Agent,
+) -> None:
+    await agent.apply(desired(instance(1)))
+    driver = agent.driver()
+    driver.die("the server's QEMU was killed by SIGSEGV")
+    reports = await agent.apply(desired(instance(1)))
+    assert of_type(reports, InstanceReport) == [
+        InstanceReport(NAME, Phase.FAILED, 1, "the server's QEMU was killed by SIGSEGV")
+    ]
+    await agent.apply(desired(instance(1, state="FAILED")))
+    assert agent.driver() is driver and await driver.state() == Power.OFF
+    reports = await agent.apply(desired(instance(2, state="REBOOTING")))
+    assert phases(reports) == [(Phase.STARTING, 2), (Phase.RUNNING, 2)]
+    assert driver.boots == 2
+
+
+async def test_a_server_that_powered_itself_off_is_stopped(agent: Agent) -> None:
+    await agent.apply(desired(instance(1)))
+    await agent.driver().power_off()
+    assert phases(await agent.apply(desired(instance(1)))) == [(Phase.STOPPED, 1)]
+
+
 async def test_a_provisioning_failure_is_still_torn_down_when_failed(
     agent: Agent, config: AgentConfig
 ) -> None:
