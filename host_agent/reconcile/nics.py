@@ -1,10 +1,11 @@
 """Step 3b, NICs: an ``offload-net`` per NIC, its TAP in the VPC's bridge.
 
 For every desired NIC the agent writes the instance's metadata (served by
-the back-end at 169.254.169.254), starts (or adopts) the NIC's back-end in
-the host's network namespace, and records its VPC port: the VPC's bridge,
-VNI and the underlay addresses of the other hosts carrying it.  Then the
-fabric is reconciled once for all ports.  A host without an
+the back-end at 169.254.169.254; owner-only, ``host_agent.files``),
+starts (or adopts) the NIC's back-end in the host's network namespace, and
+records its VPC port: the VPC's bridge, VNI and the underlay addresses of
+the other hosts carrying it.  Then the fabric is reconciled once for all
+ports.  A host without an
 ``underlay_address`` cannot join a VPC: the instance fails with that reason.
 """
 
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from host_agent.desired import DesiredInstance, DesiredNic
 from host_agent.devices import NetSpec
+from host_agent.files import write_private
 from host_agent.power.base import Nic
 from host_agent.reconcile.context import Context
 from host_agent.reconcile.errors import ProvisionFailed
@@ -42,8 +44,8 @@ async def _serve(ctx: Context, inst: DesiredInstance, nic: DesiredNic) -> Nic:
     ident = nic_id(nic.name)
     prefix = ipaddress.ip_network(nic.subnet_cidr, strict=False).prefixlen
     meta = ctx.instance_dir(inst.name) / f"{ident}.json"
-    meta.parent.mkdir(parents=True, exist_ok=True)
-    meta.write_text(
+    write_private(  # the tenant's user data and keys: 0600 in a 0700 directory
+        meta,
         json.dumps(
             {
                 "instance_id": inst.id,
@@ -51,7 +53,7 @@ async def _serve(ctx: Context, inst: DesiredInstance, nic: DesiredNic) -> Nic:
                 "public_keys": list(inst.ssh_keys),
                 "user_data": inst.user_data,
             }
-        )
+        ).encode(),
     )
     spec = NetSpec(
         id=nic.name,
