@@ -27,6 +27,7 @@ from offload.storage.qos import QosLimiter
 from offload.storage.volume import SparseFileVolume
 from offload.virtio import features as vf
 from offload.virtio.chain import F_NEXT
+from offload.virtio.queue import SplitQueue
 from tests.unit.offload.blkreq import STATUS_UNSET, add_request, make_device, make_volume, segments
 from tests.unit.offload.ringbuilder import DriverRing, GuestRam
 
@@ -475,3 +476,15 @@ def test_no_notify_is_set_while_draining_and_cleared_after(
 def test_completion_batch_must_be_positive(vol: SparseFileVolume) -> None:
     with pytest.raises(ValueError, match="completion batch"):
         BlkDevice(vol, completion_batch=0)
+
+
+def test_rings_on_top_of_each_other_mark_needs_reset(dev: BlkDevice, ram: GuestRam) -> None:
+    # Found by the fuzzer (fuzz/corpus/blk/crash-used-ring-over-avail-ring): all
+    # three areas at one address, last_avail one behind avail.idx.  Publishing
+    # used.idx rewrote avail.idx, so process_queue never returned.
+    base = ram.base_gpa
+    q = SplitQueue(ram.mem, size=2, desc_gpa=base, avail_gpa=base, used_gpa=base, event_idx=True)
+    q.last_avail_idx = 0xFFFF
+    assert not dev.process_queue(0, q)
+    assert dev.needs_reset
+    assert dev.stats().errors["ring"] == 1
