@@ -1,0 +1,195 @@
+"""Seeds, bounded runs and long campaigns over the targets (``python -m fuzz ...``).
+
+* ``seeds``: writes each target's ``seeds()`` to ``<out>/<target>/seed-<name>``
+  (the meaningful starting inputs; the fuzzer's finds sit beside them).
+* ``bounded(target, runs=N)``: replays the target's corpus, then mutates
+  until ``N`` executions in all, with a per-input timeout; new inputs go to a
+  scratch directory, so the repository's corpus is only read.  Returns the
+  exit status and libFuzzer's final statistics (what ``tests/fuzz`` checks).
+* ``campaign``: each target for ``--seconds`` (``-max_total_time``), growing
+  a working corpus under ``.cache/fuzz/<target>``, with crashes saved to
+  ``.cache/fuzz/artifacts/``; then ``-merge=1`` adds to ``fuzz/corpus/<target>``
+  only the inputs that bring new coverage, so the committed corpus stays
+  small.  ``--jobs`` runs that many targets at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import hashlib
+import importlib
+import re
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from fuzz.targets import TARGETS
+
+__all__ = ["CORPUS", "RunResult", "bounded", "corpus_dir", "main", "write_seeds"]
+
+ROOT: Final = Path(__file__).resolve().parent.parent
+CORPUS: Final = ROOT / "fuzz" / "corpus"
+WORK: Final = ROOT / ".cache" / "fuzz"
+TIMEOUT_S: Final = 10
+RSS_LIMIT_MB: Final = 2048
+_STAT = re.compile(rb"^stat::(\w+):\s+(\d+)", re.MULTILINE)
+
+
+def corpus_dir(target: str) -> Path:
+    return CORPUS / target
+
+
+def write_seeds(out: Path = CORPUS) -> dict[str, int]:
+    """Write every target's seeds; returns how many each target has."""
+    counts: dict[str, int] = {}
+    for target in TARGETS:
+        module = importlib.import_module(f"fuzz.targets.{target}")
+        seeds: dict[str, bytes] = module.seeds()
+        folder = out / target
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, data in seeds.items():
+            (folder / f"seed-{name}").write_bytes(data)
+        counts[target] = len(seeds)
+    return counts
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One libFuzzer process: its exit status, final statistics and output."""
+
+    returncode: int
+    stats: dict[str, int]
+    output: str
+
+    @property
+    def executions(self) -> int:
+        return self.stats.get("number_of_executed_units", 0)
+
+    @property
+    def exec_per_sec(self) -> int:
+        return self.stats.get("average_exec_per_sec", 0)
+
+
+def _fuzz_command(target: str, flags: list[str], dirs: list[Path]) -> list[str]:
+    return [sys.executable, "-m", "fuzz", "run", target, *flags, *map(str, dirs)]
+
+
+def bounded(
+    target: str,
+    *,
+    runs: int,
+    corpus: Path | None = None,
+    scratch: Path,
+    timeout_s: int = TIMEOUT_S,
+    seed: int = 1,
+) -> RunResult:
+    """Replay ``corpus`` (the target's own by default), then fuzz up to ``runs`` executions."""
+    new = scratch / "new"
+    artifacts = scratch / "artifacts"
+    new.mkdir(parents=True, exist_ok=True)
+    artifacts.mkdir(parents=True, exist_ok=True)
+    flags = [
+        f"-runs={runs}",
+        f"-timeout={timeout_s}",
+        f"-rss_limit_mb={RSS_LIMIT_MB}",
+        f"-seed={seed}",
+        f"-artifact_prefix={artifacts}/",
+        "-print_final_stats=1",
+    ]
+    dirs = [new, corpus if corpus is not None else corpus_dir(target)]
+    proc = subprocess.run(
+        _fuzz_command(target, flags, dirs), cwd=ROOT, capture_output=True, check=False
+    )
+    stats = {k.decode(): int(v) for k, v in _STAT.findall(proc.stderr + proc.stdout)}
+    return RunResult(proc.returncode, stats, (proc.stdout + proc.stderr).decode(errors="replace"))
+
+
+def _campaign_one(target: str, seconds: int) -> str:
+    work = WORK / target
+    artifacts = WORK / "artifacts"
+    work.mkdir(parents=True, exist_ok=True)
+    artifacts.mkdir(parents=True, exist_ok=True)
+    flags = [
+        f"-max_total_time={seconds}",
+        f"-timeout={TIMEOUT_S}",
+        f"-rss_limit_mb={RSS_LIMIT_MB}",
+        f"-artifact_prefix={artifacts}/{target}-",
+        "-print_final_stats=1",
+    ]
+    run = subprocess.run(
+        _fuzz_command(target, flags, [work, corpus_dir(target)]),
+        cwd=ROOT,
+        capture_output=True,
+        check=False,
+    )
+    stats = dict(_STAT.findall(run.stderr))
+    merge = subprocess.run(
+        _fuzz_command(target, ["-merge=1"], [corpus_dir(target), work]),
+        cwd=ROOT,
+        capture_output=True,
+        check=False,
+    )
+    units = int(stats.get(b"number_of_executed_units", b"0"))
+    speed = int(stats.get(b"average_exec_per_sec", b"0"))
+    verdict = "ok" if run.returncode == 0 else f"FAILED (exit {run.returncode}, see {artifacts})"
+    if merge.returncode != 0:
+        verdict += f"; merge failed (exit {merge.returncode})"
+    files = sum(1 for _ in corpus_dir(target).iterdir())
+    return f"{target}: {verdict}; {units} executions, {speed}/s; corpus {files} files"
+
+
+def _rename_by_content(folder: Path) -> None:
+    """libFuzzer names merged inputs by SHA-1 already; seeds keep their names."""
+    for path in folder.iterdir():
+        if path.name.startswith("seed-") or path.name.startswith("crash-"):
+            continue
+        digest = hashlib.sha1(path.read_bytes()).hexdigest()
+        if path.name != digest:
+            path.rename(folder / digest)
+
+
+def campaign(targets: list[str], *, seconds: int, jobs: int) -> list[str]:
+    """Fuzz each target for ``seconds`` and merge new coverage into the corpus."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        lines = list(pool.map(lambda t: _campaign_one(t, seconds), targets))
+    for target in targets:
+        _rename_by_content(corpus_dir(target))
+    return lines
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fuzz")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="TARGET [libFuzzer flags] [corpus dirs]")
+    seeds = sub.add_parser("seeds", help="write every target's seed inputs")
+    seeds.add_argument("--out", type=Path, default=CORPUS)
+    camp = sub.add_parser("campaign", help="fuzz for a while and merge into the corpus")
+    camp.add_argument("--seconds", type=int, default=300)
+    camp.add_argument("--jobs", type=int, default=1)
+    camp.add_argument("targets", nargs="*", choices=[*TARGETS, []], default=[])
+    check = sub.add_parser("check", help="the bounded run of make test, for every target")
+    check.add_argument("--runs", type=int, default=2000)
+    args = parser.parse_args(argv)
+    if args.command == "seeds":
+        for target, count in write_seeds(args.out).items():
+            print(f"{target}: {count} seeds")
+        return 0
+    if args.command == "campaign":
+        lines = campaign(args.targets or list(TARGETS), seconds=args.seconds, jobs=args.jobs)
+        print("\n".join(lines))
+        return 0 if all(": ok;" in line for line in lines) else 1
+    failed = 0
+    with tempfile.TemporaryDirectory(prefix="bmaas-fuzz-") as tmp:
+        for target in TARGETS:
+            result = bounded(target, runs=args.runs, scratch=Path(tmp) / target)
+            ok = result.returncode == 0
+            failed += not ok
+            print(f"{target}: {'ok' if ok else 'FAILED'}; {result.executions} executions, "
+                  f"{result.exec_per_sec}/s")  # fmt: skip
+            if not ok:
+                print(result.output[-4000:])
+    return 1 if failed else 0
