@@ -13,8 +13,8 @@ __all__ = ["TARGETS"]
 TARGETS: Final = (
     "chain",
     "blk",
-    # "net",
-    # "vhost_user",
+    "net",
+    "vhost_user",
     "dhcp",
     "arp",
     "ipv4",

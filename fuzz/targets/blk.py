@@ -27,7 +27,7 @@ from offload.virtio.queue import SplitQueue
 
 __all__ = ["MAX_LEN", "make", "seeds"]
 
-MAX_LEN: Final = 4096
+MAX_LEN: Final = 12288
 F_READ_ONLY: Final = 2
 F_ALL_FEATURES: Final = 4
 VOLUME_BYTES: Final = 64 * 1024
