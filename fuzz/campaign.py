@@ -7,17 +7,17 @@
   scratch directory, so the repository's corpus is only read.  Returns the
   exit status and libFuzzer's final statistics (what ``tests/fuzz`` checks).
 * ``campaign``: each target for ``--seconds`` (``-max_total_time``), growing
-  a working corpus under ``.cache/fuzz/<target>``, with crashes saved to
-  ``.cache/fuzz/artifacts/``; then ``-merge=1`` adds to ``fuzz/corpus/<target>``
-  only the inputs that bring new coverage, so the committed corpus stays
-  small.  ``--jobs`` runs that many targets at once.
+  a working corpus under ``<work>/<target>`` (``--work``, by default
+  ``.cache/fuzz``), with crashes saved to ``<work>/artifacts/``; then
+  ``-merge=1`` adds to ``fuzz/corpus/<target>`` only the inputs that bring
+  new coverage, so the committed corpus stays small.  ``--jobs`` runs that
+  many targets at once.
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import hashlib
 import importlib
 import re
 import subprocess
@@ -108,9 +108,9 @@ def bounded(
     return RunResult(proc.returncode, stats, (proc.stdout + proc.stderr).decode(errors="replace"))
 
 
-def _campaign_one(target: str, seconds: int) -> str:
-    work = WORK / target
-    artifacts = WORK / "artifacts"
+def _campaign_one(target: str, seconds: int, root: Path) -> str:
+    work = root / target
+    artifacts = root / "artifacts"
     work.mkdir(parents=True, exist_ok=True)
     artifacts.mkdir(parents=True, exist_ok=True)
     flags = [
@@ -142,23 +142,10 @@ def _campaign_one(target: str, seconds: int) -> str:
     return f"{target}: {verdict}; {units} executions, {speed}/s; corpus {files} files"
 
 
-def _rename_by_content(folder: Path) -> None:
-    """libFuzzer names merged inputs by SHA-1 already; seeds keep their names."""
-    for path in folder.iterdir():
-        if path.name.startswith("seed-") or path.name.startswith("crash-"):
-            continue
-        digest = hashlib.sha1(path.read_bytes()).hexdigest()
-        if path.name != digest:
-            path.rename(folder / digest)
-
-
-def campaign(targets: list[str], *, seconds: int, jobs: int) -> list[str]:
+def campaign(targets: list[str], *, seconds: int, jobs: int, work: Path = WORK) -> list[str]:
     """Fuzz each target for ``seconds`` and merge new coverage into the corpus."""
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-        lines = list(pool.map(lambda t: _campaign_one(t, seconds), targets))
-    for target in targets:
-        _rename_by_content(corpus_dir(target))
-    return lines
+        return list(pool.map(lambda t: _campaign_one(t, seconds, work), targets))
 
 
 def main(argv: list[str]) -> int:
@@ -170,7 +157,8 @@ def main(argv: list[str]) -> int:
     camp = sub.add_parser("campaign", help="fuzz for a while and merge into the corpus")
     camp.add_argument("--seconds", type=int, default=300)
     camp.add_argument("--jobs", type=int, default=1)
-    camp.add_argument("targets", nargs="*", choices=[*TARGETS, []], default=[])
+    camp.add_argument("--work", type=Path, default=WORK, help="working corpus and crashes")
+    camp.add_argument("targets", nargs="*", metavar="TARGET", help=", ".join(TARGETS))
     check = sub.add_parser("check", help="the bounded run of make test, for every target")
     check.add_argument("--runs", type=int, default=2000)
     args = parser.parse_args(argv)
@@ -179,7 +167,11 @@ def main(argv: list[str]) -> int:
             print(f"{target}: {count} seeds")
         return 0
     if args.command == "campaign":
-        lines = campaign(args.targets or list(TARGETS), seconds=args.seconds, jobs=args.jobs)
+        targets = args.targets or list(TARGETS)
+        unknown = sorted(set(targets) - set(TARGETS))
+        if unknown:
+            parser.error(f"unknown targets {unknown}; there are {', '.join(TARGETS)}")
+        lines = campaign(targets, seconds=args.seconds, jobs=args.jobs, work=args.work)
         print("\n".join(lines))
         return 0 if all(": ok;" in line for line in lines) else 1
     failed = 0

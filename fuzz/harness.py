@@ -1,7 +1,7 @@
 """Running one target under libFuzzer with the card's code instrumented.
 
 ``run(module, args)`` imports the target module inside
-``atheris.instrument_imports(include=["offload"])`` (every ``offload``
+``atheris``'s ``instrument_imports(include=["offload"])`` (every ``offload``
 module the target pulls in gets coverage callbacks), builds its per-input
 function with ``make()`` and hands control to libFuzzer, which parses
 ``args`` (flags such as ``-runs=N``, ``-timeout=S``, ``-max_total_time=S``,
@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 import atheris
+from atheris.import_hook import instrument_imports
 
 __all__ = ["run", "target_module"]
 
@@ -33,7 +34,7 @@ def target_module(target: str) -> str:
 
 def run(target: str, args: Sequence[str]) -> NoReturn:
     """Fuzz ``target`` with libFuzzer flags and corpus directories ``args``; never returns."""
-    with atheris.instrument_imports(include=["offload"]):
+    with instrument_imports(include=["offload"]):
         module = importlib.import_module(target_module(target))
     one: Callable[[bytes], None] = module.make()
     argv = [f"fuzz-{target}", *args]

@@ -106,7 +106,7 @@ def raise_logged_failures() -> None:
 def _csum(data: bytes) -> int:
     if len(data) % 2:
         data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return ~total & 0xFFFF
@@ -117,7 +117,9 @@ def eth(payload: bytes, ethertype: int = 0x0800, *, dst: bytes = CARD_MAC) -> by
 
 
 def ipv4(payload: bytes, proto: int, *, src: bytes = NIC_IP, dst: bytes = METADATA_IP) -> bytes:
-    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 1, 0x4000, 64, proto, 0, src, dst)
+    header = struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 1, 0x4000, 64, proto, 0, src, dst
+    )
     return header[:10] + _csum(header).to_bytes(2, "big") + header[12:] + payload
 
 

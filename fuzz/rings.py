@@ -90,7 +90,9 @@ class RingBuilder:
             offset += r.size
         raise ValueError(f"0x{gpa:x}+{len(data)} is not inside one region")
 
-    def _desc(self, table_gpa: int, index: int, gpa: int, length: int, flags: int, nxt: int) -> None:
+    def _desc(
+        self, table_gpa: int, index: int, gpa: int, length: int, flags: int, nxt: int
+    ) -> None:
         self.put(table_gpa + 16 * index, _DESC.pack(gpa, length, flags, nxt))
 
     def chain(self, bufs: list[tuple[int, int, bool]], *, indirect_at: int | None = None) -> int:

@@ -27,7 +27,9 @@ def make() -> Callable[[bytes], None]:
 
 def _arp(op: int, *, target_ip: bytes, sender_mac: bytes = NIC_MAC, sender_ip: bytes = NIC_IP,
          target_mac: bytes = bytes(6)) -> bytes:  # fmt: skip
-    return struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, op, sender_mac, sender_ip, target_mac, target_ip)
+    return struct.pack(
+        "!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, op, sender_mac, sender_ip, target_mac, target_ip
+    )
 
 
 def seeds() -> dict[str, bytes]:

@@ -94,7 +94,9 @@ def seeds() -> dict[str, bytes]:
         ring.chain(bufs)
         out[name] = ring.encode()
 
-    one_request("read", [(a, 16, False), (b, 4096, True), (a + 16, 1, True)], puts=((a, _request(0, 8)),))
+    one_request(
+        "read", [(a, 16, False), (b, 4096, True), (a + 16, 1, True)], puts=((a, _request(0, 8)),)
+    )
     one_request(
         "write_event_idx",
         [(a, 16, False), (b, 512, False), (a + 16, 1, True)],
@@ -104,7 +106,9 @@ def seeds() -> dict[str, bytes]:
     one_request("write_read_only", [(a, 16, False), (b, 512, False), (a + 16, 1, True)],
                 flags=F_ALL_FEATURES | F_READ_ONLY, puts=((a, _request(1, 0)),))  # fmt: skip
     one_request("flush", [(a, 16, False), (a + 16, 1, True)], puts=((a, _request(4)),))
-    one_request("get_id", [(a, 16, False), (b, 20, True), (a + 16, 1, True)], puts=((a, _request(8)),))
+    one_request(
+        "get_id", [(a, 16, False), (b, 20, True), (a + 16, 1, True)], puts=((a, _request(8)),)
+    )
     one_request(
         "discard",
         [(a, 16, False), (a + 32, 16, False), (a + 16, 1, True)],

@@ -23,7 +23,9 @@ __all__ = ["MAX_LEN", "make", "seeds"]
 MAX_LEN: Final = 4096
 
 
-def _check_chain(readable: list[memoryview], writable: list[memoryview], rlen: int, wlen: int) -> None:
+def _check_chain(
+    readable: list[memoryview], writable: list[memoryview], rlen: int, wlen: int
+) -> None:
     if sum(v.nbytes for v in readable) != rlen or sum(v.nbytes for v in writable) != wlen:
         raise AssertionError("a chain's lengths do not add up")
     if rlen + wlen >= 1 << 32:

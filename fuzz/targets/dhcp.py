@@ -59,7 +59,8 @@ def seeds() -> dict[str, bytes]:
     params = (55, bytes((1, 3, 6, 12, 15, 26, 28, 51, 54)))
     return {
         "discover": b"\0" + _message(1, params, (61, b"\x01" + NIC_MAC), (57, b"\x05\xdc")),
-        "request_selecting": b"\0" + _message(3, params, (50, NIC_IP), (54, GATEWAY), (12, b"web-1")),
+        "request_selecting": b"\0"
+        + _message(3, params, (50, NIC_IP), (54, GATEWAY), (12, b"web-1")),
         "request_renewing": b"\1" + _message(3, params, ciaddr=NIC_IP),
         "inform": b"\1" + _message(8, params, ciaddr=NIC_IP),
         "release": b"\1" + _message(7, (54, GATEWAY), ciaddr=NIC_IP),

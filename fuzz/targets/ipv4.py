@@ -80,22 +80,38 @@ def seeds() -> dict[str, bytes]:
     get = b"GET /latest/meta-data/ HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n"
     syn = ipv4(tcp(sport=40000, dport=80, seq=100, ack=0, flags=_SYN, mss=1460), 6, dst=md)
     ack = ipv4(tcp(sport=40000, dport=80, seq=101, ack=1, flags=_ACK), 6, dst=md)
-    req = ipv4(tcp(sport=40000, dport=80, seq=101, ack=1, flags=_ACK | _PSH, payload=get), 6, dst=md)
-    fin = ipv4(tcp(sport=40000, dport=80, seq=101 + len(get), ack=400, flags=_ACK | _FIN), 6, dst=md)
+    req = ipv4(
+        tcp(sport=40000, dport=80, seq=101, ack=1, flags=_ACK | _PSH, payload=get), 6, dst=md
+    )
+    fin = ipv4(
+        tcp(sport=40000, dport=80, seq=101 + len(get), ack=400, flags=_ACK | _FIN), 6, dst=md
+    )
     peer = bytes((10, 8, 0, 9))
     return {
         "tcp_syn_to_metadata": encode(syn),
         "tcp_conversation_with_metadata": encode(syn, ack, req, fin),
-        "tcp_rst_to_metadata": encode(syn, ipv4(tcp(sport=40000, dport=80, seq=101, ack=0, flags=_RST), 6, dst=md)),
-        "tcp_to_other_port": encode(ipv4(tcp(sport=40001, dport=22, seq=5, ack=0, flags=_SYN), 6, dst=md)),
-        "udp_to_peer": encode(ipv4(udp(b"hello", sport=5000, dport=53), 17, dst=peer)),
-        "udp_from_dhcp_server_port": encode(ipv4(udp(b"x" * 300, sport=67, dport=68), 17, dst=peer)),
-        "icmp_to_gateway": encode(ipv4(bytes((8, 0, 0, 0, 0, 1, 0, 1)), 1, dst=bytes((10, 8, 0, 1)))),
-        "spoofed_source": encode(ipv4(udp(b"x", sport=1, dport=2), 17, src=bytes((10, 8, 0, 7)), dst=peer)),
-        "first_fragment_to_port_67": encode(
-            ipv4(udp(b"y" * 16, sport=68, dport=67), 17, dst=peer)[:6] + b"\x20\x00" + ipv4(udp(b"y" * 16, sport=68, dport=67), 17, dst=peer)[8:]
+        "tcp_rst_to_metadata": encode(
+            syn, ipv4(tcp(sport=40000, dport=80, seq=101, ack=0, flags=_RST), 6, dst=md)
         ),
-        "options_header": encode(bytes((0x46,)) + ipv4(b"", 17)[1:20] + b"\x01\x01\x01\x00" + udp(b"z", sport=9, dport=9)),
+        "tcp_to_other_port": encode(
+            ipv4(tcp(sport=40001, dport=22, seq=5, ack=0, flags=_SYN), 6, dst=md)
+        ),
+        "udp_to_peer": encode(ipv4(udp(b"hello", sport=5000, dport=53), 17, dst=peer)),
+        "udp_from_dhcp_server_port": encode(
+            ipv4(udp(b"x" * 300, sport=67, dport=68), 17, dst=peer)
+        ),
+        "icmp_to_gateway": encode(
+            ipv4(bytes((8, 0, 0, 0, 0, 1, 0, 1)), 1, dst=bytes((10, 8, 0, 1)))
+        ),
+        "spoofed_source": encode(
+            ipv4(udp(b"x", sport=1, dport=2), 17, src=bytes((10, 8, 0, 7)), dst=peer)
+        ),
+        "first_fragment_to_port_67": encode(
+            ipv4(udp(b"y" * 16, sport=68, dport=67), 17, dst=peer)[:6]
+            + b"\x20\x00"
+            + ipv4(udp(b"y" * 16, sport=68, dport=67), 17, dst=peer)[8:]
+        ),
+        "options_header": encode(
+            bytes((0x46,)) + ipv4(b"", 17)[1:20] + b"\x01\x01\x01\x00" + udp(b"z", sport=9, dport=9)
+        ),
     }
-
-

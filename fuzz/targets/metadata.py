@@ -105,10 +105,14 @@ def seeds() -> dict[str, bytes]:
     host = b"Host: 169.254.169.254\r\n"
     return {
         "get_meta_data_index": b"\0GET /latest/meta-data/ HTTP/1.1\r\n" + host + b"\r\n",
-        "get_user_data_in_three_segments": b"\2GET /latest/user-data HTTP/1.1\r\n" + host + b"Accept: */*\r\n\r\n",
+        "get_user_data_in_three_segments": b"\2GET /latest/user-data HTTP/1.1\r\n"
+        + host
+        + b"Accept: */*\r\n\r\n",
         "get_public_key": b"\0GET /latest/meta-data/public-keys/0/openssh-key HTTP/1.0\r\n\r\n",
         "head_instance_id": b"\1HEAD /latest/meta-data/instance-id HTTP/1.1\r\n" + host + b"\r\n",
-        "put_token_v2": b"\0PUT /latest/api/token HTTP/1.1\r\n" + host + b"X-aws-ec2-metadata-token-ttl-seconds: 21600\r\nContent-Length: 0\r\n\r\n",
+        "put_token_v2": b"\0PUT /latest/api/token HTTP/1.1\r\n"
+        + host
+        + b"X-aws-ec2-metadata-token-ttl-seconds: 21600\r\nContent-Length: 0\r\n\r\n",
         "bare_lf_and_query": b"\0GET /latest?x=1 HTTP/1.1\n\n",
         "not_found": b"\0GET /nope HTTP/1.1\r\n\r\n",
         "garbage_request_line": b"\0\x00\xffGET\r\n\r\n",

@@ -70,7 +70,9 @@ def make() -> Callable[[bytes], None]:
         device = NetDevice(mac=NIC_MAC, tap_fds=[tap.fileno()], hook=hook, queue_size=128)
         try:
             offered = device.features()
-            minimal = vf.bit(vf.VERSION_1) | vf.bit(vf.RING_INDIRECT_DESC) | vf.bit(vf.RING_EVENT_IDX)
+            minimal = (
+                vf.bit(vf.VERSION_1) | vf.bit(vf.RING_INDIRECT_DESC) | vf.bit(vf.RING_EVENT_IDX)
+            )
             if not ring.flags & F_MRG_RXBUF:
                 offered &= minimal
             device.ack_features(offered)
@@ -120,11 +122,16 @@ def _input(frame: bytes, ring: RingBuilder) -> bytes:
 def seeds() -> dict[str, bytes]:
     a, b = BASE + 0x1000, 0x2_0000
     out: dict[str, bytes] = {}
-    ping = eth(bytes.fromhex("4500001c0001400040010000") + bytes((10, 8, 0, 5, 10, 8, 0, 9)) + bytes(8))
+    ping = eth(
+        bytes.fromhex("4500001c0001400040010000") + bytes((10, 8, 0, 5, 10, 8, 0, 9)) + bytes(8)
+    )
     arp_req = eth(
         struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, NIC_MAC, bytes((10, 8, 0, 5)), bytes(6),
                     bytes((10, 8, 0, 1))), 0x0806, dst=b"\xff" * 6)  # fmt: skip
-    for name, frame, flags in (("tx_one_buffer", ping, 0), ("tx_arp_to_services", arp_req, F_SERVICES)):
+    for name, frame, flags in (
+        ("tx_one_buffer", ping, 0),
+        ("tx_arp_to_services", arp_req, F_SERVICES),
+    ):
         ring = RingBuilder(size=16, flags=flags)
         ring.put(a, _VNET_HDR + frame)
         ring.chain([(a, 12 + len(frame), False)])
@@ -148,5 +155,3 @@ def seeds() -> dict[str, bytes]:
     ring.chain([(b, 20, True)])
     out["rx_too_small"] = _input(ping, ring)
     return out
-
-
