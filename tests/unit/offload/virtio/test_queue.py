@@ -333,7 +333,5 @@ def test_areas_that_only_touch_are_accepted(ram: GuestRam) -> None:
     base = ram.base_gpa
     avail = base + 16 * 8
     used = avail + 6 + 2 * 8
-    q = SplitQueue(
-        ram.mem, size=8, desc_gpa=base, avail_gpa=avail, used_gpa=used, event_idx=True
-    )
+    q = SplitQueue(ram.mem, size=8, desc_gpa=base, avail_gpa=avail, used_gpa=used, event_idx=True)
     assert q.pop() is None
