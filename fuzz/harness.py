@@ -17,6 +17,7 @@ is loaded uninstrumented before the target.
 from __future__ import annotations
 
 import importlib
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
@@ -37,7 +38,9 @@ def run(target: str, args: Sequence[str]) -> NoReturn:
     with instrument_imports(include=["offload"]):
         module = importlib.import_module(target_module(target))
     one: Callable[[bytes], None] = module.make()
-    argv = [f"fuzz-{target}", *args]
+    # libFuzzer's -merge and -minimize_crash re-run the program through the
+    # shell as argv[0] followed by the flags: make argv[0] that command.
+    argv = [shlex.join([sys.executable, "-m", "fuzz", "run", target]), *args]
     if not any(a.startswith("-max_len=") for a in args):
         argv.insert(1, f"-max_len={int(module.MAX_LEN)}")
     atheris.Setup(argv, one)
