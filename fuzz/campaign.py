@@ -23,6 +23,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -37,6 +38,7 @@ WORK: Final = ROOT / ".cache" / "fuzz"
 TIMEOUT_S: Final = 10
 RSS_LIMIT_MB: Final = 2048
 _STAT = re.compile(rb"^stat::(\w+):\s+(\d+)", re.MULTILINE)
+_MERGED = re.compile(rb"MERGE-OUTER: (\d+) new files")
 
 
 def corpus_dir(target: str) -> Path:
@@ -64,6 +66,7 @@ class RunResult:
     returncode: int
     stats: dict[str, int]
     output: str
+    seconds: float
 
     @property
     def executions(self) -> int:
@@ -71,7 +74,8 @@ class RunResult:
 
     @property
     def exec_per_sec(self) -> int:
-        return self.stats.get("average_exec_per_sec", 0)
+        """Executions per second of wall time, start-up (imports, instrumentation) included."""
+        return round(self.executions / self.seconds) if self.seconds > 0 else 0
 
 
 def _fuzz_command(target: str, flags: list[str], dirs: list[Path]) -> list[str]:
@@ -101,11 +105,14 @@ def bounded(
         "-print_final_stats=1",
     ]
     dirs = [new, corpus if corpus is not None else corpus_dir(target)]
+    started = time.monotonic()
     proc = subprocess.run(
         _fuzz_command(target, flags, dirs), cwd=ROOT, capture_output=True, check=False
     )
+    seconds = time.monotonic() - started
     stats = {k.decode(): int(v) for k, v in _STAT.findall(proc.stderr + proc.stdout)}
-    return RunResult(proc.returncode, stats, (proc.stdout + proc.stderr).decode(errors="replace"))
+    output = (proc.stdout + proc.stderr).decode(errors="replace")
+    return RunResult(proc.returncode, stats, output, seconds)
 
 
 def _campaign_one(target: str, seconds: int, root: Path) -> str:
@@ -133,13 +140,18 @@ def _campaign_one(target: str, seconds: int, root: Path) -> str:
         capture_output=True,
         check=False,
     )
+    merged = _MERGED.search(merge.stderr)
     units = int(stats.get(b"number_of_executed_units", b"0"))
     speed = int(stats.get(b"average_exec_per_sec", b"0"))
     verdict = "ok" if run.returncode == 0 else f"FAILED (exit {run.returncode}, see {artifacts})"
-    if merge.returncode != 0:
+    if merge.returncode != 0 or merged is None:
         verdict += f"; merge failed (exit {merge.returncode})"
+    added = 0 if merged is None else int(merged.group(1))
     files = sum(1 for _ in corpus_dir(target).iterdir())
-    return f"{target}: {verdict}; {units} executions, {speed}/s; corpus {files} files"
+    return (
+        f"{target}: {verdict}; {units} executions, {speed}/s; "
+        f"{added} inputs added, corpus {files} files"
+    )
 
 
 def campaign(targets: list[str], *, seconds: int, jobs: int, work: Path = WORK) -> list[str]:
