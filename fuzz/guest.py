@@ -28,8 +28,9 @@ from __future__ import annotations
 import ctypes
 import mmap
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
 
 from offload.errors import GuestAddressOutOfRange
 from offload.memory import GuestMemory, MemoryRegion
@@ -37,6 +38,7 @@ from offload.memory import GuestMemory, MemoryRegion
 __all__ = ["CANARY", "CheckedMemory", "FuzzRam", "OutOfRegionAccess", "RegionLayout", "LAYOUT"]
 
 CANARY: Final = 0xA5
+T = TypeVar("T")
 
 
 class OutOfRegionAccess(AssertionError):
@@ -138,32 +140,32 @@ class CheckedMemory(GuestMemory):
         if n:
             self._allowed(gpa, n)
 
-    def _word(self, gpa: int, n: int) -> None:
+    def _checked(self, gpa: int, n: int, access: Callable[[], T]) -> T:
+        try:
+            result = access()
+        except GuestAddressOutOfRange as exc:
+            self._refused(gpa, n, exc)
+            raise
         self._allowed(gpa, n)
+        return result
 
     def read_u16(self, gpa: int) -> int:
-        self._word(gpa, 2)
-        return super().read_u16(gpa)
+        return self._checked(gpa, 2, lambda: super(CheckedMemory, self).read_u16(gpa))
 
     def read_u32(self, gpa: int) -> int:
-        self._word(gpa, 4)
-        return super().read_u32(gpa)
+        return self._checked(gpa, 4, lambda: super(CheckedMemory, self).read_u32(gpa))
 
     def read_u64(self, gpa: int) -> int:
-        self._word(gpa, 8)
-        return super().read_u64(gpa)
+        return self._checked(gpa, 8, lambda: super(CheckedMemory, self).read_u64(gpa))
 
     def write_u16(self, gpa: int, value: int) -> None:
-        self._word(gpa, 2)
-        super().write_u16(gpa, value)
+        self._checked(gpa, 2, lambda: super(CheckedMemory, self).write_u16(gpa, value))
 
     def write_u32(self, gpa: int, value: int) -> None:
-        self._word(gpa, 4)
-        super().write_u32(gpa, value)
+        self._checked(gpa, 4, lambda: super(CheckedMemory, self).write_u32(gpa, value))
 
     def write_u64(self, gpa: int, value: int) -> None:
-        self._word(gpa, 8)
-        super().write_u64(gpa, value)
+        self._checked(gpa, 8, lambda: super(CheckedMemory, self).write_u64(gpa, value))
 
 
 class FuzzRam:

@@ -64,3 +64,14 @@ def test_a_write_next_to_a_region_is_caught_by_the_canaries(ram: FuzzRam) -> Non
     ctypes.c_char.from_address(after).value = b"!"  # the byte after region B, in the same page
     with pytest.raises(OutOfRegionAccess, match="outside the regions changed"):
         fresh.check_canaries()
+
+
+def test_word_accesses_are_checked_both_ways(ram: FuzzRam) -> None:
+    ram.mem.write_u64(C.end - 8, 7)
+    assert ram.mem.read_u64(C.end - 8) == 7
+    for gpa in (A.end - 1, 0x1_8000, C.end - 2):  # straddling A's end, in the hole, past C
+        with pytest.raises(GuestAddressOutOfRange):
+            ram.mem.read_u32(gpa)
+        with pytest.raises(GuestAddressOutOfRange):
+            ram.mem.write_u32(gpa, 1)
+    ram.check_canaries()
