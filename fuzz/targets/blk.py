@@ -3,7 +3,7 @@
 The input is a ring (``fuzz.rings``); flag bit 1 serves a read-only volume,
 bit 2 makes the driver accept every feature the device offers (FLUSH,
 DISCARD, WRITE_ZEROES ...) instead of only VERSION_1.  The volume is a
-64 KiB sparse file, so reads and writes really move bytes between the file
+64 KiB sparse file, zeroed before each input, so reads and writes really move bytes between the file
 and guest memory with ``preadv``/``pwritev``.  ``process_queue`` must never
 raise (a malformed request completes with an error status, a broken ring
 marks the device NEEDS_RESET), and nothing may touch memory outside the
@@ -59,6 +59,9 @@ def make() -> Callable[[bytes], None]:
         if ring is None:
             return
         ram.load(ring.image)
+        rw = volumes[False].fd  # zeroed for every input, so an input always reads the same
+        os.ftruncate(rw, 0)
+        os.ftruncate(rw, VOLUME_BYTES)
         device = BlkDevice(volumes[bool(ring.flags & F_READ_ONLY)], queue_size=128, serial="fuzz")
         offered = device.features()
         device.ack_features(offered if ring.flags & F_ALL_FEATURES else offered & minimal)
