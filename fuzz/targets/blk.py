@@ -3,9 +3,9 @@
 The input is a ring (``fuzz.rings``); flag bit 1 serves a read-only volume,
 bit 2 makes the driver accept every feature the device offers (FLUSH,
 DISCARD, WRITE_ZEROES ...) instead of only VERSION_1.  The volume is a
-64 KiB sparse file, zeroed before each input, so reads and writes really move bytes between the file
-and guest memory with ``preadv``/``pwritev``.  ``process_queue`` must never
-raise (a malformed request completes with an error status, a broken ring
+64 KiB sparse file, zeroed before each input; reads and writes really move
+bytes between it and guest memory with ``preadv``/``pwritev``.
+``process_queue`` must never raise (a malformed request completes with an error status, a broken ring
 marks the device NEEDS_RESET), and nothing may touch memory outside the
 regions (``fuzz.guest``).
 """
