@@ -10,8 +10,10 @@
   a working corpus under ``<work>/<target>`` (``--work``, by default
   ``.cache/fuzz``), with crashes saved to ``<work>/artifacts/``; then
   ``-merge=1`` adds to ``fuzz/corpus/<target>`` only the inputs that bring
-  new coverage, so the committed corpus stays small.  ``--jobs`` runs that
-  many targets at once.
+  new coverage edges, so the committed corpus stays small.  ``--jobs`` runs
+  that many targets at once.
+* ``minimize``: rebuilds a target's corpus from its seeds, its crash inputs
+  and whichever other inputs still add coverage edges.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import argparse
 import concurrent.futures
 import importlib
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -39,6 +42,10 @@ TIMEOUT_S: Final = 10
 RSS_LIMIT_MB: Final = 2048
 _STAT = re.compile(rb"^stat::(\w+):\s+(\d+)", re.MULTILINE)
 _MERGED = re.compile(rb"MERGE-OUTER: (\d+) new files")
+# Merges into the committed corpus count coverage edges only, not hit counts:
+# an input that only runs a loop more often than another does not get in.
+_MERGE_FLAGS: Final = ["-merge=1", "-use_counters=0"]
+_KEPT_PREFIXES: Final = ("seed-", "crash-")
 
 
 def corpus_dir(target: str) -> Path:
@@ -135,7 +142,7 @@ def _campaign_one(target: str, seconds: int, root: Path) -> str:
     )
     stats = dict(_STAT.findall(run.stderr))
     merge = subprocess.run(
-        _fuzz_command(target, ["-merge=1"], [corpus_dir(target), work]),
+        _fuzz_command(target, _MERGE_FLAGS, [corpus_dir(target), work]),
         cwd=ROOT,
         capture_output=True,
         check=False,
@@ -152,6 +159,30 @@ def _campaign_one(target: str, seconds: int, root: Path) -> str:
         f"{target}: {verdict}; {units} executions, {speed}/s; "
         f"{added} inputs added, corpus {files} files"
     )
+
+
+def minimize(target: str) -> tuple[int, int]:
+    """Shrink a target's corpus to seeds, crashes and inputs that add edges; (before, after)."""
+    folder = corpus_dir(target)
+    before = sum(1 for _ in folder.iterdir())
+    with tempfile.TemporaryDirectory(prefix=f"bmaas-fuzz-min-{target}-") as tmp:
+        kept = Path(tmp)
+        for path in folder.iterdir():
+            if path.name.startswith(_KEPT_PREFIXES):
+                shutil.copy(path, kept / path.name)
+        merge = subprocess.run(
+            _fuzz_command(target, _MERGE_FLAGS, [kept, folder]),
+            cwd=ROOT,
+            capture_output=True,
+            check=False,
+        )
+        if merge.returncode != 0 or _MERGED.search(merge.stderr) is None:
+            raise RuntimeError(f"{target}: merge failed:\n{merge.stderr.decode()[-3000:]}")
+        for path in folder.iterdir():
+            path.unlink()
+        for path in kept.iterdir():
+            shutil.copy(path, folder / path.name)
+    return before, sum(1 for _ in folder.iterdir())
 
 
 def campaign(targets: list[str], *, seconds: int, jobs: int, work: Path = WORK) -> list[str]:
@@ -171,6 +202,8 @@ def main(argv: list[str]) -> int:
     camp.add_argument("--jobs", type=int, default=1)
     camp.add_argument("--work", type=Path, default=WORK, help="working corpus and crashes")
     camp.add_argument("targets", nargs="*", metavar="TARGET", help=", ".join(TARGETS))
+    mini = sub.add_parser("minimize", help="shrink corpora to seeds, crashes and new edges")
+    mini.add_argument("targets", nargs="*", metavar="TARGET", help=", ".join(TARGETS))
     check = sub.add_parser("check", help="the bounded run of make test, for every target")
     check.add_argument("--runs", type=int, default=2000)
     args = parser.parse_args(argv)
@@ -178,11 +211,17 @@ def main(argv: list[str]) -> int:
         for target, count in write_seeds(args.out).items():
             print(f"{target}: {count} seeds")
         return 0
-    if args.command == "campaign":
+    if args.command in ("campaign", "minimize"):
         targets = args.targets or list(TARGETS)
         unknown = sorted(set(targets) - set(TARGETS))
         if unknown:
             parser.error(f"unknown targets {unknown}; there are {', '.join(TARGETS)}")
+    if args.command == "minimize":
+        for target in targets:
+            before, after = minimize(target)
+            print(f"{target}: {before} -> {after} files")
+        return 0
+    if args.command == "campaign":
         lines = campaign(targets, seconds=args.seconds, jobs=args.jobs, work=args.work)
         print("\n".join(lines))
         return 0 if all(": ok;" in line for line in lines) else 1

@@ -5,9 +5,9 @@ bit 2 makes the driver accept every feature the device offers (FLUSH,
 DISCARD, WRITE_ZEROES ...) instead of only VERSION_1.  The volume is a
 64 KiB sparse file, zeroed before each input; reads and writes really move
 bytes between it and guest memory with ``preadv``/``pwritev``.
-``process_queue`` must never raise (a malformed request completes with an error status, a broken ring
-marks the device NEEDS_RESET), and nothing may touch memory outside the
-regions (``fuzz.guest``).
+``process_queue`` must never raise (a malformed request completes with an
+error status, a broken ring marks the device NEEDS_RESET), and nothing may
+touch memory outside the regions (``fuzz.guest``).
 """
 
 from __future__ import annotations
