@@ -4,6 +4,8 @@
 #   make guest-image  kernel + initramfs for the server stand-in (cached)
 #   make lint         ruff + mypy --strict + import contracts
 #   make test         install everything needed, lint, run the whole suite
+#   make fuzz         a fuzzing campaign (FUZZ_SECONDS per target, FUZZ_TARGETS, FUZZ_JOBS);
+#                     merges inputs with new coverage into fuzz/corpus (docs/testing.md)
 #   make demo         the main job: a whole local region that keeps running (see README)
 #   make demo-down    stop and remove everything make demo started
 
@@ -17,7 +19,7 @@ SYSTEM_PACKAGES := qemu-system-x86 qemu-utils busybox-static cpio iproute2 iputi
 	ceph-mon ceph-osd python3-rados python3-rbd qemu-block-extra
 PROTO_SRC := $(wildcard protos/bmaas/v1/*.proto)
 
-.PHONY: dev ceph-python protos protos-check guest-image system-deps lint test test-unit demo demo-down bench clean
+.PHONY: dev ceph-python protos protos-check guest-image system-deps lint test test-unit fuzz demo demo-down bench clean
 
 $(VENV)/.stamp: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -69,6 +71,12 @@ test: system-deps dev guest-image lint
 
 test-unit: dev
 	$(PY) -m pytest tests/unit
+
+FUZZ_SECONDS ?= 300
+FUZZ_JOBS ?= 1
+FUZZ_TARGETS ?=
+fuzz: dev
+	$(PY) -m fuzz campaign --seconds $(FUZZ_SECONDS) --jobs $(FUZZ_JOBS) --work $(CACHE)/fuzz $(FUZZ_TARGETS)
 
 demo: system-deps dev guest-image
 	$(PY) -m tools.demo up $(if $(PROMETHEUS),--prometheus,)

@@ -21,7 +21,9 @@ errors in ``offload.vhost_user`` as further ``OffloadError`` subclasses::
         │   │   │                             the device must go NEEDS_RESET
         │   │   ├── InvalidAvailRingIndex     avail.idx ran > queue size ahead
         │   │   ├── InvalidHeadIndex          avail ring names a head >= queue size
-        │   │   └── VringAddressOutOfRange    desc/avail/used area not in memory
+        │   │   ├── VringAddressOutOfRange    desc/avail/used area not in memory
+        │   │   └── VringAreasOverlap         the used ring overlaps the descriptor
+        │   │                                 table or the avail ring
         │   └── GuestDescriptorError          one chain is malformed; its head is
         │       │                             consumed and completes with used len 0
         │       ├── DescriptorIndexOutOfRange
@@ -70,6 +72,7 @@ __all__ = [
     "VolumeNotFound",
     "ClusterUnreachable",
     "VringAddressOutOfRange",
+    "VringAreasOverlap",
 ]
 
 
@@ -132,6 +135,15 @@ class InvalidHeadIndex(GuestRingError):
 
 class VringAddressOutOfRange(GuestRingError):
     """The descriptor table, avail ring or used ring is not in guest memory."""
+
+
+class VringAreasOverlap(GuestRingError):
+    """The used ring overlaps the descriptor table or the avail ring.
+
+    The device's own used-ring writes would then change what it reads next;
+    publishing used.idx over avail.idx makes every completion look like a
+    new request, so the drain would never end.
+    """
 
 
 class GuestDescriptorError(GuestQueueError):

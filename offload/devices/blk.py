@@ -29,6 +29,10 @@ counter in the queue's ``BlkStats``.  A broken ring (``GuestRingError``:
 avail.idx jump, bad head, ring outside memory) marks the device
 NEEDS_RESET and stops processing.
 
+A drain handles at most ``DRAIN_BUDGET`` chains; past it the rest stays on
+the ring and ``queue_timeout`` asks the worker to run the queue again in
+``RERUN_DELAY_S`` (a guest can make a drain feed itself, see the constant).
+
 QoS: with a limiter, the loop asks ``ready()`` before each pop and charges
 the request after parsing; when throttled it leaves the rest on the ring and
 ``qos_delay()`` tells the server when to run the queue again.  Driver kicks
@@ -120,6 +124,13 @@ WZ_FLAG_UNMAP = 1
 COMPLETION_BATCH = 16
 # How long a stopping ring waits for its requests in flight.
 QUIESCE_TIMEOUT = 60.0
+# At most this many requests per process_queue call.  A guest can make a drain
+# feed itself (a data buffer over the avail ring and the request's own header,
+# reading sectors that hold the next avail.idx and sector): without a budget the
+# ring's worker would never return to its stop flag.  The worker runs a queue
+# that hit the budget again after RERUN_DELAY_S, without a kick.
+DRAIN_BUDGET = 4096
+RERUN_DELAY_S = 0.001
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +239,7 @@ class BlkDevice(DeviceBackend):
         self._channels: list[CompletionChannel[_Done]] | None = (
             None if self._aio is None else [CompletionChannel() for _ in range(num_queues)]
         )
+        self._over_budget = [False] * num_queues
 
     # -- negotiation and config -------------------------------------------
 
@@ -321,7 +333,8 @@ class BlkDevice(DeviceBackend):
         return 0.0 if self.qos is None else self.qos.wait_time()
 
     def queue_timeout(self, index: int) -> float:
-        return self.qos_delay()
+        delay = self.qos_delay()
+        return max(delay, RERUN_DELAY_S) if self._over_budget[index] else delay
 
     def queue_events(self, index: int) -> tuple[int, ...]:
         """An asynchronous engine's completions wake the ring's worker."""
@@ -389,6 +402,8 @@ class BlkDevice(DeviceBackend):
         completions: list[tuple[int, int]] = []
         append = completions.append
         channel = None if self._channels is None else self._channels[index]
+        budget = DRAIN_BUDGET
+        self._over_budget[index] = False
         try:
             if channel is not None:
                 reaped = channel.reap()
@@ -408,6 +423,10 @@ class BlkDevice(DeviceBackend):
                     if qos is not None and not qos.ready():
                         throttled = True
                         break
+                    if budget <= 0:  # see DRAIN_BUDGET
+                        self._over_budget[index] = throttled = True
+                        break
+                    budget -= 1
                     try:
                         chain = pop()
                     except GuestDescriptorError as exc:

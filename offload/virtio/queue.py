@@ -11,7 +11,9 @@ never copied.
 ``pop`` reads avail.idx only when its shadow copy is used up.  A jump of
 more than ``size`` entries, a head index >= ``size`` or ring areas outside
 guest memory raise a ``GuestRingError``: the caller must mark the device
-NEEDS_RESET.  A malformed chain raises a ``GuestDescriptorError`` after its
+NEEDS_RESET, and so does a used ring that overlaps the descriptor table or
+the avail ring (the device's own writes would then feed it new requests
+without end).  A malformed chain raises a ``GuestDescriptorError`` after its
 head was consumed; the caller pushes that head back with used len 0.
 
 ``push`` writes the used element, then publishes used.idx; ``push_many``
@@ -63,6 +65,7 @@ from offload.errors import (
     InvalidAvailRingIndex,
     InvalidHeadIndex,
     VringAddressOutOfRange,
+    VringAreasOverlap,
 )
 from offload.memory import GuestMemory
 from offload.virtio.chain import DescriptorChain, walk_chain
@@ -168,6 +171,12 @@ class SplitQueue:
         if generation == self._generation:
             return
         size = self.size
+        used_end = self.used_gpa + 6 + 8 * size
+        for name, start, length in (("descriptor table", self.desc_gpa, 16 * size),
+                                    ("avail ring", self.avail_gpa, 6 + 2 * size)):  # fmt: skip
+            if start < used_end and self.used_gpa < start + length:
+                self._generation = -1
+                raise VringAreasOverlap(f"the used ring overlaps the {name}")
         try:
             self._desc = self.mem.view(self.desc_gpa, 16 * size)
             self._avail = self.mem.view(self.avail_gpa, 6 + 2 * size)

@@ -11,6 +11,8 @@ import pytest
 
 from offload.devices.blk import (
     CONFIG,
+    DRAIN_BUDGET,
+    RERUN_DELAY_S,
     S_IOERR,
     S_OK,
     S_UNSUPP,
@@ -27,6 +29,7 @@ from offload.storage.qos import QosLimiter
 from offload.storage.volume import SparseFileVolume
 from offload.virtio import features as vf
 from offload.virtio.chain import F_NEXT
+from offload.virtio.queue import SplitQueue
 from tests.unit.offload.blkreq import STATUS_UNSET, add_request, make_device, make_volume, segments
 from tests.unit.offload.ringbuilder import DriverRing, GuestRam
 
@@ -475,3 +478,53 @@ def test_no_notify_is_set_while_draining_and_cleared_after(
 def test_completion_batch_must_be_positive(vol: SparseFileVolume) -> None:
     with pytest.raises(ValueError, match="completion batch"):
         BlkDevice(vol, completion_batch=0)
+
+
+def test_rings_on_top_of_each_other_mark_needs_reset(dev: BlkDevice, ram: GuestRam) -> None:
+    # Found by the fuzzer (fuzz/corpus/blk/crash-used-ring-over-avail-ring): all
+    # three areas at one address, last_avail one behind avail.idx.  Publishing
+    # used.idx rewrote avail.idx, so process_queue never returned.
+    base = ram.base_gpa
+    q = SplitQueue(ram.mem, size=2, desc_gpa=base, avail_gpa=base, used_gpa=base, event_idx=True)
+    q.last_avail_idx = 0xFFFF
+    assert not dev.process_queue(0, q)
+    assert dev.needs_reset
+    assert dev.stats().errors["ring"] == 1
+
+
+def test_a_drain_that_feeds_itself_stops_at_the_budget(ram: GuestRam) -> None:
+    # One chain: IN of sector k into a 512-byte buffer that covers the avail
+    # ring and the request's own header.  Sector k holds avail.idx = k + 2 and
+    # "IN sector k + 1", so every read announces the next request, forever.
+    sectors = 65536
+    vol, path = make_volume(sectors * 512)
+    try:
+        for k in range(sectors):
+            blob = bytearray(32)
+            struct.pack_into("<H", blob, 2, (k + 2) & 0xFFFF)
+            struct.pack_into("<IIQ", blob, 16, T_IN, 0, (k + 1) % sectors)
+            os.pwrite(vol.fd, blob, k * 512)
+        dev = make_device(vol, queue_size=4)
+        base = ram.base_gpa
+        desc, avail, used, status = base, base + 0x1000, base + 0x400, base + 0x800
+        d = struct.Struct("<QIHH")
+        ram.write(
+            desc, d.pack(avail + 16, 16, 1, 1) + d.pack(avail, 512, 3, 2) + d.pack(status, 1, 2, 0)
+        )
+        ram.write(avail, struct.pack("<HH", 0, 1) + bytes(12) + struct.pack("<IIQ", T_IN, 0, 0))
+        q = SplitQueue(
+            ram.mem, size=4, desc_gpa=desc, avail_gpa=avail, used_gpa=used, event_idx=False
+        )
+        dev.process_queue(0, q)
+        assert dev.stats().requests["in"] == DRAIN_BUDGET
+        assert not dev.needs_reset
+        assert dev.queue_timeout(0) == RERUN_DELAY_S  # the worker runs it again, no kick needed
+        q2 = SplitQueue(
+            ram.mem, size=4, desc_gpa=desc, avail_gpa=avail, used_gpa=used, event_idx=False
+        )
+        ram.write(avail + 2, struct.pack("<H", 0))  # the driver stops: nothing available
+        dev.process_queue(0, q2)
+        assert dev.queue_timeout(0) == 0.0
+    finally:
+        vol.close()
+        os.unlink(path)

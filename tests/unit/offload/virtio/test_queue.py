@@ -12,6 +12,7 @@ from offload.errors import (
     InvalidAvailRingIndex,
     InvalidHeadIndex,
     VringAddressOutOfRange,
+    VringAreasOverlap,
 )
 from offload.virtio.queue import (
     AVAIL_F_NO_INTERRUPT,
@@ -305,3 +306,32 @@ def test_signal_used_calls_the_notifier_when_the_driver_waits(ram: GuestRam) -> 
     q.signal_used()
     assert calls == [1, 6]
     assert not q.should_notify()
+
+
+@pytest.mark.parametrize(
+    ("desc", "avail", "used"),
+    [(0, 0, 0), (0, 512, 512 + 4), (0, 512, 100), (1024, 0, 1024 + 127)],
+)
+def test_used_ring_overlapping_the_other_areas_is_fatal(
+    ram: GuestRam, desc: int, avail: int, used: int
+) -> None:
+    # Found by the fuzzer (fuzz/corpus/blk/crash-used-ring-over-avail-ring):
+    # with used.idx over avail.idx every completion published a new request
+    # and the drain never ended.
+    base = ram.base_gpa
+    q = SplitQueue(
+        ram.mem, size=8, desc_gpa=base + desc, avail_gpa=base + avail, used_gpa=base + used,
+        event_idx=True,
+    )  # fmt: skip
+    with pytest.raises(VringAreasOverlap):
+        q.pop()
+    with pytest.raises(VringAreasOverlap):
+        q.push(0, 0)
+
+
+def test_areas_that_only_touch_are_accepted(ram: GuestRam) -> None:
+    base = ram.base_gpa
+    avail = base + 16 * 8
+    used = avail + 6 + 2 * 8
+    q = SplitQueue(ram.mem, size=8, desc_gpa=base, avail_gpa=avail, used_gpa=used, event_idx=True)
+    assert q.pop() is None
