@@ -4,13 +4,12 @@ Operator creates (hosts, instance types, images, tenants) are idempotent on
 ``request_id`` by naming: without an explicit name the id is derived from the
 request id (``derived_id``), so a retry hits the same key; an existing record
 with the same spec is returned as if just created, a different spec is
-ALREADY_EXISTS.  ``IssueTenantToken`` names the token after the tenant and
-request id (``auth.derived_token_id``): a retry finds the token the first
-call stored and returns its id and metadata with ``replayed`` set and no
-secret (only the secret's SHA-256 is stored, and it is shown once).
-``EnrollHost`` stores only the SHA-256 of the new agent
-secret; a retried enrolment cannot show the lost secret again, so it rotates
-the credential (CAS on the host's etag) and returns the new one.
+ALREADY_EXISTS.  Tenant tokens (issue, list, revoke) are in
+``operator_tokens``.  ``RegisterImage`` refuses a source the agents cannot
+fetch (``uris``); ``ListImages`` shows operators the source URI as stored,
+user info included (tenants get it without).  ``EnrollHost`` stores only
+the SHA-256 of the new agent secret; a retried enrolment cannot show the
+lost secret again, so it rotates the credential (CAS on the host's etag) and returns the new one.
 
 Host actions are read-modify-CAS updates through ``Store.mutate`` with the
 lifecycle table doing the state checks: maintenance ON moves an idle host to
@@ -27,9 +26,10 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from bmaas.v1 import common_pb2, operator_pb2, operator_pb2_grpc, tenant_pb2
-from control_plane.api import auth, catalog, convert, filters, validate
+from control_plane.api import auth, catalog, convert, filters, uris, validate
 from control_plane.api.base import Servicer
 from control_plane.api.errors import InvalidField
+from control_plane.api.operator_tokens import TokensMixin
 from control_plane.api.rpc import Context, unary
 from control_plane.domain.compute import Image, InstanceType
 from control_plane.domain.errors import AlreadyExists, FailedPrecondition, InvalidTransition
@@ -51,7 +51,7 @@ def _same(a: object, b: object, *ignore: str) -> bool:
     return all(getattr(a, f) == getattr(b, f) for f in fields if f not in skip)
 
 
-class OperatorServicer(Servicer, operator_pb2_grpc.OperatorServiceServicer):
+class OperatorServicer(TokensMixin, Servicer, operator_pb2_grpc.OperatorServiceServicer):
     # -- hosts --------------------------------------------------------------------------
 
     @unary(SERVICE)
@@ -256,8 +256,7 @@ class OperatorServicer(Servicer, operator_pb2_grpc.OperatorServiceServicer):
         source = validate.text(
             spec.source_uri, "image.source_uri", max_len=validate.MAX_URI_LEN, required_=True
         )
-        if not source.startswith(("file://", "http://", "https://", "s3://", "/")):
-            raise InvalidField("image.source_uri", "must be a file://, http(s):// or s3:// URI")
+        uris.check_fetchable(source, "image.source_uri")
         checksum = validate.text(spec.checksum, "image.checksum", max_len=80)
         if checksum and not (
             checksum.startswith("sha256:")
@@ -280,7 +279,7 @@ class OperatorServicer(Servicer, operator_pb2_grpc.OperatorServiceServicer):
         self, request: tenant_pb2.ListRequest, context: Context
     ) -> tenant_pb2.ListImagesResponse:
         self.operator(context)
-        return await catalog.list_images(self.store, request)
+        return await catalog.list_images(self.store, request, redact=False)
 
     # -- tenants ------------------------------------------------------------------------
 
@@ -324,29 +323,6 @@ class OperatorServicer(Servicer, operator_pb2_grpc.OperatorServiceServicer):
         page = await self.store.list(Tenant, page_size=size, page_token=token, filter=flt)
         return operator_pb2.ListTenantsResponse(
             tenants=[convert.tenant(t) for t in page.items], next_page_token=page.next_page_token
-        )
-
-    @unary(SERVICE)
-    async def IssueTenantToken(
-        self, request: operator_pb2.IssueTenantTokenRequest, context: Context
-    ) -> operator_pb2.IssueTenantTokenResponse:
-        self.operator(context)
-        rid = validate.request_id(request.request_id)
-        rn = validate.name(request.tenant, "tenant", "tenants")
-        await self.ref(Tenant, str(rn), "tenant")
-        secret = auth.new_secret()
-        digest = auth.digest(secret)
-        token_id = auth.derived_token_id(rn.id, rid) if rid else ""
-        token = await self.store.tenant_tokens.issue(rn.id, digest, token_id=token_id)
-        if token.tenant != rn.id:
-            raise AlreadyExists("request_id: already used to issue a token of another tenant")
-        replayed = not auth.same_digest(token.sha256, digest)
-        return operator_pb2.IssueTenantTokenResponse(
-            tenant=str(rn),
-            token="" if replayed else auth.tenant_token(token.id, secret),
-            token_id=token.id,
-            replayed=replayed,
-            create_time=convert.timestamp(token.create_time),
         )
 
     @unary(SERVICE)
