@@ -66,7 +66,7 @@ async def test_follow_applies_changes_and_rereads_on_request(tmp_path: Path) -> 
         await until(lambda: not reread.is_set())
         assert seen[-1] == ("a", "b")
         write(f, "b\n")
-        await until(lambda: seen[-1] == ("b",))
+        await until(lambda: seen[-1] == tuple("b"))
         n = len(seen)
         reread.set()  # SIGHUP re-reads even an unchanged file
         await until(lambda: len(seen) == n + 1)

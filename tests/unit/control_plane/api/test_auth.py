@@ -103,7 +103,7 @@ def test_operator_token_and_header_forms() -> None:
         with pytest.raises(Unauthenticated):
             a.operator(bad)
     no_op = auth.Authenticator(
-        tenant_tokens=lambda _: None,
+        tenant_tokens=lambda _: None,  # type: ignore[arg-type, return-value]
         host_credentials=lambda _: None,  # type: ignore[arg-type, return-value]
     )
     with pytest.raises(Unauthenticated):
