@@ -77,8 +77,12 @@ class InProcessControlPlane:
         lease_ttl: int = 2,
         identity: str | None = None,
         desired_resync: float = 5.0,
+        auth_cache_ttl: float = 0.5,
+        token_last_use_interval: float = 60.0,
     ) -> None:
         self.etcd = etcd
+        self.auth_cache_ttl = auth_cache_ttl
+        self.token_last_use_interval = token_last_use_interval
         self.with_controllers = controllers
         self.lease_ttl = lease_ttl
         self.identity = identity
@@ -98,7 +102,8 @@ class InProcessControlPlane:
                 operator_token=self.operator_token,
                 heartbeat_interval=1,
                 heartbeat_ttl=3,
-                auth_cache_ttl=0.5,
+                auth_cache_ttl=self.auth_cache_ttl,
+                token_last_use_interval=self.token_last_use_interval,
                 desired_resync=self.desired_resync,
             ),
         )
