@@ -1,7 +1,9 @@
 """Assembling one control-plane replica's API: store, scheduler, servicers, gRPC.
 
 ``ApiServer.start()`` connects to etcd (``Store.connect``), fills the
-scheduler's ``HostCache`` (list + watch), builds the servicers around one
+scheduler's ``HostCache`` (list + watch), starts watching the tenant-token
+records (``token_upkeep``: a revoked token leaves the auth cache at once;
+last uses are written once a minute), builds the servicers around one
 ``ApiDeps`` and starts a ``grpc.aio`` server with the three bmaas services,
 the standard health service (``grpc.health.v1``) and server reflection.
 

@@ -47,6 +47,9 @@ async def follow(store: Store, auth: Authenticator, ready: asyncio.Event) -> Non
         except BmaasError as exc:
             log.warning("tenant-token watch failed (%s): cache dropped, watching again", exc)
             auth.forget()
+        except Exception:  # a bug must not silently stop revocations from biting
+            log.exception("tenant-token watch crashed: cache dropped, watching again")
+            auth.forget()
         await asyncio.sleep(WATCH_RETRY)
 
 
