@@ -2,13 +2,7 @@
 
 ``bmaas-control-plane --etcd URL[,URL...] --listen HOST:PORT
 [--etcd-cacert FILE [--etcd-cert FILE --etcd-key FILE]]
-[--config FILE] [--metrics HOST:PORT] [--no-controllers]
-[--operator-token-file FILE]``
-
-Operator tokens: every line of ``--operator-token-file`` (re-read when it
-changes or on SIGHUP, so tokens rotate without a restart:
-``control_plane.operator_token_file``) and the single
-``BMAAS_OPERATOR_TOKEN`` / ``operator_token`` are all accepted.
+[--config FILE] [--metrics HOST:PORT] [--no-controllers]``
 
 ``--etcd`` names every member of the etcd cluster (``http://a:2379,
 http://b:2379,http://c:2379``; ``https://`` or ``--etcd-cacert`` for TLS):
@@ -17,14 +11,21 @@ one out (``control_plane.store.endpoints``).
 
 Settings come from, lowest priority first: defaults, the TOML ``--config``
 file (keys: ``etcd`` (a string or a list of URLs), ``etcd_cacert``,
-``etcd_cert``, ``etcd_key``, ``operator_token``, ``operator_token_file``,
-``token_last_use_interval``, ``etcd_root``,
+``etcd_cert``, ``etcd_key``, ``operator_token``, ``etcd_root``,
 ``heartbeat_interval``, ``heartbeat_ttl``, ``lease_ttl``, ``metrics``,
 ``controllers``, ``compaction_interval``, ``compaction_retention``,
 ``etcd_quota_bytes``), environment variables (``BMAAS_ETCD``,
 ``BMAAS_ETCD_CACERT``, ``BMAAS_ETCD_CERT``, ``BMAAS_ETCD_KEY``,
-``BMAAS_OPERATOR_TOKEN``, ``BMAAS_OPERATOR_TOKEN_FILE``, ``BMAAS_ETCD_ROOT``, ``BMAAS_LEASE_TTL``,
+``BMAAS_OPERATOR_TOKEN``, ``BMAAS_ETCD_ROOT``, ``BMAAS_LEASE_TTL``,
 ``BMAAS_METRICS``), then the command line.
+
+Operator tokens: every line of ``--operator-token-file FILE`` (also
+``BMAAS_OPERATOR_TOKEN_FILE``, config key ``operator_token_file``; re-read
+when it changes or on SIGHUP, so tokens rotate without a restart:
+``control_plane.operator_token_file``) and the single
+``BMAAS_OPERATOR_TOKEN`` / ``operator_token`` are all accepted.  The config
+key ``token_last_use_interval`` (default 60 s) bounds how often a tenant
+token's last use is written.
 
 Startup: connect to etcd and wait (up to ``--etcd-wait`` s) for a quorum
 read to succeed -- an unreachable etcd or one that refuses our TLS is ONE
@@ -56,12 +57,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from control_plane import metrics, operator_token_file
+from control_plane import metrics
 from control_plane.api.server import ApiConfig, ApiServer
 from control_plane.controllers.config import ControllerConfig
 from control_plane.controllers.manager import ControllerManager
 from control_plane.domain.errors import BmaasError
 from control_plane.domain.host import Host
+from control_plane.operator_token_file import OperatorTokenFileError, read_tokens
+from control_plane.operator_token_file import follow as follow_token_file
 from control_plane.store import DEFAULT_ROOT, Store
 from control_plane.store.endpoints import Endpoint, Tls, parse_endpoints
 
@@ -80,13 +83,13 @@ class Settings:
     heartbeat_interval: int = 5
     heartbeat_ttl: int = 15
     grace: float = 5.0
+    operator_token_file: Path | None = None
+    token_last_use_interval: float = 60.0
     etcd_tls: Tls | None = None
     etcd_wait: float = 10.0
     compaction_interval: float = 300.0
     compaction_retention: float = 600.0
     etcd_quota_bytes: int = 2 << 30
-    operator_token_file: Path | None = None
-    token_last_use_interval: float = 60.0
 
     @property
     def etcd_host(self) -> str:
@@ -204,8 +207,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     token_file = settings.operator_token_file
     if token_file is not None:
         try:
-            file_tokens, signature = operator_token_file.read_tokens(token_file)
-        except operator_token_file.OperatorTokenFileError as exc:
+            file_tokens, signature = read_tokens(token_file)
+        except OperatorTokenFileError as exc:
             raise SystemExit(f"bmaas-control-plane: --operator-token-file: {exc}") from None
     if not settings.operator_token and not file_tokens:
         log.warning("no operator token configured: OperatorService refuses every call")
@@ -227,7 +230,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         loop.add_signal_handler(signal.SIGHUP, reread.set)
         single = settings.operator_token or ""
         file_follower = asyncio.create_task(
-            operator_token_file.follow(
+            follow_token_file(
                 token_file,
                 lambda tokens: api.auth.set_operator_tokens((single, *tokens)),
                 signature=signature,

@@ -4,12 +4,13 @@ Operator creates (hosts, instance types, images, tenants) are idempotent on
 ``request_id`` by naming: without an explicit name the id is derived from the
 request id (``derived_id``), so a retry hits the same key; an existing record
 with the same spec is returned as if just created, a different spec is
-ALREADY_EXISTS.  Tenant tokens (issue, list, revoke) are in
-``operator_tokens``.  ``RegisterImage`` refuses a source the agents cannot
-fetch (``uris``); ``ListImages`` shows operators the source URI as stored,
-user info included (tenants get it without).  ``EnrollHost`` stores only
-the SHA-256 of the new agent secret; a retried enrolment cannot show the
-lost secret again, so it rotates the credential (CAS on the host's etag) and returns the new one.
+ALREADY_EXISTS.  ``IssueTenantToken`` names the token after the tenant and
+request id (``auth.derived_token_id``): a retry finds the token the first
+call stored and returns its id and metadata with ``replayed`` set and no
+secret (only the secret's SHA-256 is stored, and it is shown once).
+``EnrollHost`` stores only the SHA-256 of the new agent
+secret; a retried enrolment cannot show the lost secret again, so it rotates
+the credential (CAS on the host's etag) and returns the new one.
 
 Host actions are read-modify-CAS updates through ``Store.mutate`` with the
 lifecycle table doing the state checks: maintenance ON moves an idle host to
@@ -17,6 +18,11 @@ MAINTENANCE at once (a bound host goes once its instance is gone: the
 controllers see ``maintenance=True``), OFF sends it through CLEANING;
 decommission is allowed from ENROLLED or MAINTENANCE only.  Drain cordons the
 host and terminates its instance.
+
+Tenant tokens (issue, list, revoke) are in ``operator_tokens``.
+``RegisterImage`` refuses a source the agents cannot fetch (``uris``);
+``ListImages`` shows operators the source URI as stored, user info included
+(tenants get it without).
 """
 
 from __future__ import annotations

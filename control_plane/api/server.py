@@ -43,13 +43,13 @@ from bmaas.v1 import (
     tenant_pb2,
     tenant_pb2_grpc,
 )
-from control_plane.api import token_upkeep
 from control_plane.api.agent import AgentServicer
 from control_plane.api.agent_hub import AgentHub
 from control_plane.api.auth import Authenticator
 from control_plane.api.base import ApiDeps
 from control_plane.api.operator import OperatorServicer
 from control_plane.api.tenant import TenantServicer
+from control_plane.api.token_upkeep import flush_uses, follow_tokens
 from control_plane.domain.compute import Instance
 from control_plane.domain.errors import BmaasError, InvalidArgument, NotFound
 from control_plane.domain.host import Host
@@ -178,10 +178,10 @@ class ApiServer:
         watching = asyncio.Event()
         self._token_tasks = [
             asyncio.create_task(
-                token_upkeep.follow(self.store, self.auth, watching), name="tenant-token-watch"
+                follow_tokens(self.store, self.auth, watching), name="tenant-token-watch"
             ),
             asyncio.create_task(
-                token_upkeep.flush_uses(self.store, self.auth, self.config.token_last_use_interval),
+                flush_uses(self.store, self.auth, self.config.token_last_use_interval),
                 name="tenant-token-last-use",
             ),
         ]

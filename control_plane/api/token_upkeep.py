@@ -3,7 +3,7 @@
 Two loops, started by ``ApiServer.start`` before the gRPC server accepts a
 call and cancelled by ``stop``:
 
-1. ``follow``: watch ``tenant_tokens/`` from the store's current revision
+1. ``follow_tokens``: watch ``tenant_tokens/`` from the store's current revision
    and call ``Authenticator.token_changed`` for every token written or
    deleted, so a revocation (or an issue, a last-use write) drops the
    token from this replica's cache as soon as etcd delivers the event --
@@ -34,7 +34,7 @@ LAST_USE_INTERVAL = 60.0
 WATCH_RETRY = 0.5
 
 
-async def follow(store: Store, auth: Authenticator, ready: asyncio.Event) -> None:
+async def follow_tokens(store: Store, auth: Authenticator, ready: asyncio.Event) -> None:
     """Forward token-record changes to *auth*; sets *ready* once watching."""
     while True:
         try:

@@ -74,20 +74,20 @@ class InProcessControlPlane:
         *,
         controllers: bool = False,
         operator_token: str = OPERATOR_TOKEN,
+        auth_cache_ttl: float = 0.5,
+        token_last_use_interval: float = 60.0,
         lease_ttl: int = 2,
         identity: str | None = None,
         desired_resync: float = 5.0,
-        auth_cache_ttl: float = 0.5,
-        token_last_use_interval: float = 60.0,
     ) -> None:
         self.etcd = etcd
-        self.auth_cache_ttl = auth_cache_ttl
-        self.token_last_use_interval = token_last_use_interval
         self.with_controllers = controllers
         self.lease_ttl = lease_ttl
         self.identity = identity
         self.desired_resync = desired_resync
         self.operator_token = operator_token
+        self.auth_cache_ttl = auth_cache_ttl
+        self.token_last_use_interval = token_last_use_interval
         self.store: Store | None = None
         self.api: ApiServer | None = None
         self.manager: ControllerManager | None = None
