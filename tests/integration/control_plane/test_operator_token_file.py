@@ -80,9 +80,13 @@ async def _log_line(cp: ControlPlaneProcess, text: str) -> str:
 def test_a_token_file_others_can_read_stops_startup_in_one_line(tmp_path: Path) -> None:
     tokens = tmp_path / "operator-tokens"
     write(tokens, OLD, mode=0o644)
+    # plaintext is fine here (nothing is served): say so, where TLS is required
+    config = tmp_path / "cp.toml"
+    config.write_text("insecure = true\n")
     proc = subprocess.run(
         [sys.executable, "-m", "control_plane.main", "--etcd", "http://127.0.0.1:9",
-         "--listen", "127.0.0.1:0", "--operator-token-file", str(tokens)],
+         "--listen", "127.0.0.1:0", "--config", str(config),
+         "--operator-token-file", str(tokens)],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert proc.returncode == 1
