@@ -405,6 +405,9 @@ def instance_create(client: Client, args: argparse.Namespace) -> Result:
         ssh_keys=[*args.ssh_key, *ssh_keys],
         placement_group=args.placement_group,
         zone=args.zone,
+        metadata_tokens=common_pb2.MetadataTokens.Value(
+            f"METADATA_TOKENS_{args.metadata_tokens.upper()}"
+        ),
     )
     req = tenant_pb2.CreateInstanceRequest(request_id=_request_id(args), instance=inst)
     created = client.call("tenant", "CreateInstance", req)

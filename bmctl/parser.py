@@ -253,6 +253,12 @@ def register(nouns: SubParsers) -> None:
     p.add_argument("--user-data-file", default="")
     p.add_argument("--placement-group", default="")
     p.add_argument("--zone", default="")
+    p.add_argument(
+        "--metadata-tokens",
+        choices=["required", "optional"],
+        default="required",
+        help="metadata service: IMDSv2 session tokens required (default) or optional (IMDSv1 too)",
+    )
     _add_list(inst, c.instance_list, "instances")
     _verb(inst, "get", c.instance_get, "show an instance", positional="NAME")
     for verb, method, target in (

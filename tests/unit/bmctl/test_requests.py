@@ -209,3 +209,32 @@ def test_token_list_and_revoke_show_times_never_secrets() -> None:
     revoke = fake.calls[-1][2]
     assert isinstance(revoke, operator_pb2.RevokeTenantTokenRequest)
     assert (revoke.tenant, revoke.token_id) == ("tenants/acme", "abc123")
+
+
+@pytest.mark.parametrize(
+    ("flag", "mode"),
+    [
+        ([], common_pb2.METADATA_TOKENS_REQUIRED),
+        (["--metadata-tokens", "required"], common_pb2.METADATA_TOKENS_REQUIRED),
+        (["--metadata-tokens", "optional"], common_pb2.METADATA_TOKENS_OPTIONAL),
+    ],
+)
+def test_instance_create_metadata_tokens(
+    flag: list[str], mode: common_pb2.MetadataTokens.ValueType
+) -> None:
+    fake = FakeClient({"CreateInstance": [common_pb2.Instance(name="tenants/t/instances/i1")]})
+    run(["instance", "create", "--type", "t", "--image", "i", *flag], fake)
+    req = fake.calls[0][2]
+    assert isinstance(req, tenant_pb2.CreateInstanceRequest)
+    assert req.instance.metadata_tokens == mode
+
+
+def test_instance_create_refuses_an_unknown_metadata_tokens_mode(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        run(
+            ["instance", "create", "--type", "t", "--image", "i", "--metadata-tokens", "v1"],
+            FakeClient({}),
+        )
+    assert exc.value.code == 2 and "--metadata-tokens" in capsys.readouterr().err
