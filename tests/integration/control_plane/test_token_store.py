@@ -11,7 +11,7 @@ import pytest
 from control_plane.domain import Tenant
 from control_plane.domain.errors import NotFound
 from control_plane.store import Store
-from tests.harness.store import (  # noqa: F401  (fixtures)
+from tests.harness.store import (
     StoreFactory,
     cp_etcd,
     root,
@@ -19,6 +19,7 @@ from tests.harness.store import (  # noqa: F401  (fixtures)
     store_factory,
 )
 
+__all__ = ["cp_etcd", "root", "store", "store_factory"]
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
