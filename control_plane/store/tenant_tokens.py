@@ -14,8 +14,10 @@ The lifecycle is in the record: ``revoke`` and ``touch`` (last use) are
 read-compare-write on the key's mod_revision (a lost race is re-read;
 ``touch`` never moves ``last_use_time`` backwards and gives up after a few
 lost races, since a later use writes it again).  Revoked and expired
-records stay (``ListTenantTokens`` shows them) until housekeeping or an
-operator deletes the tenant.  ``changes`` is the watch every replica's
+records stay (``ListTenantTokens`` shows them) until ``purge`` -- run by
+the leader's housekeeping -- deletes those that ended before a cut-off
+(each delete compared on the record's mod_revision, so a record changed
+meanwhile is left for the next pass).  ``changes`` is the watch every replica's
 authenticator follows to forget a token the moment its record changes.
 """
 
@@ -29,7 +31,15 @@ from control_plane.domain.errors import Aborted, NotFound
 from control_plane.domain.tenant import TenantToken
 from control_plane.store import codec
 from control_plane.store.keys import KeySpace, prefix_range_end
-from control_plane.store.kv import EtcdKV, cmp_absent, cmp_mod, cmp_present, op_get, op_put
+from control_plane.store.kv import (
+    EtcdKV,
+    cmp_absent,
+    cmp_mod,
+    cmp_present,
+    op_delete,
+    op_get,
+    op_put,
+)
 
 #: how many random ids ``issue`` draws before giving up (a collision of 64-bit ids)
 ID_ATTEMPTS = 3
@@ -136,6 +146,21 @@ class TenantTokens:
                 None if t.last_use_time >= when else dataclasses.replace(t, last_use_time=when)
             ),
         )
+
+    async def purge(self, *, ended_before: float) -> int:
+        """Delete the records of tokens revoked or expired before
+        *ended_before*; how many were deleted."""
+        prefix = self._prefix
+        kvs, _, _ = await self._kv.range(prefix, prefix_range_end(prefix))
+        deleted = 0
+        for kv in kvs:
+            token = codec.decode(TenantToken, kv.value)
+            ended = min(token.expires, token.revoke_time or token.expires)
+            if ended >= ended_before:
+                continue
+            res = await self._kv.txn([cmp_mod(kv.key, kv.mod_revision)], [op_delete(kv.key)], [])
+            deleted += res.succeeded
+        return deleted
 
     async def revision(self) -> int:
         """The store's current revision (where ``changes`` should start)."""

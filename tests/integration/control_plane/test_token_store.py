@@ -82,3 +82,17 @@ async def test_changes_name_every_written_token(store: Store) -> None:
         assert seen == [tok.id, tok.id]
     finally:
         task.cancel()
+
+
+async def test_purge_deletes_only_records_that_ended_before_the_cutoff(store: Store) -> None:
+    await store.create(Tenant(id="t1"))
+    tokens = store.tenant_tokens
+    expired = await tokens.issue("t1", "a" * 64, ttl=1)
+    revoked = await tokens.issue("t1", "b" * 64, ttl=3600)
+    live = await tokens.issue("t1", "c" * 64, ttl=3600)
+    await tokens.revoke(revoked.id)
+    cutoff = live.create_time + 600  # after the expiry and the revocation
+    assert await tokens.purge(ended_before=cutoff) == 2
+    assert [t.id for t in await tokens.list("t1")] == [live.id]
+    assert await tokens.purge(ended_before=cutoff) == 0
+    assert await tokens.lookup(expired.id) is None
