@@ -24,7 +24,8 @@ expiry, checked against the wall clock on EVERY call, and is dropped by
 ``token_changed`` -- called for every change of a token record seen by the
 replica's watch (``api.token_upkeep``) -- so a revocation bites on every
 replica as fast as the watch delivers it, not after the TTL.  A lookup that
-was in flight while its token changed is not cached.  Uses are remembered in
+was in flight while its token changed, or while the whole cache was dropped
+(``forget``: the watch restarted and may have missed events), is not cached.  Uses are remembered in
 memory (``take_uses``) and written to the record by ``token_upkeep`` at most
 once per interval per token: last use costs no etcd write per call.
 Failures raise ``Unauthenticated`` (mapped to UNAUTHENTICATED by the error
@@ -125,6 +126,9 @@ class Authenticator:
         #: token id -> sequence number of its last change seen by the watch
         self._changed: dict[str, int] = {}
         self._seq = 0
+        #: lookups that started before this sequence number are not cached
+        #: (``forget`` or an overflow dropped what would tell them apart)
+        self._floor = 0
         #: token id -> wall time of its latest use not yet written
         self._uses: dict[str, float] = {}
 
@@ -141,8 +145,7 @@ class Authenticator:
         self._seq += 1
         if len(self._changed) > 100_000:
             self._changed.clear()
-            self._cache.clear()
-            self._token_keys.clear()
+            self.forget()
         self._changed[token_id] = self._seq
         key = self._token_keys.pop(token_id, None)
         if key is not None:
@@ -211,7 +214,7 @@ class Authenticator:
             metrics.AUTH_FAILURES.labels("tenant").inc()
             what = "revoked" if found.revoke_time else "expired"
             raise Unauthenticated(f"tenant token {token_id} is {what}")
-        if self._changed.get(token_id, 0) <= seq:  # no change while we read
+        if seq >= self._floor and self._changed.get(token_id, 0) <= seq:  # no change meanwhile
             if len(self._cache) > 100_000:
                 self._cache.clear()
                 self._token_keys.clear()
@@ -242,5 +245,8 @@ class Authenticator:
         return host_id
 
     def forget(self) -> None:
+        """Drop every cached credential; lookups in flight will not be cached."""
         self._cache.clear()
         self._token_keys.clear()
+        self._seq += 1
+        self._floor = self._seq

@@ -180,6 +180,29 @@ async def test_a_lookup_racing_a_change_is_not_cached() -> None:
     assert lookups == ["tok1", "tok1"]  # the raced answer was not cached
 
 
+async def test_a_lookup_racing_a_forget_is_not_cached() -> None:
+    """The token watch restarted (events in between may be lost): forget()."""
+    release = asyncio.Event()
+    lookups: list[str] = []
+    a, token, _ = make(lookups, Clock())
+    inner = a._tenant_tokens
+
+    async def slow(token_id: str) -> TenantToken | None:
+        await release.wait()
+        return await inner(token_id)
+
+    a._tenant_tokens = slow
+    call = asyncio.create_task(a.tenant(md(token)))
+    await asyncio.sleep(0)
+    a.forget()
+    release.set()
+    assert await call == "acme"
+    a._tenant_tokens = inner
+    await a.tenant(md(token))
+    await a.tenant(md(token))
+    assert lookups == ["tok1", "tok1"]  # cached only from the second lookup on
+
+
 async def test_uses_are_collected_for_one_write_per_round() -> None:
     wall = Clock()
     a, token, _ = make([], Clock(), wall)
