@@ -2,8 +2,27 @@
 
 from __future__ import annotations
 
+import datetime
+from collections.abc import Callable
+
+from google.protobuf.message import Message
+
 from bmctl.output import Column
 from bmctl.output import field as col
+
+
+def when(path: str) -> Callable[[Message], object]:
+    """A Timestamp field as ``YYYY-MM-DDTHH:MM:SSZ`` (UTC), or "" when unset."""
+
+    def get(msg: Message) -> object:
+        if not msg.HasField(path):
+            return ""
+        ts = getattr(msg, path)
+        moment = datetime.datetime.fromtimestamp(ts.seconds, tz=datetime.UTC)
+        return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    return get
+
 
 HOST_COLUMNS: list[Column] = [
     ("NAME", col("name")),
@@ -39,6 +58,15 @@ TOKEN_COLUMNS: list[Column] = [
     ("TOKEN ID", col("token_id")),
     ("TOKEN", col("token")),
     ("REPLAYED", col("replayed")),
+    ("EXPIRES", when("expire_time")),
+]
+TOKEN_INFO_COLUMNS: list[Column] = [  # TenantTokenInfo: never a secret
+    ("TENANT", col("tenant")),
+    ("TOKEN ID", col("token_id")),
+    ("CREATED", when("create_time")),
+    ("EXPIRES", when("expire_time")),
+    ("LAST USED", when("last_use_time")),
+    ("REVOKED", when("revoke_time")),
 ]
 TYPE_COLUMNS: list[Column] = [
     ("NAME", col("name")),

@@ -35,6 +35,7 @@ from bmctl.columns import (
     SUBNET_COLUMNS,
     TENANT_COLUMNS,
     TOKEN_COLUMNS,
+    TOKEN_INFO_COLUMNS,
     TYPE_COLUMNS,
     VOLUME_COLUMNS,
     VPC_COLUMNS,
@@ -268,7 +269,7 @@ def tenant_get(client: Client, args: argparse.Namespace) -> Result:
 
 def token_issue(client: Client, args: argparse.Namespace) -> Result:
     req = operator_pb2.IssueTenantTokenRequest(
-        tenant=_qualify("tenants", args.tenant), request_id=_request_id(args)
+        tenant=_qualify("tenants", args.tenant), request_id=_request_id(args), ttl_seconds=args.ttl
     )
     resp = client.call("operator", "IssueTenantToken", req)
     assert isinstance(resp, operator_pb2.IssueTenantTokenResponse)
@@ -281,6 +282,20 @@ def token_issue(client: Client, args: argparse.Namespace) -> Result:
     else:
         result.notes.append("the token is shown once: store it now")
     return result
+
+
+def token_list(client: Client, args: argparse.Namespace) -> Result:
+    req = operator_pb2.ListTenantTokensRequest(tenant=_qualify("tenants", args.tenant))
+    resp = client.call("operator", "ListTenantTokens", req)
+    assert isinstance(resp, operator_pb2.ListTenantTokensResponse)
+    return Result(list(resp.tokens), TOKEN_INFO_COLUMNS)
+
+
+def token_revoke(client: Client, args: argparse.Namespace) -> Result:
+    req = operator_pb2.RevokeTenantTokenRequest(
+        tenant=_qualify("tenants", args.tenant), token_id=args.token_id
+    )
+    return _one(client.call("operator", "RevokeTenantToken", req), TOKEN_INFO_COLUMNS)
 
 
 def quota_get(client: Client, args: argparse.Namespace) -> Result:
@@ -390,6 +405,9 @@ def instance_create(client: Client, args: argparse.Namespace) -> Result:
         ssh_keys=[*args.ssh_key, *ssh_keys],
         placement_group=args.placement_group,
         zone=args.zone,
+        metadata_tokens=common_pb2.MetadataTokens.Value(
+            f"METADATA_TOKENS_{args.metadata_tokens.upper()}"
+        ),
     )
     req = tenant_pb2.CreateInstanceRequest(request_id=_request_id(args), instance=inst)
     created = client.call("tenant", "CreateInstance", req)

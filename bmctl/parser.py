@@ -47,6 +47,19 @@ uint64 = _uint(64)
 int32 = _uint(31)  # page sizes: int32 on the wire, never negative
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration(text: str) -> int:
+    """Whole seconds from ``3600``, ``90m``, ``12h`` or ``30d``."""
+    number, unit = (text[:-1], text[-1]) if text[-1:] in _UNITS else (text, "s")
+    if not number.isdigit() or int(number) == 0:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration such as 3600, 90m, 12h or 30d, got {text!r}"
+        )
+    return int(number) * _UNITS[unit]
+
+
 def seconds(text: str) -> float:
     try:
         value = float(text)
@@ -184,6 +197,18 @@ def register(nouns: SubParsers) -> None:
     token = _noun(nouns, "token", "tenant bearer tokens (operator)")
     p = _verb(token, "issue", c.token_issue, "issue a bearer token (shown once)", request_id=True)
     p.add_argument("tenant", metavar="TENANT")
+    p.add_argument(
+        "--ttl",
+        type=duration,
+        default=0,
+        metavar="DURATION",
+        help="lifetime: SECONDS or a number with s, m, h or d (default 30d, at most 365d)",
+    )
+    p = _verb(token, "list", c.token_list, "a tenant's tokens: expiry, last use (no secrets)")
+    p.add_argument("tenant", metavar="TENANT")
+    p = _verb(token, "revoke", c.token_revoke, "revoke a token (refused everywhere within 1 s)")
+    p.add_argument("tenant", metavar="TENANT")
+    p.add_argument("token_id", metavar="TOKEN_ID")
 
     quota = _noun(nouns, "quota", "tenant quotas and usage (operator)")
     p = _verb(quota, "get", c.quota_get, "show a tenant's quota and usage")
@@ -228,6 +253,12 @@ def register(nouns: SubParsers) -> None:
     p.add_argument("--user-data-file", default="")
     p.add_argument("--placement-group", default="")
     p.add_argument("--zone", default="")
+    p.add_argument(
+        "--metadata-tokens",
+        choices=["required", "optional"],
+        default="required",
+        help="metadata service: IMDSv2 session tokens required (default) or optional (IMDSv1 too)",
+    )
     _add_list(inst, c.instance_list, "instances")
     _verb(inst, "get", c.instance_get, "show an instance", positional="NAME")
     for verb, method, target in (

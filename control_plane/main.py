@@ -19,6 +19,14 @@ file (keys: ``etcd`` (a string or a list of URLs), ``etcd_cacert``,
 ``BMAAS_OPERATOR_TOKEN``, ``BMAAS_ETCD_ROOT``, ``BMAAS_LEASE_TTL``,
 ``BMAAS_METRICS``), then the command line.
 
+Operator tokens: every line of ``--operator-token-file FILE`` (also
+``BMAAS_OPERATOR_TOKEN_FILE``, config key ``operator_token_file``; re-read
+when it changes or on SIGHUP, so tokens rotate without a restart:
+``control_plane.operator_token_file``) and the single
+``BMAAS_OPERATOR_TOKEN`` / ``operator_token`` are all accepted.  The config
+key ``token_last_use_interval`` (default 60 s) bounds how often a tenant
+token's last use is written.
+
 Startup: connect to etcd and wait (up to ``--etcd-wait`` s) for a quorum
 read to succeed -- an unreachable etcd or one that refuses our TLS is ONE
 line on stderr and exit status 1, never a traceback -- then start the API
@@ -55,6 +63,8 @@ from control_plane.controllers.config import ControllerConfig
 from control_plane.controllers.manager import ControllerManager
 from control_plane.domain.errors import BmaasError
 from control_plane.domain.host import Host
+from control_plane.operator_token_file import OperatorTokenFileError, read_tokens
+from control_plane.operator_token_file import follow as follow_token_file
 from control_plane.store import DEFAULT_ROOT, Store
 from control_plane.store.endpoints import Endpoint, Tls, parse_endpoints
 
@@ -73,6 +83,8 @@ class Settings:
     heartbeat_interval: int = 5
     heartbeat_ttl: int = 15
     grace: float = 5.0
+    operator_token_file: Path | None = None
+    token_last_use_interval: float = 60.0
     etcd_tls: Tls | None = None
     etcd_wait: float = 10.0
     compaction_interval: float = 300.0
@@ -132,6 +144,11 @@ def load_settings(argv: Sequence[str] | None = None) -> Settings:
     parser.add_argument("--metrics", default=None, help="serve /metrics on HOST:PORT")
     parser.add_argument("--no-controllers", action="store_true", help="API only")
     parser.add_argument("--grace", type=float, default=5.0, help="shutdown grace (s)")
+    parser.add_argument(
+        "--operator-token-file",
+        default=None,
+        help="operator tokens, one per line (mode 0600; re-read on change or SIGHUP)",
+    )
     ns = parser.parse_args(argv)
     file: dict[str, Any] = {}
     if ns.config is not None:
@@ -164,7 +181,17 @@ def load_settings(argv: Sequence[str] | None = None) -> Settings:
         compaction_retention=float(file.get("compaction_retention", 600.0)),
         etcd_quota_bytes=int(file.get("etcd_quota_bytes", 2 << 30)),
         grace=ns.grace,
+        operator_token_file=_path(
+            ns.operator_token_file
+            or env.get("BMAAS_OPERATOR_TOKEN_FILE")
+            or file.get("operator_token_file")
+        ),
+        token_last_use_interval=float(file.get("token_last_use_interval", 60.0)),
     )
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
 
 
 async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
@@ -175,7 +202,15 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     if settings.metrics:
         mhost, mport = split_hostport(settings.metrics, "--metrics")
         metrics.serve(mhost, mport)
-    if not settings.operator_token:
+    file_tokens: tuple[str, ...] = ()
+    file_follower: asyncio.Task[None] | None = None
+    token_file = settings.operator_token_file
+    if token_file is not None:
+        try:
+            file_tokens, signature = read_tokens(token_file)
+        except OperatorTokenFileError as exc:
+            raise SystemExit(f"bmaas-control-plane: --operator-token-file: {exc}") from None
+    if not settings.operator_token and not file_tokens:
         log.warning("no operator token configured: OperatorService refuses every call")
     store = await connect_etcd(settings)
     metrics.track_etcd_round_trips(lambda: dict(store.stats.round_trips))
@@ -184,10 +219,25 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         ApiConfig(
             listen=settings.listen,
             operator_token=settings.operator_token,
+            operator_tokens=file_tokens,
+            token_last_use_interval=settings.token_last_use_interval,
             heartbeat_interval=settings.heartbeat_interval,
             heartbeat_ttl=settings.heartbeat_ttl,
         ),
     )
+    if token_file is not None:
+        reread = asyncio.Event()
+        loop.add_signal_handler(signal.SIGHUP, reread.set)
+        single = settings.operator_token or ""
+        file_follower = asyncio.create_task(
+            follow_token_file(
+                token_file,
+                lambda tokens: api.auth.set_operator_tokens((single, *tokens)),
+                signature=signature,
+                reread=reread,
+            ),
+            name="operator-token-file",
+        )
     manager: ControllerManager | None = None
     census: asyncio.Task[None] | None = None
     try:
@@ -217,6 +267,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
     finally:
         if census is not None:
             census.cancel()
+        if file_follower is not None:
+            file_follower.cancel()
         if manager is not None:
             await manager.stop()
         await api.stop(settings.grace)

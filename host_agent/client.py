@@ -77,6 +77,9 @@ def _instance(i: agent_pb2.DesiredInstance) -> DesiredInstance:
         image=i.image,
         image_uri=i.image_source_uri,
         image_checksum=i.image_checksum,
+        metadata_tokens=(
+            "optional" if i.metadata_tokens == common_pb2.METADATA_TOKENS_OPTIONAL else "required"
+        ),
         volumes=tuple(
             DesiredVolume(
                 volume=v.volume,

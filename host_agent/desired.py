@@ -66,6 +66,8 @@ class DesiredInstance:
     hostname: str = ""
     user_data: str = ""
     ssh_keys: tuple[str, ...] = ()
+    #: offload-net's --metadata-tokens for every NIC: "required" or "optional"
+    metadata_tokens: str = "required"
 
     @property
     def id(self) -> str:

@@ -327,6 +327,7 @@ class DesiredInstance(_message.Message):
     HOSTNAME_FIELD_NUMBER: _builtins.int
     GENERATION_FIELD_NUMBER: _builtins.int
     IMAGE_CHECKSUM_FIELD_NUMBER: _builtins.int
+    METADATA_TOKENS_FIELD_NUMBER: _builtins.int
     instance: _builtins.str
     tenant: _builtins.str
     power: _common_pb2.PowerState.ValueType
@@ -345,6 +346,10 @@ class DesiredInstance(_message.Message):
     """The action generation (see the service comment; 0 for a new instance)."""
     image_checksum: _builtins.str
     """"sha256:<hex>" or empty: verify the fetched image"""
+    metadata_tokens: _common_pb2.MetadataTokens.ValueType
+    """The instance's metadata-service token mode, handed to every NIC's
+    offload-net (--metadata-tokens); never UNSPECIFIED from the control plane.
+    """
     @_builtins.property
     def volumes(self) -> _containers.RepeatedCompositeFieldContainer[Global___DesiredVolume]:
         """boot volume first"""
@@ -370,10 +375,11 @@ class DesiredInstance(_message.Message):
         hostname: _builtins.str = ...,
         generation: _builtins.int = ...,
         image_checksum: _builtins.str = ...,
+        metadata_tokens: _common_pb2.MetadataTokens.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["generation", b"generation", "hostname", b"hostname", "image", b"image", "image_checksum", b"image_checksum", "image_source_uri", b"image_source_uri", "instance", b"instance", "nics", b"nics", "power", b"power", "ssh_keys", b"ssh_keys", "state", b"state", "tenant", b"tenant", "terminate", b"terminate", "user_data", b"user_data", "volumes", b"volumes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["generation", b"generation", "hostname", b"hostname", "image", b"image", "image_checksum", b"image_checksum", "image_source_uri", b"image_source_uri", "instance", b"instance", "metadata_tokens", b"metadata_tokens", "nics", b"nics", "power", b"power", "ssh_keys", b"ssh_keys", "state", b"state", "tenant", b"tenant", "terminate", b"terminate", "user_data", b"user_data", "volumes", b"volumes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -131,6 +131,29 @@ POWER_STATE_ON: PowerState.ValueType  # 1
 POWER_STATE_OFF: PowerState.ValueType  # 2
 Global___PowerState: _TypeAlias = PowerState  # noqa: Y015
 
+class _MetadataTokens:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _MetadataTokensEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MetadataTokens.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    METADATA_TOKENS_UNSPECIFIED: _MetadataTokens.ValueType  # 0
+    """= REQUIRED at create"""
+    METADATA_TOKENS_REQUIRED: _MetadataTokens.ValueType  # 1
+    """GETs without a valid session token get 401"""
+    METADATA_TOKENS_OPTIONAL: _MetadataTokens.ValueType  # 2
+    """IMDSv1 GETs answered too"""
+
+class MetadataTokens(_MetadataTokens, metaclass=_MetadataTokensEnumTypeWrapper): ...
+
+METADATA_TOKENS_UNSPECIFIED: MetadataTokens.ValueType  # 0
+"""= REQUIRED at create"""
+METADATA_TOKENS_REQUIRED: MetadataTokens.ValueType  # 1
+"""GETs without a valid session token get 401"""
+METADATA_TOKENS_OPTIONAL: MetadataTokens.ValueType  # 2
+"""IMDSv1 GETs answered too"""
+Global___MetadataTokens: _TypeAlias = MetadataTokens  # noqa: Y015
+
 class _PlacementStrategy:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -583,6 +606,7 @@ class Instance(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    METADATA_TOKENS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """"tenants/{tenant}/instances/{instance}" """
     instance_type: _builtins.str
@@ -604,6 +628,12 @@ class Instance(_message.Message):
     host: _builtins.str
     failure_reason: _builtins.str
     etag: _builtins.str
+    metadata_tokens: Global___MetadataTokens.ValueType
+    """Whether the card's metadata service demands a session token (IMDSv2:
+    PUT /latest/api/token, then GETs with X-aws-ec2-metadata-token).
+    UNSPECIFIED at create means REQUIRED: a token-less GET is what a
+    server-side request forgery in the guest can be tricked into making.
+    """
     @_builtins.property
     def volumes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """"tenants/{tenant}/volumes/{volume}" data volumes"""
@@ -641,10 +671,11 @@ class Instance(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
+        metadata_tokens: Global___MetadataTokens.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conditions", b"conditions", "create_time", b"create_time", "etag", b"etag", "failure_reason", b"failure_reason", "host", b"host", "image", b"image", "instance_type", b"instance_type", "name", b"name", "network_interfaces", b"network_interfaces", "placement_group", b"placement_group", "ssh_keys", b"ssh_keys", "state", b"state", "subnet", b"subnet", "target_state", b"target_state", "update_time", b"update_time", "user_data", b"user_data", "volumes", b"volumes", "zone", b"zone"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conditions", b"conditions", "create_time", b"create_time", "etag", b"etag", "failure_reason", b"failure_reason", "host", b"host", "image", b"image", "instance_type", b"instance_type", "metadata_tokens", b"metadata_tokens", "name", b"name", "network_interfaces", b"network_interfaces", "placement_group", b"placement_group", "ssh_keys", b"ssh_keys", "state", b"state", "subnet", b"subnet", "target_state", b"target_state", "update_time", b"update_time", "user_data", b"user_data", "volumes", b"volumes", "zone", b"zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

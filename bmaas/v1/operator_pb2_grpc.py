@@ -117,6 +117,16 @@ class OperatorServiceStub:
                 request_serializer=bmaas_dot_v1_dot_operator__pb2.IssueTenantTokenRequest.SerializeToString,
                 response_deserializer=bmaas_dot_v1_dot_operator__pb2.IssueTenantTokenResponse.FromString,
                 _registered_method=True)
+        self.ListTenantTokens = channel.unary_unary(
+                '/bmaas.v1.OperatorService/ListTenantTokens',
+                request_serializer=bmaas_dot_v1_dot_operator__pb2.ListTenantTokensRequest.SerializeToString,
+                response_deserializer=bmaas_dot_v1_dot_operator__pb2.ListTenantTokensResponse.FromString,
+                _registered_method=True)
+        self.RevokeTenantToken = channel.unary_unary(
+                '/bmaas.v1.OperatorService/RevokeTenantToken',
+                request_serializer=bmaas_dot_v1_dot_operator__pb2.RevokeTenantTokenRequest.SerializeToString,
+                response_deserializer=bmaas_dot_v1_dot_operator__pb2.TenantTokenInfo.FromString,
+                _registered_method=True)
         self.SetTenantQuota = channel.unary_unary(
                 '/bmaas.v1.OperatorService/SetTenantQuota',
                 request_serializer=bmaas_dot_v1_dot_operator__pb2.SetTenantQuotaRequest.SerializeToString,
@@ -229,7 +239,25 @@ class OperatorServiceServicer:
         mints nothing and returns the first call's token_id and create_time with
         `replayed` set and `token` EMPTY.  A client that lost the first response
         therefore cannot recover the secret; it issues a new token with a new
-        request_id (the first token stays valid: this API has no revocation yet).
+        request_id (and may revoke the first one).  A token expires `ttl_seconds`
+        after issue (default 30 days, at most 365 days).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTenantTokens(self, request, context):
+        """Every token of a tenant, newest first: id, creation, expiry, last use
+        (updated at most once a minute per token), revocation.  Never the
+        secret (only its SHA-256 is stored).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeTenantToken(self, request, context):
+        """Revokes a token: every replica refuses it within a second (a watch
+        of the token records).  Revoking a revoked token returns it unchanged.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -332,6 +360,16 @@ def add_OperatorServiceServicer_to_server(servicer, server):
                     servicer.IssueTenantToken,
                     request_deserializer=bmaas_dot_v1_dot_operator__pb2.IssueTenantTokenRequest.FromString,
                     response_serializer=bmaas_dot_v1_dot_operator__pb2.IssueTenantTokenResponse.SerializeToString,
+            ),
+            'ListTenantTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTenantTokens,
+                    request_deserializer=bmaas_dot_v1_dot_operator__pb2.ListTenantTokensRequest.FromString,
+                    response_serializer=bmaas_dot_v1_dot_operator__pb2.ListTenantTokensResponse.SerializeToString,
+            ),
+            'RevokeTenantToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeTenantToken,
+                    request_deserializer=bmaas_dot_v1_dot_operator__pb2.RevokeTenantTokenRequest.FromString,
+                    response_serializer=bmaas_dot_v1_dot_operator__pb2.TenantTokenInfo.SerializeToString,
             ),
             'SetTenantQuota': grpc.unary_unary_rpc_method_handler(
                     servicer.SetTenantQuota,
@@ -772,6 +810,60 @@ class OperatorService:
             '/bmaas.v1.OperatorService/IssueTenantToken',
             bmaas_dot_v1_dot_operator__pb2.IssueTenantTokenRequest.SerializeToString,
             bmaas_dot_v1_dot_operator__pb2.IssueTenantTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTenantTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmaas.v1.OperatorService/ListTenantTokens',
+            bmaas_dot_v1_dot_operator__pb2.ListTenantTokensRequest.SerializeToString,
+            bmaas_dot_v1_dot_operator__pb2.ListTenantTokensResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeTenantToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmaas.v1.OperatorService/RevokeTenantToken',
+            bmaas_dot_v1_dot_operator__pb2.RevokeTenantTokenRequest.SerializeToString,
+            bmaas_dot_v1_dot_operator__pb2.TenantTokenInfo.FromString,
             options,
             channel_credentials,
             insecure,

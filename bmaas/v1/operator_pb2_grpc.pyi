@@ -61,7 +61,17 @@ class OperatorServiceStub:
     mints nothing and returns the first call's token_id and create_time with
     `replayed` set and `token` EMPTY.  A client that lost the first response
     therefore cannot recover the secret; it issues a new token with a new
-    request_id (the first token stays valid: this API has no revocation yet).
+    request_id (and may revoke the first one).  A token expires `ttl_seconds`
+    after issue (default 30 days, at most 365 days).
+    """
+    ListTenantTokens: _grpc.UnaryUnaryMultiCallable[_operator_pb2.ListTenantTokensRequest, _operator_pb2.ListTenantTokensResponse]
+    """Every token of a tenant, newest first: id, creation, expiry, last use
+    (updated at most once a minute per token), revocation.  Never the
+    secret (only its SHA-256 is stored).
+    """
+    RevokeTenantToken: _grpc.UnaryUnaryMultiCallable[_operator_pb2.RevokeTenantTokenRequest, _operator_pb2.TenantTokenInfo]
+    """Revokes a token: every replica refuses it within a second (a watch
+    of the token records).  Revoking a revoked token returns it unchanged.
     """
     SetTenantQuota: _grpc.UnaryUnaryMultiCallable[_operator_pb2.SetTenantQuotaRequest, _common_pb2.Tenant]
     """Replaces the tenant's quota.  A quota below the tenant's current usage
@@ -106,7 +116,17 @@ class OperatorServiceAsyncStub(OperatorServiceStub):
     mints nothing and returns the first call's token_id and create_time with
     `replayed` set and `token` EMPTY.  A client that lost the first response
     therefore cannot recover the secret; it issues a new token with a new
-    request_id (the first token stays valid: this API has no revocation yet).
+    request_id (and may revoke the first one).  A token expires `ttl_seconds`
+    after issue (default 30 days, at most 365 days).
+    """
+    ListTenantTokens: _aio.UnaryUnaryMultiCallable[_operator_pb2.ListTenantTokensRequest, _operator_pb2.ListTenantTokensResponse]  # type: ignore[assignment]
+    """Every token of a tenant, newest first: id, creation, expiry, last use
+    (updated at most once a minute per token), revocation.  Never the
+    secret (only its SHA-256 is stored).
+    """
+    RevokeTenantToken: _aio.UnaryUnaryMultiCallable[_operator_pb2.RevokeTenantTokenRequest, _operator_pb2.TenantTokenInfo]  # type: ignore[assignment]
+    """Revokes a token: every replica refuses it within a second (a watch
+    of the token records).  Revoking a revoked token returns it unchanged.
     """
     SetTenantQuota: _aio.UnaryUnaryMultiCallable[_operator_pb2.SetTenantQuotaRequest, _common_pb2.Tenant]  # type: ignore[assignment]
     """Replaces the tenant's quota.  A quota below the tenant's current usage
@@ -244,7 +264,29 @@ class OperatorServiceServicer(metaclass=_abc_1.ABCMeta):
         mints nothing and returns the first call's token_id and create_time with
         `replayed` set and `token` EMPTY.  A client that lost the first response
         therefore cannot recover the secret; it issues a new token with a new
-        request_id (the first token stays valid: this API has no revocation yet).
+        request_id (and may revoke the first one).  A token expires `ttl_seconds`
+        after issue (default 30 days, at most 365 days).
+        """
+
+    @_abc_1.abstractmethod
+    def ListTenantTokens(
+        self,
+        request: _operator_pb2.ListTenantTokensRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operator_pb2.ListTenantTokensResponse, _abc.Awaitable[_operator_pb2.ListTenantTokensResponse]]:
+        """Every token of a tenant, newest first: id, creation, expiry, last use
+        (updated at most once a minute per token), revocation.  Never the
+        secret (only its SHA-256 is stored).
+        """
+
+    @_abc_1.abstractmethod
+    def RevokeTenantToken(
+        self,
+        request: _operator_pb2.RevokeTenantTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operator_pb2.TenantTokenInfo, _abc.Awaitable[_operator_pb2.TenantTokenInfo]]:
+        """Revokes a token: every replica refuses it within a second (a watch
+        of the token records).  Revoking a revoked token returns it unchanged.
         """
 
     @_abc_1.abstractmethod

@@ -315,6 +315,7 @@ class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
             user_data=inst.user_data,
             ssh_keys=list(inst.ssh_keys),
             hostname=inst.id,
+            metadata_tokens=convert.metadata_tokens(inst.metadata_tokens),
         )
         out.volumes.append(
             agent_pb2.DesiredVolume(

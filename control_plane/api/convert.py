@@ -158,6 +158,7 @@ def instance(i: d_compute.Instance) -> common_pb2.Instance:
         ssh_keys=list(i.ssh_keys),
         placement_group=i.placement_group,
         zone=i.zone,
+        metadata_tokens=metadata_tokens(i.metadata_tokens),
         state=instance_state(i.state),
         target_state=instance_state(i.target_state),
         host=i.host,
@@ -168,6 +169,28 @@ def instance(i: d_compute.Instance) -> common_pb2.Instance:
         update_time=timestamp(i.update_time),
         etag=i.etag,
     )
+
+
+_METADATA_TOKENS = {
+    d_compute.MetadataTokens.REQUIRED: common_pb2.METADATA_TOKENS_REQUIRED,
+    d_compute.MetadataTokens.OPTIONAL: common_pb2.METADATA_TOKENS_OPTIONAL,
+}
+
+
+def metadata_tokens(mode: d_compute.MetadataTokens) -> common_pb2.MetadataTokens.ValueType:
+    return _METADATA_TOKENS[mode]
+
+
+def metadata_tokens_from_pb(
+    value: common_pb2.MetadataTokens.ValueType,
+) -> d_compute.MetadataTokens | None:
+    """The mode a request asks for (UNSPECIFIED is REQUIRED); None if unknown."""
+    if value == common_pb2.METADATA_TOKENS_UNSPECIFIED:
+        return d_compute.MetadataTokens.REQUIRED
+    for mode, pb in _METADATA_TOKENS.items():
+        if pb == value:
+            return mode
+    return None
 
 
 def volume(v: d_volume.Volume) -> common_pb2.Volume:

@@ -18,6 +18,11 @@ MAINTENANCE at once (a bound host goes once its instance is gone: the
 controllers see ``maintenance=True``), OFF sends it through CLEANING;
 decommission is allowed from ENROLLED or MAINTENANCE only.  Drain cordons the
 host and terminates its instance.
+
+Tenant tokens (issue, list, revoke) are in ``operator_tokens``.
+``RegisterImage`` refuses a source the agents cannot fetch (``uris``);
+``ListImages`` shows operators the source URI as stored, user info included
+(tenants get it without).
 """
 
 from __future__ import annotations
@@ -27,9 +32,10 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from bmaas.v1 import common_pb2, operator_pb2, operator_pb2_grpc, tenant_pb2
-from control_plane.api import auth, catalog, convert, filters, validate
+from control_plane.api import auth, catalog, convert, filters, uris, validate
 from control_plane.api.base import Servicer
 from control_plane.api.errors import InvalidField
+from control_plane.api.operator_tokens import TokensMixin
 from control_plane.api.rpc import Context, unary
 from control_plane.domain.compute import Image, InstanceType
 from control_plane.domain.errors import AlreadyExists, FailedPrecondition, InvalidTransition
@@ -51,7 +57,7 @@ def _same(a: object, b: object, *ignore: str) -> bool:
     return all(getattr(a, f) == getattr(b, f) for f in fields if f not in skip)
 
 
-class OperatorServicer(Servicer, operator_pb2_grpc.OperatorServiceServicer):
+class OperatorServicer(TokensMixin, Servicer, operator_pb2_grpc.OperatorServiceServicer):
     # -- hosts --------------------------------------------------------------------------
 
     @unary(SERVICE)
@@ -256,8 +262,7 @@ class OperatorServicer(Servicer, operator_pb2_grpc.OperatorServiceServicer):
         source = validate.text(
             spec.source_uri, "image.source_uri", max_len=validate.MAX_URI_LEN, required_=True
         )
-        if not source.startswith(("file://", "http://", "https://", "s3://", "/")):
-            raise InvalidField("image.source_uri", "must be a file://, http(s):// or s3:// URI")
+        uris.check_fetchable(source, "image.source_uri")
         checksum = validate.text(spec.checksum, "image.checksum", max_len=80)
         if checksum and not (
             checksum.startswith("sha256:")
@@ -280,7 +285,7 @@ class OperatorServicer(Servicer, operator_pb2_grpc.OperatorServiceServicer):
         self, request: tenant_pb2.ListRequest, context: Context
     ) -> tenant_pb2.ListImagesResponse:
         self.operator(context)
-        return await catalog.list_images(self.store, request)
+        return await catalog.list_images(self.store, request, redact=False)
 
     # -- tenants ------------------------------------------------------------------------
 
@@ -324,29 +329,6 @@ class OperatorServicer(Servicer, operator_pb2_grpc.OperatorServiceServicer):
         page = await self.store.list(Tenant, page_size=size, page_token=token, filter=flt)
         return operator_pb2.ListTenantsResponse(
             tenants=[convert.tenant(t) for t in page.items], next_page_token=page.next_page_token
-        )
-
-    @unary(SERVICE)
-    async def IssueTenantToken(
-        self, request: operator_pb2.IssueTenantTokenRequest, context: Context
-    ) -> operator_pb2.IssueTenantTokenResponse:
-        self.operator(context)
-        rid = validate.request_id(request.request_id)
-        rn = validate.name(request.tenant, "tenant", "tenants")
-        await self.ref(Tenant, str(rn), "tenant")
-        secret = auth.new_secret()
-        digest = auth.digest(secret)
-        token_id = auth.derived_token_id(rn.id, rid) if rid else ""
-        token = await self.store.tenant_tokens.issue(rn.id, digest, token_id=token_id)
-        if token.tenant != rn.id:
-            raise AlreadyExists("request_id: already used to issue a token of another tenant")
-        replayed = not auth.same_digest(token.sha256, digest)
-        return operator_pb2.IssueTenantTokenResponse(
-            tenant=str(rn),
-            token="" if replayed else auth.tenant_token(token.id, secret),
-            token_id=token.id,
-            replayed=replayed,
-            create_time=convert.timestamp(token.create_time),
         )
 
     @unary(SERVICE)

@@ -1,7 +1,9 @@
 """Assembling one control-plane replica's API: store, scheduler, servicers, gRPC.
 
 ``ApiServer.start()`` connects to etcd (``Store.connect``), fills the
-scheduler's ``HostCache`` (list + watch), builds the servicers around one
+scheduler's ``HostCache`` (list + watch), starts watching the tenant-token
+records (``token_upkeep``: a revoked token leaves the auth cache at once;
+last uses are written once a minute), builds the servicers around one
 ``ApiDeps`` and starts a ``grpc.aio`` server with the three bmaas services,
 the standard health service (``grpc.health.v1``) and server reflection.
 
@@ -47,6 +49,7 @@ from control_plane.api.auth import Authenticator
 from control_plane.api.base import ApiDeps
 from control_plane.api.operator import OperatorServicer
 from control_plane.api.tenant import TenantServicer
+from control_plane.api.token_upkeep import flush_uses, follow_tokens
 from control_plane.domain.compute import Instance
 from control_plane.domain.errors import BmaasError, InvalidArgument, NotFound
 from control_plane.domain.host import Host
@@ -70,6 +73,10 @@ READINESS_SERVICES = ("", *SERVICE_NAMES)
 class ApiConfig:
     listen: str = "127.0.0.1:7443"
     operator_token: str | None = None
+    #: more operator tokens, all accepted (``--operator-token-file``)
+    operator_tokens: tuple[str, ...] = ()
+    #: seconds between last-use writes of one tenant token
+    token_last_use_interval: float = 60.0
     heartbeat_interval: int = 5
     heartbeat_ttl: int = 15
     auth_cache_ttl: float = 5.0
@@ -105,8 +112,8 @@ class ApiServer:
         self.cache = HostCache(store)
         self.scheduler = Scheduler(store, self.cache)
         self.auth = Authenticator(
-            operator_token=config.operator_token,
-            tenant_tokens=self._tenant_token,
+            operator_tokens=(config.operator_token or "", *config.operator_tokens),
+            tenant_tokens=self.store.tenant_tokens.lookup,
             host_credentials=self._host_credential,
             cache_ttl=config.auth_cache_ttl,
         )
@@ -124,10 +131,7 @@ class ApiServer:
         #: readiness: True while the last quorum read succeeded
         self.ready = False
         self._quorum_task: asyncio.Task[None] | None = None
-
-    async def _tenant_token(self, token_id: str) -> tuple[str, str] | None:
-        token = await self.store.tenant_tokens.lookup(token_id)
-        return (token.tenant, token.sha256) if token is not None else None
+        self._token_tasks: list[asyncio.Task[None]] = []
 
     async def _host_credential(self, host_id: str) -> str | None:
         try:
@@ -142,6 +146,7 @@ class ApiServer:
         await self.deps.hub.start()
         # instance actions (terminate, stop...) start from the watched version
         await self.store.follow_records(Instance)
+        await self._start_token_upkeep()
         server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -168,6 +173,19 @@ class ApiServer:
         self._quorum_task = asyncio.create_task(self._watch_quorum(), name="api-quorum-check")
         log.info("API serving on port %d", self.port)
         return self.port
+
+    async def _start_token_upkeep(self) -> None:
+        watching = asyncio.Event()
+        self._token_tasks = [
+            asyncio.create_task(
+                follow_tokens(self.store, self.auth, watching), name="tenant-token-watch"
+            ),
+            asyncio.create_task(
+                flush_uses(self.store, self.auth, self.config.token_last_use_interval),
+                name="tenant-token-last-use",
+            ),
+        ]
+        await watching.wait()
 
     async def _set_ready(self, ready: bool) -> None:
         if ready == self.ready:
@@ -204,6 +222,11 @@ class ApiServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._quorum_task
             self._quorum_task = None
+        for task in self._token_tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._token_tasks = []
         self.ready = False
         await self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.health.enter_graceful_shutdown()

@@ -41,6 +41,9 @@ class InstancesMixin(Servicer, tenant_pb2_grpc.TenantServiceServicer):
         user_data = validate.user_data(spec.user_data, "instance.user_data")
         ssh_keys = validate.ssh_keys(list(spec.ssh_keys), "instance.ssh_keys")
         zone = validate.ident(spec.zone, "instance.zone", required_=False)
+        metadata_tokens = convert.metadata_tokens_from_pb(spec.metadata_tokens)
+        if metadata_tokens is None:
+            raise InvalidField("instance.metadata_tokens", "must be REQUIRED or OPTIONAL")
         if len(spec.volumes) > validate.MAX_VOLUMES_PER_INSTANCE:
             raise InvalidField(
                 "instance.volumes", f"at most {validate.MAX_VOLUMES_PER_INSTANCE} volumes"
@@ -97,6 +100,7 @@ class InstancesMixin(Servicer, tenant_pb2_grpc.TenantServiceServicer):
             user_data=user_data,
             ssh_keys=ssh_keys,
             placement_group=group_name,
+            metadata_tokens=metadata_tokens,
             state=InstanceState.PENDING,
             target_state=InstanceState.RUNNING,
             request_id=rid,

@@ -17,7 +17,10 @@ raises the NOSPACE alarm, after which it refuses every write.  Every
    disarms the alarm and the region writes again.  If not, the data itself
    fills the quota: the alarm stays, health stays NOT_SERVING, and the
    operator has to free space or raise the quota (docs/operations.md); the
-   next pass tries again.
+   next pass tries again;
+4. deletes the records of tenant tokens that were revoked or expired more
+   than ``TOKEN_RECORD_KEEP`` (30 days) ago (``TenantTokens.purge``): they
+   authenticate nothing, and ``ListTenantTokens`` shows a month of history.
 
 Only the leader runs it (one compaction per region, not one per replica).
 A deposed leader that compacts once more does no harm: compaction is
@@ -39,6 +42,9 @@ from control_plane.store import Store
 
 log = logging.getLogger(__name__)
 
+#: how long the record of a revoked or expired tenant token is kept
+TOKEN_RECORD_KEEP = 30 * 24 * 3600.0
+
 
 class Housekeeper:
     def __init__(
@@ -50,6 +56,7 @@ class Housekeeper:
         members: int = 1,
         quota_bytes: int = 2 << 30,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.interval = interval
@@ -57,6 +64,7 @@ class Housekeeper:
         self.members = members
         self.quota_bytes = quota_bytes
         self.clock = clock
+        self.wall_clock = wall_clock
         #: (time seen, revision) of each pass, oldest first
         self._seen: collections.deque[tuple[float, int]] = collections.deque()
         self.compacted = 0
@@ -101,6 +109,10 @@ class Housekeeper:
             self.compacted = due
             metrics.ETCD_COMPACTED_REVISION.set(due)
             log.info("etcd history compacted up to revision %d", due)
+        ended_before = self.wall_clock() - TOKEN_RECORD_KEEP
+        purged = await self.store.tenant_tokens.purge(ended_before=ended_before)
+        if purged:
+            log.info("deleted %d tenant-token records ended over 30 days ago", purged)
 
     async def _revision(self) -> int:
         _, _, revision = await self.store.kv.range(

@@ -9,12 +9,22 @@ resources are full AIP names.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from typing import ClassVar
 
 from control_plane.domain.conditions import Condition
 from control_plane.domain.lifecycle import InstanceState
 from control_plane.domain.names import instance_name, make_name
+
+
+class MetadataTokens(enum.Enum):
+    """Whether the card's metadata service demands an IMDSv2 session token.
+    REQUIRED is the default: a GET without a token is what a server-side
+    request forgery in the guest can be made to send (docs/offload.md)."""
+
+    REQUIRED = "required"
+    OPTIONAL = "optional"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,6 +79,7 @@ class Instance:
     user_data: str = ""
     ssh_keys: tuple[str, ...] = ()
     placement_group: str = ""
+    metadata_tokens: MetadataTokens = MetadataTokens.REQUIRED
     state: InstanceState = InstanceState.PENDING
     target_state: InstanceState = InstanceState.RUNNING
     host: str = ""

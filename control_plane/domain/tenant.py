@@ -60,12 +60,32 @@ class Tenant:
         return tenant_name(self.id)
 
 
+#: lifetime of a tenant token issued without a TTL
+DEFAULT_TOKEN_TTL = 30 * 24 * 3600
+#: the longest lifetime a tenant token may be issued with
+MAX_TOKEN_TTL = 365 * 24 * 3600
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TenantToken:
     """A tenant bearer token as stored: its id and the SHA-256 hex digest of
-    its secret (the secret itself is never stored)."""
+    its secret (the secret itself is never stored).  Times are Unix seconds;
+    ``expire_time`` 0 (a record written before tokens expired) means
+    ``create_time + DEFAULT_TOKEN_TTL``; ``revoke_time`` 0 means not revoked;
+    ``last_use_time`` is written at most once a minute (``api.auth``)."""
 
     id: str = ""
     tenant: str
     sha256: str
     create_time: float = 0.0
+    expire_time: float = 0.0
+    last_use_time: float = 0.0
+    revoke_time: float = 0.0
+
+    @property
+    def expires(self) -> float:
+        return self.expire_time or self.create_time + DEFAULT_TOKEN_TTL
+
+    def valid_at(self, now: float) -> bool:
+        """Neither revoked nor expired at *now*."""
+        return not self.revoke_time and now < self.expires

@@ -65,6 +65,7 @@ async def _serve(ctx: Context, inst: DesiredInstance, nic: DesiredNic) -> Nic:
         metadata=meta,
         mtu=ctx.config.nic_mtu,
         netns=ctx.config.netns,
+        metadata_tokens=inst.metadata_tokens,
     )
     await ctx.start_backend(spec)
     ctx.fabric.add(

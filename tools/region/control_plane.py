@@ -74,6 +74,8 @@ class InProcessControlPlane:
         *,
         controllers: bool = False,
         operator_token: str = OPERATOR_TOKEN,
+        auth_cache_ttl: float = 0.5,
+        token_last_use_interval: float = 60.0,
         lease_ttl: int = 2,
         identity: str | None = None,
         desired_resync: float = 5.0,
@@ -84,6 +86,8 @@ class InProcessControlPlane:
         self.identity = identity
         self.desired_resync = desired_resync
         self.operator_token = operator_token
+        self.auth_cache_ttl = auth_cache_ttl
+        self.token_last_use_interval = token_last_use_interval
         self.store: Store | None = None
         self.api: ApiServer | None = None
         self.manager: ControllerManager | None = None
@@ -98,7 +102,8 @@ class InProcessControlPlane:
                 operator_token=self.operator_token,
                 heartbeat_interval=1,
                 heartbeat_ttl=3,
-                auth_cache_ttl=0.5,
+                auth_cache_ttl=self.auth_cache_ttl,
+                token_last_use_interval=self.token_last_use_interval,
                 desired_resync=self.desired_resync,
             ),
         )

@@ -161,3 +161,80 @@ def test_quota_set_keeps_the_limit_not_given() -> None:
     run(["quota", "set", "tenants/t", "--max-instances", "1", "--max-volume-gib", "2"], fake)
     ((_, _, req),) = fake.calls  # both given: no read, no etag
     assert isinstance(req, operator_pb2.SetTenantQuotaRequest) and not req.etag
+
+
+@pytest.mark.parametrize(
+    ("ttl", "seconds"), [("3600", 3600), ("90m", 5400), ("12h", 43200), ("30d", 2592000)]
+)
+def test_token_issue_ttl_durations(ttl: str, seconds: int) -> None:
+    resp = operator_pb2.IssueTenantTokenResponse(tenant="tenants/acme", token="bmt_x.y")
+    fake = FakeClient({"IssueTenantToken": [resp]})
+    run(["token", "issue", "acme", "--ttl", ttl], fake)
+    ((_, _, req),) = fake.calls
+    assert isinstance(req, operator_pb2.IssueTenantTokenRequest)
+    assert req.tenant == "tenants/acme" and req.ttl_seconds == seconds
+
+
+@pytest.mark.parametrize("ttl", ["0", "soon", "5w", "d", "1.5h", ""])
+def test_token_issue_refuses_a_bad_ttl(ttl: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        run(["token", "issue", "acme", "--ttl", ttl], FakeClient({}))
+    assert exc.value.code == 2 and "expected a duration" in capsys.readouterr().err
+
+
+def test_token_list_and_revoke_show_times_never_secrets() -> None:
+    info = operator_pb2.TenantTokenInfo(tenant="tenants/acme", token_id="abc123")
+    info.create_time.FromSeconds(1_700_000_000)
+    info.expire_time.FromSeconds(1_700_000_000 + 86400)
+    fake = FakeClient(
+        {
+            "ListTenantTokens": [operator_pb2.ListTenantTokensResponse(tokens=[info])],
+            "RevokeTenantToken": [info],
+        }
+    )
+    table = cli.render(run(["token", "list", "acme"], fake), "table")  # type: ignore[arg-type]
+    header, row = table.splitlines()[:2]
+    assert header.split() == [
+        "TENANT",
+        "TOKEN",
+        "ID",
+        "CREATED",
+        "EXPIRES",
+        "LAST",
+        "USED",
+        "REVOKED",
+    ]
+    assert row.split() == ["tenants/acme", "abc123", "2023-11-14T22:13:20Z", "2023-11-15T22:13:20Z"]
+    run(["token", "revoke", "tenants/acme", "abc123"], fake)
+    revoke = fake.calls[-1][2]
+    assert isinstance(revoke, operator_pb2.RevokeTenantTokenRequest)
+    assert (revoke.tenant, revoke.token_id) == ("tenants/acme", "abc123")
+
+
+@pytest.mark.parametrize(
+    ("flag", "mode"),
+    [
+        ([], common_pb2.METADATA_TOKENS_REQUIRED),
+        (["--metadata-tokens", "required"], common_pb2.METADATA_TOKENS_REQUIRED),
+        (["--metadata-tokens", "optional"], common_pb2.METADATA_TOKENS_OPTIONAL),
+    ],
+)
+def test_instance_create_metadata_tokens(
+    flag: list[str], mode: common_pb2.MetadataTokens.ValueType
+) -> None:
+    fake = FakeClient({"CreateInstance": [common_pb2.Instance(name="tenants/t/instances/i1")]})
+    run(["instance", "create", "--type", "t", "--image", "i", *flag], fake)
+    req = fake.calls[0][2]
+    assert isinstance(req, tenant_pb2.CreateInstanceRequest)
+    assert req.instance.metadata_tokens == mode
+
+
+def test_instance_create_refuses_an_unknown_metadata_tokens_mode(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        run(
+            ["instance", "create", "--type", "t", "--image", "i", "--metadata-tokens", "v1"],
+            FakeClient({}),
+        )
+    assert exc.value.code == 2 and "--metadata-tokens" in capsys.readouterr().err

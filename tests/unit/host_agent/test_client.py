@@ -54,6 +54,7 @@ def _full_pb() -> agent_pb2.DesiredState:
                 hostname="web-1",
                 generation=2**40 + 3,
                 image_checksum="sha256:" + "ab" * 32,
+                metadata_tokens=common_pb2.METADATA_TOKENS_OPTIONAL,
             ),
             agent_pb2.DesiredInstance(
                 instance="instances/i-2", power=common_pb2.POWER_STATE_OFF, generation=1
@@ -81,6 +82,7 @@ def test_desired_from_a_fully_populated_message() -> None:
                 image="images/ubuntu",
                 image_uri="http://images/ubuntu.raw",
                 image_checksum="sha256:" + "ab" * 32,
+                metadata_tokens="optional",
                 volumes=(
                     DesiredVolume(
                         volume="instances/i-1/boot",
@@ -145,6 +147,7 @@ def test_every_proto_field_is_converted() -> None:
             "hostname",
             "generation",
             "image_checksum",
+            "metadata_tokens",
         },
         "DesiredVolume": {"volume", "size_gib", "boot", "source_image", "max_iops", "max_mbps"},
         "DesiredNic": {

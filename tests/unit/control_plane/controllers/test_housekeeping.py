@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from control_plane.controllers.housekeeping import Housekeeper
+from control_plane.controllers.housekeeping import TOKEN_RECORD_KEEP, Housekeeper
 from control_plane.store import Store
 
 
@@ -40,10 +40,20 @@ class FakeKeys:
     root = "/bmaas"
 
 
+class FakeTokens:
+    def __init__(self) -> None:
+        self.cutoffs: list[float] = []
+
+    async def purge(self, *, ended_before: float) -> int:
+        self.cutoffs.append(ended_before)
+        return 0
+
+
 class FakeStore:
     def __init__(self, kv: FakeKV) -> None:
         self.kv = kv
         self.keys = FakeKeys()
+        self.tenant_tokens = FakeTokens()
 
 
 def _keeper(kv: FakeKV, clock: list[float], **kw: Any) -> Housekeeper:
@@ -77,3 +87,13 @@ async def test_nospace_is_disarmed_only_when_defragmentation_freed_enough() -> N
     await keeper.run_once()
     assert kv.calls[-1] == ("disarm", "NOSPACE")
     assert kv.alarms_raised == []
+
+
+async def test_token_records_ended_over_30_days_ago_are_purged_each_pass() -> None:
+    kv, clock = FakeKV(), [0.0]
+    store = FakeStore(kv)
+    keeper = Housekeeper(cast(Store, store), clock=lambda: clock[0], wall_clock=lambda: 5e9)
+    await keeper.run_once()
+    await keeper.run_once()
+    assert store.tenant_tokens.cutoffs == [5e9 - TOKEN_RECORD_KEEP] * 2
+    assert TOKEN_RECORD_KEEP == 30 * 24 * 3600
