@@ -5,7 +5,7 @@
   RUNNING -> terminate -> TERMINATED through the tenant API, recording every
   call's outcome per replica (``Timeline``) so availability can be measured;
 - ``read_history`` / ``check_history``: every revision under ``/bmaas/v1/`` read back from
-  etcd's history (a watch from revision 1) and checked for the invariants:
+  etcd's history (a watch from revision 1 up to a marker it writes) and checked for the invariants:
   no host held by two instances, no state change the lifecycle tables have
   no path for, quota usage equal to the live instances; ``transient`` lists
   the instances left in a transient state.
@@ -42,6 +42,8 @@ from tools.region.control_plane import bearer
 T = TypeVar("T")
 
 ROOT = b"/bmaas/v1/"
+#: the marker ``read_history`` writes (outside ``ROOT``: nothing else reads it)
+END = b"/bmaas-chaos/history-end"
 #: client channel options: reconnect to a restarted replica within a second
 CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 100),
@@ -202,20 +204,28 @@ def _reachable(table: object) -> set[tuple[object, object]]:
 
 
 async def read_history(client: aetcd.Client) -> list[tuple[int, bool, bytes, bytes]]:
-    """Every event under ``ROOT`` from revision 1: (revision, deleted, key, value)."""
-    head = await client.kvstub.Range(aetcd.rpc.RangeRequest(key=b"/", count_only=True), timeout=10)
-    last = int(head.header.revision)
+    """Every event under ``ROOT`` from revision 1 up to now: (revision,
+    deleted, key, value), every transaction whole.
+
+    ``END`` is written first; the watch (of every key under ``/``) stops at
+    its event.  etcd delivers a revision's events (one txn's writes) all
+    before any event of a later revision, so each txn before the marker
+    arrives complete.  Stopping instead at the first event of the head
+    revision, as known before the watch, cuts that txn in two: a
+    termination's txn puts the instance TERMINATED before the ``released/``
+    counter, so the replay would see the instance gone but its slot still
+    charged."""
+    put = await client.kvstub.Put(aetcd.rpc.PutRequest(key=END, value=b""), timeout=10)
+    end = int(put.header.revision)
     events: list[tuple[int, bool, bytes, bytes]] = []
-    watch = await client.watch(ROOT, range_end=ROOT[:-1] + b"0", start_revision=1)
+    watch = await client.watch(b"/", range_end=b"0", start_revision=1)
     try:
-        if last <= 1:
-            return events
         async for ev in watch:
-            events.append(
-                (ev.kv.mod_revision, ev.kind == aetcd.EventKind.DELETE, ev.kv.key, ev.kv.value)
-            )
-            if ev.kv.mod_revision >= last:
+            if ev.kv.mod_revision >= end:
                 break
+            if ev.kv.key.startswith(ROOT):
+                kind = ev.kind == aetcd.EventKind.DELETE
+                events.append((ev.kv.mod_revision, kind, ev.kv.key, ev.kv.value))
     finally:
         await watch.cancel()
     return events
