@@ -38,6 +38,8 @@ class ApiDeps:
     hub: AgentHub
     heartbeat_interval: int = 5
     heartbeat_ttl: int = 15
+    #: EnrollHost accepts the ``fake`` power driver (``--allow-fake-power``)
+    allow_fake_power: bool = False
 
 
 class Servicer:

@@ -6,6 +6,8 @@ records (``token_upkeep``: a revoked token leaves the auth cache at once;
 last uses are written once a minute), builds the servicers around one
 ``ApiDeps`` and starts a ``grpc.aio`` server with the three bmaas services,
 the standard health service (``grpc.health.v1``) and server reflection.
+The port speaks TLS (``ApiConfig.tls``, credentials from ``bmaas_tls``);
+plaintext only when ``ApiConfig.insecure`` says so.
 
 Health tells the truth about etcd: every ``quorum_check_interval`` seconds
 the replica makes a linearizable read (``Store.probe_quorum``, which only
@@ -43,6 +45,7 @@ from bmaas.v1 import (
     tenant_pb2,
     tenant_pb2_grpc,
 )
+from bmaas_tls import ServerTls, server_credentials
 from control_plane.api.agent import AgentServicer
 from control_plane.api.agent_hub import AgentHub
 from control_plane.api.auth import Authenticator
@@ -86,6 +89,12 @@ class ApiConfig:
     desired_resync: float = 60.0
     #: seconds between quorum reads (readiness); each may take as long
     quorum_check_interval: float = 1.0
+    #: the port's certificate and key; None only with ``insecure``
+    tls: ServerTls | None = None
+    #: plaintext (an operator's explicit choice: ``--insecure``)
+    insecure: bool = False
+    #: EnrollHost accepts the ``fake`` power driver (scale tests, benchmarks)
+    allow_fake_power: bool = False
 
 
 class SchedulerPlacer:
@@ -124,6 +133,7 @@ class ApiServer:
             hub=AgentHub(store),
             heartbeat_interval=config.heartbeat_interval,
             heartbeat_ttl=config.heartbeat_ttl,
+            allow_fake_power=config.allow_fake_power,
         )
         self.health = health.aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
@@ -141,7 +151,13 @@ class ApiServer:
         return host.agent_credential_hash or None
 
     async def start(self) -> int:
-        """Serve on ``config.listen``; returns the bound port (``:0`` picks one)."""
+        """Serve on ``config.listen``; returns the bound port (``:0`` picks one).
+
+        ``bmaas_tls.TlsFileError`` if a TLS file cannot be read (before
+        anything starts)."""
+        if self.config.tls is None and not self.config.insecure:
+            raise ValueError("ApiConfig: give tls, or insecure=True for plaintext")
+        creds = server_credentials(self.config.tls) if self.config.tls is not None else None
         await self.cache.start()
         await self.deps.hub.start()
         # instance actions (terminate, stop...) start from the watched version
@@ -163,7 +179,10 @@ class ApiServer:
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
-        self.port = server.add_insecure_port(self.config.listen)
+        if creds is not None:
+            self.port = server.add_secure_port(self.config.listen, creds)
+        else:
+            self.port = server.add_insecure_port(self.config.listen)
         if self.port == 0:
             raise OSError(f"cannot listen on {self.config.listen}")
         await server.start()

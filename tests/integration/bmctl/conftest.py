@@ -21,15 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 import yaml
 
 from bmaas.v1 import agent_pb2, agent_pb2_grpc
+from bmaas_tls import sync_channel
 from bmctl import main as cli
 from tools.region.agents import AgentProcess
 from tools.region.control_plane import OPERATOR_TOKEN, ControlPlaneProcess
 from tools.region.etcd import EtcdServer
+from tools.region.pki import default_pki
 
 covers = pytest.mark.covers
 __all__ = ["OPERATOR_TOKEN", "Bmctl", "Run", "World", "covers", "register_agent"]
@@ -38,9 +39,12 @@ COMMAND_PARSER = cli.build_parser()
 
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """No BMAAS_* of the caller, and a private home (config file location)."""
+    """No BMAAS_* of the caller but the region's CA, and a private home
+    (config file location)."""
     for var in ("BMAAS_ENDPOINT", "BMAAS_TOKEN", "BMAAS_CONTEXT", "BMAAS_CONFIG"):
         monkeypatch.delenv(var, raising=False)
+    # the control planes speak TLS with the region's CA (tools.region.pki)
+    monkeypatch.setenv("BMAAS_CA", str(default_pki().ca))
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
@@ -136,14 +140,14 @@ def bmctl(request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]) ->
 @pytest.fixture
 def endpoint(etcd: EtcdServer) -> Iterator[str]:
     """A control plane process without controllers (nothing moves on its own)."""
-    with ControlPlaneProcess(etcd, controllers=False) as cp:
+    with ControlPlaneProcess(etcd, controllers=False, allow_fake_power=True) as cp:
         yield f"127.0.0.1:{cp.port}"
 
 
 @pytest.fixture
 def live_endpoint(etcd: EtcdServer) -> Iterator[str]:
     """A control plane process with its controllers: instances move on agent reports."""
-    with ControlPlaneProcess(etcd, controllers=True) as cp:
+    with ControlPlaneProcess(etcd, controllers=True, allow_fake_power=True) as cp:
         yield f"127.0.0.1:{cp.port}"
 
 
@@ -153,7 +157,7 @@ def control_planes(etcd: EtcdServer) -> Iterator[Callable[[], ControlPlaneProces
     started: list[ControlPlaneProcess] = []
 
     def start() -> ControlPlaneProcess:
-        cp = ControlPlaneProcess(etcd, controllers=False).start()
+        cp = ControlPlaneProcess(etcd, controllers=False, allow_fake_power=True).start()
         started.append(cp)
         return cp
 
@@ -186,7 +190,7 @@ def agents(tmp_path: Path) -> Iterator[Callable[[str, str, str], AgentProcess]]:
 def register_agent(endpoint: str, host: str, credential: str) -> None:
     """What a host agent does on boot (an ENROLLED host becomes AVAILABLE),
     for tests that need an available host but no agent behind it."""
-    with grpc.insecure_channel(endpoint) as channel:
+    with sync_channel(endpoint, default_pki().client_tls()) as channel:
         agent_pb2_grpc.AgentServiceStub(channel).Register(
             agent_pb2.RegisterRequest(host=host),
             metadata=(("authorization", f"Bearer {credential}"),),
