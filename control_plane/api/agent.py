@@ -10,8 +10,9 @@ never applied and never an error: the agent cannot know yet, and a stream
 closed for it would reconnect into the same report.  So an agent can never
 change what another host's instance looks like.
 
-``Register`` moves a freshly ENROLLED host to AVAILABLE (``provide``) and
-returns the heartbeat interval.  ``Connect`` runs two tasks per stream:
+``Register`` moves a freshly ENROLLED host to CLEANING (``provide``: its
+agent wipes it before its first tenant; the host controller makes it
+AVAILABLE on the wipe report) and returns the heartbeat interval.  ``Connect`` runs two tasks per stream:
 
 - the reader applies agent messages: a heartbeat refreshes the host's
   liveness lease (``store.liveness``; no write to the host record, so the

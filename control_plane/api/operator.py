@@ -366,6 +366,7 @@ _HOST_STATUS = (
     "conditions",
     "last_heartbeat",
     "cleaning_epoch",
+    "cleaning_started_time",
     "last_cleaned_time",
 )
 

@@ -10,6 +10,9 @@
 - ``InProcessControlPlane``: the same ``ApiServer`` (and optionally the
   ``ControllerManager``) inside the caller's event loop: fast to start,
   with short heartbeats and caches so that a region reacts quickly.
+  Without the manager a lone ``HostController`` still runs (unless
+  ``cleaning=False``): registered hosts become AVAILABLE once their wipe
+  is reported, and nothing else moves on its own.
 - ``Clients``: generated stubs on one ``grpc.aio`` channel plus bearer
   metadata helpers.
 
@@ -37,6 +40,7 @@ from bmaas.v1 import agent_pb2_grpc, operator_pb2_grpc, tenant_pb2_grpc
 from bmaas_tls import ClientTls, aio_channel
 from control_plane.api.server import ApiConfig, ApiServer
 from control_plane.controllers.config import ControllerConfig
+from control_plane.controllers.host_controller import HostController
 from control_plane.controllers.manager import ControllerManager
 from control_plane.store import Store
 from tools.region.etcd import EtcdCluster, EtcdServer
@@ -91,11 +95,14 @@ class InProcessControlPlane:
         pki: Pki | None = None,
         insecure: bool = False,
         allow_fake_power: bool = False,
+        cleaning: bool = True,
     ) -> None:
         self.etcd = etcd
         self.pki = None if insecure else (pki or default_pki())
         self.allow_fake_power = allow_fake_power
         self.with_controllers = controllers
+        self.cleaning = cleaning
+        self.host_controller: HostController | None = None
         self.lease_ttl = lease_ttl
         self.identity = identity
         self.desired_resync = desired_resync
@@ -133,6 +140,11 @@ class InProcessControlPlane:
                 scheduler=self.api.scheduler,  # as control_plane.main wires it
             )
             await self.manager.start()
+        elif self.cleaning:
+            self.host_controller = HostController(
+                self.store, ControllerConfig(lease_ttl=self.lease_ttl, resync_period=5.0)
+            )
+            await self.host_controller.start()
         return self
 
     @property
@@ -144,6 +156,9 @@ class InProcessControlPlane:
         return Clients(self.port, operator_token=self.operator_token, tls=self.client_tls)
 
     async def stop(self) -> None:
+        if self.host_controller is not None:
+            await self.host_controller.aclose()
+            self.host_controller = None
         if self.manager is not None:
             await self.manager.stop()
             self.manager = None

@@ -24,11 +24,11 @@ from typing import Any
 import pytest
 import yaml
 
-from bmaas.v1 import agent_pb2, agent_pb2_grpc
+from bmaas.v1 import agent_pb2, agent_pb2_grpc, common_pb2, operator_pb2_grpc, tenant_pb2
 from bmaas_tls import sync_channel
 from bmctl import main as cli
 from tools.region.agents import AgentProcess
-from tools.region.control_plane import OPERATOR_TOKEN, ControlPlaneProcess
+from tools.region.control_plane import OPERATOR_TOKEN, ControlPlaneProcess, bearer
 from tools.region.etcd import EtcdServer
 from tools.region.pki import default_pki
 
@@ -139,8 +139,10 @@ def bmctl(request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]) ->
 
 @pytest.fixture
 def endpoint(etcd: EtcdServer) -> Iterator[str]:
-    """A control plane process without controllers (nothing moves on its own)."""
-    with ControlPlaneProcess(etcd, controllers=False, allow_fake_power=True) as cp:
+    """A control plane process with no agent behind its hosts: instances never
+    move on their own; its controllers make a host that ``register_agent``
+    registered AVAILABLE once its wipe is reported."""
+    with ControlPlaneProcess(etcd, controllers=True, allow_fake_power=True) as cp:
         yield f"127.0.0.1:{cp.port}"
 
 
@@ -187,15 +189,31 @@ def agents(tmp_path: Path) -> Iterator[Callable[[str, str, str], AgentProcess]]:
         agent.close()
 
 
-def register_agent(endpoint: str, host: str, credential: str) -> None:
-    """What a host agent does on boot (an ENROLLED host becomes AVAILABLE),
-    for tests that need an available host but no agent behind it."""
+def register_agent(endpoint: str, host: str, credential: str, timeout: float = 20.0) -> None:
+    """What a host agent does on boot -- Register (the host goes CLEANING),
+    then the wipe report for that epoch (nothing to wipe behind a fake host)
+    -- and wait until the host is AVAILABLE; for tests that need an
+    available host but no agent behind it."""
+    md = (("authorization", f"Bearer {credential}"),)
     with sync_channel(endpoint, default_pki().client_tls()) as channel:
-        agent_pb2_grpc.AgentServiceStub(channel).Register(
-            agent_pb2.RegisterRequest(host=host),
-            metadata=(("authorization", f"Bearer {credential}"),),
-            timeout=10,
+        agent = agent_pb2_grpc.AgentServiceStub(channel)
+        reg = agent.Register(agent_pb2.RegisterRequest(host=host), metadata=md, timeout=10)
+        wiped = agent_pb2.AgentMessage(
+            host_status=agent_pb2.HostStatus(host=host, wiped_epoch=reg.host.cleaning_epoch)
         )
+        # the stream ends once the server has read the report (and the half-close)
+        for _ in agent.Connect(iter([wiped]), metadata=md, timeout=10):
+            pass
+        operator = operator_pb2_grpc.OperatorServiceStub(channel)
+        deadline = time.monotonic() + timeout
+        while True:
+            got = operator.GetHost(
+                tenant_pb2.GetRequest(name=host), metadata=bearer(OPERATOR_TOKEN), timeout=10
+            )
+            if got.state == common_pb2.HOST_STATE_AVAILABLE:
+                return
+            assert time.monotonic() < deadline, f"{host} not AVAILABLE in {timeout}s"
+            time.sleep(0.05)
 
 
 HOST_FLAGS = ("--zone", "z1", "--rack", "r1", "--host-class", "c64", "--cpus", "64")
