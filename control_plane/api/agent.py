@@ -12,7 +12,8 @@ change what another host's instance looks like.
 
 ``Register`` moves a freshly ENROLLED host to CLEANING (``provide``: its
 agent wipes it before its first tenant; the host controller makes it
-AVAILABLE on the wipe report) and returns the heartbeat interval.  ``Connect`` runs two tasks per stream:
+AVAILABLE on the wipe report) and returns the heartbeat interval.
+``Connect`` runs two tasks per stream:
 
 - the reader applies agent messages: a heartbeat refreshes the host's
   liveness lease (``store.liveness``; no write to the host record, so the
