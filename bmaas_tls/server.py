@@ -1,11 +1,14 @@
 """Server side: the certificate a control plane presents, and the CA its
 agents' client certificates must chain to.
 
-With ``client_ca`` the server asks every client for a certificate and
-verifies one that is presented against that CA; a client without one
-(bmctl: tenants and operators prove themselves with bearer tokens) is
-still let in, and the agent servicer then requires one that names its host
-(``bmaas_tls.peer``).
+gRPC's server credentials either never ask for a client certificate or
+require one; there is no "ask, but let clients without one in".  So a
+control plane has two ports when its agents prove their host: the API
+port (no client certificate: bmctl's tenants and operators prove
+themselves with bearer tokens) and the agent port
+(``require_client_cert=True``: the handshake fails without a certificate
+chaining to ``client_ca``).  The agent servicer then checks that the
+certificate names the credential's host (``bmaas_tls.peer``).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 
 import grpc
 
+from bmaas_tls.errors import TlsError
 from bmaas_tls.files import read_pem
 
 
@@ -25,8 +29,18 @@ class ServerTls:
     client_ca: Path | None = None
 
 
-def server_credentials(tls: ServerTls) -> grpc.ServerCredentials:
-    """The credentials for *tls*; files are read now (``TlsFileError``)."""
+def server_credentials(
+    tls: ServerTls, *, require_client_cert: bool = False
+) -> grpc.ServerCredentials:
+    """The credentials for *tls*; files are read now (``TlsFileError``).
+    With *require_client_cert*, a client must present a certificate that
+    chains to ``tls.client_ca``."""
     pair = (read_pem(tls.key, "--tls-key"), read_pem(tls.cert, "--tls-cert"))
-    client_ca = read_pem(tls.client_ca, "--tls-client-ca") if tls.client_ca else None
-    return grpc.ssl_server_credentials([pair], root_certificates=client_ca)
+    if not require_client_cert:
+        return grpc.ssl_server_credentials([pair])
+    if tls.client_ca is None:
+        raise TlsError("client certificates need --tls-client-ca")
+    client_ca = read_pem(tls.client_ca, "--tls-client-ca")
+    return grpc.ssl_server_credentials(
+        [pair], root_certificates=client_ca, require_client_auth=True
+    )

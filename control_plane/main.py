@@ -1,15 +1,20 @@
 """``bmaas-control-plane``: one control-plane replica.
 
 ``bmaas-control-plane --etcd URL[,URL...] --listen HOST:PORT
-(--tls-cert FILE --tls-key FILE [--tls-client-ca FILE] | --insecure)
+(--tls-cert FILE --tls-key FILE [--tls-client-ca FILE --agent-listen HOST:PORT]
+| --insecure)
 [--etcd-cacert FILE [--etcd-cert FILE --etcd-key FILE]]
 [--config FILE] [--metrics HOST:PORT] [--no-controllers] [--allow-fake-power]``
 
 The gRPC port speaks TLS with ``--tls-cert``/``--tls-key``; plaintext only
 with an explicit ``--insecure``.  Without either, or with files that cannot
 be read, the replica refuses to start: one ``bmaas-control-plane: error:``
-line on stderr, exit status 2.  ``--allow-fake-power`` lets EnrollHost
-accept the ``fake`` power driver (scale tests and benchmarks only).
+line on stderr, exit status 2.  ``--tls-client-ca`` with ``--agent-listen``
+makes agents prove their host: the agent port requires a client
+certificate from that CA, and Register/Connect refuse one that does not
+name the credential's host (PERMISSION_DENIED).  ``--allow-fake-power``
+lets EnrollHost accept the ``fake`` power driver (scale tests and
+benchmarks only).
 
 ``--etcd`` names every member of the etcd cluster (``http://a:2379,
 http://b:2379,http://c:2379``; ``https://`` or ``--etcd-cacert`` for TLS):
@@ -19,7 +24,7 @@ one out (``control_plane.store.endpoints``).
 Settings come from, lowest priority first: defaults, the TOML ``--config``
 file (keys: ``etcd`` (a string or a list of URLs), ``etcd_cacert``,
 ``etcd_cert``, ``etcd_key``, ``tls_cert``, ``tls_key``, ``tls_client_ca``,
-``insecure``, ``allow_fake_power``, ``operator_token``, ``etcd_root``,
+``agent_listen``, ``insecure``, ``allow_fake_power``, ``operator_token``, ``etcd_root``,
 ``heartbeat_interval``, ``heartbeat_ttl``, ``lease_ttl``, ``metrics``,
 ``controllers``, ``compaction_interval``, ``compaction_retention``,
 ``etcd_quota_bytes``), environment variables (``BMAAS_ETCD``,
@@ -47,7 +52,8 @@ SIGTERM/SIGINT starts a graceful shutdown: health goes NOT_SERVING, the
 controllers resign leadership (revoking the lease so another replica takes
 over at once), in-flight RPCs get ``--grace`` seconds, then the store
 closes.  The listening port is printed as ``listening on HOST:PORT`` to
-stdout once serving (tests and scripts wait for that line).
+stdout once serving (tests and scripts wait for that line), after
+``agents listening on HOST:PORT`` when there is an agent port.
 """
 
 from __future__ import annotations
@@ -103,6 +109,8 @@ class Settings:
     tls: ServerTls | None = None
     insecure: bool = False
     allow_fake_power: bool = False
+    #: the agents' port (client certificates required), with ``tls.client_ca``
+    agent_listen: str = ""
 
     @property
     def etcd_host(self) -> str:
@@ -139,11 +147,13 @@ def _refuse(message: str) -> NoReturn:
 
 
 def _api_tls(
-    cert: str | None, key: str | None, client_ca: str | None, insecure: bool
+    cert: str | None, key: str | None, client_ca: str | None, insecure: bool, agent_listen: str
 ) -> ServerTls | None:
     """The port's TLS, or None for an explicit ``--insecure``; refuses to
     start on anything else (no TLS and no --insecure, half a pair, a file
     that cannot be read)."""
+    if bool(client_ca) != bool(agent_listen):
+        _refuse("--tls-client-ca and --agent-listen go together (agents prove their host there)")
     if insecure:
         if cert or key or client_ca:
             _refuse("--insecure and --tls-cert/--tls-key/--tls-client-ca exclude each other")
@@ -156,7 +166,7 @@ def _api_tls(
         cert=Path(cert), key=Path(key), client_ca=Path(client_ca) if client_ca else None
     )
     try:
-        server_credentials(tls)  # read every file now: a bad one stops us here
+        server_credentials(tls, require_client_cert=bool(client_ca))  # every file, now
     except TlsError as exc:
         _refuse(str(exc))
     return tls
@@ -193,6 +203,11 @@ def load_settings(argv: Sequence[str] | None = None) -> Settings:
     parser.add_argument("--tls-key", default=None, help="its private key (PEM)")
     parser.add_argument(
         "--tls-client-ca", default=None, help="CA of the agents' client certificates (PEM)"
+    )
+    parser.add_argument(
+        "--agent-listen",
+        default=None,
+        help="agents' HOST:PORT: client certificates from --tls-client-ca required",
     )
     parser.add_argument(
         "--insecure", action="store_true", default=None, help="plaintext gRPC (no TLS)"
@@ -236,6 +251,7 @@ def load_settings(argv: Sequence[str] | None = None) -> Settings:
         ns.tls_key or file.get("tls_key"),
         ns.tls_client_ca or file.get("tls_client_ca"),
         insecure,
+        agent_listen := str(ns.agent_listen or file.get("agent_listen") or ""),
     )
     allow_fake = ns.allow_fake_power
     if allow_fake is None:
@@ -244,6 +260,7 @@ def load_settings(argv: Sequence[str] | None = None) -> Settings:
         etcd=tuple(parse_etcd(etcd)),
         etcd_tls=tls,
         tls=api_tls,
+        agent_listen=agent_listen,
         insecure=insecure,
         allow_fake_power=allow_fake,
         etcd_wait=ns.etcd_wait if ns.etcd_wait is not None else float(file.get("etcd_wait", 10)),
@@ -308,6 +325,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
             heartbeat_interval=settings.heartbeat_interval,
             heartbeat_ttl=settings.heartbeat_ttl,
             tls=settings.tls,
+            agent_listen=settings.agent_listen,
             insecure=settings.insecure,
             allow_fake_power=settings.allow_fake_power,
         ),
@@ -348,6 +366,9 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
             if settings.metrics:
                 census = asyncio.create_task(_census(store, manager), name="census")
         host = settings.listen.rpartition(":")[0] or "0.0.0.0"
+        if api.agent_port:
+            ahost = settings.agent_listen.rpartition(":")[0] or "0.0.0.0"
+            print(f"agents listening on {ahost}:{api.agent_port}", flush=True)
         print(f"listening on {host}:{port}", flush=True)
         await stop.wait()
         log.info("shutting down")

@@ -3,10 +3,11 @@
 ``python -m tools.demo up`` starts, with real components only:
 
 - the region's PKI (``.demo/pki``: a CA, the control plane's certificate
-  for 127.0.0.1/localhost, a client certificate per agent), etcd and one
-  ``bmaas-control-plane`` replica on loopback, speaking TLS (every client,
-  ``bmctl`` and the agents, trusts the region's CA; nothing is plaintext,
-  and the ``fake`` power driver is not allowed);
+  for 127.0.0.1/localhost, a client certificate per agent naming its
+  host), etcd and one ``bmaas-control-plane`` replica on loopback, speaking
+  TLS (every client, ``bmctl`` and the agents, trusts the region's CA;
+  nothing is plaintext; agents connect to the agent port, which requires
+  their certificate; the ``fake`` power driver is not allowed);
 - two emulated hosts: a network namespace each (``bmaas-demo-h1``,
   ``bmaas-demo-h2``) for the card's side of the network, joined by an
   underlay link (a veth pair, 192.168.79.0/24), and a ``bmaas-agent`` per
@@ -203,12 +204,18 @@ def up(*, prometheus: bool = False) -> int:
             grace=None,
             operator_token=token,
             pki=pki,
+            agent_identity=True,  # agents prove their host on a port of their own
             extra_args=("--metrics", metrics),
             log=DEMO / "control-plane.log",
             detached=True,
         ).start(timeout=30)
         _record(state, "control-plane", plane.pid)
-        state.update(endpoint=f"127.0.0.1:{plane.port}", operator_token=token, metrics=metrics)
+        state.update(
+            endpoint=f"127.0.0.1:{plane.port}",
+            agent_endpoint=f"127.0.0.1:{plane.agent_port}",
+            operator_token=token,
+            metrics=metrics,
+        )
         _save(state)
     bmctl = Bmctl(state["endpoint"], state["ca"])
     op = state["operator_token"]
@@ -308,8 +315,9 @@ def _agent(state: dict[str, Any], h: int, credential: str) -> None:
     metrics = f"127.0.0.1:{free_port()}"
     state.setdefault("agent_metrics", {})[str(h)] = metrics
     host_dir = DEMO / f"host-{h}"
+    pki = load_pki(DEMO / "pki")
     agent = AgentProcess(
-        endpoints=(state["endpoint"],),
+        endpoints=(state["agent_endpoint"],),
         host_id=f"host-{h}",
         credential=credential,
         state_dir=host_dir,
@@ -329,7 +337,7 @@ def _agent(state: dict[str, Any], h: int, credential: str) -> None:
         local_disks=(LocalDisk(name="nvme0", size_gib=10),),
         log=DEMO / f"agent-{h}.log",
         detached=True,
-        tls=load_pki(DEMO / "pki").client_tls(),
+        tls=pki.client_tls(pki.issue_host(f"host-{h}")),  # its host's client certificate
     )
     state["state_dirs"].append(str(host_dir / "state"))
     _record(state, f"agent-{h}", agent.start().pid)

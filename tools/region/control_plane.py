@@ -21,7 +21,10 @@ told another one (the region's operator bootstrap: there is no other way to
 be the operator of a new region).  Both speak TLS with the server
 certificate of *pki* (default: this process's ``default_pki()``), and
 ``Clients`` trusts that CA unless given another ``ClientTls``; plaintext
-only with ``insecure=True``.  Neither accepts the ``fake`` power driver
+only with ``insecure=True``.  With ``agent_identity=True`` agents must
+prove their host: a second port (``agent_port``) requires a client
+certificate from *pki*'s CA naming the host (``Pki.issue_host``).
+Neither accepts the ``fake`` power driver
 unless told ``allow_fake_power=True`` (the tests and benchmarks that run
 fake hosts say so; the demo never does).
 """
@@ -96,13 +99,17 @@ class InProcessControlPlane:
         insecure: bool = False,
         allow_fake_power: bool = False,
         cleaning: bool = True,
+        agent_identity: bool = False,
     ) -> None:
         self.etcd = etcd
         self.pki = None if insecure else (pki or default_pki())
         self.allow_fake_power = allow_fake_power
         self.with_controllers = controllers
         self.cleaning = cleaning
+        self.agent_identity = agent_identity
         self.host_controller: HostController | None = None
+        #: the agents' port (client certificates required), with ``agent_identity``
+        self.agent_port = 0
         self.lease_ttl = lease_ttl
         self.identity = identity
         self.desired_resync = desired_resync
@@ -126,12 +133,18 @@ class InProcessControlPlane:
                 auth_cache_ttl=self.auth_cache_ttl,
                 token_last_use_interval=self.token_last_use_interval,
                 desired_resync=self.desired_resync,
-                tls=self.pki.server_tls(client_ca=False) if self.pki is not None else None,
+                tls=(
+                    self.pki.server_tls(client_ca=self.agent_identity)
+                    if self.pki is not None
+                    else None
+                ),
+                agent_listen="127.0.0.1:0" if self.agent_identity else "",
                 insecure=self.pki is None,
                 allow_fake_power=self.allow_fake_power,
             ),
         )
         self.port = await self.api.start()
+        self.agent_port = self.api.agent_port
         if self.with_controllers:
             self.manager = ControllerManager(
                 self.store,
@@ -206,10 +219,14 @@ class ControlPlaneProcess:
         pki: Pki | None = None,
         insecure: bool = False,
         allow_fake_power: bool = False,
+        agent_identity: bool = False,
     ) -> None:
         self.etcd = etcd
         self.pki = None if insecure else (pki or default_pki())
         self.allow_fake_power = allow_fake_power
+        self.agent_identity = agent_identity
+        #: the agents' port (client certificates required), with ``agent_identity``
+        self.agent_port = 0
         self.lease_ttl = lease_ttl
         self.grace = grace
         self.controllers = controllers
@@ -239,7 +256,10 @@ class ControlPlaneProcess:
                 "--listen", "127.0.0.1:0"]  # fmt: skip
         if self.grace is not None:
             args += ["--grace", str(self.grace)]
-        args += self.pki.server_flags(client_ca=False) if self.pki is not None else ["--insecure"]
+        if self.pki is not None:
+            args += self.pki.server_flags(agents=self.agent_identity)
+        else:
+            args.append("--insecure")
         if self.allow_fake_power:
             args.append("--allow-fake-power")
         args += self.extra_args
@@ -261,6 +281,8 @@ class ControlPlaneProcess:
             with self.log.open("rb") as f:
                 f.seek(offset)
                 for line in f.read().decode(errors="replace").splitlines():
+                    if line.startswith("agents listening on "):
+                        self.agent_port = int(line.rsplit(":", 1)[1])
                     if line.startswith("listening on "):
                         return int(line.rsplit(":", 1)[1])
             if self.proc.poll() is not None:

@@ -53,17 +53,22 @@ class Pki:
     def directory(self) -> Path:
         return self.ca.parent
 
-    def server_tls(self, *, client_ca: bool = True) -> ServerTls:
-        """A control plane's TLS: the server certificate, and (by default)
-        this CA for the agents' client certificates."""
+    def server_tls(self, *, client_ca: bool = False) -> ServerTls:
+        """A control plane's TLS: the server certificate, and with
+        *client_ca* this CA for the agents' client certificates."""
         return ServerTls(
             cert=self.server.cert, key=self.server.key, client_ca=self.ca if client_ca else None
         )
 
-    def server_flags(self, *, client_ca: bool = True) -> tuple[str, ...]:
-        """``bmaas-control-plane`` flags for ``server_tls()``."""
-        flags = ("--tls-cert", str(self.server.cert), "--tls-key", str(self.server.key))
-        return (*flags, "--tls-client-ca", str(self.ca)) if client_ca else flags
+    def server_flags(self, *, agents: bool = False) -> tuple[str, ...]:
+        """``bmaas-control-plane`` flags for ``server_tls()``; with *agents*,
+        also an agent port on loopback that requires client certificates
+        from this CA (agents prove their host)."""
+        flags: tuple[str, ...] = ("--tls-cert", str(self.server.cert))
+        flags += ("--tls-key", str(self.server.key))
+        if agents:
+            flags += ("--tls-client-ca", str(self.ca), "--agent-listen", "127.0.0.1:0")
+        return flags
 
     def client_tls(self, host: HostCert | None = None) -> ClientTls:
         """Trust this CA; present *host*'s certificate if given."""

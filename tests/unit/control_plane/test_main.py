@@ -105,9 +105,10 @@ def test_tls_from_flags_and_file(tmp_path: Path) -> None:
     pki = make_pki(tmp_path / "pki")
     base = ["--etcd", "a:1", "--listen", ":1"]
     flags = ["--tls-cert", str(pki.server.cert), "--tls-key", str(pki.server.key)]
-    s = load_settings([*base, *flags, "--tls-client-ca", str(pki.ca), "--allow-fake-power"])
+    agents = ["--tls-client-ca", str(pki.ca), "--agent-listen", ":7444"]
+    s = load_settings([*base, *flags, *agents, "--allow-fake-power"])
     assert s.tls == ServerTls(cert=pki.server.cert, key=pki.server.key, client_ca=pki.ca)
-    assert not s.insecure and s.allow_fake_power
+    assert not s.insecure and s.allow_fake_power and s.agent_listen == ":7444"
     cfg = tmp_path / "cp.toml"
     cfg.write_text(
         f'tls_cert = "{pki.server.cert}"\ntls_key = "{pki.server.key}"\nallow_fake_power = true\n'
@@ -126,6 +127,9 @@ def test_without_tls_or_insecure_it_refuses_to_start(
     assert "go together" in _refused([*base, "--tls-cert", str(pki.server.cert)], capsys)
     both = [*base, "--insecure", "--tls-cert", str(pki.server.cert), "--tls-key", "k"]
     assert "exclude" in _refused(both, capsys)
+    half = [*base, "--tls-cert", str(pki.server.cert), "--tls-key", str(pki.server.key)]
+    assert "--agent-listen" in _refused([*half, "--tls-client-ca", str(pki.ca)], capsys)
+    assert "--agent-listen" in _refused([*half, "--agent-listen", ":2"], capsys)
     missing = [*base, "--tls-cert", str(tmp_path / "nope.pem"), "--tls-key", str(pki.server.key)]
     assert f"--tls-cert {tmp_path / 'nope.pem'}: No such file" in _refused(missing, capsys)
     not_pem = tmp_path / "key.txt"
