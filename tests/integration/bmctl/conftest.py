@@ -30,10 +30,19 @@ from bmctl import main as cli
 from tools.region.agents import AgentProcess
 from tools.region.control_plane import OPERATOR_TOKEN, ControlPlaneProcess, bearer
 from tools.region.etcd import EtcdServer
-from tools.region.pki import default_pki
+from tools.region.pki import default_pki, make_pki
 
 covers = pytest.mark.covers
-__all__ = ["OPERATOR_TOKEN", "Bmctl", "Run", "World", "covers", "register_agent"]
+__all__ = [
+    "OPERATOR_TOKEN",
+    "Bmctl",
+    "Run",
+    "World",
+    "covers",
+    "default_pki",
+    "make_pki",
+    "register_agent",
+]
 COMMAND_PARSER = cli.build_parser()
 
 
