@@ -4,7 +4,8 @@
 with one bundle (a region's own CA); ``cert`` + ``key`` add a client
 certificate (an agent proving its host); ``insecure=True`` is plaintext and
 nothing else is allowed with it.  ``aio_channel`` and ``sync_channel``
-are the only places in the code base that open a gRPC client channel.
+are the only places in the code base that open a gRPC channel to a
+control plane (etcd's channels are ``control_plane.store``'s).
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@
   with short heartbeats and caches so that a region reacts quickly.
   Without the manager a lone ``HostController`` still runs (unless
   ``cleaning=False``): registered hosts become AVAILABLE once their wipe
-  is reported, and nothing else moves on its own.
+  is reported (and maintenance moves hosts); instances never move on
+  their own there.
 - ``Clients``: generated stubs on one ``grpc.aio`` channel plus bearer
   metadata helpers.
 
