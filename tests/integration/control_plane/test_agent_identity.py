@@ -130,3 +130,37 @@ async def test_the_stream_closes_within_a_second_of_decommission(
         assert exc.value.code() == grpc.StatusCode.PERMISSION_DENIED
         assert "decommissioned" in str(exc.value.details())
         assert took < 1.0, f"stream closed {took:.2f} s after the decommission"
+
+
+async def test_the_stream_closes_within_a_second_of_a_credential_rotation(
+    plane: InProcessControlPlane,
+) -> None:
+    """A retried enrolment of a host still ENROLLED rotates its credential
+    (``EnrollHost``): a stream opened with the old one is closed."""
+    pki = default_pki()
+    req = operator_pb2.EnrollHostRequest(
+        request_id="rotate-1",
+        host=S.Host(
+            name="hosts/id-r",
+            zone="z1",
+            rack="r1",
+            host_class="c64",
+            power_driver="fake",
+            hardware=S.HardwareProfile(cpus=8, memory_gib=32),
+        ),
+    )
+    async with plane.clients() as c:
+        first = await c.operator.EnrollHost(req, metadata=c.op_md)
+        async with Clients(plane.agent_port, tls=pki.client_tls(pki.issue_host("id-r"))) as a:
+            call = a.agent.Connect(metadata=bearer(first.agent_credential))
+            assert (await call.read()).desired_state.state == S.HOST_STATE_ENROLLED
+            started = time.monotonic()
+            second = await c.operator.EnrollHost(req, metadata=c.op_md)
+            assert second.agent_credential != first.agent_credential
+            with pytest.raises(grpc.aio.AioRpcError) as exc:
+                while True:
+                    assert await call.read() is not grpc.aio.EOF
+            took = time.monotonic() - started
+        assert exc.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "rotated" in str(exc.value.details())
+        assert took < 1.0, f"stream closed {took:.2f} s after the rotation"
