@@ -17,7 +17,8 @@ Run ``python -m bench.control_plane`` (``make bench``).  What it does:
    module with ``--agent-worker``), each running its share of real
    ``host_agent.agent.Agent`` objects on the ``fake`` power driver (no
    server, no data plane).  Every agent calls ``AgentService.Register``
-   itself (ENROLLED -> AVAILABLE) and holds its own ``Connect`` stream:
+   itself (ENROLLED -> CLEANING; AVAILABLE once it reported the wipe) and
+   holds its own ``Connect`` stream:
    heartbeats every ``--heartbeat-interval`` seconds, desired state down,
    instance phases and wipe reports up.  The agents of one worker share one
    gRPC channel per endpoint (``host_agent.client.SharedChannels``); their
