@@ -83,11 +83,14 @@ async def enroll(
     return host, resp.agent_credential
 
 
-async def report_wiped(c: Clients, host: str, credential: str, epoch: int) -> None:
+async def report_wiped(
+    c: Clients, host: str, credential: str, epoch: int, *, timeout: float = 20.0
+) -> None:
     """An agent's wipe report for cleaning *epoch* of *host*, on a Connect
     stream of its own (no heartbeat: the host is not watched for liveness
     afterwards); returns once the control plane has stored it (the stream
-    ends after the server has read every message)."""
+    ends after the server has read every message), DEADLINE_EXCEEDED after
+    *timeout* seconds."""
     done = asyncio.Event()
 
     async def upstream() -> AsyncIterator[agent_pb2.AgentMessage]:
@@ -97,7 +100,7 @@ async def report_wiped(c: Clients, host: str, credential: str, epoch: int) -> No
         await done.wait()
 
     stub: agent_pb2_grpc.AgentServiceStub = c.agent
-    call = stub.Connect(upstream(), metadata=bearer(credential))
+    call = stub.Connect(upstream(), metadata=bearer(credential), timeout=timeout)
     try:
         async for _ in call:
             # the first desired state comes after the stream opened; ending the
@@ -115,7 +118,7 @@ async def wait_host_state(
 
     async def reached() -> common_pb2.Host | None:
         got: common_pb2.Host = await c.operator.GetHost(
-            tenant_pb2.GetRequest(name=name), metadata=c.op_md
+            tenant_pb2.GetRequest(name=name), metadata=c.op_md, timeout=10
         )
         return got if got.state == state else None
 
