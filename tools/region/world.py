@@ -11,10 +11,10 @@ returned as a ``World`` (the agents' credentials by host name).
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+
+import grpc
 
 from bmaas.v1 import agent_pb2, agent_pb2_grpc, common_pb2, operator_pb2, tenant_pb2
 from tools.region.control_plane import Clients, bearer
@@ -76,38 +76,50 @@ async def enroll(
             agent_pb2.RegisterRequest(host=host.name, agent_version="test"),
             metadata=bearer(resp.agent_credential),
         )
-        await report_wiped(c, host.name, resp.agent_credential, reg.host.cleaning_epoch)
-        host = await wait_host_state(
-            c, host.name, common_pb2.HOST_STATE_AVAILABLE, timeout=available_within
+        host = await report_wiped(
+            c,
+            host.name,
+            resp.agent_credential,
+            reg.host.cleaning_epoch,
+            until=common_pb2.HOST_STATE_AVAILABLE,
+            timeout=available_within,
         )
     return host, resp.agent_credential
 
 
 async def report_wiped(
-    c: Clients, host: str, credential: str, epoch: int, *, timeout: float = 20.0
-) -> None:
+    c: Clients,
+    host: str,
+    credential: str,
+    epoch: int,
+    *,
+    until: int | None = None,
+    timeout: float = 20.0,
+) -> common_pb2.Host:
     """An agent's wipe report for cleaning *epoch* of *host*, on a Connect
     stream of its own (no heartbeat: the host is not watched for liveness
-    afterwards); returns once the control plane has stored it (the stream
-    ends after the server has read every message), DEADLINE_EXCEEDED after
-    *timeout* seconds."""
-    done = asyncio.Event()
-
-    async def upstream() -> AsyncIterator[agent_pb2.AgentMessage]:
-        yield agent_pb2.AgentMessage(
-            host_status=agent_pb2.HostStatus(host=host, wiped_epoch=epoch, message="wiped")
-        )
-        await done.wait()
-
+    afterwards).  With *until*, the stream stays open until the host is in
+    that state (a host controller acted on the report); without, until the
+    server has read the report (it ends the stream once the agent's side is
+    closed).  DEADLINE_EXCEEDED or an AssertionError after *timeout* s."""
     stub: agent_pb2_grpc.AgentServiceStub = c.agent
-    call = stub.Connect(upstream(), metadata=bearer(credential), timeout=timeout)
+    call = stub.Connect(metadata=bearer(credential), timeout=timeout)
     try:
-        async for _ in call:
-            # the first desired state comes after the stream opened; ending the
-            # upstream then lets the server read to the end and close
-            done.set()
+        await call.write(
+            agent_pb2.AgentMessage(
+                host_status=agent_pb2.HostStatus(host=host, wiped_epoch=epoch, message="wiped")
+            )
+        )
+        if until is not None:
+            return await wait_host_state(c, host, until, timeout=timeout)
+        await call.done_writing()
+        while await call.read() is not grpc.aio.EOF:
+            pass  # desired states, until the server closes the stream
+        got: common_pb2.Host = await c.operator.GetHost(
+            tenant_pb2.GetRequest(name=host), metadata=c.op_md, timeout=10
+        )
+        return got
     finally:
-        done.set()
         call.cancel()
 
 

@@ -14,6 +14,7 @@ imports the region launchers, ``tools.region``.)
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -210,19 +211,27 @@ def register_agent(endpoint: str, host: str, credential: str, timeout: float = 2
         wiped = agent_pb2.AgentMessage(
             host_status=agent_pb2.HostStatus(host=host, wiped_epoch=reg.host.cleaning_epoch)
         )
-        # the stream ends once the server has read the report (and the half-close)
-        for _ in agent.Connect(iter([wiped]), metadata=md, timeout=10):
-            pass
+        done = threading.Event()
+
+        def upstream() -> Iterator[agent_pb2.AgentMessage]:
+            yield wiped
+            done.wait(timeout)  # the stream stays open until the host is AVAILABLE
+
+        stream = agent.Connect(upstream(), metadata=md, timeout=timeout)
         operator = operator_pb2_grpc.OperatorServiceStub(channel)
         deadline = time.monotonic() + timeout
-        while True:
-            got = operator.GetHost(
-                tenant_pb2.GetRequest(name=host), metadata=bearer(OPERATOR_TOKEN), timeout=10
-            )
-            if got.state == common_pb2.HOST_STATE_AVAILABLE:
-                return
-            assert time.monotonic() < deadline, f"{host} not AVAILABLE in {timeout}s"
-            time.sleep(0.05)
+        try:
+            while True:
+                got = operator.GetHost(
+                    tenant_pb2.GetRequest(name=host), metadata=bearer(OPERATOR_TOKEN), timeout=10
+                )
+                if got.state == common_pb2.HOST_STATE_AVAILABLE:
+                    return
+                assert time.monotonic() < deadline, f"{host} not AVAILABLE in {timeout}s"
+                time.sleep(0.05)
+        finally:
+            done.set()
+            stream.cancel()
 
 
 HOST_FLAGS = ("--zone", "z1", "--rack", "r1", "--host-class", "c64", "--cpus", "64")
