@@ -85,6 +85,7 @@ async def run(*, hold: float, settle: float, workers: int, lease_ttl: int) -> di
         ControlPlaneProcess(
             cluster,
             lease_ttl=lease_ttl,
+            allow_fake_power=True,
             extra_args=("--listen", f"127.0.0.1:{p}"),
         )
         for p in ports

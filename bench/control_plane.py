@@ -17,7 +17,8 @@ Run ``python -m bench.control_plane`` (``make bench``).  What it does:
    module with ``--agent-worker``), each running its share of real
    ``host_agent.agent.Agent`` objects on the ``fake`` power driver (no
    server, no data plane).  Every agent calls ``AgentService.Register``
-   itself (ENROLLED -> AVAILABLE) and holds its own ``Connect`` stream:
+   itself (ENROLLED -> CLEANING; AVAILABLE once it reported the wipe) and
+   holds its own ``Connect`` stream:
    heartbeats every ``--heartbeat-interval`` seconds, desired state down,
    instance phases and wipe reports up.  The agents of one worker share one
    gRPC channel per endpoint (``host_agent.client.SharedChannels``); their
@@ -81,6 +82,7 @@ from typing import Any
 import grpc
 
 from bmaas.v1 import common_pb2, operator_pb2, operator_pb2_grpc, tenant_pb2, tenant_pb2_grpc
+from bmaas_tls import ClientTls, aio_channel
 from control_plane.api.agent import DESIRED_RESYNC_SECONDS
 from control_plane.domain.compute import Instance
 from control_plane.domain.host import Host
@@ -88,6 +90,7 @@ from control_plane.domain.lifecycle import HostState, InstanceState
 from control_plane.store import Store
 from tools.region.control_plane import OPERATOR_TOKEN, ControlPlaneProcess
 from tools.region.etcd import EtcdServer
+from tools.region.pki import default_pki
 from tools.region.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -182,7 +185,7 @@ async def agent_worker(spec_path: Path) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    channels = SharedChannels()
+    channels = SharedChannels(ClientTls(ca=Path(spec["ca"])))
     state_root = Path(spec["state_root"])
     agents: list[Agent] = []
     for i, (host_id, cred) in enumerate(spec["hosts"]):
@@ -198,6 +201,7 @@ async def agent_worker(spec_path: Path) -> None:
                     power_driver="fake",
                     resync=spec["resync"],
                     max_backoff=5.0,
+                    tls=ClientTls(ca=Path(spec["ca"])),
                 ),
                 channels=channels,
             )
@@ -269,6 +273,7 @@ class Fleet:
                         "state_root": str(workdir / "agents"),
                         "resync": resync,
                         "start_concurrency": 16,
+                        "ca": str(default_pki().ca),
                     }
                 )
             )
@@ -592,6 +597,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     etcd,
                     lease_ttl=5,
                     controllers=not separate or i == len(metrics_ports) - 1,
+                    allow_fake_power=True,
                     extra_args=("--metrics", f"127.0.0.1:{port}", "--config", str(cfg)),
                 )
                 for i, port in enumerate(metrics_ports)
@@ -603,7 +609,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 for cp in replicas:
                     cp.start()
                 channels = [
-                    grpc.aio.insecure_channel(f"127.0.0.1:{cp.port}")
+                    aio_channel(f"127.0.0.1:{cp.port}", cp.client_tls)
                     for cp in api_replicas
                     for _ in range(2)
                 ]

@@ -47,6 +47,7 @@ import grpc
 
 from bench.doc import write_section
 from bmaas.v1 import common_pb2, operator_pb2, operator_pb2_grpc, tenant_pb2, tenant_pb2_grpc
+from bmaas_tls import aio_channel
 from control_plane.api.server import ApiConfig, ApiServer
 from control_plane.controllers.config import ControllerConfig
 from control_plane.controllers.manager import ControllerManager
@@ -56,6 +57,7 @@ from host_agent.config import AgentConfig, LocalDisk
 from tools.diskimage import build_disk_image
 from tools.region.etcd import EtcdServer
 from tools.region.guest import GuestImage
+from tools.region.pki import default_pki
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT = ROOT / "bench" / "results" / "provision.json"
@@ -138,13 +140,16 @@ async def _region(
 ) -> None:
     with EtcdServer() as etcd:
         store = await Store.connect(etcd.host, etcd.port)
-        api = ApiServer(store, ApiConfig(listen="127.0.0.1:0", operator_token=TOKEN))
+        pki = default_pki()
+        api = ApiServer(
+            store, ApiConfig(listen="127.0.0.1:0", operator_token=TOKEN, tls=pki.server_tls())
+        )
         port = await api.start()
         manager = ControllerManager(
             store, identity="bench", config=ControllerConfig(), scheduler=api.scheduler
         )
         await manager.start()
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        channel = aio_channel(f"127.0.0.1:{port}", pki.client_tls())
         op = operator_pb2_grpc.OperatorServiceStub(channel)
         tenant = tenant_pb2_grpc.TenantServiceStub(channel)
         opmd = _md(TOKEN)
@@ -205,6 +210,7 @@ async def _region(
                 shutdown_grace=0.0,
                 resync=0.5,
                 local_disks=(LocalDisk(name="nvme0", size_gib=args.local_gib),),
+                tls=pki.client_tls(),
             )
             tmd = _md(tok.token)
             async with Agent(config) as agent:

@@ -1,5 +1,10 @@
-"""The gRPC connection behind ``bmctl``: bearer token metadata, a per-call
-deadline, failover between control-plane replicas, and error formatting.
+"""The gRPC connection behind ``bmctl``: TLS, bearer token metadata, a
+per-call deadline, failover between control-plane replicas, and error
+formatting.
+
+Channels speak TLS (``bmaas_tls``): trusting ``--ca`` (the region's CA) or
+the system's roots; plaintext only with ``--insecure``.  An unreadable CA
+file is a usage error before any call.
 
 ``--endpoint`` takes one ``HOST:PORT`` or several, comma-separated (the
 region's replicas).  A call goes to the replica that answered last; when it
@@ -27,6 +32,7 @@ from google.rpc import error_details_pb2  # type: ignore[import-untyped]
 from grpc_status import rpc_status
 
 from bmaas.v1 import operator_pb2_grpc, tenant_pb2_grpc
+from bmaas_tls import ClientTls, TlsError, channel_credentials, sync_channel
 from bmctl import exitcodes
 
 
@@ -83,7 +89,20 @@ def describe_rpc_error(err: grpc.RpcError) -> str:
 
 
 class Client:
-    def __init__(self, endpoint: str, token: str, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        token: str,
+        *,
+        timeout: float = 30.0,
+        tls: ClientTls | None = None,
+    ) -> None:
+        self.tls = tls if tls is not None else ClientTls()
+        if not self.tls.insecure:
+            try:
+                channel_credentials(self.tls)  # the CA is readable now, or say so now
+            except TlsError as exc:
+                raise CliError(f"--ca: {exc}", exitcodes.USAGE) from None
         self.endpoints = [e.strip() for e in endpoint.split(",") if e.strip()]
         if not self.endpoints:
             raise CliError(
@@ -99,7 +118,7 @@ class Client:
 
     def _stub(self, index: int, service: str) -> Any:
         if index not in self._stubs:
-            channel = self._channels[index] = grpc.insecure_channel(self.endpoints[index])
+            channel = self._channels[index] = sync_channel(self.endpoints[index], self.tls)
             self._stubs[index] = {
                 "tenant": tenant_pb2_grpc.TenantServiceStub(channel),
                 "operator": operator_pb2_grpc.OperatorServiceStub(channel),

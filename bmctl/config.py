@@ -1,4 +1,4 @@
-"""Where ``bmctl`` gets its endpoint and token: flags, environment, config file.
+"""Where ``bmctl`` gets its endpoint, token and CA: flags, environment, config file.
 
 The config file (``$BMAAS_CONFIG``, else ``$XDG_CONFIG_HOME/bmaas/config.toml``,
 else ``~/.config/bmaas/config.toml``) holds named contexts, kubectl style::
@@ -8,18 +8,22 @@ else ``~/.config/bmaas/config.toml``) holds named contexts, kubectl style::
     [contexts.ops]
     endpoint = "10.0.0.1:7443,10.0.0.2:7443"
     token-file = "/etc/bmaas/operator.token"
+    ca = "/etc/bmaas/ca.pem"
 
     [contexts.acme]
     endpoint = "10.0.0.1:7443"
     token = "bmt_..."
 
 Precedence, per setting: the ``--endpoint`` / ``--token`` / ``--token-file``
-flags, then the context named by ``--context``, then ``BMAAS_ENDPOINT`` /
-``BMAAS_TOKEN``, then the context named by ``BMAAS_CONTEXT`` or
-``current-context``.  (``--context`` is a flag, so the context it names beats
-the environment; a context only chosen by the file or ``BMAAS_CONTEXT`` does
-not.)  The file is written with mode 0600 (it may hold tokens), atomically,
-as UTF-8 by tomli-w, so any context name or value reads back as it was.
+/ ``--ca`` flags, then the context named by ``--context``, then
+``BMAAS_ENDPOINT`` / ``BMAAS_TOKEN`` / ``BMAAS_CA``, then the context named
+by ``BMAAS_CONTEXT`` or ``current-context``.  ``ca`` is the region's CA
+bundle (without one, the system's roots are trusted); ``--insecure``
+(plaintext) ignores the CA of the environment and of contexts.
+(``--context`` is a flag, so the context it names beats the environment; a
+context only chosen by the file or ``BMAAS_CONTEXT`` does not.)  The file is
+written with mode 0600 (it may hold tokens), atomically, as UTF-8 by
+tomli-w, so any context name or value reads back as it was.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import tomli_w
 from bmctl import exitcodes
 from bmctl.client import CliError
 
-CONTEXT_KEYS = ("endpoint", "token", "token-file")
+CONTEXT_KEYS = ("endpoint", "token", "token-file", "ca")
 
 
 def config_path(env: Mapping[str, str] | None = None) -> Path:
@@ -136,6 +140,7 @@ class Target:
     endpoint: str
     token: str
     context: str  # the context used, "" when none
+    ca: str = ""  # the CA bundle to trust, "" for the system's roots
 
 
 def resolve(
@@ -144,6 +149,7 @@ def resolve(
     token: str,
     token_file: str,
     context: str,
+    ca: str = "",
     env: Mapping[str, str] | None = None,
 ) -> Target:
     env = os.environ if env is None else env
@@ -169,7 +175,12 @@ def resolve(
     if not token:
         token = ctx_token() if explicit else ""
         token = token or env.get("BMAAS_TOKEN", "") or ctx_token()
-    return Target(endpoint, token, name)
+    if not ca:
+        if explicit and ctx.get("ca"):
+            ca = ctx["ca"]
+        else:
+            ca = env.get("BMAAS_CA", "") or ctx.get("ca", "")
+    return Target(endpoint, token, name, ca)
 
 
 def read_token_file(path: str, what: str) -> str:

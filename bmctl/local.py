@@ -12,7 +12,9 @@ import argparse
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from bmaas_tls import ClientTls, TlsError, channel_credentials
 from bmctl import exitcodes
 from bmctl.client import CliError
 from bmctl.commands import Result
@@ -42,6 +44,7 @@ def get_contexts(_parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
                 "endpoint": ctx.get("endpoint", ""),
                 "token": "set" if ctx.get("token") else "",
                 "token-file": ctx.get("token-file", ""),
+                "ca": ctx.get("ca", ""),
             }
         )
     cells = [["CURRENT", "NAME", "ENDPOINT", "TOKEN"]]
@@ -73,11 +76,19 @@ def set_context(_parser: argparse.ArgumentParser, args: argparse.Namespace) -> R
         path = os.path.abspath(os.path.expanduser(args.ctx_token_file))
         read_token_file(path, "--token-file")  # readable now, or say so now
         args.ctx_token_file = path
+    if args.ctx_ca:
+        args.ctx_ca = os.path.abspath(os.path.expanduser(args.ctx_ca))
+        try:
+            channel_credentials(ClientTls(ca=Path(args.ctx_ca)))  # readable now, or say so now
+        except TlsError as exc:
+            raise CliError(f"--ca: {exc}", exitcodes.USAGE) from None
     cfg = _load()
     created = args.context_name not in cfg.contexts
     ctx = cfg.contexts.setdefault(args.context_name, {})
     if args.ctx_endpoint:
         ctx["endpoint"] = args.ctx_endpoint
+    if args.ctx_ca:
+        ctx["ca"] = args.ctx_ca
     if args.ctx_token:
         ctx["token"] = args.ctx_token
         ctx.pop("token-file", None)
@@ -371,6 +382,7 @@ def register(nouns: SubParsers) -> None:
     p.add_argument(
         "--token-file", dest="ctx_token_file", default="", help="read the token from this file"
     )
+    p.add_argument("--ca", dest="ctx_ca", default="", help="the region's CA bundle (PEM file)")
     p.add_argument("--use", action="store_true", help="also make it the current context")
     _local(verbs, "delete-context", delete_context, "remove context NAME", positional="NAME")
 

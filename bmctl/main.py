@@ -20,8 +20,10 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn, cast
 
+from bmaas_tls import ClientTls
 from bmctl import commands, exitcodes, local, output
 from bmctl import parser as command_tree
 from bmctl.client import Client, CliError
@@ -30,11 +32,12 @@ from bmctl.config import resolve
 DESCRIPTION = """\
 bmaas command-line client.
 
-The endpoint and token come from --endpoint/--token/--token-file, else
-BMAAS_ENDPOINT/BMAAS_TOKEN, else a context of the config file
+The endpoint, token and CA come from --endpoint/--token/--token-file/--ca,
+else BMAAS_ENDPOINT/BMAAS_TOKEN/BMAAS_CA, else a context of the config file
 ($BMAAS_CONFIG, $XDG_CONFIG_HOME/bmaas/config.toml or
 ~/.config/bmaas/config.toml; pick one with --context or BMAAS_CONTEXT;
-see `bmctl config --help`)."""
+see `bmctl config --help`).  Connections are TLS, trusting --ca (the
+region's CA) or the system's roots; plaintext only with --insecure."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -58,6 +61,8 @@ def build_parser() -> Parser:
     parser.add_argument("--token", default="", help="bearer token")
     parser.add_argument("--token-file", default="", help="read the bearer token from this file")
     parser.add_argument("--context", default="", help="use this context of the config file")
+    parser.add_argument("--ca", default="", help="trust this CA bundle (PEM) for TLS")
+    parser.add_argument("--insecure", action="store_true", help="plaintext (no TLS)")
     parser.add_argument(
         "--request-timeout",
         type=command_tree.seconds,
@@ -113,10 +118,18 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> commands.R
         token=args.token,
         token_file=args.token_file,
         context=args.context,
+        ca=args.ca,
     )
-    with Client(target.endpoint, target.token, timeout=args.request_timeout) as client:
+    if args.insecure and args.ca:
+        raise CliError("--insecure and --ca exclude each other", exitcodes.USAGE)
+    tls = ClientTls(insecure=True) if args.insecure else ClientTls(ca=_ca_path(target.ca))
+    with Client(target.endpoint, target.token, timeout=args.request_timeout, tls=tls) as client:
         result = args.func(client, args)
         return result
+
+
+def _ca_path(ca: str) -> Path | None:
+    return Path(ca).expanduser() if ca else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

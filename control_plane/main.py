@@ -1,8 +1,20 @@
 """``bmaas-control-plane``: one control-plane replica.
 
 ``bmaas-control-plane --etcd URL[,URL...] --listen HOST:PORT
+(--tls-cert FILE --tls-key FILE [--tls-client-ca FILE --agent-listen HOST:PORT]
+| --insecure)
 [--etcd-cacert FILE [--etcd-cert FILE --etcd-key FILE]]
-[--config FILE] [--metrics HOST:PORT] [--no-controllers]``
+[--config FILE] [--metrics HOST:PORT] [--no-controllers] [--allow-fake-power]``
+
+The gRPC port speaks TLS with ``--tls-cert``/``--tls-key``; plaintext only
+with an explicit ``--insecure``.  Without either, or with files that cannot
+be read, the replica refuses to start: one ``bmaas-control-plane: error:``
+line on stderr, exit status 2.  ``--tls-client-ca`` with ``--agent-listen``
+makes agents prove their host: the agent port requires a client
+certificate from that CA, and Register/Connect refuse one that does not
+name the credential's host (PERMISSION_DENIED).  ``--allow-fake-power``
+lets EnrollHost accept the ``fake`` power driver (scale tests and
+benchmarks only).
 
 ``--etcd`` names every member of the etcd cluster (``http://a:2379,
 http://b:2379,http://c:2379``; ``https://`` or ``--etcd-cacert`` for TLS):
@@ -11,7 +23,8 @@ one out (``control_plane.store.endpoints``).
 
 Settings come from, lowest priority first: defaults, the TOML ``--config``
 file (keys: ``etcd`` (a string or a list of URLs), ``etcd_cacert``,
-``etcd_cert``, ``etcd_key``, ``operator_token``, ``etcd_root``,
+``etcd_cert``, ``etcd_key``, ``tls_cert``, ``tls_key``, ``tls_client_ca``,
+``agent_listen``, ``insecure``, ``allow_fake_power``, ``operator_token``, ``etcd_root``,
 ``heartbeat_interval``, ``heartbeat_ttl``, ``lease_ttl``, ``metrics``,
 ``controllers``, ``compaction_interval``, ``compaction_retention``,
 ``etcd_quota_bytes``), environment variables (``BMAAS_ETCD``,
@@ -39,7 +52,8 @@ SIGTERM/SIGINT starts a graceful shutdown: health goes NOT_SERVING, the
 controllers resign leadership (revoking the lease so another replica takes
 over at once), in-flight RPCs get ``--grace`` seconds, then the store
 closes.  The listening port is printed as ``listening on HOST:PORT`` to
-stdout once serving (tests and scripts wait for that line).
+stdout once serving (tests and scripts wait for that line), after
+``agents listening on HOST:PORT`` when there is an agent port.
 """
 
 from __future__ import annotations
@@ -55,8 +69,9 @@ import tomllib
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
+from bmaas_tls import ServerTls, TlsError, server_credentials
 from control_plane import metrics
 from control_plane.api.server import ApiConfig, ApiServer
 from control_plane.controllers.config import ControllerConfig
@@ -90,6 +105,12 @@ class Settings:
     compaction_interval: float = 300.0
     compaction_retention: float = 600.0
     etcd_quota_bytes: int = 2 << 30
+    #: the gRPC port's certificate; None only when ``insecure``
+    tls: ServerTls | None = None
+    insecure: bool = False
+    allow_fake_power: bool = False
+    #: the agents' port (client certificates required), with ``tls.client_ca``
+    agent_listen: str = ""
 
     @property
     def etcd_host(self) -> str:
@@ -119,6 +140,44 @@ def _tls(cacert: str | None, cert: str | None, key: str | None) -> Tls | None:
     )
 
 
+def _refuse(message: str) -> NoReturn:
+    """One line on stderr, exit status 2: the settings cannot be used."""
+    print(f"bmaas-control-plane: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _api_tls(
+    cert: str | None, key: str | None, client_ca: str | None, insecure: bool, agent_listen: str
+) -> ServerTls | None:
+    """The port's TLS, or None for an explicit ``--insecure``; refuses to
+    start on anything else (no TLS and no --insecure, half a pair, a file
+    that cannot be read)."""
+    if bool(client_ca) != bool(agent_listen):
+        _refuse("--tls-client-ca and --agent-listen go together (agents prove their host there)")
+    if insecure:
+        if cert or key or client_ca:
+            _refuse("--insecure and --tls-cert/--tls-key/--tls-client-ca exclude each other")
+        return None
+    if not cert and not key:
+        _refuse("no TLS: give --tls-cert FILE --tls-key FILE (or --insecure for plaintext)")
+    if not cert or not key:
+        _refuse("--tls-cert and --tls-key go together")
+    tls = ServerTls(
+        cert=Path(cert), key=Path(key), client_ca=Path(client_ca) if client_ca else None
+    )
+    try:
+        server_credentials(tls, require_client_cert=bool(client_ca))  # every file, now
+    except TlsError as exc:
+        _refuse(str(exc))
+    return tls
+
+
+def _flag(value: object, name: str) -> bool:
+    if not isinstance(value, bool):
+        _refuse(f"--config: {name} must be true or false, got {value!r}")
+    return value
+
+
 def split_hostport(value: str, flag: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit():
@@ -140,6 +199,25 @@ def load_settings(argv: Sequence[str] | None = None) -> Settings:
         "--etcd-wait", type=float, default=None, help="give up if etcd is unreachable (s)"
     )
     parser.add_argument("--listen", required=True, help="gRPC HOST:PORT (port 0 = pick one)")
+    parser.add_argument("--tls-cert", default=None, help="the gRPC port's certificate (PEM)")
+    parser.add_argument("--tls-key", default=None, help="its private key (PEM)")
+    parser.add_argument(
+        "--tls-client-ca", default=None, help="CA of the agents' client certificates (PEM)"
+    )
+    parser.add_argument(
+        "--agent-listen",
+        default=None,
+        help="agents' HOST:PORT: client certificates from --tls-client-ca required",
+    )
+    parser.add_argument(
+        "--insecure", action="store_true", default=None, help="plaintext gRPC (no TLS)"
+    )
+    parser.add_argument(
+        "--allow-fake-power",
+        action="store_true",
+        default=None,
+        help="EnrollHost accepts the fake power driver (scale tests, benchmarks)",
+    )
     parser.add_argument("--config", type=Path, help="TOML settings file")
     parser.add_argument("--metrics", default=None, help="serve /metrics on HOST:PORT")
     parser.add_argument("--no-controllers", action="store_true", help="API only")
@@ -165,9 +243,26 @@ def load_settings(argv: Sequence[str] | None = None) -> Settings:
         ns.etcd_cert or env.get("BMAAS_ETCD_CERT") or file.get("etcd_cert"),
         ns.etcd_key or env.get("BMAAS_ETCD_KEY") or file.get("etcd_key"),
     )
+    insecure = _flag(
+        ns.insecure if ns.insecure is not None else file.get("insecure", False), "insecure"
+    )
+    api_tls = _api_tls(
+        ns.tls_cert or file.get("tls_cert"),
+        ns.tls_key or file.get("tls_key"),
+        ns.tls_client_ca or file.get("tls_client_ca"),
+        insecure,
+        agent_listen := str(ns.agent_listen or file.get("agent_listen") or ""),
+    )
+    allow_fake = ns.allow_fake_power
+    if allow_fake is None:
+        allow_fake = _flag(file.get("allow_fake_power", False), "allow_fake_power")
     return Settings(
         etcd=tuple(parse_etcd(etcd)),
         etcd_tls=tls,
+        tls=api_tls,
+        agent_listen=agent_listen,
+        insecure=insecure,
+        allow_fake_power=allow_fake,
         etcd_wait=ns.etcd_wait if ns.etcd_wait is not None else float(file.get("etcd_wait", 10)),
         listen=ns.listen,
         operator_token=env.get("BMAAS_OPERATOR_TOKEN") or file.get("operator_token") or None,
@@ -212,6 +307,12 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
             raise SystemExit(f"bmaas-control-plane: --operator-token-file: {exc}") from None
     if not settings.operator_token and not file_tokens:
         log.warning("no operator token configured: OperatorService refuses every call")
+    if settings.insecure:
+        log.warning(
+            "--insecure: the gRPC port speaks plaintext (tokens cross the network in clear)"
+        )
+    if settings.allow_fake_power:
+        log.warning("--allow-fake-power: EnrollHost accepts simulated (fake) servers")
     store = await connect_etcd(settings)
     metrics.track_etcd_round_trips(lambda: dict(store.stats.round_trips))
     api = ApiServer(
@@ -223,6 +324,10 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
             token_last_use_interval=settings.token_last_use_interval,
             heartbeat_interval=settings.heartbeat_interval,
             heartbeat_ttl=settings.heartbeat_ttl,
+            tls=settings.tls,
+            agent_listen=settings.agent_listen,
+            insecure=settings.insecure,
+            allow_fake_power=settings.allow_fake_power,
         ),
     )
     if token_file is not None:
@@ -261,6 +366,9 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
             if settings.metrics:
                 census = asyncio.create_task(_census(store, manager), name="census")
         host = settings.listen.rpartition(":")[0] or "0.0.0.0"
+        if api.agent_port:
+            ahost = settings.agent_listen.rpartition(":")[0] or "0.0.0.0"
+            print(f"agents listening on {ahost}:{api.agent_port}", flush=True)
         print(f"listening on {host}:{port}", flush=True)
         await stop.wait()
         log.info("shutting down")

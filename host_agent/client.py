@@ -17,7 +17,9 @@ servers and their devices are left alone.  On every new stream the
 reconciler is asked to send all its reports again.  A refused credential
 (UNAUTHENTICATED / PERMISSION_DENIED) is logged once per change.
 
-A link owns one channel per session by default.  Many agents in one process
+Channels speak TLS as ``config.tls`` says (``bmaas_tls``: the region's CA,
+the agent's client certificate; plaintext only with ``--insecure``).  A
+link owns one channel per session by default.  Many agents in one process
 (scale tests, ``bench/control_plane.py``) pass ``SharedChannels`` instead:
 every link's Register and Connect stream is multiplexed over one HTTP/2
 connection per endpoint (the credential is per-call metadata, so nothing
@@ -38,6 +40,7 @@ import grpc
 from google.protobuf import timestamp_pb2
 
 from bmaas.v1 import agent_pb2, agent_pb2_grpc, common_pb2
+from bmaas_tls import ClientTls, aio_channel
 from host_agent import metrics
 from host_agent.config import AgentConfig
 from host_agent.desired import Desired, DesiredInstance, DesiredNic, DesiredVolume, Phase, Power
@@ -136,18 +139,17 @@ class SharedChannels:
 
     Links never close a shared channel (it reconnects by itself when a
     replica comes back); ``aclose()`` closes them all once every link is
-    stopped."""
+    stopped.  The channels speak TLS as *tls* says (the agents' common CA;
+    a shared channel carries no client certificate)."""
 
-    def __init__(
-        self, factory: Callable[[str], grpc.aio.Channel] = grpc.aio.insecure_channel
-    ) -> None:
-        self._factory = factory
+    def __init__(self, tls: ClientTls) -> None:
+        self._tls = tls
         self._channels: dict[str, grpc.aio.Channel] = {}
 
     def get(self, endpoint: str) -> grpc.aio.Channel:
         channel = self._channels.get(endpoint)
         if channel is None:
-            channel = self._channels[endpoint] = self._factory(endpoint)
+            channel = self._channels[endpoint] = aio_channel(endpoint, self._tls)
         return channel
 
     async def aclose(self) -> None:
@@ -171,7 +173,7 @@ class ControlPlaneLink:
         self._on_desired = on_desired
         self._on_connect = on_connect
         self._applied = applied_generation
-        self._channel_factory = channel_factory or grpc.aio.insecure_channel
+        self._channel_factory = channel_factory or self._channel
         self._shared = channels
         self._outbox: collections.deque[agent_pb2.AgentMessage] = collections.deque()
         self._kick = asyncio.Event()  # set by send() and by the heartbeat timer
@@ -183,6 +185,9 @@ class ControlPlaneLink:
         self.connected = asyncio.Event()
         self._last_problem = ""
         self.registered: agent_pb2.RegisterResponse | None = None
+
+    def _channel(self, endpoint: str) -> grpc.aio.Channel:
+        return aio_channel(endpoint, self.config.tls)
 
     def send(self, report: Report) -> None:
         """Queue a report for the current (or next) stream."""

@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bmaas_tls import ClientTls, TlsError, channel_credentials
+
 
 class ConfigError(Exception):
     """The configuration is unusable (the message names the setting)."""
@@ -85,6 +87,9 @@ class AgentConfig:
     #: longest wait between reconnect attempts
     max_backoff: float = 5.0
     extra: dict[str, Any] = field(default_factory=dict)
+    #: how the link reaches the control plane (``--ca``, ``--cert``/``--key``,
+    #: ``--insecure``); default: TLS trusting the system's roots
+    tls: ClientTls = field(default_factory=ClientTls)
 
     @property
     def devices(self) -> bool:
@@ -137,6 +142,10 @@ def load(
     state_dir: Path,
     file: Path | None = None,
     metrics: str = "",
+    ca: Path | None = None,
+    cert: Path | None = None,
+    cert_key: Path | None = None,
+    insecure: bool = False,
 ) -> AgentConfig:
     """Build the config; every problem is a ``ConfigError`` naming the setting."""
     raw: dict[str, Any] = {}
@@ -191,8 +200,19 @@ def load(
         raise ConfigError("--host-id: give the host's id (as enrolled), e.g. host-1")
     if not credential.startswith(f"{host_id}."):
         raise ConfigError(f"the credential is not for host {host_id!r}")
+    try:
+        tls = ClientTls(ca=ca, cert=cert, key=cert_key, insecure=insecure)
+        if not insecure:
+            channel_credentials(tls)  # every file readable now, not at the first connect
+    except TlsError as exc:
+        raise ConfigError(str(exc)) from None
     return AgentConfig(
-        host_id=host_id, endpoints=eps, credential=credential, state_dir=state_dir, **kwargs
+        host_id=host_id,
+        endpoints=eps,
+        credential=credential,
+        state_dir=state_dir,
+        tls=tls,
+        **kwargs,
     )
 
 

@@ -2,6 +2,11 @@
 
     bmaas-agent --control-plane HOST:PORT[,HOST:PORT...] --host-id ID \\
         --credential-file FILE --state-dir DIR [--config FILE] [--metrics HOST:PORT]
+        [--ca FILE] [--cert FILE --key FILE] [--insecure]
+
+The link to the control plane is TLS: ``--ca`` is the region's CA (else
+the system's roots), ``--cert``/``--key`` the agent's client certificate
+naming its host; plaintext only with ``--insecure``.
 
 Errors in the arguments or the config file are one ``bmaas-agent: error:``
 line and exit status 2; so is a credential file that group or others can
@@ -44,6 +49,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", required=True, type=Path, metavar="DIR")
     p.add_argument("--config", type=Path, metavar="FILE", help="TOML file (inventory, driver)")
     p.add_argument("--metrics", default="", metavar="HOST:PORT", help="serve Prometheus metrics")
+    p.add_argument("--ca", type=Path, metavar="FILE", help="CA bundle of the control plane")
+    p.add_argument("--cert", type=Path, metavar="FILE", help="client certificate of this host")
+    p.add_argument("--key", type=Path, metavar="FILE", help="key of the client certificate")
+    p.add_argument("--insecure", action="store_true", help="plaintext to the control plane")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -63,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
             state_dir=args.state_dir,
             file=args.config,
             metrics=args.metrics,
+            ca=args.ca,
+            cert=args.cert,
+            cert_key=args.key,
+            insecure=args.insecure,
         )
     except config_mod.ConfigError as exc:
         parser.exit(2, f"bmaas-agent: error: {exc}\n")

@@ -2,7 +2,12 @@
 
 ``python -m tools.demo up`` starts, with real components only:
 
-- etcd and one ``bmaas-control-plane`` replica on loopback;
+- the region's PKI (``.demo/pki``: a CA, the control plane's certificate
+  for 127.0.0.1/localhost, a client certificate per agent naming its
+  host), etcd and one ``bmaas-control-plane`` replica on loopback, speaking
+  TLS (every client, ``bmctl`` and the agents, trusts the region's CA;
+  nothing is plaintext; agents connect to the agent port, which requires
+  their certificate; the ``fake`` power driver is not allowed);
 - two emulated hosts: a network namespace each (``bmaas-demo-h1``,
   ``bmaas-demo-h2``) for the card's side of the network, joined by an
   underlay link (a veth pair, 192.168.79.0/24), and a ``bmaas-agent`` per
@@ -57,6 +62,7 @@ from tools.region.control_plane import ControlPlaneProcess
 from tools.region.etcd import EtcdServer
 from tools.region.guest import GuestImage, disk_with
 from tools.region.paths import GUEST_DIR, ROOT
+from tools.region.pki import load_pki, make_pki
 from tools.region.ports import free_port
 from tools.region.process import StartError, processes_under, spawn, stop_process
 
@@ -152,11 +158,13 @@ def _ip(*argv: str) -> None:
 class Bmctl:
     """``bmctl`` as a user runs it; every call is shown, JSON results parsed."""
 
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self, endpoint: str, ca: str) -> None:
         self.endpoint = endpoint
+        self.ca = ca
 
     def __call__(self, *args: str, token: str, show: bool = True) -> Any:
-        argv = [str(BIN / "bmctl"), "--endpoint", self.endpoint, "--token", token, "-o", "json"]
+        argv = [str(BIN / "bmctl"), "--endpoint", self.endpoint, "--ca", self.ca, "--token", token]
+        argv += ["-o", "json"]
         if show:
             console.print(f"  [dim]$ bmctl {' '.join(args)}[/]")
         done = subprocess.run([*argv, *args], capture_output=True, text=True, check=False)
@@ -178,6 +186,10 @@ def up(*, prometheus: bool = False) -> int:
     started = time.monotonic()
     with step("building the UEFI boot image (GPT + EFI system partition, no mounts)"):
         disk = _boot_image()
+    with step("the region's PKI: a CA and the control plane's certificate"):
+        pki = make_pki(DEMO / "pki", name="bmaas-demo")
+        state["ca"] = str(pki.ca)
+        _save(state)
     with step("starting etcd"):
         etcd = EtcdServer(
             name="demo", data_dir=DEMO / "etcd", log_path=DEMO / "etcd.log", detached=True
@@ -191,14 +203,21 @@ def up(*, prometheus: bool = False) -> int:
             lease_ttl=None,  # the control plane's own defaults, as a user starts it
             grace=None,
             operator_token=token,
+            pki=pki,
+            agent_identity=True,  # agents prove their host on a port of their own
             extra_args=("--metrics", metrics),
             log=DEMO / "control-plane.log",
             detached=True,
         ).start(timeout=30)
         _record(state, "control-plane", plane.pid)
-        state.update(endpoint=f"127.0.0.1:{plane.port}", operator_token=token, metrics=metrics)
+        state.update(
+            endpoint=f"127.0.0.1:{plane.port}",
+            agent_endpoint=f"127.0.0.1:{plane.agent_port}",
+            operator_token=token,
+            metrics=metrics,
+        )
         _save(state)
-    bmctl = Bmctl(state["endpoint"])
+    bmctl = Bmctl(state["endpoint"], state["ca"])
     op = state["operator_token"]
     with step("two emulated hosts: a namespace each, joined by an underlay link"):
         _hosts(state)
@@ -296,8 +315,9 @@ def _agent(state: dict[str, Any], h: int, credential: str) -> None:
     metrics = f"127.0.0.1:{free_port()}"
     state.setdefault("agent_metrics", {})[str(h)] = metrics
     host_dir = DEMO / f"host-{h}"
+    pki = load_pki(DEMO / "pki")
     agent = AgentProcess(
-        endpoints=(state["endpoint"],),
+        endpoints=(state["agent_endpoint"],),
         host_id=f"host-{h}",
         credential=credential,
         state_dir=host_dir,
@@ -317,6 +337,7 @@ def _agent(state: dict[str, Any], h: int, credential: str) -> None:
         local_disks=(LocalDisk(name="nvme0", size_gib=10),),
         log=DEMO / f"agent-{h}.log",
         detached=True,
+        tls=pki.client_tls(pki.issue_host(f"host-{h}")),  # its host's client certificate
     )
     state["state_dirs"].append(str(host_dir / "state"))
     _record(state, f"agent-{h}", agent.start().pid)
@@ -388,6 +409,7 @@ def _hints(state: dict[str, Any]) -> None:
 [bold]The region keeps running.[/] Try it with bmctl ([cyan]{BIN / "bmctl"}[/]):
 
   export BMAAS_ENDPOINT={ep}
+  export BMAAS_CA={state["ca"]}   # the region's CA: bmctl speaks TLS
   export BMAAS_TOKEN={tok}          # the tenant "demo"
   bmctl instance list
   bmctl instance console {TENANT}/instances/web-1
@@ -429,7 +451,7 @@ def down() -> int:
 
 
 def _terminate_all(state: dict[str, Any]) -> None:
-    bmctl = Bmctl(state["endpoint"])
+    bmctl = Bmctl(state["endpoint"], state["ca"])
     tok = state.get("tenant_token")
     if not tok:
         return

@@ -10,8 +10,10 @@ never applied and never an error: the agent cannot know yet, and a stream
 closed for it would reconnect into the same report.  So an agent can never
 change what another host's instance looks like.
 
-``Register`` moves a freshly ENROLLED host to AVAILABLE (``provide``) and
-returns the heartbeat interval.  ``Connect`` runs two tasks per stream:
+``Register`` moves a freshly ENROLLED host to CLEANING (``provide``: its
+agent wipes it before its first tenant; the host controller makes it
+AVAILABLE on the wipe report) and returns the heartbeat interval.
+``Connect`` runs two tasks per stream:
 
 - the reader applies agent messages: a heartbeat refreshes the host's
   liveness lease (``store.liveness``; no write to the host record, so the
@@ -33,7 +35,11 @@ returns the heartbeat interval.  ``Connect`` runs two tasks per stream:
   ``DesiredState.generation``: one generation, one snapshot.
 
 Either task ending (agent hung up, bad message, replica shutting down) ends
-the stream; the agent reconnects, possibly to another replica.
+the stream; the agent reconnects, possibly to another replica.  The pusher
+also ends it (PERMISSION_DENIED) when the host's credential is no longer
+the one the stream was opened with (decommissioned: cleared; rotated).
+With ``--tls-client-ca``, Register and Connect also require the client
+certificate to name the credential's host (``Servicer.agent_host``).
 """
 
 from __future__ import annotations
@@ -134,13 +140,13 @@ class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
     ) -> AsyncIterator[agent_pb2.ControlMessage]:
         try:
             host_id = await self.agent_host(context)
-            await self.store.get(Host, f"hosts/{host_id}")
+            admitted = (await self.store.get(Host, f"hosts/{host_id}")).agent_credential_hash
         except BmaasError as exc:
             await errors.abort(context, exc)
         metrics.AGENT_STREAMS.inc()
         outbox: asyncio.Queue[agent_pb2.ControlMessage | BaseException | None] = asyncio.Queue(16)
         reader = asyncio.create_task(self._read(host_id, request_iterator, outbox))
-        pusher = asyncio.create_task(self._push(host_id, outbox))
+        pusher = asyncio.create_task(self._push(host_id, outbox, admitted))
         try:
             while True:
                 item = await outbox.get()
@@ -234,6 +240,7 @@ class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
         self,
         host_id: str,
         outbox: asyncio.Queue[agent_pb2.ControlMessage | BaseException | None],
+        admitted: str,
     ) -> None:
         last = b""
         hub = self.deps.hub
@@ -244,6 +251,7 @@ class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
                     await asyncio.wait_for(sub.event.wait(), self.desired_resync)
                 sub.event.clear()
                 since = hub.mark()
+                await self._still_admitted(host_id, admitted)
                 desired = await self.desired_state(host_id)
                 # the served records, and with them what their VXLAN peers
                 # were computed from (noted by ``_desired_instance``)
@@ -267,6 +275,16 @@ class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
             await outbox.put(exc)
         finally:
             hub.unsubscribe(sub)
+
+    async def _still_admitted(self, host_id: str, admitted: str) -> None:
+        """PERMISSION_DENIED (ending the stream) once the credential the
+        stream was opened with is no longer the host's: rotated, or cleared
+        by a decommission.  The hub wakes the stream on every change of the
+        host record, so this happens within the watch's latency."""
+        host = await self.store.get(Host, f"hosts/{host_id}")
+        if host.agent_credential_hash != admitted:
+            why = "decommissioned" if host.state == HostState.DECOMMISSIONED else "rotated"
+            raise PermissionDenied(f"{host.name}: the agent's credential was {why}")
 
     async def desired_state(self, host_id: str) -> agent_pb2.DesiredState:
         """The host's desired state, every record of it read at ONE etcd

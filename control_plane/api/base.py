@@ -15,11 +15,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from bmaas_tls import peer_host
 from control_plane.api.agent_hub import AgentHub
 from control_plane.api.auth import Authenticator
 from control_plane.api.errors import MissingResource
 from control_plane.api.rpc import Context, metadata
-from control_plane.domain.errors import NotFound
+from control_plane.domain.errors import NotFound, PermissionDenied
 from control_plane.services import Services
 from control_plane.services.instances import Placer
 from control_plane.store import Store
@@ -38,6 +39,10 @@ class ApiDeps:
     hub: AgentHub
     heartbeat_interval: int = 5
     heartbeat_ttl: int = 15
+    #: EnrollHost accepts the ``fake`` power driver (``--allow-fake-power``)
+    allow_fake_power: bool = False
+    #: agents must present a client certificate naming their host (``--tls-client-ca``)
+    agent_certs: bool = False
 
 
 class Servicer:
@@ -70,7 +75,17 @@ class Servicer:
         self.deps.auth.operator(metadata(context))
 
     async def agent_host(self, context: Context) -> str:
-        return await self.deps.auth.agent(metadata(context))
+        """The host the calling agent's credential names; with
+        ``agent_certs``, its client certificate must name the same host."""
+        host_id = await self.deps.auth.agent(metadata(context))
+        if self.deps.agent_certs:
+            named = peer_host(context.auth_context())
+            if named != host_id:
+                shown = f"hosts/{named}" if named else "no host"
+                raise PermissionDenied(
+                    f"the client certificate names {shown}, the credential hosts/{host_id}"
+                )
+        return host_id
 
     async def ref(self, cls: type[R], name: str, field: str) -> R:
         """The record *name* a request field refers to; NotFound naming the field."""

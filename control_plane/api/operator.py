@@ -10,7 +10,10 @@ call stored and returns its id and metadata with ``replayed`` set and no
 secret (only the secret's SHA-256 is stored, and it is shown once).
 ``EnrollHost`` stores only the SHA-256 of the new agent
 secret; a retried enrolment cannot show the lost secret again, so it rotates
-the credential (CAS on the host's etag) and returns the new one.
+the credential (CAS on the host's etag) and returns the new one.  The
+``fake`` power driver (a simulated server) is FAILED_PRECONDITION unless the
+replica runs with ``--allow-fake-power`` (scale tests, benchmarks): a
+production region never reports servers that do not exist.
 
 Host actions are read-modify-CAS updates through ``Store.mutate`` with the
 lifecycle table doing the state checks: maintenance ON moves an idle host to
@@ -83,6 +86,11 @@ class OperatorServicer(TokensMixin, Servicer, operator_pb2_grpc.OperatorServiceS
         if driver not in POWER_DRIVERS:
             what = "is required" if not driver else "is not known"
             raise InvalidField("host.power_driver", f"{what}: one of {', '.join(POWER_DRIVERS)}")
+        if driver == "fake" and not self.deps.allow_fake_power:
+            raise FailedPrecondition(
+                "host.power_driver 'fake' simulates a server: this control plane does not "
+                "run with --allow-fake-power"
+            )
         secret = auth.new_secret()
         host = Host(
             id=host_id,
@@ -358,6 +366,7 @@ _HOST_STATUS = (
     "conditions",
     "last_heartbeat",
     "cleaning_epoch",
+    "cleaning_started_time",
     "last_cleaned_time",
 )
 

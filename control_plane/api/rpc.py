@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, NoReturn, Protocol, TypeVar
 
 import grpc
@@ -45,6 +45,7 @@ class Context(Protocol):
     def time_remaining(self) -> float | None: ...
     def code(self) -> Any: ...
     def peer(self) -> str: ...
+    def auth_context(self) -> Mapping[str, Iterable[bytes]]: ...
     def cancelled(self) -> bool: ...
     async def abort(
         self, code: Any, details: str = "", trailing_metadata: Any = ()

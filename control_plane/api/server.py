@@ -6,6 +6,12 @@ records (``token_upkeep``: a revoked token leaves the auth cache at once;
 last uses are written once a minute), builds the servicers around one
 ``ApiDeps`` and starts a ``grpc.aio`` server with the three bmaas services,
 the standard health service (``grpc.health.v1``) and server reflection.
+The port speaks TLS (``ApiConfig.tls``, credentials from ``bmaas_tls``);
+plaintext only when ``ApiConfig.insecure`` says so.  With a client CA
+(``tls.client_ca``) the same services are also served on
+``agent_listen``, whose handshake requires a client certificate from that
+CA, and agents must present one naming their host (on the API port no
+certificate is asked for, so an agent there is refused).
 
 Health tells the truth about etcd: every ``quorum_check_interval`` seconds
 the replica makes a linearizable read (``Store.probe_quorum``, which only
@@ -43,6 +49,7 @@ from bmaas.v1 import (
     tenant_pb2,
     tenant_pb2_grpc,
 )
+from bmaas_tls import ServerTls, server_credentials
 from control_plane.api.agent import AgentServicer
 from control_plane.api.agent_hub import AgentHub
 from control_plane.api.auth import Authenticator
@@ -86,6 +93,14 @@ class ApiConfig:
     desired_resync: float = 60.0
     #: seconds between quorum reads (readiness); each may take as long
     quorum_check_interval: float = 1.0
+    #: the port's certificate and key; None only with ``insecure``
+    tls: ServerTls | None = None
+    #: plaintext (an operator's explicit choice: ``--insecure``)
+    insecure: bool = False
+    #: EnrollHost accepts the ``fake`` power driver (scale tests, benchmarks)
+    allow_fake_power: bool = False
+    #: the agents' port (client certificates required); needs ``tls.client_ca``
+    agent_listen: str = ""
 
 
 class SchedulerPlacer:
@@ -124,10 +139,14 @@ class ApiServer:
             hub=AgentHub(store),
             heartbeat_interval=config.heartbeat_interval,
             heartbeat_ttl=config.heartbeat_ttl,
+            allow_fake_power=config.allow_fake_power,
+            agent_certs=config.tls is not None and config.tls.client_ca is not None,
         )
         self.health = health.aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.port = 0
+        #: the agents' port (``config.agent_listen``), 0 without one
+        self.agent_port = 0
         #: readiness: True while the last quorum read succeeded
         self.ready = False
         self._quorum_task: asyncio.Task[None] | None = None
@@ -141,7 +160,21 @@ class ApiServer:
         return host.agent_credential_hash or None
 
     async def start(self) -> int:
-        """Serve on ``config.listen``; returns the bound port (``:0`` picks one)."""
+        """Serve on ``config.listen``; returns the bound port (``:0`` picks one).
+
+        ``bmaas_tls.TlsFileError`` if a TLS file cannot be read (before
+        anything starts)."""
+        tls = self.config.tls
+        if tls is None and not self.config.insecure:
+            raise ValueError("ApiConfig: give tls, or insecure=True for plaintext")
+        if (tls is not None and tls.client_ca is not None) != bool(self.config.agent_listen):
+            raise ValueError("ApiConfig: agent_listen and tls.client_ca go together")
+        creds = server_credentials(tls) if tls is not None else None
+        agent_creds = (
+            server_credentials(tls, require_client_cert=True)
+            if tls is not None and self.config.agent_listen
+            else None
+        )
         await self.cache.start()
         await self.deps.hub.start()
         # instance actions (terminate, stop...) start from the watched version
@@ -163,9 +196,16 @@ class ApiServer:
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
-        self.port = server.add_insecure_port(self.config.listen)
+        if creds is not None:
+            self.port = server.add_secure_port(self.config.listen, creds)
+        else:
+            self.port = server.add_insecure_port(self.config.listen)
         if self.port == 0:
             raise OSError(f"cannot listen on {self.config.listen}")
+        if agent_creds is not None:
+            self.agent_port = server.add_secure_port(self.config.agent_listen, agent_creds)
+            if self.agent_port == 0:
+                raise OSError(f"cannot listen on {self.config.agent_listen}")
         await server.start()
         self.server = server
         await self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)

@@ -4,10 +4,13 @@ Keys are host ids.  Sources: the ``hosts/`` watch and the
 ``agent_reports/`` watch.  ``reconcile`` takes the newest watched version
 of the host (once) or reads it, and, with a CAS on its etag:
 
-- CLEANING: completes when the agent's report has ``wiped_epoch >=
-  cleaning_epoch`` (-> AVAILABLE, ``Cleaned=True``): only the agent's wipe
-  report ends a cleaning.  A host flagged ``maintenance`` goes to
-  MAINTENANCE instead.
+- CLEANING (entered at the agent's first Register, after a tenant, out of
+  maintenance or an outage; each entry is a new epoch): completes when the
+  agent's report has ``wiped_epoch >= cleaning_epoch`` (-> AVAILABLE,
+  ``Cleaned=True``): only the agent's wipe report ends a cleaning, and
+  it is the only way into AVAILABLE.  A host flagged ``maintenance`` goes
+  to MAINTENANCE instead, and comes back through a new CLEANING epoch (a
+  report for the interrupted one does not count).
 - ENROLLED / AVAILABLE with ``maintenance`` set: -> MAINTENANCE.
 - MAINTENANCE with ``maintenance`` cleared: -> CLEANING (always re-wiped).
 - ALLOCATED whose instance is gone, TERMINATED or bound elsewhere (found

@@ -8,8 +8,9 @@ store with a compare-and-swap.
 
 Host::
 
-    ENROLLED --provide--> AVAILABLE --allocate--> ALLOCATED --release--> CLEANING
-    CLEANING --clean_done--> AVAILABLE        (never AVAILABLE again without a wipe)
+    ENROLLED --provide--> CLEANING            (its agent registered: wipe before the first tenant)
+    AVAILABLE --allocate--> ALLOCATED --release--> CLEANING
+    CLEANING --clean_done--> AVAILABLE        (the only way into AVAILABLE: a wipe report)
     CLEANING --clean_failed--> MAINTENANCE
     AVAILABLE|ALLOCATED|CLEANING --heartbeat_lost--> UNREACHABLE
     UNREACHABLE --heartbeat_resumed--> CLEANING       (no instance bound: re-wipe)
@@ -70,7 +71,7 @@ _HE = HostEvent
 
 HOST_TRANSITIONS: Mapping[HostState, Mapping[HostEvent, HostState]] = {
     _H.ENROLLED: {
-        _HE.PROVIDE: _H.AVAILABLE,
+        _HE.PROVIDE: _H.CLEANING,
         _HE.MAINTAIN: _H.MAINTENANCE,
         _HE.DECOMMISSION: _H.DECOMMISSIONED,
     },

@@ -12,6 +12,8 @@ devices unless asked) or ``bmaas-agent`` processes.
 
 Several endpoints (``endpoints=("127.0.0.1:1", "127.0.0.1:2")``) make the
 agent rotate through them when a stream ends, as it follows replicas.
+Agents speak TLS trusting ``default_pki()``'s CA unless given another
+``ClientTls`` (``tls=``).
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from bmaas_tls import ClientTls
 from host_agent.agent import Agent
 from host_agent.config import AgentConfig, LocalDisk
+from tools.region.pki import default_pki
 from tools.region.process import log_tail, spawn
 
 #: default run dirs (sockets, pid files) of the agents this process starts; its
@@ -68,6 +72,7 @@ def agent_config(
     kw.setdefault("power_driver", "fake")
     kw.setdefault("resync", 0.5)
     kw.setdefault("max_backoff", 1.0)
+    kw.setdefault("tls", default_pki().client_tls())
     return AgentConfig(
         host_id=host_id,
         endpoints=_endpoints(port),
@@ -128,8 +133,10 @@ class AgentProcess:
         local_disks: Sequence[LocalDisk] = (),
         log: Path | None = None,
         detached: bool = False,
+        tls: ClientTls | None = None,
     ) -> None:
         self.state_dir = state_dir
+        self.tls = tls if tls is not None else default_pki().client_tls()
         self.endpoints = _endpoints(endpoints)
         self.host_id = host_id
         self.credential = credential
@@ -171,6 +178,7 @@ class AgentProcess:
             str(self.state_dir / "state"),
             "--config",
             str(toml),
+            *tls_flags(self.tls),
         ]
         self.proc = spawn(args, log=self.log, detached=self.detached)
         return self
@@ -201,6 +209,16 @@ class AgentProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def tls_flags(tls: ClientTls) -> list[str]:
+    """``bmaas-agent`` flags for *tls*."""
+    if tls.insecure:
+        return ["--insecure"]
+    flags = ["--ca", str(tls.ca)] if tls.ca else []
+    if tls.cert and tls.key:
+        flags += ["--cert", str(tls.cert), "--key", str(tls.key)]
+    return flags
 
 
 def agent_toml(settings: Mapping[str, TomlValue], local_disks: Sequence[LocalDisk] = ()) -> str:

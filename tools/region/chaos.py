@@ -27,6 +27,7 @@ import aetcd
 import grpc
 
 from bmaas.v1 import common_pb2, tenant_pb2, tenant_pb2_grpc
+from bmaas_tls import ClientTls, aio_channel
 from control_plane.domain.compute import Instance
 from control_plane.domain.host import Host
 from control_plane.domain.lifecycle import (
@@ -38,6 +39,7 @@ from control_plane.domain.lifecycle import (
 )
 from control_plane.store import codec
 from tools.region.control_plane import bearer
+from tools.region.pki import default_pki
 
 T = TypeVar("T")
 
@@ -86,8 +88,9 @@ class Workload:
     """*workers* tenants loops over the replicas at *ports* (worker i uses port i % n)."""
 
     def __init__(self, ports: list[int], *, tenant: str, token: str, itype: str, image: str,
-                 workers: int = 4) -> None:  # fmt: skip
+                 workers: int = 4, tls: ClientTls | None = None) -> None:  # fmt: skip
         self.ports = ports
+        self.tls = tls if tls is not None else default_pki().client_tls()
         self.tenant, self.md = tenant, bearer(token)
         self.itype, self.image = itype, image
         self.workers = workers
@@ -101,7 +104,7 @@ class Workload:
     def start(self) -> None:
         for i in range(self.workers):
             port = self.ports[i % len(self.ports)]
-            ch = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=CHANNEL_OPTIONS)
+            ch = aio_channel(f"127.0.0.1:{port}", self.tls, options=CHANNEL_OPTIONS)
             self._channels.append(ch)
             stub = tenant_pb2_grpc.TenantServiceStub(ch)
             self._tasks.append(asyncio.create_task(self._worker(stub, port)))

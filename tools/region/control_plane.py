@@ -10,12 +10,24 @@
 - ``InProcessControlPlane``: the same ``ApiServer`` (and optionally the
   ``ControllerManager``) inside the caller's event loop: fast to start,
   with short heartbeats and caches so that a region reacts quickly.
+  Without the manager a lone ``HostController`` still runs (unless
+  ``cleaning=False``): registered hosts become AVAILABLE once their wipe
+  is reported (and maintenance moves hosts); instances never move on
+  their own there.
 - ``Clients``: generated stubs on one ``grpc.aio`` channel plus bearer
   metadata helpers.
 
 Both control planes take ``OPERATOR_TOKEN`` as the operator's token unless
 told another one (the region's operator bootstrap: there is no other way to
-be the operator of a new region).
+be the operator of a new region).  Both speak TLS with the server
+certificate of *pki* (default: this process's ``default_pki()``), and
+``Clients`` trusts that CA unless given another ``ClientTls``; plaintext
+only with ``insecure=True``.  With ``agent_identity=True`` agents must
+prove their host: a second port (``agent_port``) requires a client
+certificate from *pki*'s CA naming the host (``Pki.issue_host``).
+Neither accepts the ``fake`` power driver
+unless told ``allow_fake_power=True`` (the tests and benchmarks that run
+fake hosts say so; the demo never does).
 """
 
 from __future__ import annotations
@@ -28,14 +40,15 @@ from pathlib import Path
 from subprocess import Popen, TimeoutExpired
 from types import TracebackType
 
-import grpc
-
 from bmaas.v1 import agent_pb2_grpc, operator_pb2_grpc, tenant_pb2_grpc
+from bmaas_tls import ClientTls, aio_channel
 from control_plane.api.server import ApiConfig, ApiServer
 from control_plane.controllers.config import ControllerConfig
+from control_plane.controllers.host_controller import HostController
 from control_plane.controllers.manager import ControllerManager
 from control_plane.store import Store
 from tools.region.etcd import EtcdCluster, EtcdServer
+from tools.region.pki import Pki, default_pki
 from tools.region.process import StartError, log_tail, spawn
 
 #: the operator token of a local region unless its launcher is given another
@@ -47,11 +60,15 @@ def bearer(token: str) -> tuple[tuple[str, str], ...]:
 
 
 class Clients:
-    """Stubs for the three services on one channel to ``127.0.0.1:port``."""
+    """Stubs for the three services on one channel to ``127.0.0.1:port``
+    (TLS trusting *tls*, default: ``default_pki()``'s CA)."""
 
-    def __init__(self, port: int, *, operator_token: str = OPERATOR_TOKEN) -> None:
+    def __init__(
+        self, port: int, *, operator_token: str = OPERATOR_TOKEN, tls: ClientTls | None = None
+    ) -> None:
         self.port = port
-        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        self.tls = tls if tls is not None else default_pki().client_tls()
+        self.channel = aio_channel(f"127.0.0.1:{port}", self.tls)
         self.tenant = tenant_pb2_grpc.TenantServiceStub(self.channel)
         self.operator = operator_pb2_grpc.OperatorServiceStub(self.channel)
         self.agent = agent_pb2_grpc.AgentServiceStub(self.channel)
@@ -79,9 +96,21 @@ class InProcessControlPlane:
         lease_ttl: int = 2,
         identity: str | None = None,
         desired_resync: float = 5.0,
+        pki: Pki | None = None,
+        insecure: bool = False,
+        allow_fake_power: bool = False,
+        cleaning: bool = True,
+        agent_identity: bool = False,
     ) -> None:
         self.etcd = etcd
+        self.pki = None if insecure else (pki or default_pki())
+        self.allow_fake_power = allow_fake_power
         self.with_controllers = controllers
+        self.cleaning = cleaning
+        self.agent_identity = agent_identity
+        self.host_controller: HostController | None = None
+        #: the agents' port (client certificates required), with ``agent_identity``
+        self.agent_port = 0
         self.lease_ttl = lease_ttl
         self.identity = identity
         self.desired_resync = desired_resync
@@ -105,9 +134,18 @@ class InProcessControlPlane:
                 auth_cache_ttl=self.auth_cache_ttl,
                 token_last_use_interval=self.token_last_use_interval,
                 desired_resync=self.desired_resync,
+                tls=(
+                    self.pki.server_tls(client_ca=self.agent_identity)
+                    if self.pki is not None
+                    else None
+                ),
+                agent_listen="127.0.0.1:0" if self.agent_identity else "",
+                insecure=self.pki is None,
+                allow_fake_power=self.allow_fake_power,
             ),
         )
         self.port = await self.api.start()
+        self.agent_port = self.api.agent_port
         if self.with_controllers:
             self.manager = ControllerManager(
                 self.store,
@@ -116,9 +154,25 @@ class InProcessControlPlane:
                 scheduler=self.api.scheduler,  # as control_plane.main wires it
             )
             await self.manager.start()
+        elif self.cleaning:
+            self.host_controller = HostController(
+                self.store, ControllerConfig(lease_ttl=self.lease_ttl, resync_period=5.0)
+            )
+            await self.host_controller.start()
         return self
 
+    @property
+    def client_tls(self) -> ClientTls:
+        """What a client of this control plane trusts."""
+        return self.pki.client_tls() if self.pki is not None else ClientTls(insecure=True)
+
+    def clients(self) -> Clients:
+        return Clients(self.port, operator_token=self.operator_token, tls=self.client_tls)
+
     async def stop(self) -> None:
+        if self.host_controller is not None:
+            await self.host_controller.aclose()
+            self.host_controller = None
         if self.manager is not None:
             await self.manager.stop()
             self.manager = None
@@ -146,9 +200,11 @@ class ControlPlaneProcess:
 
     *lease_ttl* (``BMAAS_LEASE_TTL``) and *grace* (``--grace``) default to
     short values so that failover and shutdown are quick; None leaves the
-    control plane's own defaults.  *extra_args* come last (a later
-    ``--listen`` wins).  The log (stdout and stderr) is a temp file removed
-    by ``close()``, or *log* (the caller's, kept)."""
+    control plane's own defaults.  TLS with *pki*'s server certificate
+    (default ``default_pki()``), or ``--insecure``; ``--allow-fake-power``
+    only when asked.  *extra_args* come last (a later ``--listen`` wins).
+    The log (stdout and stderr) is a temp file removed by ``close()``, or
+    *log* (the caller's, kept)."""
 
     def __init__(
         self,
@@ -161,8 +217,17 @@ class ControlPlaneProcess:
         extra_args: tuple[str, ...] = (),
         log: Path | None = None,
         detached: bool = False,
+        pki: Pki | None = None,
+        insecure: bool = False,
+        allow_fake_power: bool = False,
+        agent_identity: bool = False,
     ) -> None:
         self.etcd = etcd
+        self.pki = None if insecure else (pki or default_pki())
+        self.allow_fake_power = allow_fake_power
+        self.agent_identity = agent_identity
+        #: the agents' port (client certificates required), with ``agent_identity``
+        self.agent_port = 0
         self.lease_ttl = lease_ttl
         self.grace = grace
         self.controllers = controllers
@@ -192,6 +257,12 @@ class ControlPlaneProcess:
                 "--listen", "127.0.0.1:0"]  # fmt: skip
         if self.grace is not None:
             args += ["--grace", str(self.grace)]
+        if self.pki is not None:
+            args += self.pki.server_flags(agents=self.agent_identity)
+        else:
+            args.append("--insecure")
+        if self.allow_fake_power:
+            args.append("--allow-fake-power")
         args += self.extra_args
         if not self.controllers:
             args.append("--no-controllers")
@@ -211,12 +282,19 @@ class ControlPlaneProcess:
             with self.log.open("rb") as f:
                 f.seek(offset)
                 for line in f.read().decode(errors="replace").splitlines():
+                    if line.startswith("agents listening on "):
+                        self.agent_port = int(line.rsplit(":", 1)[1])
                     if line.startswith("listening on "):
                         return int(line.rsplit(":", 1)[1])
             if self.proc.poll() is not None:
                 raise StartError(f"control plane exited {self.proc.returncode}: {self.tail()}")
             time.sleep(0.05)
         raise StartError(f"control plane did not start in {timeout}s: {self.tail()}")
+
+    @property
+    def client_tls(self) -> ClientTls:
+        """What a client of this control plane trusts."""
+        return self.pki.client_tls() if self.pki is not None else ClientTls(insecure=True)
 
     def tail(self, lines: int = 30) -> str:
         return log_tail(self.log, lines)

@@ -1,7 +1,10 @@
 """The operator's first steps in a new region, through the API.
 
 ``make_tenant`` creates a tenant and issues it a token; ``enroll`` enrolls a
-host (and, by default, registers it as its agent would); ``build_world``
+host (and, by default, does what its agent does first: ``Register``, which
+puts the host in CLEANING, then the wipe report for that cleaning epoch on
+a ``Connect`` stream -- there is nothing to wipe behind a fake host -- and
+waits until a host controller made it AVAILABLE); ``build_world``
 sets up a tenant, an instance type, an image and *hosts* enrolled hosts,
 returned as a ``World`` (the agents' credentials by host name).
 """
@@ -11,8 +14,11 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
-from bmaas.v1 import agent_pb2, agent_pb2_grpc, common_pb2, operator_pb2
+import grpc
+
+from bmaas.v1 import agent_pb2, agent_pb2_grpc, common_pb2, operator_pb2, tenant_pb2
 from tools.region.control_plane import Clients, bearer
+from tools.region.wait import wait_for
 
 
 @dataclass
@@ -42,6 +48,7 @@ async def enroll(
     rack: str = "r1",
     power_driver: str = "fake",
     register: bool = True,
+    available_within: float = 20.0,
 ) -> tuple[common_pb2.Host, str]:
     resp = await c.operator.EnrollHost(
         operator_pb2.EnrollHostRequest(
@@ -69,8 +76,67 @@ async def enroll(
             agent_pb2.RegisterRequest(host=host.name, agent_version="test"),
             metadata=bearer(resp.agent_credential),
         )
-        host = reg.host
+        host = await report_wiped(
+            c,
+            host.name,
+            resp.agent_credential,
+            reg.host.cleaning_epoch,
+            until=common_pb2.HOST_STATE_AVAILABLE,
+            timeout=available_within,
+        )
     return host, resp.agent_credential
+
+
+async def report_wiped(
+    c: Clients,
+    host: str,
+    credential: str,
+    epoch: int,
+    *,
+    until: int | None = None,
+    timeout: float = 20.0,
+) -> common_pb2.Host:
+    """An agent's wipe report for cleaning *epoch* of *host*, on a Connect
+    stream of its own (no heartbeat: the host is not watched for liveness
+    afterwards).  With *until*, the stream stays open until the host is in
+    that state (a host controller acted on the report); without, until the
+    server has read the report (it ends the stream once the agent's side is
+    closed).  DEADLINE_EXCEEDED or an AssertionError after *timeout* s."""
+    stub: agent_pb2_grpc.AgentServiceStub = c.agent
+    call = stub.Connect(metadata=bearer(credential), timeout=timeout)
+    try:
+        await call.write(
+            agent_pb2.AgentMessage(
+                host_status=agent_pb2.HostStatus(host=host, wiped_epoch=epoch, message="wiped")
+            )
+        )
+        if until is not None:
+            return await wait_host_state(c, host, until, timeout=timeout)
+        await call.done_writing()
+        while await call.read() is not grpc.aio.EOF:
+            pass  # desired states, until the server closes the stream
+        got: common_pb2.Host = await c.operator.GetHost(
+            tenant_pb2.GetRequest(name=host), metadata=c.op_md, timeout=10
+        )
+        return got
+    finally:
+        call.cancel()
+
+
+async def wait_host_state(
+    c: Clients, name: str, state: int, *, timeout: float = 20.0
+) -> common_pb2.Host:
+    """*name* once it is in *state* (polled through the operator API)."""
+
+    async def reached() -> common_pb2.Host | None:
+        got: common_pb2.Host = await c.operator.GetHost(
+            tenant_pb2.GetRequest(name=name), metadata=c.op_md, timeout=10
+        )
+        return got if got.state == state else None
+
+    host = await wait_for(reached, timeout, 0.05)
+    assert host is not None
+    return host
 
 
 async def make_tenant(c: Clients, tenant_id: str, *, max_instances: int = 100) -> tuple[str, str]:

@@ -14,6 +14,7 @@ imports the region launchers, ``tools.region``.)
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,26 +22,39 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 import yaml
 
-from bmaas.v1 import agent_pb2, agent_pb2_grpc
+from bmaas.v1 import agent_pb2, agent_pb2_grpc, common_pb2, operator_pb2_grpc, tenant_pb2
+from bmaas_tls import sync_channel
 from bmctl import main as cli
 from tools.region.agents import AgentProcess
-from tools.region.control_plane import OPERATOR_TOKEN, ControlPlaneProcess
+from tools.region.control_plane import OPERATOR_TOKEN, ControlPlaneProcess, bearer
 from tools.region.etcd import EtcdServer
+from tools.region.pki import default_pki, make_pki
 
 covers = pytest.mark.covers
-__all__ = ["OPERATOR_TOKEN", "Bmctl", "Run", "World", "covers", "register_agent"]
+__all__ = [
+    "OPERATOR_TOKEN",
+    "Bmctl",
+    "Run",
+    "World",
+    "covers",
+    "default_pki",
+    "make_pki",
+    "register_agent",
+]
 COMMAND_PARSER = cli.build_parser()
 
 
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """No BMAAS_* of the caller, and a private home (config file location)."""
+    """No BMAAS_* of the caller but the region's CA, and a private home
+    (config file location)."""
     for var in ("BMAAS_ENDPOINT", "BMAAS_TOKEN", "BMAAS_CONTEXT", "BMAAS_CONFIG"):
         monkeypatch.delenv(var, raising=False)
+    # the control planes speak TLS with the region's CA (tools.region.pki)
+    monkeypatch.setenv("BMAAS_CA", str(default_pki().ca))
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
@@ -135,15 +149,17 @@ def bmctl(request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]) ->
 
 @pytest.fixture
 def endpoint(etcd: EtcdServer) -> Iterator[str]:
-    """A control plane process without controllers (nothing moves on its own)."""
-    with ControlPlaneProcess(etcd, controllers=False) as cp:
+    """A control plane process with no agent behind its hosts: instances never
+    move on their own; its controllers make a host that ``register_agent``
+    registered AVAILABLE once its wipe is reported."""
+    with ControlPlaneProcess(etcd, controllers=True, allow_fake_power=True) as cp:
         yield f"127.0.0.1:{cp.port}"
 
 
 @pytest.fixture
 def live_endpoint(etcd: EtcdServer) -> Iterator[str]:
     """A control plane process with its controllers: instances move on agent reports."""
-    with ControlPlaneProcess(etcd, controllers=True) as cp:
+    with ControlPlaneProcess(etcd, controllers=True, allow_fake_power=True) as cp:
         yield f"127.0.0.1:{cp.port}"
 
 
@@ -153,7 +169,7 @@ def control_planes(etcd: EtcdServer) -> Iterator[Callable[[], ControlPlaneProces
     started: list[ControlPlaneProcess] = []
 
     def start() -> ControlPlaneProcess:
-        cp = ControlPlaneProcess(etcd, controllers=False).start()
+        cp = ControlPlaneProcess(etcd, controllers=False, allow_fake_power=True).start()
         started.append(cp)
         return cp
 
@@ -183,15 +199,39 @@ def agents(tmp_path: Path) -> Iterator[Callable[[str, str, str], AgentProcess]]:
         agent.close()
 
 
-def register_agent(endpoint: str, host: str, credential: str) -> None:
-    """What a host agent does on boot (an ENROLLED host becomes AVAILABLE),
-    for tests that need an available host but no agent behind it."""
-    with grpc.insecure_channel(endpoint) as channel:
-        agent_pb2_grpc.AgentServiceStub(channel).Register(
-            agent_pb2.RegisterRequest(host=host),
-            metadata=(("authorization", f"Bearer {credential}"),),
-            timeout=10,
+def register_agent(endpoint: str, host: str, credential: str, timeout: float = 20.0) -> None:
+    """What a host agent does on boot -- Register (the host goes CLEANING),
+    then the wipe report for that epoch (nothing to wipe behind a fake host)
+    -- and wait until the host is AVAILABLE; for tests that need an
+    available host but no agent behind it."""
+    md = (("authorization", f"Bearer {credential}"),)
+    with sync_channel(endpoint, default_pki().client_tls()) as channel:
+        agent = agent_pb2_grpc.AgentServiceStub(channel)
+        reg = agent.Register(agent_pb2.RegisterRequest(host=host), metadata=md, timeout=10)
+        wiped = agent_pb2.AgentMessage(
+            host_status=agent_pb2.HostStatus(host=host, wiped_epoch=reg.host.cleaning_epoch)
         )
+        done = threading.Event()
+
+        def upstream() -> Iterator[agent_pb2.AgentMessage]:
+            yield wiped
+            done.wait(timeout)  # the stream stays open until the host is AVAILABLE
+
+        stream = agent.Connect(upstream(), metadata=md, timeout=timeout)
+        operator = operator_pb2_grpc.OperatorServiceStub(channel)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                got = operator.GetHost(
+                    tenant_pb2.GetRequest(name=host), metadata=bearer(OPERATOR_TOKEN), timeout=10
+                )
+                if got.state == common_pb2.HOST_STATE_AVAILABLE:
+                    return
+                assert time.monotonic() < deadline, f"{host} not AVAILABLE in {timeout}s"
+                time.sleep(0.05)
+        finally:
+            done.set()
+            stream.cancel()
 
 
 HOST_FLAGS = ("--zone", "z1", "--rack", "r1", "--host-class", "c64", "--cpus", "64")

@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from bmctl import exitcodes
-from tests.integration.bmctl.conftest import OPERATOR_TOKEN, Bmctl, World, covers
+from tests.integration.bmctl.conftest import (
+    OPERATOR_TOKEN,
+    Bmctl,
+    World,
+    covers,
+    default_pki,
+    make_pki,
+)
 
 
 @covers(
@@ -106,3 +113,24 @@ def test_context_named_outside_the_bmp_round_trips(
     assert none.json("--context", name, "tenant", "list")
     listed = none("-o", "json", "config", "get-contexts").json()
     assert [c["name"] for c in listed] == [name]
+
+
+@covers("config set-context", "tenant list")
+def test_a_context_carries_the_regions_ca(
+    endpoint: str, bmctl: Bmctl, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("BMAAS_CA")  # only the context says which CA to trust
+    none = bmctl.at(None, None)
+    ca = default_pki().ca
+    none("config", "set-context", "ops", "--endpoint", endpoint, "--token", OPERATOR_TOKEN)
+    refused = none("tenant", "list", expect=exitcodes.UNREACHABLE)  # the system's roots
+    assert "CERTIFICATE_VERIFY_FAILED" in refused.err
+    none("config", "set-context", "ops", "--ca", str(ca))
+    assert none.json("config", "get-contexts")[0]["ca"] == str(ca)
+    assert none.json("tenant", "list") == []  # trusted through the context
+    rogue = make_pki(tmp_path / "rogue", name="rogue")
+    other = none("--ca", str(rogue.ca), "tenant", "list", expect=exitcodes.UNREACHABLE)
+    assert "CERTIFICATE_VERIFY_FAILED" in other.err  # the flag beats the context
+    bad = none("config", "set-context", "ops", "--ca", str(tmp_path / "none.pem"), expect=2)
+    assert "none.pem" in bad.err
+    assert none.json("config", "get-contexts")[0]["ca"] == str(ca)  # unchanged

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bmctl import exitcodes
-from tests.integration.bmctl.conftest import Bmctl, World, covers
+from tests.integration.bmctl.conftest import Bmctl, World, covers, default_pki, make_pki
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -132,3 +132,34 @@ def test_bmctl_as_a_process(endpoint: str, bmctl: Bmctl) -> None:
     bad = run("tenant", "get", "tenants/ghost")
     assert bad.returncode == 3 and "tenants/ghost" in one_line(bad.stderr)
     assert bad.stdout == ""
+
+
+@covers("host list")
+def test_tls_trust_is_one_line_as_a_process(endpoint: str, bmctl: Bmctl, tmp_path: Path) -> None:
+    """The control plane speaks TLS with the region's CA: trusting another CA,
+    or none, or talking plaintext is UNAVAILABLE (exit 5) in one line."""
+    rogue = make_pki(tmp_path / "rogue", name="rogue")
+    env = {k: v for k, v in os.environ.items() if k not in ("BMAAS_CA", "GRPC_VERBOSITY")}
+    env |= {"BMAAS_ENDPOINT": endpoint, "BMAAS_TOKEN": "op-test-token-0123456789abcdef"}
+    bmctl.invoked.add(("host", "list"))
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "bmctl.main", *args, "-o", "json", "host", "list"],
+            capture_output=True, text=True, env=env, cwd=ROOT, timeout=60,
+        )  # fmt: skip
+
+    ok = run("--ca", str(default_pki().ca))
+    assert ok.returncode == 0 and ok.stdout.strip() == "[]", ok.stderr
+    for flags, says in (
+        (("--ca", str(rogue.ca)), "CERTIFICATE_VERIFY_FAILED"),
+        ((), "CERTIFICATE_VERIFY_FAILED"),  # the system's roots do not know the region's CA
+        (("--insecure",), "UNAVAILABLE"),
+    ):
+        bad = run(*flags)
+        assert bad.returncode == exitcodes.UNREACHABLE, (flags, bad.stderr)
+        assert says in one_line(bad.stderr) and bad.stdout == ""
+    both = run("--insecure", "--ca", str(default_pki().ca))
+    assert both.returncode == exitcodes.USAGE and "exclude" in one_line(both.stderr)
+    missing = run("--ca", str(tmp_path / "none.pem"))
+    assert missing.returncode == exitcodes.USAGE and "none.pem" in one_line(missing.stderr)

@@ -1,5 +1,5 @@
-"""Tenant commands against a real control plane without controllers (nothing
-moves on its own): volumes, VPCs, subnets, network interfaces, placement
+"""Tenant commands against a real control plane with no agent behind its
+hosts (instances never move on their own): volumes, VPCs, subnets, network interfaces, placement
 groups, and the instance verbs that need no agent; ``--wait`` on a state
 that never comes ends with the timeout exit status."""
 

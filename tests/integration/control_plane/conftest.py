@@ -29,14 +29,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def cp(etcd: EtcdServer) -> AsyncIterator[InProcessControlPlane]:
-    async with InProcessControlPlane(etcd) as plane:
+    async with InProcessControlPlane(etcd, allow_fake_power=True) as plane:
         yield plane
 
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def cp_ctl(etcd: EtcdServer) -> AsyncIterator[InProcessControlPlane]:
     """A control plane that also runs the (leader-elected) controllers."""
-    async with InProcessControlPlane(etcd, controllers=True) as plane:
+    async with InProcessControlPlane(etcd, controllers=True, allow_fake_power=True) as plane:
         yield plane
 
 

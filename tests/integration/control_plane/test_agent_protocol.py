@@ -208,7 +208,9 @@ async def test_control_plane_restart_agents_reconnect_nothing_reprovisioned(
     etcd: EtcdServer, tmp_path: Path
 ) -> None:
     port = free_port()
-    cp = ControlPlaneProcess(etcd, extra_args=("--listen", f"127.0.0.1:{port}"))
+    cp = ControlPlaneProcess(
+        etcd, allow_fake_power=True, extra_args=("--listen", f"127.0.0.1:{port}")
+    )
     await asyncio.to_thread(cp.start)
     try:
         async with Clients(port) as c:

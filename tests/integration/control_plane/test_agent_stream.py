@@ -38,7 +38,7 @@ async def next_desired(
 async def slow_resync(etcd: EtcdServer) -> AsyncIterator[InProcessControlPlane]:
     """A control plane with the production resync period (60 s): a stream
     that was not woken by its change would wait that long."""
-    async with InProcessControlPlane(etcd, desired_resync=60.0) as plane:
+    async with InProcessControlPlane(etcd, desired_resync=60.0, allow_fake_power=True) as plane:
         yield plane
 
 

@@ -55,7 +55,8 @@ async def test_register_checks_the_credential_and_the_host(clients: Clients) -> 
         agent_pb2.RegisterRequest(host="hosts/ha", agent_version="1.0", power_driver="fake"),
         metadata=bearer(cred_a),
     )
-    assert ok.host.state == common_pb2.HOST_STATE_AVAILABLE
+    # registered: wiped before its first tenant (AVAILABLE on the wipe report)
+    assert (ok.host.state, ok.host.cleaning_epoch) == (common_pb2.HOST_STATE_CLEANING, 1)
 
 
 async def test_decommissioned_host_credential_stops_working(
@@ -194,7 +195,8 @@ async def test_connect_drops_status_for_instances_not_on_the_host(
     maintained = await next_desired(call)
     assert maintained.state == common_pb2.HOST_STATE_MAINTENANCE
     assert maintained.generation > first.generation
-    assert await store.reports.get(host_id) is None
+    report = await store.reports.get(host_id)  # only the wipe report of its registration
+    assert report is not None and report.instance == "" and report.generation == 0
     assert await store.consoles.get(other) == b""
     call.cancel()
 

@@ -152,7 +152,10 @@ def etcd_contract() -> Iterator[EtcdServer]:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def env(etcd_contract: EtcdServer) -> AsyncIterator[Env]:
-    async with InProcessControlPlane(etcd_contract) as plane, Clients(plane.port) as c:
+    async with (
+        InProcessControlPlane(etcd_contract, allow_fake_power=True) as plane,
+        Clients(plane.port) as c,
+    ):
         w = await build_world(c, hosts=2)
         await make_tenant(c, "other")
         vol = await c.tenant.CreateVolume(

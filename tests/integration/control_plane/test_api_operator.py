@@ -25,7 +25,7 @@ def error_reason(err: grpc.aio.AioRpcError) -> str:
     raise AssertionError("no ErrorInfo in status details")
 
 
-async def test_enroll_returns_credential_once_and_register_makes_host_available(
+async def test_enroll_returns_credential_once_and_register_starts_the_first_wipe(
     clients: Clients,
 ) -> None:
     c = clients
@@ -36,7 +36,8 @@ async def test_enroll_returns_credential_once_and_register_makes_host_available(
     assert "agent_credential" not in str(got) and cred.split(".")[1] not in str(got)
     assert got.hardware.cpus == 64 and got.hardware.disks[0].size_gib == 1920
     reg = await c.agent.Register(agent_pb2.RegisterRequest(host="hosts/h-a"), metadata=bearer(cred))
-    assert reg.host.state == HostState.HOST_STATE_AVAILABLE
+    # wiped before its first tenant: AVAILABLE comes with the agent's wipe report
+    assert reg.host.state == HostState.HOST_STATE_CLEANING and reg.host.cleaning_epoch == 1
     assert reg.heartbeat_interval_seconds > 0
 
 

@@ -45,7 +45,10 @@ def etcd_module() -> Iterator[EtcdServer]:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def env(etcd_module: EtcdServer) -> AsyncIterator[Env]:
-    async with InProcessControlPlane(etcd_module) as plane, Clients(plane.port) as c:
+    async with (
+        InProcessControlPlane(etcd_module, allow_fake_power=True) as plane,
+        Clients(plane.port) as c,
+    ):
         w = await build_world(c, hosts=2)
         _, other_token = await make_tenant(c, "other")
         other_md = bearer(other_token)

@@ -52,7 +52,9 @@ async def test_chaos_invariants_hold_through_one_fault_at_a_time(tmp_path: Path)
     cluster = EtcdCluster(3).start()
     ports = [free_port(), free_port()]
     replicas = [
-        ControlPlaneProcess(cluster, lease_ttl=3, extra_args=("--listen", f"127.0.0.1:{p}"))
+        ControlPlaneProcess(
+            cluster, lease_ttl=3, allow_fake_power=True, extra_args=("--listen", f"127.0.0.1:{p}")
+        )
         for p in ports
     ]
     workload: Workload | None = None

@@ -21,7 +21,10 @@ MATCHING, DECOYS, REQUESTS = 20, 5, 50
 
 
 async def test_fifty_creates_twenty_hosts_two_replicas(etcd: EtcdServer) -> None:
-    with ControlPlaneProcess(etcd) as a, ControlPlaneProcess(etcd) as b:
+    with (
+        ControlPlaneProcess(etcd, allow_fake_power=True) as a,
+        ControlPlaneProcess(etcd, allow_fake_power=True) as b,
+    ):
         async with Clients(a.port) as ca, Clients(b.port) as cb:
             _, token = await make_tenant(ca, "acme", max_instances=1000)
             await ca.operator.CreateInstanceType(

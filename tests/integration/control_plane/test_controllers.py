@@ -49,6 +49,7 @@ from tests.harness.store import (
     store_factory,
 )
 from tools.region.agents import agent_config, running_agent
+from tools.region.pki import default_pki
 
 __all__ = ["cp_etcd", "root", "store", "store_factory"]
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -81,6 +82,7 @@ async def api(store: Store) -> AsyncIterator[ApiServer]:
             heartbeat_ttl=3,
             auth_cache_ttl=0.5,
             desired_resync=2.0,
+            tls=default_pki().server_tls(),
         ),
     )
     await server.start()

@@ -95,7 +95,7 @@ def test_an_unreachable_etcd_is_one_line_not_a_traceback() -> None:
     proc = subprocess.run(
         [
             *(sys.executable, "-m", "control_plane.main", "--etcd", dead),
-            *("--listen", "127.0.0.1:0", "--etcd-wait", "1", "--no-controllers"),
+            *("--listen", "127.0.0.1:0", "--etcd-wait", "1", "--no-controllers", "--insecure"),
         ],
         capture_output=True,
         text=True,

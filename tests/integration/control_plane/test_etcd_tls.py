@@ -67,6 +67,7 @@ def test_a_replica_starts_on_tls_and_a_refused_certificate_is_one_line(
         [
             *(sys.executable, "-m", "control_plane.main", "--etcd", tls_etcd.url),
             *("--listen", "127.0.0.1:0", "--etcd-wait", "2", "--no-controllers"),
+            *pki.server_flags(),
             *("--etcd-cacert", str(pki.ca), "--etcd-cert", str(rogue.client_cert)),
             *("--etcd-key", str(rogue.client_key)),
         ],

@@ -56,8 +56,8 @@ async def instance_state(w: World, clients: Clients, name: str) -> int:
 async def test_leader_killed_follower_takes_over_within_ttl(
     etcd: EtcdServer, tmp_path: Path
 ) -> None:
-    a = ControlPlaneProcess(etcd, lease_ttl=LEASE_TTL).start()
-    b = ControlPlaneProcess(etcd, lease_ttl=LEASE_TTL).start()
+    a = ControlPlaneProcess(etcd, lease_ttl=LEASE_TTL, allow_fake_power=True).start()
+    b = ControlPlaneProcess(etcd, lease_ttl=LEASE_TTL, allow_fake_power=True).start()
     agent: AgentProcess | None = None
     try:
         first = await wait_for(lambda: leader_identity(etcd), timeout=10)
@@ -121,7 +121,7 @@ async def test_leader_killed_follower_takes_over_within_ttl(
 
 
 async def test_killed_mid_operation_restart_converges(etcd: EtcdServer, tmp_path: Path) -> None:
-    cp = ControlPlaneProcess(etcd, lease_ttl=LEASE_TTL).start()
+    cp = ControlPlaneProcess(etcd, lease_ttl=LEASE_TTL, allow_fake_power=True).start()
     try:
         async with contextlib.AsyncExitStack() as stack:
             c = await stack.enter_async_context(Clients(cp.port))
@@ -164,7 +164,10 @@ async def test_killed_mid_operation_restart_converges(etcd: EtcdServer, tmp_path
             cp.close()
             # restarted where the agents expect it
             cp = ControlPlaneProcess(
-                etcd, lease_ttl=LEASE_TTL, extra_args=("--listen", f"127.0.0.1:{port}")
+                etcd,
+                lease_ttl=LEASE_TTL,
+                allow_fake_power=True,
+                extra_args=("--listen", f"127.0.0.1:{port}"),
             ).start()
             assert cp.port == port
             c = await stack.enter_async_context(Clients(cp.port))

@@ -12,10 +12,10 @@ import asyncio
 import time
 from collections.abc import Iterator
 
-import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bmaas_tls import aio_channel
 from tools.region.control_plane import ControlPlaneProcess
 from tools.region.etcd import EtcdCluster
 
@@ -45,7 +45,7 @@ async def _until(stub: health_pb2_grpc.HealthStub, want: int, within: float) -> 
 
 async def test_readiness_follows_the_quorum(cluster: EtcdCluster) -> None:
     with ControlPlaneProcess(cluster, controllers=False) as cp:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{cp.port}") as ch:
+        async with aio_channel(f"127.0.0.1:{cp.port}", cp.client_tls) as ch:
             stub = health_pb2_grpc.HealthStub(ch)
             assert await _status(stub) == SERVING
             assert await _status(stub, "liveness") == SERVING

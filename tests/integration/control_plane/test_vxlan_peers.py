@@ -26,7 +26,7 @@ UNDERLAY = {"hosts/h0": "192.0.2.10", "hosts/h1": "192.0.2.11"}
 @pytest_asyncio.fixture(loop_scope="session")
 async def cp(etcd: EtcdServer) -> AsyncIterator[InProcessControlPlane]:
     """Overrides the package's ``cp``: no periodic resync within a test."""
-    async with InProcessControlPlane(etcd, desired_resync=60.0) as plane:
+    async with InProcessControlPlane(etcd, desired_resync=60.0, allow_fake_power=True) as plane:
         yield plane
 
 

@@ -98,6 +98,20 @@ def test_credential_for_another_host(tmp_path: Path, credential: Path) -> None:
     assert_one_error_line(proc, "the credential is not for host 'host-2'")
 
 
+def test_tls_files_that_cannot_be_used(tmp_path: Path, credential: Path) -> None:
+    missing = tmp_path / "ca.pem"
+    proc = run(*args(tmp_path, credential, ca=str(missing)))
+    assert_one_error_line(proc, f"CA {missing}: No such file or directory")
+    not_pem = tmp_path / "ca.txt"
+    not_pem.write_text("hello\n")
+    proc = run(*args(tmp_path, credential, ca=str(not_pem)))
+    assert_one_error_line(proc, "not a PEM file")
+    proc = run(*args(tmp_path, credential, cert=str(not_pem)))
+    assert_one_error_line(proc, "a client certificate needs its key")
+    proc = run(*args(tmp_path, credential, ca=str(not_pem)), "--insecure")
+    assert_one_error_line(proc, "--insecure and TLS files")
+
+
 @pytest.mark.parametrize(
     ("endpoints", "message"),
     [

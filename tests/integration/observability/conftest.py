@@ -22,10 +22,12 @@ import grpc
 import pytest
 
 from bmaas.v1 import common_pb2, operator_pb2, operator_pb2_grpc, tenant_pb2, tenant_pb2_grpc
-from tools.region.agents import AGENT_RUN_ROOT
+from bmaas_tls import sync_channel
+from tools.region.agents import AGENT_RUN_ROOT, tls_flags
 from tools.region.control_plane import OPERATOR_TOKEN, ControlPlaneProcess, bearer
 from tools.region.etcd import EtcdServer
 from tools.region.paths import ROOT
+from tools.region.pki import default_pki
 from tools.region.ports import free_port
 
 #: the control plane counts hosts and instances this often (BMAAS_CENSUS_INTERVAL)
@@ -64,6 +66,7 @@ class MetricsAgent:
             str(toml),
             "--metrics",
             f"127.0.0.1:{self.metrics_port}",
+            *tls_flags(default_pki().client_tls()),
         ]
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
@@ -124,7 +127,9 @@ def observed_region(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observ
         with (
             EtcdServer() as etcd,
             ControlPlaneProcess(
-                etcd, extra_args=("--metrics", f"127.0.0.1:{cp_metrics_port}")
+                etcd,
+                allow_fake_power=True,
+                extra_args=("--metrics", f"127.0.0.1:{cp_metrics_port}"),
             ) as cp,
         ):
             yield from _with_world(cp, cp_metrics_port, tmp_path_factory.mktemp("observed"))
@@ -137,7 +142,7 @@ def _with_world(
 ) -> Iterator[ObservedRegion]:
     endpoint = f"127.0.0.1:{cp.port}"
     calls: dict[str, int] = {}
-    with grpc.insecure_channel(endpoint) as channel:
+    with sync_channel(endpoint, cp.client_tls) as channel:
         op = operator_pb2_grpc.OperatorServiceStub(channel)
         tenant_api = tenant_pb2_grpc.TenantServiceStub(channel)
         md = bearer(OPERATOR_TOKEN)

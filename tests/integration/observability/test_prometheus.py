@@ -22,12 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 
 from bmaas.v1 import tenant_pb2, tenant_pb2_grpc
+from bmaas_tls import sync_channel
 from tests.integration.observability.conftest import ObservedRegion, poll
 from tools.region.paths import ROOT
+from tools.region.pki import default_pki
 from tools.region.ports import free_port
 
 RULES = ROOT / "deploy" / "prometheus" / "rules.yml"
@@ -176,7 +177,8 @@ def test_prometheus_sees_the_workload(
     before = prometheus.scalar(gets)
     assert before is not None and before >= observed_region.calls["GetInstance"]
     n = 7
-    with grpc.insecure_channel(f"127.0.0.1:{observed_region.cp_port}") as channel:
+    endpoint = f"127.0.0.1:{observed_region.cp_port}"
+    with sync_channel(endpoint, default_pki().client_tls()) as channel:
         tenant = tenant_pb2_grpc.TenantServiceStub(channel)
         for _ in range(n):
             tenant.GetInstance(

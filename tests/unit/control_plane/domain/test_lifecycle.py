@@ -78,9 +78,13 @@ def test_invalid_transition_is_a_failed_precondition() -> None:
         transition(HostState.AVAILABLE, InstanceEvent.START)  # type: ignore[call-overload]
 
 
-def test_no_host_reaches_available_from_a_tenant_without_cleaning() -> None:
-    # Every path from ALLOCATED back to AVAILABLE passes through CLEANING.
-    frontier, seen = [HostState.ALLOCATED], {HostState.ALLOCATED}
+@pytest.mark.parametrize(
+    "start", [s for s in HostState if s not in (HostState.AVAILABLE, HostState.CLEANING)]
+)
+def test_no_host_reaches_available_without_cleaning(start: HostState) -> None:
+    # Every path to AVAILABLE -- from a new host (ENROLLED), from a tenant
+    # (ALLOCATED), from maintenance or an outage -- passes through CLEANING.
+    frontier, seen = [start], {start}
     while frontier:
         state = frontier.pop()
         for nxt in HOST_TRANSITIONS[state].values():
@@ -91,9 +95,23 @@ def test_no_host_reaches_available_from_a_tenant_without_cleaning() -> None:
             frontier.append(nxt)
     assert HostState.AVAILABLE not in seen
     assert {s for s, row in HOST_TRANSITIONS.items() if HostState.AVAILABLE in row.values()} == {
-        HostState.ENROLLED,
-        HostState.CLEANING,
+        HostState.CLEANING
     }
+    assert HOST_TRANSITIONS[HostState.CLEANING][HostEvent.CLEAN_DONE] == HostState.AVAILABLE
+
+
+def test_every_way_into_cleaning_starts_a_new_epoch() -> None:
+    # a wipe report for an older epoch never completes a newer cleaning
+    for state, event, nxt in HOST_EDGES:
+        if nxt != HostState.CLEANING or state == HostState.CLEANING:
+            continue
+        host = Host(
+            id="h", zone="z", rack="r", host_class="c", hardware=fake_hardware(), state=state
+        )
+        host = dataclasses.replace(host, cleaning_epoch=4)
+        entered = apply_host_event(host, event, now=50.0)
+        assert entered.cleaning_epoch == 5, (state, event)
+        assert entered.cleaning_started_time == 50.0
 
 
 def test_groups_are_consistent() -> None:
@@ -152,6 +170,14 @@ def test_a_failed_instance_is_rebooted_with_a_new_generation_and_no_reason() -> 
     # a reboot that fails again records the new reason
     again = apply_instance_event(rebooting, InstanceEvent.FAIL, reason="image gone")
     assert again.failure_reason == "image gone"
+
+
+def test_a_registered_host_is_wiped_before_its_first_tenant() -> None:
+    host = Host(id="h", zone="z", rack="r", host_class="c", hardware=fake_hardware())
+    provided = apply_host_event(host, HostEvent.PROVIDE, now=10.0)
+    assert (provided.state, provided.cleaning_epoch) == (HostState.CLEANING, 1)
+    with pytest.raises(InvalidTransition):
+        apply_host_event(host, HostEvent.ALLOCATE, now=10.0)
 
 
 def test_apply_host_event_counts_cleaning_epochs() -> None:
