@@ -26,7 +26,7 @@ returns the heartbeat interval.  ``Connect`` runs two tasks per stream:
   peers: the underlay addresses of the other hosts with a live instance in
   the VPC, ``services.peers``) whenever the ``AgentHub`` wakes it (a watched change of the host,
   its instance, or a record its peers were computed from) and at least every
-  ``desired_resync`` seconds, and sends it when it differs from
+  ``desired_resync`` seconds (+-25 % jitter per wait), and sends it when it differs from
   the last one sent - level-triggered: each DesiredState replaces the
   previous one, and the first is sent as soon as the stream opens.  Every
   record of one computation is read at ONE etcd revision, which becomes
@@ -42,6 +42,7 @@ import asyncio
 import contextlib
 import dataclasses
 import ipaddress
+import random
 from collections.abc import AsyncIterator
 
 from bmaas.v1 import agent_pb2, agent_pb2_grpc, common_pb2
@@ -74,6 +75,18 @@ _POWERED = frozenset(
     }
 )
 _TEARDOWN = frozenset({InstanceState.TERMINATING, InstanceState.TERMINATED})
+
+
+class StreamState:
+    """What one ``Connect`` stream knows: the instance its last desired state
+    bound to the host, and the report it last wrote (the etag a merge
+    compares; a stale one costs one failed txn, never a lost field)."""
+
+    __slots__ = ("bound", "report")
+
+    def __init__(self) -> None:
+        self.bound = ""
+        self.report: AgentReport | None = None
 
 
 def _own(host_id: str, value: str, field: str) -> None:
@@ -139,8 +152,9 @@ class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
             await errors.abort(context, exc)
         metrics.AGENT_STREAMS.inc()
         outbox: asyncio.Queue[agent_pb2.ControlMessage | BaseException | None] = asyncio.Queue(16)
-        reader = asyncio.create_task(self._read(host_id, request_iterator, outbox))
-        pusher = asyncio.create_task(self._push(host_id, outbox))
+        state = StreamState()
+        reader = asyncio.create_task(self._read(host_id, request_iterator, outbox, state))
+        pusher = asyncio.create_task(self._push(host_id, outbox, state))
         try:
             while True:
                 item = await outbox.get()
@@ -163,17 +177,22 @@ class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
         host_id: str,
         stream: AsyncIterator[agent_pb2.AgentMessage],
         outbox: asyncio.Queue[agent_pb2.ControlMessage | BaseException | None],
+        state: StreamState,
     ) -> None:
         try:
             async for msg in stream:
-                await self.handle(host_id, msg)
+                await self.handle(host_id, msg, state)
         except BmaasError as exc:
             await outbox.put(exc)
             return
         await outbox.put(None)
 
-    async def handle(self, host_id: str, msg: agent_pb2.AgentMessage) -> None:
-        """Apply one agent message (validated; raises domain errors)."""
+    async def handle(
+        self, host_id: str, msg: agent_pb2.AgentMessage, stream: StreamState | None = None
+    ) -> None:
+        """Apply one agent message (validated; raises domain errors).
+        *stream* is what the message's stream knows (saves reads)."""
+        stream = stream if stream is not None else StreamState()
         kind = msg.WhichOneof("body")
         metrics.AGENT_MESSAGES.labels(kind or "empty").inc()
         if kind == "heartbeat":
@@ -186,44 +205,50 @@ class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
             phase = convert.agent_phase(st.phase)
             if phase is None:
                 raise InvalidField("instance_status.phase", "is not an observable phase")
-            if not await self._bound(host_id, st.instance):
+            if not await self._bound(host_id, st.instance, stream):
                 return
-            prev = await self.store.reports.get(host_id) or AgentReport(host=host_id)
-            await self.store.reports.put(
-                dataclasses.replace(
+            stream.report = await self.store.reports.merge(
+                host_id,
+                lambda prev: dataclasses.replace(
                     prev,
                     instance=st.instance,
                     instance_phase=phase,
                     generation=st.generation,
                     message=st.message,
-                    report_time=0.0,
-                )
+                ),
+                known=stream.report,
             )
         elif kind == "console":
             con = msg.console
             validate.name(con.instance, "console.instance", "instances")
             if len(con.tail) > MAX_CONSOLE_TAIL:
                 raise InvalidField("console.tail", f"is longer than {MAX_CONSOLE_TAIL} bytes")
-            if await self._bound(host_id, con.instance):
-                await self.store.consoles.put(con.instance, con.tail)
+            if await self._bound(host_id, con.instance, stream):
+                self.store.consoles.offer(con.instance, con.tail)
         elif kind == "host_status":
             st_h = msg.host_status
             _own(host_id, st_h.host, "host_status.host")
             validate.text(st_h.message, "host_status.message", max_len=4096)
-            prev = await self.store.reports.get(host_id) or AgentReport(host=host_id)
-            await self.store.reports.put(
-                dataclasses.replace(
+            stream.report = await self.store.reports.merge(
+                host_id,
+                lambda prev: dataclasses.replace(
                     prev,
                     wiped_epoch=max(prev.wiped_epoch, st_h.wiped_epoch),
                     message=st_h.message or prev.message,
-                    report_time=0.0,
-                )
+                ),
+                known=stream.report,
             )
         else:
             raise InvalidField("body", "an AgentMessage must carry one body")
 
-    async def _bound(self, host_id: str, instance: str) -> bool:
-        """Whether *instance* is bound to the host; counts the stale message if not."""
+    async def _bound(self, host_id: str, instance: str, stream: StreamState) -> bool:
+        """Whether *instance* is bound to the host; counts the stale message if
+        not.  The binding the stream's last desired state was computed from
+        answers without a read when it names *instance* (the agent learnt of
+        the instance from that computation or a later one); otherwise the host
+        is read."""
+        if instance and instance == stream.bound:
+            return True
         host = await self.store.get(Host, f"hosts/{host_id}")
         if instance == host.assigned_instance:
             return True
@@ -234,6 +259,7 @@ class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
         self,
         host_id: str,
         outbox: asyncio.Queue[agent_pb2.ControlMessage | BaseException | None],
+        state: StreamState,
     ) -> None:
         last = b""
         hub = self.deps.hub
@@ -241,7 +267,10 @@ class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
         try:
             while True:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(sub.event.wait(), self.desired_resync)
+                    # jittered: streams opened together do not resync together
+                    await asyncio.wait_for(
+                        sub.event.wait(), self.desired_resync * random.uniform(0.75, 1.25)
+                    )
                 sub.event.clear()
                 since = hub.mark()
                 desired = await self.desired_state(host_id)
@@ -256,6 +285,10 @@ class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
                     ],
                     since=since,
                 )
+                bound = desired.instances[0].instance if desired.instances else ""
+                if state.bound and state.bound != bound:
+                    self.store.consoles.discard(state.bound)  # a late tail must not outlive it
+                state.bound = bound
                 generation = desired.generation
                 desired.generation = 0
                 fingerprint = desired.SerializeToString(deterministic=True)

@@ -2,7 +2,9 @@
 
 Keys are host ids.  Sources: the ``hosts/`` watch and the
 ``agent_reports/`` watch.  ``reconcile`` takes the newest watched version
-of the host (once) or reads it, and, with a CAS on its etag:
+of the host (once) or reads it, and, with a CAS on its etag (the agent's
+report is the newest watched one; read only for a host that has not
+reported since the controller started):
 
 - CLEANING: completes when the agent's report has ``wiped_epoch >=
   cleaning_epoch`` (-> AVAILABLE, ``Cleaned=True``): only the agent's wipe
@@ -25,6 +27,7 @@ from typing import Any
 from control_plane.controllers.base import Controller
 from control_plane.controllers.config import ControllerConfig
 from control_plane.controllers.outcome import DONE, Outcome, Transient
+from control_plane.domain.agent import AgentReport
 from control_plane.domain.compute import Instance
 from control_plane.domain.conditions import ConditionStatus, ConditionType, set_condition
 from control_plane.domain.errors import Aborted, NotFound
@@ -44,6 +47,8 @@ class HostController(Controller):
         #: newest watched version of hosts needing work (used once, like the
         #: instance controller's informer cache; writes are CAS on its etag)
         self._observed: dict[str, Host] = {}
+        #: the newest watched report of each host (host id -> report)
+        self._reports: dict[str, AgentReport] = {}
 
     async def resync_keys(self) -> Iterable[str]:
         hosts, _ = await self.store.list_all(Host)
@@ -67,7 +72,12 @@ class HostController(Controller):
     async def _watch_reports(self, start: int) -> None:
         async with contextlib.aclosing(self.store.reports.watch(start_revision=start)) as evs:
             async for ev in evs:
-                if ev.obj is not None and ev.obj.wiped_epoch:
+                host = ev.name.rsplit("/", 1)[-1]
+                if ev.obj is None:
+                    self._reports.pop(host, None)
+                    continue
+                self._reports[host] = ev.obj
+                if ev.obj.wiped_epoch:
                     self.queue.add(ev.obj.host)
 
     async def reconcile(self, key: str) -> Outcome:
@@ -99,7 +109,9 @@ class HostController(Controller):
         if host.maintenance:
             await self.store.update(apply_host_event(host, HostEvent.MAINTAIN, now=now))
             return DONE
-        report = await self.store.reports.get(host.id)
+        report = self._reports.get(host.id)
+        if report is None:  # not reported since this controller started
+            report = await self.store.reports.get(host.id)
         if report is None or report.wiped_epoch < host.cleaning_epoch:
             return DONE  # the agent's wipe report requeues the host
         done = apply_host_event(host, HostEvent.CLEAN_DONE, now=now)

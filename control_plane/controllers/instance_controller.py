@@ -45,7 +45,7 @@ from typing import Any
 from control_plane.controllers.base import Controller
 from control_plane.controllers.config import ControllerConfig
 from control_plane.controllers.outcome import DONE, Outcome, Transient
-from control_plane.domain.agent import events_for_report
+from control_plane.domain.agent import AgentReport, events_for_report
 from control_plane.domain.compute import Instance
 from control_plane.domain.conditions import ConditionStatus, ConditionType, set_condition
 from control_plane.domain.errors import Aborted, NoCapacity, NotFound
@@ -79,8 +79,11 @@ class InstanceController(Controller):
         super().__init__(store, config)
         self.scheduler = scheduler
         #: the newest version of each active instance the watch delivered
-        #: (an informer cache): a reconcile uses it once instead of a read
+        #: (an informer cache): a reconcile acts on it instead of a read; the
+        #: controller's own writes replace it, a lost CAS drops it
         self._observed: dict[str, Instance] = {}
+        #: the newest watched report of each host (host id -> report)
+        self._reports: dict[str, AgentReport] = {}
 
     async def resync_keys(self) -> Iterable[str]:
         instances, _ = await self.store.list_all(Instance)
@@ -115,11 +118,16 @@ class InstanceController(Controller):
     async def _watch_reports(self, start: int) -> None:
         async with contextlib.aclosing(self.store.reports.watch(start_revision=start)) as evs:
             async for ev in evs:
-                if ev.obj is not None and ev.obj.instance:
+                host = ev.name.rsplit("/", 1)[-1]
+                if ev.obj is None:
+                    self._reports.pop(host, None)
+                    continue
+                self._reports[host] = ev.obj
+                if ev.obj.instance:
                     self.queue.add(ev.obj.instance)
 
     async def reconcile(self, key: str) -> Outcome:
-        inst = self._observed.pop(key, None)
+        inst = self._observed.get(key)
         if inst is None:
             try:
                 inst = await self.store.get(Instance, key)
@@ -137,6 +145,7 @@ class InstanceController(Controller):
             if inst.state in ACTIVE_STATES or inst.state in (_I.RUNNING, _I.STOPPED):
                 return await self._follow_agent(inst)
         except Aborted:
+            self._observed.pop(key, None)  # stale: the retry reads from etcd
             return Transient()  # lost a race: re-read and try again after a short backoff
         return DONE
 
@@ -167,7 +176,10 @@ class InstanceController(Controller):
     async def _follow_agent(self, inst: Instance) -> Outcome:
         if not inst.host:
             return DONE
-        report = await self.store.reports.get(inst.host.rsplit("/", 1)[-1])
+        host_id = inst.host.rsplit("/", 1)[-1]
+        report = self._reports.get(host_id)
+        if report is None:  # not reported since this controller started
+            report = await self.store.reports.get(host_id)
         if report is None or report.instance != inst.name or report.generation < inst.generation:
             return DONE  # wait: the next report requeues this instance
         events = events_for_report(inst.state, report.instance_phase)
@@ -176,7 +188,9 @@ class InstanceController(Controller):
         new = inst
         for event in events:
             new = apply_instance_event(new, event, reason=report.message)
-        await self.store.update_batched(new)
+        written = await self.store.update_batched(new)
+        if written.state in ACTIVE_STATES and self._observed.get(inst.name) is inst:
+            self._observed[inst.name] = written  # the watch brings the same, later
         return DONE
 
     async def _terminate(self, inst: Instance, *, fresh: bool = False) -> Outcome:

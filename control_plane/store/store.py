@@ -96,6 +96,7 @@ class Store:
         await self.creator.aclose()
         await self.records.aclose()
         await self.liveness.aclose()
+        await self.consoles.aclose()
         await self.kv.aclose()
 
     async def __aenter__(self) -> Store:
