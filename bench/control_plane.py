@@ -808,13 +808,13 @@ def render(res: dict[str, Any]) -> str:
             f"{mib('controllers')} / {mib('etcd')} / {mib('agents')} |",
             f"| agent memory (worker RSS after start minus before, per agent) | "
             f"{agent_mib * 1024:.0f} KiB |",
-            f"| errors | {json.dumps(w['errors']) if w['errors'] else 'none'} |",
-            "",
             f"| idle fleet: API CPU per second per 1,000 hosts; etcd round trips/s per 1,000 "
             f"hosts | {icpu['api'] * 1000 / max(res['hosts'], 1):.1f} ms; "
             f"{i['cp_round_trips'] * 1000 / max(res['hosts'], 1):.1f} |",
             f"| control-plane CPU per placement (API + controllers) over etcd's | "
             f"{(cpu['api'] + cpu['controllers']) / max(cpu['etcd'], 1e-9):.2f}x |",
+            f"| errors | {json.dumps(w['errors']) if w['errors'] else 'none'} |",
+            "",
             "",
             "Where the time goes: each placement brings about "
             f"{c['agent_messages'] - i['agent_messages'] / max(w['placements_per_s'], 1e-9):.0f} "

@@ -44,6 +44,7 @@ import dataclasses
 import ipaddress
 import random
 from collections.abc import AsyncIterator
+from typing import Any
 
 from bmaas.v1 import agent_pb2, agent_pb2_grpc, common_pb2
 from control_plane import metrics
@@ -79,13 +80,15 @@ _TEARDOWN = frozenset({InstanceState.TERMINATING, InstanceState.TERMINATED})
 
 class StreamState:
     """What one ``Connect`` stream knows: the instance its last desired state
-    bound to the host, and the report it last wrote (the etag a merge
+    bound to the host and that instance's image (read again with the host,
+    in one round trip, by the next computation), and the report it last wrote (the etag a merge
     compares; a stale one costs one failed txn, never a lost field)."""
 
-    __slots__ = ("bound", "report")
+    __slots__ = ("bound", "image", "report")
 
     def __init__(self) -> None:
         self.bound = ""
+        self.image = ""
         self.report: AgentReport | None = None
 
 
@@ -273,7 +276,7 @@ class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
                     )
                 sub.event.clear()
                 since = hub.mark()
-                desired = await self.desired_state(host_id)
+                desired = await self.desired_state(host_id, state)
                 # the served records, and with them what their VXLAN peers
                 # were computed from (noted by ``_desired_instance``)
                 hub.rebind(
@@ -289,6 +292,7 @@ class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
                 if state.bound and state.bound != bound:
                     self.store.consoles.discard(state.bound)  # a late tail must not outlive it
                 state.bound = bound
+                state.image = desired.instances[0].image if desired.instances else ""
                 generation = desired.generation
                 desired.generation = 0
                 fingerprint = desired.SerializeToString(deterministic=True)
@@ -301,20 +305,31 @@ class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
         finally:
             hub.unsubscribe(sub)
 
-    async def desired_state(self, host_id: str) -> agent_pb2.DesiredState:
+    async def desired_state(
+        self, host_id: str, stream: StreamState | None = None
+    ) -> agent_pb2.DesiredState:
         """The host's desired state, every record of it read at ONE etcd
         revision -- the message's generation.  So one generation names one
         snapshot: two different messages never carry the same generation,
         and a later message carries a higher one."""
         for _ in range(3):
             try:
-                return await self._desired_at(host_id)
+                return await self._desired_at(host_id, stream or StreamState())
             except RevisionCompacted:
                 continue  # compacted while computing: read a fresh snapshot
-        return await self._desired_at(host_id)
+        return await self._desired_at(host_id, stream or StreamState())
 
-    async def _desired_at(self, host_id: str) -> agent_pb2.DesiredState:
-        host, rev = await self.store.get_at(Host, f"hosts/{host_id}")
+    async def _desired_at(self, host_id: str, stream: StreamState) -> agent_pb2.DesiredState:
+        # one round trip in the steady state: the host, and the instance and
+        # image the stream's last computation found, read at one revision;
+        # what the host no longer matches is read again at that revision
+        wanted: list[tuple[type[Any], str]] = [(Host, f"hosts/{host_id}")]
+        if stream.bound:
+            wanted += [(Instance, stream.bound), (Image, stream.image)]
+        got, rev = await self.store.get_snapshot(wanted)
+        host = got[0]
+        if host is None:
+            raise NotFound(f"hosts/{host_id} not found")
         desired = agent_pb2.DesiredState(
             host=host.name,
             generation=rev,
@@ -323,16 +338,22 @@ class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
             cleaning_epoch=host.cleaning_epoch,
         )
         if host.assigned_instance:
+            inst: Instance | None = got[1] if len(got) > 1 else None
+            image: Image | None = got[2] if len(got) > 2 else None
             try:
-                inst = await self.store.get(Instance, host.assigned_instance, revision=rev)
+                if inst is None or inst.name != host.assigned_instance:
+                    inst = await self.store.get(Instance, host.assigned_instance, revision=rev)
+                if image is None or image.name != inst.image:
+                    image = await self.store.get(Image, inst.image, revision=rev)
             except NotFound:
                 return desired
-            desired.instances.append(await self._desired_instance(inst, rev))
+            desired.instances.append(await self._desired_instance(inst, image, rev))
         return desired
 
-    async def _desired_instance(self, inst: Instance, rev: int) -> agent_pb2.DesiredInstance:
+    async def _desired_instance(
+        self, inst: Instance, image: Image, rev: int
+    ) -> agent_pb2.DesiredInstance:
         """*inst*'s part of the desired state, read at revision *rev*."""
-        image = await self.store.get(Image, inst.image, revision=rev)
         out = agent_pb2.DesiredInstance(
             instance=inst.name,
             tenant=inst.tenant,

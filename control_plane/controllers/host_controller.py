@@ -2,7 +2,7 @@
 
 Keys are host ids.  Sources: the ``hosts/`` watch and the
 ``agent_reports/`` watch.  ``reconcile`` takes the newest watched version
-of the host (once) or reads it, and, with a CAS on its etag (the agent's
+of the host or reads it, and, with a CAS on its etag (the agent's
 report is the newest watched one; read only for a host that has not
 reported since the controller started):
 
@@ -44,8 +44,9 @@ class HostController(Controller):
 
     def __init__(self, store: Store, config: ControllerConfig) -> None:
         super().__init__(store, config)
-        #: newest watched version of hosts needing work (used once, like the
-        #: instance controller's informer cache; writes are CAS on its etag)
+        #: newest watched version of hosts needing work (like the instance
+        #: controller's informer cache: writes are CAS on its etag, a lost
+        #: CAS drops it, the watch replaces it after our own writes)
         self._observed: dict[str, Host] = {}
         #: the newest watched report of each host (host id -> report)
         self._reports: dict[str, AgentReport] = {}
@@ -81,7 +82,7 @@ class HostController(Controller):
                     self.queue.add(ev.obj.host)
 
     async def reconcile(self, key: str) -> Outcome:
-        host = self._observed.pop(key, None)
+        host = self._observed.get(key)
         if host is None:
             try:
                 host = await self.store.get(Host, f"hosts/{key}")
@@ -90,6 +91,7 @@ class HostController(Controller):
         try:
             return await self._converge(host)
         except Aborted:
+            self._observed.pop(key, None)  # stale: the retry reads from etcd
             return Transient()
 
     async def _converge(self, host: Host) -> Outcome:

@@ -139,6 +139,14 @@ class Store:
         if not 0) in one round-trip (None for each one that does not exist)."""
         return await self.records.get_many(cls, names, revision=revision)
 
+    async def get_snapshot(
+        self, wanted: Sequence[tuple[type[Any], str]], *, revision: int = 0
+    ) -> tuple[builtins.list[Any], int]:
+        """Records of different kinds, ``(cls, name)`` each, read at one
+        revision in one round trip (None for each absent one); and the
+        revision (pass it to further reads to stay in the snapshot)."""
+        return await self.records.get_snapshot(wanted, revision=revision)
+
     async def addresses_in_use(self, subnet: str) -> set[str]:
         """The IP addresses claimed in *subnet* (an AIP subnet name): one
         keys-only range read."""
