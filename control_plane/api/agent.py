@@ -292,7 +292,8 @@ class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
                 if state.bound and state.bound != bound:
                     self.store.consoles.discard(state.bound)  # a late tail must not outlive it
                 state.bound = bound
-                state.image = desired.instances[0].image if desired.instances else ""
+                # the image outlives its instance: the next one likely boots it too
+                state.image = desired.instances[0].image if desired.instances else state.image
                 generation = desired.generation
                 desired.generation = 0
                 fingerprint = desired.SerializeToString(deterministic=True)
@@ -324,8 +325,10 @@ class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
         # image the stream's last computation found, read at one revision;
         # what the host no longer matches is read again at that revision
         wanted: list[tuple[type[Any], str]] = [(Host, f"hosts/{host_id}")]
-        if stream.bound:
-            wanted += [(Instance, stream.bound), (Image, stream.image)]
+        if stream.image:
+            wanted.append((Image, stream.image))
+            if stream.bound:
+                wanted.append((Instance, stream.bound))
         got, rev = await self.store.get_snapshot(wanted)
         host = got[0]
         if host is None:
@@ -338,8 +341,8 @@ class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
             cleaning_epoch=host.cleaning_epoch,
         )
         if host.assigned_instance:
-            inst: Instance | None = got[1] if len(got) > 1 else None
-            image: Image | None = got[2] if len(got) > 2 else None
+            image: Image | None = got[1] if len(got) > 1 else None
+            inst: Instance | None = got[2] if len(got) > 2 else None
             try:
                 if inst is None or inst.name != host.assigned_instance:
                     inst = await self.store.get(Instance, host.assigned_instance, revision=rev)

@@ -49,7 +49,8 @@ class HostController(Controller):
         #: CAS drops it, the watch replaces it after our own writes)
         self._observed: dict[str, Host] = {}
         #: the newest watched report of each host (host id -> report)
-        self._reports: dict[str, AgentReport] = {}
+        #: (None: read once and found absent; a later report comes by the watch)
+        self._reports: dict[str, AgentReport | None] = {}
 
     async def resync_keys(self) -> Iterable[str]:
         hosts, _ = await self.store.list_all(Host)
@@ -77,8 +78,10 @@ class HostController(Controller):
                 if ev.obj is None:
                     self._reports.pop(host, None)
                     continue
+                prev = self._reports.get(host)
                 self._reports[host] = ev.obj
-                if ev.obj.wiped_epoch:
+                # only a new wipe epoch wakes the host (not an instance phase)
+                if ev.obj.wiped_epoch and (prev is None or prev.wiped_epoch != ev.obj.wiped_epoch):
                     self.queue.add(ev.obj.host)
 
     async def reconcile(self, key: str) -> Outcome:
@@ -111,9 +114,10 @@ class HostController(Controller):
         if host.maintenance:
             await self.store.update(apply_host_event(host, HostEvent.MAINTAIN, now=now))
             return DONE
-        report = self._reports.get(host.id)
-        if report is None:  # not reported since this controller started
-            report = await self.store.reports.get(host.id)
+        if host.id in self._reports:
+            report = self._reports[host.id]
+        else:  # not reported since the watch started: read once
+            report = self._reports.setdefault(host.id, await self.store.reports.get(host.id))
         if report is None or report.wiped_epoch < host.cleaning_epoch:
             return DONE  # the agent's wipe report requeues the host
         done = apply_host_event(host, HostEvent.CLEAN_DONE, now=now)

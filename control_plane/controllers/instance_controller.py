@@ -83,7 +83,8 @@ class InstanceController(Controller):
         #: controller's own writes replace it, a lost CAS drops it
         self._observed: dict[str, Instance] = {}
         #: the newest watched report of each host (host id -> report)
-        self._reports: dict[str, AgentReport] = {}
+        #: (None: read once and found absent; a later report comes by the watch)
+        self._reports: dict[str, AgentReport | None] = {}
 
     async def resync_keys(self) -> Iterable[str]:
         instances, _ = await self.store.list_all(Instance)
@@ -122,8 +123,14 @@ class InstanceController(Controller):
                 if ev.obj is None:
                     self._reports.pop(host, None)
                     continue
+                prev = self._reports.get(host)
                 self._reports[host] = ev.obj
-                if ev.obj.instance:
+                # only news about the instance wakes it (not a wipe report)
+                if ev.obj.instance and (
+                    prev is None
+                    or (prev.instance, prev.instance_phase, prev.generation, prev.message)
+                    != (ev.obj.instance, ev.obj.instance_phase, ev.obj.generation, ev.obj.message)
+                ):
                     self.queue.add(ev.obj.instance)
 
     async def reconcile(self, key: str) -> Outcome:
@@ -177,9 +184,7 @@ class InstanceController(Controller):
         if not inst.host:
             return DONE
         host_id = inst.host.rsplit("/", 1)[-1]
-        report = self._reports.get(host_id)
-        if report is None:  # not reported since this controller started
-            report = await self.store.reports.get(host_id)
+        report = await self._report(host_id)
         if report is None or report.instance != inst.name or report.generation < inst.generation:
             return DONE  # wait: the next report requeues this instance
         events = events_for_report(inst.state, report.instance_phase)
@@ -192,6 +197,15 @@ class InstanceController(Controller):
         if written.state in ACTIVE_STATES and self._observed.get(inst.name) is inst:
             self._observed[inst.name] = written  # the watch brings the same, later
         return DONE
+
+    async def _report(self, host_id: str) -> AgentReport | None:
+        """The host's newest report: watched, or read once for a host that
+        has not reported since the watch started."""
+        if host_id in self._reports:
+            return self._reports[host_id]
+        report = await self.store.reports.get(host_id)
+        # the watch may have delivered a newer one meanwhile
+        return self._reports.setdefault(host_id, report)
 
     async def _terminate(self, inst: Instance, *, fresh: bool = False) -> Outcome:
         now = self.store.clock()
@@ -229,7 +243,7 @@ class InstanceController(Controller):
             if fresh or exc.name != inst.host:
                 raise
             return await self._terminate(inst, fresh=True)
-        await self.store.consoles.delete(inst.name)
+        self.store.consoles.delete_later(inst.name)  # batched with others'
         return DONE
 
     async def _detach_all(self, inst: Instance) -> tuple[list[_Record], list[_Record]]:

@@ -9,8 +9,9 @@ they change.  Those writes stay out of the placement's hot path:
   ``FLUSH_SECONDS``, up to ``FLUSH_BATCH`` instances per txn - so a console
   costs at most one write per instance per period, shared with every other
   instance's, and a chatty console never costs a round trip of its own;
-- ``discard`` drops a pending tail (its instance left the host), ``delete``
-  removes the stored one (the instance controller, on TERMINATED).
+- ``discard`` drops a pending tail (its instance left the host);
+  ``delete_later`` (the instance controller, on TERMINATED) removes the
+  stored one with the next flush, ``delete`` at once.
 
 ``GetConsoleOutput`` reads the stored tail (``get``): at most one period
 old.  Nothing watches these keys, so a console never wakes a controller.
@@ -24,7 +25,7 @@ import logging
 
 from control_plane.domain.errors import BmaasError
 from control_plane.store.keys import KeySpace
-from control_plane.store.kv import EtcdKV, op_put
+from control_plane.store.kv import EtcdKV, op_delete, op_put
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +41,16 @@ class Consoles:
         self._kv = kv
         self._keys = keys
         self._period = period
-        self._pending: dict[str, bytes] = {}
+        #: instance -> its newest unwritten tail (None: to be deleted)
+        self._pending: dict[str, bytes | None] = {}
         self._flusher: asyncio.Task[None] | None = None
 
     def offer(self, instance: str, tail: bytes) -> None:
         """Store *tail* as *instance*'s console within one flush period."""
         self._pending[instance] = tail[-MAX_TAIL:]
+        self._start()
+
+    def _start(self) -> None:
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.get_running_loop().create_task(
                 self._flush_loop(), name="console-flusher"
@@ -53,6 +58,11 @@ class Consoles:
 
     def discard(self, instance: str) -> None:
         self._pending.pop(instance, None)
+
+    def delete_later(self, instance: str) -> None:
+        """``delete`` within one flush period, batched with other writes."""
+        self._pending[instance] = None
+        self._start()
 
     async def put(self, instance: str, tail: bytes) -> None:
         """Store *tail* now (one round trip)."""
@@ -73,7 +83,12 @@ class Consoles:
             batch = list(self._pending.items())[:FLUSH_BATCH]
             for instance, _ in batch:
                 del self._pending[instance]
-            ops = [op_put(self._keys.console(i), tail) for i, tail in batch]
+            ops = [
+                op_delete(self._keys.console(i))
+                if tail is None
+                else op_put(self._keys.console(i), tail)
+                for i, tail in batch
+            ]
             await self._kv.txn([], ops)
 
     async def _flush_loop(self) -> None:
