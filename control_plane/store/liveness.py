@@ -41,6 +41,7 @@ from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 
 from control_plane.domain.errors import BmaasError
+from control_plane.store.errors import LeaseExpired
 from control_plane.store.keys import KeySpace, prefix_range_end
 from control_plane.store.kv import EtcdKV, cmp_lease, op_delete, op_put
 
@@ -97,12 +98,21 @@ class Liveness:
         self._deadlines[host] = self._monotonic() + ttl
         if host in self._held:
             return
-        lease = await self._lease_for(ttl)
-        res = await self._kv.txn(
-            [], [op_put(self._keys.heartbeat(host), self._value(host, ttl), lease=lease)]
-        )
-        if lease == self._lease:
-            self._held[host] = res.revision
+        for _ in range(2):
+            lease = await self._lease_for(ttl)
+            op = op_put(self._keys.heartbeat(host), self._value(host, ttl), lease=lease)
+            try:
+                res = await self._kv.txn([], [op])
+            except LeaseExpired:
+                # expired before the keepalive noticed (a stalled replica):
+                # grant another now, the keepalive follows the new one
+                async with self._granting:
+                    if self._lease == lease:
+                        await self._regrant()
+                continue
+            if lease == self._lease:
+                self._held[host] = res.revision
+            return
 
     async def expire(self, host: str) -> None:
         """Delete *host*'s key now (tests, or an operator fencing a host);
@@ -175,13 +185,16 @@ class Liveness:
     async def _keep(self) -> None:
         """Refresh the lease on one stream; grant a new one when it expired."""
         while True:
+            lease = self._lease
             try:
-                async for ttl in self._kv.keep_alive(self._lease, every=self._ttl / 3):
-                    if ttl <= 0:
+                async for ttl in self._kv.keep_alive(lease, every=self._ttl / 3):
+                    if ttl <= 0 or self._lease != lease:
                         break
                 else:
                     continue
-                await self._regrant()
+                async with self._granting:
+                    if self._lease == lease:  # not already replaced by a heartbeat
+                        await self._regrant()
             except BmaasError as exc:
                 log.warning("liveness keepalive restarts (%s)", exc)
                 await asyncio.sleep(RETRY_DELAY)
