@@ -112,7 +112,7 @@ def md(token: str) -> tuple[tuple[str, str], ...]:
 
 def scrape(url: str, pattern: str) -> float:
     """Sum of every sample whose metric line matches *pattern*."""
-    with urllib.request.urlopen(url, timeout=5) as resp:
+    with urllib.request.urlopen(url, timeout=60) as resp:
         text = resp.read().decode()
     rx = re.compile(pattern)
     return sum(
@@ -124,7 +124,7 @@ def scrape(url: str, pattern: str) -> float:
 
 def scrape_by_op(url: str) -> dict[str, float]:
     """``bmaas_cp_etcd_round_trips_total`` of one replica, by its ``op`` label."""
-    with urllib.request.urlopen(url, timeout=5) as resp:
+    with urllib.request.urlopen(url, timeout=60) as resp:
         text = resp.read().decode()
     out: dict[str, float] = {}
     for m in re.finditer(r'^bmaas_cp_etcd_round_trips_total\{op="([^"]+)"\} (\S+)$', text, re.M):

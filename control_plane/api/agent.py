@@ -13,12 +13,16 @@ change what another host's instance looks like.
 ``Register`` moves a freshly ENROLLED host to AVAILABLE (``provide``) and
 returns the heartbeat interval.  ``Connect`` runs two tasks per stream:
 
-- the reader applies agent messages: a heartbeat refreshes the host's
-  liveness lease (``store.liveness``; no write to the host record, so the
-  scheduler's CAS is not disturbed), instance and host statuses are merged
-  into the host's ``AgentReport`` that controllers converge on (with the
-  action generation the agent echoes: see ``agent.proto``), console tails
-  go to ``store.consoles``.  A status or console tail about an instance no
+- the reader applies agent messages: a heartbeat keeps the host alive
+  (``store.liveness``: the replica's one lease; no etcd write after the
+  session's first, and none to the host record, so the scheduler's CAS is
+  not disturbed), instance and host statuses are merged into the host's
+  ``AgentReport`` that controllers converge on (one CAS txn from the report
+  the stream wrote last; with the action generation the agent echoes: see
+  ``agent.proto``), console tails go to ``store.consoles`` (flushed in
+  batches once a second).  Whether a status names the bound instance is
+  answered by the stream's last desired state when it does, else by
+  reading the host.  A status or console tail about an instance no
   longer bound to the host (just terminated: the agent had not heard yet)
   is dropped and counted, never an error: it must not close the stream;
 - the pusher computes the host's desired state (host record, bound
