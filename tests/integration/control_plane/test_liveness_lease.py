@@ -21,6 +21,7 @@ async def test_heartbeats_after_the_first_cost_no_round_trip(store: Store) -> No
     for h in hosts:
         await store.liveness.heartbeat(h, ttl=TTL)
     assert store.stats.round_trips["LeaseGrant"] == 1  # one lease for the replica
+
     def per_host() -> int:  # everything but the replica's one keepalive stream
         return store.stats.total - store.stats.round_trips["LeaseKeepAlive"]
 
