@@ -75,9 +75,9 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
@@ -98,6 +98,12 @@ RESULTS = ROOT / "bench" / "results" / "control_plane.json"
 DOC = ROOT / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- cp:begin -->", "<!-- cp:end -->"
 OP_MD = (("authorization", f"Bearer {OPERATOR_TOKEN}"),)
+T = TypeVar("T")
+
+
+def say(text: str) -> None:
+    """A progress line on stderr."""
+    print(f"bench: {text}", file=sys.stderr, flush=True)
 
 
 def md(token: str) -> tuple[tuple[str, str], ...]:
@@ -109,7 +115,7 @@ def md(token: str) -> tuple[tuple[str, str], ...]:
 
 def scrape(url: str, pattern: str) -> float:
     """Sum of every sample whose metric line matches *pattern*."""
-    with urllib.request.urlopen(url, timeout=5) as resp:
+    with urllib.request.urlopen(url, timeout=60) as resp:
         text = resp.read().decode()
     rx = re.compile(pattern)
     return sum(
@@ -121,7 +127,7 @@ def scrape(url: str, pattern: str) -> float:
 
 def scrape_by_op(url: str) -> dict[str, float]:
     """``bmaas_cp_etcd_round_trips_total`` of one replica, by its ``op`` label."""
-    with urllib.request.urlopen(url, timeout=5) as resp:
+    with urllib.request.urlopen(url, timeout=60) as resp:
         text = resp.read().decode()
     out: dict[str, float] = {}
     for m in re.finditer(r'^bmaas_cp_etcd_round_trips_total\{op="([^"]+)"\} (\S+)$', text, re.M):
@@ -580,6 +586,21 @@ class Probe:
         }
 
 
+async def interruptible(main: Coroutine[Any, Any, T]) -> T:
+    """Run *main*; SIGTERM or SIGINT cancels it, so that every ``finally``
+    on its way stops what it started (agent workers, control-plane
+    replicas, etcd) before the process exits."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(main)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        return await task
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     loadavg_before = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     workdir = Path(tempfile.mkdtemp(prefix="bmaas-cp-bench-", dir=args.state_dir))
@@ -639,9 +660,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     f"{etcd.url}/metrics",
                 )
                 s0 = probe.sample()
+                say(f"fleet of {args.hosts} agents up in {fleet_s:.1f} s; idle phase")
                 await asyncio.sleep(args.idle_seconds)
                 s1 = probe.sample()
                 idle = Probe.delta(s0, s1, s1["t"] - s0["t"])
+                say("churn phase")
                 result = await workload(
                     channels,
                     tokens,
@@ -791,24 +814,24 @@ def render(res: dict[str, Any]) -> str:
             f"{mib('controllers')} / {mib('etcd')} / {mib('agents')} |",
             f"| agent memory (worker RSS after start minus before, per agent) | "
             f"{agent_mib * 1024:.0f} KiB |",
+            f"| idle fleet: API CPU per second per 1,000 hosts; etcd round trips/s per 1,000 "
+            f"hosts | {icpu['api'] * 1000 / max(res['hosts'], 1):.1f} ms; "
+            f"{i['cp_round_trips'] * 1000 / max(res['hosts'], 1):.1f} |",
+            f"| control-plane CPU per placement (API + controllers) over etcd's | "
+            f"{(cpu['api'] + cpu['controllers']) / max(cpu['etcd'], 1e-9):.2f}x |",
             f"| errors | {json.dumps(w['errors']) if w['errors'] else 'none'} |",
             "",
-            "The previous run (2026-11-26, agentless hosts simulated by the controllers, which "
-            "this benchmark no longer does) gave 311.4 placements/s, CreateInstance p99 88 ms, "
-            "4.3 ms control-plane CPU per placement.  Where real agents cost more: each "
-            "placement now brings about "
+            "",
+            "Where the time goes: each placement brings about "
             f"{c['agent_messages'] - i['agent_messages'] / max(w['placements_per_s'], 1e-9):.0f} "
             f"agent messages (instance phases, wipe report) and "
-            f"{c['desired_state_pushes']:.0f} desired-state pushes that the API replica "
-            "handles with etcd reads and writes, and the controllers react to every report; "
-            f"and the idle fleet alone keeps the API at {icpu['api']:.0f} ms CPU per second "
-            f"and etcd at {i['cp_round_trips']:,.0f} round trips/s: "
-            f"{i['agent_messages']:,.0f} heartbeats/s, each one LeaseKeepAlive that aetcd's "
-            "`refresh_lease` sends on a new gRPC stream, plus "
-            f"{res['hosts'] / DESIRED_RESYNC_SECONDS:,.0f} desired-state recomputations/s "
-            f"(every Connect stream re-reads its host every {DESIRED_RESYNC_SECONDS:.0f} s, "
-            "`ApiConfig.desired_resync`; the agent hub wakes streams on changes in between).  "
-            "The API replica is the bottleneck; latencies are mostly its queueing.",
+            f"{c['desired_state_pushes']:.0f} desired-state pushes.  An agent's heartbeat costs "
+            "no etcd round trip (one lease per replica, kept by one LeaseKeepAlive stream: "
+            'docs/architecture.md, "Liveness"); the idle fleet\'s etcd traffic is that '
+            f"keepalive plus {res['hosts'] / DESIRED_RESYNC_SECONDS:,.0f} desired-state "
+            f"recomputations/s (every Connect stream re-reads its host every "
+            f"{DESIRED_RESYNC_SECONDS:.0f} s, jittered; the agent hub wakes streams on changes "
+            "in between).",
         ]
     )
 
@@ -853,8 +876,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hold", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=25.0)
     parser.add_argument("--idle-seconds", type=float, default=15.0)
-    parser.add_argument("--heartbeat-interval", type=int, default=30)
-    parser.add_argument("--heartbeat-ttl", type=int, default=90)
+    # the agents' own defaults (host_agent's --heartbeat-interval / --heartbeat-ttl)
+    parser.add_argument("--heartbeat-interval", type=int, default=5)
+    parser.add_argument("--heartbeat-ttl", type=int, default=15)
     parser.add_argument("--agent-procs", type=int, default=4)
     parser.add_argument("--agent-resync", type=float, default=10.0)
     parser.add_argument("--enroll-concurrency", type=int, default=128)
@@ -880,7 +904,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.render is not None:  # the doc section again, from a results file
         res = json.loads(args.render.read_text())
     else:
-        res = asyncio.run(run(args))
+        try:
+            res = asyncio.run(interruptible(run(args)))
+        except asyncio.CancelledError:
+            print("interrupted: every process the benchmark started is stopped", file=sys.stderr)
+            return 130
         if not args.no_write:
             RESULTS.parent.mkdir(parents=True, exist_ok=True)
             RESULTS.write_text(json.dumps(res, indent=2) + "\n")

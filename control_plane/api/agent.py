@@ -15,12 +15,16 @@ agent wipes it before its first tenant; the host controller makes it
 AVAILABLE on the wipe report) and returns the heartbeat interval.
 ``Connect`` runs two tasks per stream:
 
-- the reader applies agent messages: a heartbeat refreshes the host's
-  liveness lease (``store.liveness``; no write to the host record, so the
-  scheduler's CAS is not disturbed), instance and host statuses are merged
-  into the host's ``AgentReport`` that controllers converge on (with the
-  action generation the agent echoes: see ``agent.proto``), console tails
-  go to ``store.consoles``.  A status or console tail about an instance no
+- the reader applies agent messages: a heartbeat keeps the host alive
+  (``store.liveness``: the replica's one lease; no etcd write after the
+  session's first, and none to the host record, so the scheduler's CAS is
+  not disturbed), instance and host statuses are merged into the host's
+  ``AgentReport`` that controllers converge on (one CAS txn from the report
+  the stream wrote last; with the action generation the agent echoes: see
+  ``agent.proto``), console tails go to ``store.consoles`` (flushed in
+  batches once a second).  Whether a status names the bound instance is
+  answered by the stream's last desired state when it does, else by
+  reading the host.  A status or console tail about an instance no
   longer bound to the host (just terminated: the agent had not heard yet)
   is dropped and counted, never an error: it must not close the stream;
 - the pusher computes the host's desired state (host record, bound
@@ -28,7 +32,7 @@ AVAILABLE on the wipe report) and returns the heartbeat interval.
   peers: the underlay addresses of the other hosts with a live instance in
   the VPC, ``services.peers``) whenever the ``AgentHub`` wakes it (a watched change of the host,
   its instance, or a record its peers were computed from) and at least every
-  ``desired_resync`` seconds, and sends it when it differs from
+  ``desired_resync`` seconds (+-25 % jitter per wait), and sends it when it differs from
   the last one sent - level-triggered: each DesiredState replaces the
   previous one, and the first is sent as soon as the stream opens.  Every
   record of one computation is read at ONE etcd revision, which becomes
@@ -48,7 +52,9 @@ import asyncio
 import contextlib
 import dataclasses
 import ipaddress
+import random
 from collections.abc import AsyncIterator
+from typing import Any
 
 from bmaas.v1 import agent_pb2, agent_pb2_grpc, common_pb2
 from control_plane import metrics
@@ -80,6 +86,20 @@ _POWERED = frozenset(
     }
 )
 _TEARDOWN = frozenset({InstanceState.TERMINATING, InstanceState.TERMINATED})
+
+
+class StreamState:
+    """What one ``Connect`` stream knows: the instance its last desired state
+    bound to the host and that instance's image (read again with the host,
+    in one round trip, by the next computation), and the report it last wrote (the etag a merge
+    compares; a stale one costs one failed txn, never a lost field)."""
+
+    __slots__ = ("bound", "image", "report")
+
+    def __init__(self) -> None:
+        self.bound = ""
+        self.image = ""
+        self.report: AgentReport | None = None
 
 
 def _own(host_id: str, value: str, field: str) -> None:
@@ -145,8 +165,9 @@ class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
             await errors.abort(context, exc)
         metrics.AGENT_STREAMS.inc()
         outbox: asyncio.Queue[agent_pb2.ControlMessage | BaseException | None] = asyncio.Queue(16)
-        reader = asyncio.create_task(self._read(host_id, request_iterator, outbox))
-        pusher = asyncio.create_task(self._push(host_id, outbox, admitted))
+        state = StreamState()
+        reader = asyncio.create_task(self._read(host_id, request_iterator, outbox, state))
+        pusher = asyncio.create_task(self._push(host_id, outbox, admitted, state))
         try:
             while True:
                 item = await outbox.get()
@@ -169,17 +190,22 @@ class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
         host_id: str,
         stream: AsyncIterator[agent_pb2.AgentMessage],
         outbox: asyncio.Queue[agent_pb2.ControlMessage | BaseException | None],
+        state: StreamState,
     ) -> None:
         try:
             async for msg in stream:
-                await self.handle(host_id, msg)
+                await self.handle(host_id, msg, state)
         except BmaasError as exc:
             await outbox.put(exc)
             return
         await outbox.put(None)
 
-    async def handle(self, host_id: str, msg: agent_pb2.AgentMessage) -> None:
-        """Apply one agent message (validated; raises domain errors)."""
+    async def handle(
+        self, host_id: str, msg: agent_pb2.AgentMessage, stream: StreamState | None = None
+    ) -> None:
+        """Apply one agent message (validated; raises domain errors).
+        *stream* is what the message's stream knows (saves reads)."""
+        stream = stream if stream is not None else StreamState()
         kind = msg.WhichOneof("body")
         metrics.AGENT_MESSAGES.labels(kind or "empty").inc()
         if kind == "heartbeat":
@@ -192,44 +218,50 @@ class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
             phase = convert.agent_phase(st.phase)
             if phase is None:
                 raise InvalidField("instance_status.phase", "is not an observable phase")
-            if not await self._bound(host_id, st.instance):
+            if not await self._bound(host_id, st.instance, stream):
                 return
-            prev = await self.store.reports.get(host_id) or AgentReport(host=host_id)
-            await self.store.reports.put(
-                dataclasses.replace(
+            stream.report = await self.store.reports.merge(
+                host_id,
+                lambda prev: dataclasses.replace(
                     prev,
                     instance=st.instance,
                     instance_phase=phase,
                     generation=st.generation,
                     message=st.message,
-                    report_time=0.0,
-                )
+                ),
+                known=stream.report,
             )
         elif kind == "console":
             con = msg.console
             validate.name(con.instance, "console.instance", "instances")
             if len(con.tail) > MAX_CONSOLE_TAIL:
                 raise InvalidField("console.tail", f"is longer than {MAX_CONSOLE_TAIL} bytes")
-            if await self._bound(host_id, con.instance):
-                await self.store.consoles.put(con.instance, con.tail)
+            if await self._bound(host_id, con.instance, stream):
+                self.store.consoles.offer(con.instance, con.tail)
         elif kind == "host_status":
             st_h = msg.host_status
             _own(host_id, st_h.host, "host_status.host")
             validate.text(st_h.message, "host_status.message", max_len=4096)
-            prev = await self.store.reports.get(host_id) or AgentReport(host=host_id)
-            await self.store.reports.put(
-                dataclasses.replace(
+            stream.report = await self.store.reports.merge(
+                host_id,
+                lambda prev: dataclasses.replace(
                     prev,
                     wiped_epoch=max(prev.wiped_epoch, st_h.wiped_epoch),
                     message=st_h.message or prev.message,
-                    report_time=0.0,
-                )
+                ),
+                known=stream.report,
             )
         else:
             raise InvalidField("body", "an AgentMessage must carry one body")
 
-    async def _bound(self, host_id: str, instance: str) -> bool:
-        """Whether *instance* is bound to the host; counts the stale message if not."""
+    async def _bound(self, host_id: str, instance: str, stream: StreamState) -> bool:
+        """Whether *instance* is bound to the host; counts the stale message if
+        not.  The binding the stream's last desired state was computed from
+        answers without a read when it names *instance* (the agent learnt of
+        the instance from that computation or a later one); otherwise the host
+        is read."""
+        if instance and instance == stream.bound:
+            return True
         host = await self.store.get(Host, f"hosts/{host_id}")
         if instance == host.assigned_instance:
             return True
@@ -241,6 +273,7 @@ class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
         host_id: str,
         outbox: asyncio.Queue[agent_pb2.ControlMessage | BaseException | None],
         admitted: str,
+        state: StreamState,
     ) -> None:
         last = b""
         hub = self.deps.hub
@@ -248,11 +281,14 @@ class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
         try:
             while True:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(sub.event.wait(), self.desired_resync)
+                    # jittered: streams opened together do not resync together
+                    await asyncio.wait_for(
+                        sub.event.wait(), self.desired_resync * random.uniform(0.75, 1.25)
+                    )
                 sub.event.clear()
                 since = hub.mark()
                 await self._still_admitted(host_id, admitted)
-                desired = await self.desired_state(host_id)
+                desired = await self.desired_state(host_id, state)
                 # the served records, and with them what their VXLAN peers
                 # were computed from (noted by ``_desired_instance``)
                 hub.rebind(
@@ -264,6 +300,12 @@ class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
                     ],
                     since=since,
                 )
+                bound = desired.instances[0].instance if desired.instances else ""
+                if state.bound and state.bound != bound:
+                    self.store.consoles.discard(state.bound)  # a late tail must not outlive it
+                state.bound = bound
+                # the image outlives its instance: the next one likely boots it too
+                state.image = desired.instances[0].image if desired.instances else state.image
                 generation = desired.generation
                 desired.generation = 0
                 fingerprint = desired.SerializeToString(deterministic=True)
@@ -286,20 +328,33 @@ class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
             why = "decommissioned" if host.state == HostState.DECOMMISSIONED else "rotated"
             raise PermissionDenied(f"{host.name}: the agent's credential was {why}")
 
-    async def desired_state(self, host_id: str) -> agent_pb2.DesiredState:
+    async def desired_state(
+        self, host_id: str, stream: StreamState | None = None
+    ) -> agent_pb2.DesiredState:
         """The host's desired state, every record of it read at ONE etcd
         revision -- the message's generation.  So one generation names one
         snapshot: two different messages never carry the same generation,
         and a later message carries a higher one."""
         for _ in range(3):
             try:
-                return await self._desired_at(host_id)
+                return await self._desired_at(host_id, stream or StreamState())
             except RevisionCompacted:
                 continue  # compacted while computing: read a fresh snapshot
-        return await self._desired_at(host_id)
+        return await self._desired_at(host_id, stream or StreamState())
 
-    async def _desired_at(self, host_id: str) -> agent_pb2.DesiredState:
-        host, rev = await self.store.get_at(Host, f"hosts/{host_id}")
+    async def _desired_at(self, host_id: str, stream: StreamState) -> agent_pb2.DesiredState:
+        # one round trip in the steady state: the host, and the instance and
+        # image the stream's last computation found, read at one revision;
+        # what the host no longer matches is read again at that revision
+        wanted: list[tuple[type[Any], str]] = [(Host, f"hosts/{host_id}")]
+        if stream.image:
+            wanted.append((Image, stream.image))
+            if stream.bound:
+                wanted.append((Instance, stream.bound))
+        got, rev = await self.store.get_snapshot(wanted)
+        host = got[0]
+        if host is None:
+            raise NotFound(f"hosts/{host_id} not found")
         desired = agent_pb2.DesiredState(
             host=host.name,
             generation=rev,
@@ -308,16 +363,22 @@ class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
             cleaning_epoch=host.cleaning_epoch,
         )
         if host.assigned_instance:
+            image: Image | None = got[1] if len(got) > 1 else None
+            inst: Instance | None = got[2] if len(got) > 2 else None
             try:
-                inst = await self.store.get(Instance, host.assigned_instance, revision=rev)
+                if inst is None or inst.name != host.assigned_instance:
+                    inst = await self.store.get(Instance, host.assigned_instance, revision=rev)
+                if image is None or image.name != inst.image:
+                    image = await self.store.get(Image, inst.image, revision=rev)
             except NotFound:
                 return desired
-            desired.instances.append(await self._desired_instance(inst, rev))
+            desired.instances.append(await self._desired_instance(inst, image, rev))
         return desired
 
-    async def _desired_instance(self, inst: Instance, rev: int) -> agent_pb2.DesiredInstance:
+    async def _desired_instance(
+        self, inst: Instance, image: Image, rev: int
+    ) -> agent_pb2.DesiredInstance:
         """*inst*'s part of the desired state, read at revision *rev*."""
-        image = await self.store.get(Image, inst.image, revision=rev)
         out = agent_pb2.DesiredInstance(
             instance=inst.name,
             tenant=inst.tenant,

@@ -2,7 +2,9 @@
 
 Keys are host ids.  Sources: the ``hosts/`` watch and the
 ``agent_reports/`` watch.  ``reconcile`` takes the newest watched version
-of the host (once) or reads it, and, with a CAS on its etag:
+of the host or reads it, and, with a CAS on its etag (the agent's
+report is the newest watched one; read only for a host that has not
+reported since the controller started):
 
 - CLEANING (entered at the agent's first Register, after a tenant, out of
   maintenance or an outage; each entry is a new epoch): completes when the
@@ -28,6 +30,7 @@ from typing import Any
 from control_plane.controllers.base import Controller
 from control_plane.controllers.config import ControllerConfig
 from control_plane.controllers.outcome import DONE, Outcome, Transient
+from control_plane.domain.agent import AgentReport
 from control_plane.domain.compute import Instance
 from control_plane.domain.conditions import ConditionStatus, ConditionType, set_condition
 from control_plane.domain.errors import Aborted, NotFound
@@ -44,9 +47,13 @@ class HostController(Controller):
 
     def __init__(self, store: Store, config: ControllerConfig) -> None:
         super().__init__(store, config)
-        #: newest watched version of hosts needing work (used once, like the
-        #: instance controller's informer cache; writes are CAS on its etag)
+        #: newest watched version of hosts needing work (like the instance
+        #: controller's informer cache: writes are CAS on its etag, a lost
+        #: CAS drops it, the watch replaces it after our own writes)
         self._observed: dict[str, Host] = {}
+        #: the newest watched report of each host (host id -> report)
+        #: (None: read once and found absent; a later report comes by the watch)
+        self._reports: dict[str, AgentReport | None] = {}
 
     async def resync_keys(self) -> Iterable[str]:
         hosts, _ = await self.store.list_all(Host)
@@ -70,11 +77,18 @@ class HostController(Controller):
     async def _watch_reports(self, start: int) -> None:
         async with contextlib.aclosing(self.store.reports.watch(start_revision=start)) as evs:
             async for ev in evs:
-                if ev.obj is not None and ev.obj.wiped_epoch:
+                host = ev.name.rsplit("/", 1)[-1]
+                if ev.obj is None:
+                    self._reports.pop(host, None)
+                    continue
+                prev = self._reports.get(host)
+                self._reports[host] = ev.obj
+                # only a new wipe epoch wakes the host (not an instance phase)
+                if ev.obj.wiped_epoch and (prev is None or prev.wiped_epoch != ev.obj.wiped_epoch):
                     self.queue.add(ev.obj.host)
 
     async def reconcile(self, key: str) -> Outcome:
-        host = self._observed.pop(key, None)
+        host = self._observed.get(key)
         if host is None:
             try:
                 host = await self.store.get(Host, f"hosts/{key}")
@@ -83,6 +97,7 @@ class HostController(Controller):
         try:
             return await self._converge(host)
         except Aborted:
+            self._observed.pop(key, None)  # stale: the retry reads from etcd
             return Transient()
 
     async def _converge(self, host: Host) -> Outcome:
@@ -102,7 +117,10 @@ class HostController(Controller):
         if host.maintenance:
             await self.store.update(apply_host_event(host, HostEvent.MAINTAIN, now=now))
             return DONE
-        report = await self.store.reports.get(host.id)
+        if host.id in self._reports:
+            report = self._reports[host.id]
+        else:  # not reported since the watch started: read once
+            report = self._reports.setdefault(host.id, await self.store.reports.get(host.id))
         if report is None or report.wiped_epoch < host.cleaning_epoch:
             return DONE  # the agent's wipe report requeues the host
         done = apply_host_event(host, HostEvent.CLEAN_DONE, now=now)

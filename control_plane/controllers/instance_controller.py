@@ -45,7 +45,7 @@ from typing import Any
 from control_plane.controllers.base import Controller
 from control_plane.controllers.config import ControllerConfig
 from control_plane.controllers.outcome import DONE, Outcome, Transient
-from control_plane.domain.agent import events_for_report
+from control_plane.domain.agent import AgentReport, events_for_report
 from control_plane.domain.compute import Instance
 from control_plane.domain.conditions import ConditionStatus, ConditionType, set_condition
 from control_plane.domain.errors import Aborted, NoCapacity, NotFound
@@ -79,8 +79,12 @@ class InstanceController(Controller):
         super().__init__(store, config)
         self.scheduler = scheduler
         #: the newest version of each active instance the watch delivered
-        #: (an informer cache): a reconcile uses it once instead of a read
+        #: (an informer cache): a reconcile acts on it instead of a read; the
+        #: controller's own writes replace it, a lost CAS drops it
         self._observed: dict[str, Instance] = {}
+        #: the newest watched report of each host (host id -> report)
+        #: (None: read once and found absent; a later report comes by the watch)
+        self._reports: dict[str, AgentReport | None] = {}
 
     async def resync_keys(self) -> Iterable[str]:
         instances, _ = await self.store.list_all(Instance)
@@ -115,11 +119,22 @@ class InstanceController(Controller):
     async def _watch_reports(self, start: int) -> None:
         async with contextlib.aclosing(self.store.reports.watch(start_revision=start)) as evs:
             async for ev in evs:
-                if ev.obj is not None and ev.obj.instance:
+                host = ev.name.rsplit("/", 1)[-1]
+                if ev.obj is None:
+                    self._reports.pop(host, None)
+                    continue
+                prev = self._reports.get(host)
+                self._reports[host] = ev.obj
+                # only news about the instance wakes it (not a wipe report)
+                if ev.obj.instance and (
+                    prev is None
+                    or (prev.instance, prev.instance_phase, prev.generation, prev.message)
+                    != (ev.obj.instance, ev.obj.instance_phase, ev.obj.generation, ev.obj.message)
+                ):
                     self.queue.add(ev.obj.instance)
 
     async def reconcile(self, key: str) -> Outcome:
-        inst = self._observed.pop(key, None)
+        inst = self._observed.get(key)
         if inst is None:
             try:
                 inst = await self.store.get(Instance, key)
@@ -137,6 +152,7 @@ class InstanceController(Controller):
             if inst.state in ACTIVE_STATES or inst.state in (_I.RUNNING, _I.STOPPED):
                 return await self._follow_agent(inst)
         except Aborted:
+            self._observed.pop(key, None)  # stale: the retry reads from etcd
             return Transient()  # lost a race: re-read and try again after a short backoff
         return DONE
 
@@ -167,7 +183,8 @@ class InstanceController(Controller):
     async def _follow_agent(self, inst: Instance) -> Outcome:
         if not inst.host:
             return DONE
-        report = await self.store.reports.get(inst.host.rsplit("/", 1)[-1])
+        host_id = inst.host.rsplit("/", 1)[-1]
+        report = await self._report(host_id)
         if report is None or report.instance != inst.name or report.generation < inst.generation:
             return DONE  # wait: the next report requeues this instance
         events = events_for_report(inst.state, report.instance_phase)
@@ -176,8 +193,19 @@ class InstanceController(Controller):
         new = inst
         for event in events:
             new = apply_instance_event(new, event, reason=report.message)
-        await self.store.update_batched(new)
+        written = await self.store.update_batched(new)
+        if written.state in ACTIVE_STATES and self._observed.get(inst.name) is inst:
+            self._observed[inst.name] = written  # the watch brings the same, later
         return DONE
+
+    async def _report(self, host_id: str) -> AgentReport | None:
+        """The host's newest report: watched, or read once for a host that
+        has not reported since the watch started."""
+        if host_id in self._reports:
+            return self._reports[host_id]
+        report = await self.store.reports.get(host_id)
+        # the watch may have delivered a newer one meanwhile
+        return self._reports.setdefault(host_id, report)
 
     async def _terminate(self, inst: Instance, *, fresh: bool = False) -> Outcome:
         now = self.store.clock()
@@ -215,7 +243,7 @@ class InstanceController(Controller):
             if fresh or exc.name != inst.host:
                 raise
             return await self._terminate(inst, fresh=True)
-        await self.store.consoles.delete(inst.name)
+        self.store.consoles.delete_later(inst.name)  # batched with others'
         return DONE
 
     async def _detach_all(self, inst: Instance) -> tuple[list[_Record], list[_Record]]:

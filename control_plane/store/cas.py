@@ -93,6 +93,19 @@ class Records:
         )
         return [None if kv is None else etags.decode(cls, kv) for kv in got]
 
+    async def get_snapshot(
+        self, wanted: Sequence[tuple[type[Any], str]], *, revision: int = 0
+    ) -> tuple[list[Any], int]:
+        """Records of any kinds, ``(cls, name)`` each, read at one revision
+        in one round trip (None for each absent one); and that revision."""
+        keys = [self._keys.of_name(n, collection=collection_of(c)) for c, n in wanted]
+        got, header = await self._kv.get_many(keys, revision=revision)
+        out = [
+            None if kv is None else etags.decode(cls, kv)
+            for (cls, _), kv in zip(wanted, got, strict=True)
+        ]
+        return out, revision or header
+
     async def addresses_in_use(self, subnet: str) -> set[str]:
         prefix = self._keys.addresses_prefix(subnet)
         kvs, _ = await self._pages.snapshot(prefix, keys_only=True)

@@ -20,6 +20,8 @@ The store raises the domain tree (``NotFound``, ``AlreadyExists``,
           └── VniInUse         a VXLAN network identifier (global)
 
     Unavailable
+     ├── LeaseExpired          a write bound to a lease etcd no longer has (it
+     │                         expired): grant another and write again
      ├── LeadershipLost        a fenced txn (``kv.fenced``) found the leader key gone
      │                         or re-created: this replica no longer leads
      └── StoreFull             etcd raised its NOSPACE alarm: it refuses every write
@@ -104,6 +106,10 @@ class LeadershipLost(Unavailable):
         self.create_revision = create_revision
 
 
+class LeaseExpired(Unavailable):
+    """A put named a lease that etcd has already expired or revoked."""
+
+
 class StoreFull(Unavailable):
     """etcd's database reached its space quota (the NOSPACE alarm)."""
 
@@ -146,6 +152,8 @@ def translate(exc: BaseException) -> BmaasError:
             exc.details()
         ):
             return StoreFull()
+        if exc.code() == grpc.StatusCode.NOT_FOUND and "lease not found" in (exc.details() or ""):
+            return LeaseExpired(f"etcd: {exc.details()}")
         if exc.code() == grpc.StatusCode.OUT_OF_RANGE and "compacted" in (exc.details() or ""):
             return RevisionCompacted(0)  # a read pinned to a revision compacted since
         kind = _GRPC_CODES.get(exc.code(), Unavailable)

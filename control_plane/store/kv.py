@@ -108,6 +108,11 @@ def cmp_created(key: bytes, revision: int) -> rpc.Compare:
     )
 
 
+def cmp_lease(key: bytes, lease: int) -> rpc.Compare:
+    """True iff *key* exists bound to *lease*."""
+    return rpc.Compare(key=key, target=rpc.Compare.LEASE, result=rpc.Compare.EQUAL, lease=lease)
+
+
 def cmp_value(key: bytes, value: bytes) -> rpc.Compare:
     return rpc.Compare(key=key, target=rpc.Compare.VALUE, result=rpc.Compare.EQUAL, value=value)
 
@@ -370,6 +375,36 @@ class EtcdKV:
         finally:
             self._timed("LeaseKeepAlive", t0)
         return int(reply.TTL) if reply is not None else 0
+
+    async def keep_alive(self, lease_id: int, *, every: float) -> AsyncGenerator[int, None]:
+        """Keep *lease_id* alive on ONE long-lived LeaseKeepAlive stream: a
+        request every *every* seconds, each reply's TTL yielded (0: the lease
+        has expired, the caller grants another).  Each request is one round
+        trip (counted as ``LeaseKeepAlive``); the stream is opened once, not
+        per refresh as aetcd's ``refresh_lease`` does.  A broken stream raises
+        the translated error (``Unavailable``); a reply not seen within
+        ``rpc_timeout`` counts as broken."""
+
+        async def requests() -> AsyncGenerator[rpc.LeaseKeepAliveRequest, None]:
+            while True:
+                self._count("LeaseKeepAlive")
+                yield rpc.LeaseKeepAliveRequest(ID=lease_id)
+                await asyncio.sleep(every)
+
+        call = self.client.leasestub.LeaseKeepAlive(requests())
+        try:
+            replies = call.__aiter__()
+            while True:
+                try:
+                    reply = await asyncio.wait_for(replies.__anext__(), every + self.timeout)
+                except StopAsyncIteration:
+                    raise Unavailable("etcd closed the LeaseKeepAlive stream") from None
+                except FOREIGN_ERRORS as exc:
+                    raise self._failed(exc) from exc
+                self.reachability.ok()
+                yield int(reply.TTL)
+        finally:
+            call.cancel()
 
     async def lease_revoke(self, lease_id: int) -> None:
         t0 = self._count("LeaseRevoke")

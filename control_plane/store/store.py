@@ -96,6 +96,7 @@ class Store:
         await self.creator.aclose()
         await self.records.aclose()
         await self.liveness.aclose()
+        await self.consoles.aclose()
         await self.kv.aclose()
 
     async def __aenter__(self) -> Store:
@@ -137,6 +138,14 @@ class Store:
         """The records *names* of type *cls* read at one revision (*revision*,
         if not 0) in one round-trip (None for each one that does not exist)."""
         return await self.records.get_many(cls, names, revision=revision)
+
+    async def get_snapshot(
+        self, wanted: Sequence[tuple[type[Any], str]], *, revision: int = 0
+    ) -> tuple[builtins.list[Any], int]:
+        """Records of different kinds, ``(cls, name)`` each, read at one
+        revision in one round trip (None for each absent one); and the
+        revision (pass it to further reads to stay in the snapshot)."""
+        return await self.records.get_snapshot(wanted, revision=revision)
 
     async def addresses_in_use(self, subnet: str) -> set[str]:
         """The IP addresses claimed in *subnet* (an AIP subnet name): one
