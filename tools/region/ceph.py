@@ -283,11 +283,23 @@ osd heartbeat grace = 20
         with self.ioctx() as ioctx:
             rbd.RBD().create(ioctx, name, size, old_format=False, features=features)
 
-    def remove_image(self, name: str) -> None:
+    def remove_image(self, name: str, timeout: float = 30.0) -> None:
+        """Remove ``name`` (gone already is fine); a dead client's watch is waited out."""
         import rbd
 
-        with self.ioctx() as ioctx, contextlib.suppress(rbd.ImageNotFound):
-            rbd.RBD().remove(ioctx, name)
+        deadline = time.monotonic() + timeout
+        with self.ioctx() as ioctx:
+            while True:
+                try:
+                    rbd.RBD().remove(ioctx, name)
+                except rbd.ImageNotFound:
+                    return
+                except rbd.ImageBusy:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.5)
+                else:
+                    return
 
     def image_exists(self, name: str) -> bool:
         import rbd
