@@ -20,17 +20,7 @@ Opening (``RbdVolume.__init__``), each step a one-line ``StorageError``:
    then breaks the stale lock and blocklists its old owner, so a back-end
    restarted after a crash gets its disk back by itself.
 
-I/O: ``aio_read``/``aio_write``/``aio_flush``/``aio_discard``/
-``aio_write_zeroes`` take a Python callback that librbd calls on one of its
-own threads (the "finisher") with the GIL taken.  python-rbd only accepts
-``bytes``: a write gathers the guest's buffers into one ``bytes`` first and a
-read's result is copied into the guest's buffers in the callback (one copy
-each way, unlike the file engine's zero-copy ``preadv``; librbd never sees
-guest memory).  The callback translates the return value (a negative errno)
-into ``None`` or a ``StorageError`` and calls the request's ``IoDone`` exactly
-once.  Requests complete in whatever order the OSDs answer; nothing here
-orders them (virtio-blk does not ask it: a driver that needs order waits for
-a completion, and FLUSH covers every write completed before it).
+I/O is ``offload.storage.rbd_io.RbdImageIo``'s (the base class).
 
 Fencing: once the cluster blocklists our client (``offload.storage.fence``),
 the OSDs refuse its operations and librbd fails every write with
@@ -44,16 +34,14 @@ image grown by someone else (the control plane) is seen by ``image_size``
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
-from collections.abc import Sequence
 from typing import Any, Final
 
 import rados
 import rbd
 
 from offload.errors import ClusterUnreachable, StorageError, VolumeLocked, VolumeNotFound
-from offload.storage.volume import IoDone
+from offload.storage.rbd_io import RbdImageIo
 
 __all__ = ["RbdVolume", "parse_spec"]
 
@@ -68,7 +56,7 @@ def parse_spec(spec: str) -> tuple[str, str]:
     return pool, image
 
 
-class RbdVolume:
+class RbdVolume(RbdImageIo):
     """One RBD image, opened (and, writable, exclusively locked) for one device."""
 
     def __init__(
@@ -87,7 +75,7 @@ class RbdVolume:
         self.spec = f"{pool}/{image}"
         self._cluster = self._connect(os.fspath(conf), client_id, connect_timeout)
         self._ioctx: Any = None
-        self._image: Any = None
+        super().__init__(None, self.spec, read_only=read_only)
         try:
             self._open()
         except BaseException:
@@ -152,119 +140,6 @@ class RbdVolume:
         """Our client's address as the cluster sees it (what a fence blocklists)."""
         return str(self._cluster.get_addrs())
 
-    def image_size(self) -> int:
-        """The image's size now (grown by someone else, say)."""
-        try:
-            return int(self._image.size())
-        except rbd.Error as exc:
-            raise StorageError(f"cannot read the size of {self.spec}: {exc}") from exc
-
-    # -- asynchronous I/O -----------------------------------------------------
-
-    def aio_preadv(self, views: Sequence[memoryview], offset: int, done: IoDone) -> None:
-        length = sum(v.nbytes for v in views)
-        spec = self.spec
-
-        def complete(completion: Any, data: bytes | None) -> None:
-            ret = completion.get_return_value()
-            if ret < 0 or data is None:
-                done(_failed("read", spec, ret))
-                return
-            src = memoryview(data)
-            pos = 0
-            for view in views:
-                n = view.nbytes
-                chunk = src[pos : pos + n]
-                view[: chunk.nbytes] = chunk
-                if chunk.nbytes < n:  # past the end: zeros, never stale guest bytes
-                    view[chunk.nbytes :] = bytes(n - chunk.nbytes)
-                pos += n
-            done(None)
-
-        self._submit("read", self._image.aio_read, offset, length, complete)
-
-    def aio_pwritev(self, views: Sequence[memoryview], offset: int, done: IoDone) -> None:
-        data = views[0].tobytes() if len(views) == 1 else b"".join(views)
-        self._submit("write", self._image.aio_write, data, offset, self._status("write", done))
-
-    def aio_flush(self, done: IoDone) -> None:
-        self._submit("flush", self._image.aio_flush, self._status("flush", done))
-
-    def aio_discard(self, offset: int, length: int, done: IoDone) -> None:
-        done_ = self._status("discard", done)
-        self._submit("discard", self._image.aio_discard, offset, length, done_)
-
-    def aio_write_zeroes(self, offset: int, length: int, unmap: bool, done: IoDone) -> None:
-        # librbd zeroes with a discard where whole objects go, which reads back as zeros.
-        self._submit(
-            "write-zeroes",
-            self._image.aio_write_zeroes,
-            offset,
-            length,
-            self._status("write-zeroes", done),
-        )
-
-    def _status(self, what: str, done: IoDone) -> Any:
-        spec = self.spec
-
-        def complete(completion: Any) -> None:
-            ret = completion.get_return_value()
-            done(None if ret >= 0 else _failed(what, spec, ret))
-
-        return complete
-
-    def _submit(self, what: str, fn: Any, *args: Any) -> None:
-        if self._image is None:
-            raise StorageError(f"volume {self.spec} is closed")
-        try:
-            fn(*args)
-        except rbd.Error as exc:
-            raise StorageError(f"{what} on {self.spec} refused: {exc}") from exc
-
-    # -- synchronous I/O (the ``Volume`` protocol) ------------------------------
-
-    def preadv(self, views: Sequence[memoryview], offset: int) -> int:
-        length = sum(v.nbytes for v in views)
-        data = memoryview(self._call("read", self._image.read, offset, length))
-        pos = 0
-        for view in views:
-            chunk = data[pos : pos + view.nbytes]
-            view[: chunk.nbytes] = chunk
-            view[chunk.nbytes :] = bytes(view.nbytes - chunk.nbytes)
-            pos += view.nbytes
-        return length
-
-    def pwritev(self, views: Sequence[memoryview], offset: int) -> int:
-        data = b"".join(views)
-        self._call("write", self._image.write, data, offset)
-        return len(data)
-
-    def flush(self) -> None:
-        self._call("flush", self._image.flush)
-
-    def discard(self, offset: int, length: int) -> None:
-        self._call("discard", self._image.discard, offset, length)
-
-    def write_zeroes(self, offset: int, length: int, unmap: bool) -> None:
-        self._call("write-zeroes", self._image.write_zeroes, offset, length)
-
-    def _call(self, what: str, fn: Any, *args: Any) -> Any:
-        if self._image is None:
-            raise StorageError(f"volume {self.spec} is closed")
-        try:
-            return fn(*args)
-        except rbd.Error as exc:
-            raise StorageError(f"{what} on {self.spec} failed: {exc}") from exc
-
-    def resize(self, new_size: int) -> None:
-        """Grow the image to ``new_size`` bytes if it is smaller (never shrinks)."""
-        current = self.image_size()
-        if new_size < self.size:
-            raise StorageError(f"refusing to shrink {self.spec} from {self.size} to {new_size}")
-        if current < new_size:
-            self._call("resize", self._image.resize, new_size)
-        self.size = new_size
-
     def close(self) -> None:
         """Close the image (which releases the lock), the pool and the client."""
         image, self._image = self._image, None
@@ -283,9 +158,3 @@ class RbdVolume:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-def _failed(what: str, spec: str, ret: int) -> StorageError:
-    code = -ret if ret < 0 else errno.EIO
-    name = errno.errorcode.get(code, str(code))
-    return StorageError(f"{what} on {spec} failed: {name} ({os.strerror(code)})")
