@@ -9,6 +9,14 @@ VIRTIO_BLK_S_IOERR) until the entry expires.
 ``lock_owners`` names the clients holding an image's exclusive lock;
 ``fence_image`` blocklists exactly those (what failover does before the new
 host opens the disk); ``blocklist`` and ``unblocklist`` act on one address.
+The fence takes effect on each OSD as that OSD learns the new OSD map: a
+write of the old client that reaches an OSD still on the older map lands
+(it happened "before the fence").  The new owner's operations carry the new
+map's epoch and an OSD first catches up to the epoch of an operation it
+serves, so once the new card has opened the disk (its lock and header are
+operations), no write of the old card lands after one of the new card's on
+the same object.  Failover therefore fences, then opens, then writes.
+
 Each opens its own short-lived librados client with a bounded connect time
 and sends ``osd blocklist`` as a monitor command (``mon_command``), as the
 ``ceph`` CLI would.  Failures are one-line ``StorageError``s.

@@ -163,22 +163,26 @@ def test_blocklisted_client_writes_fail(
     rbd_image: Callable[[int], str],
     ceph: CephCluster,
 ) -> None:
+    """Failover's order: fence the holder, the new card opens the disk, and from
+    then on every write of the old card fails (none lands behind the new one's back)."""
     name = rbd_image(8 * MiB)
     service, fe = serve(name)
     q = fe.queues[0]
     assert q.write(0, b"\x01" * 4096).status == BlkStatus.OK
-    fenced = fence_image(ceph.conf_path, ceph.pool, name, expire=600)
     address = service.volume.client_address  # type: ignore[attr-defined]
+    fenced = fence_image(ceph.conf_path, ceph.pool, name, expire=600)
     assert fenced == [address]
     try:
-        assert q.write(0, b"\x02" * 4096).status == BlkStatus.IOERR
-        assert q.write(8, b"\x02" * 4096).status == BlkStatus.IOERR
-        assert service.device.stats().errors["io"] >= 2
-        # Another card now takes the disk, and reads what the fenced one wrote last.
         with RbdVolume(pool=ceph.pool, image=name, conf=ceph.conf_path) as taker:
+            assert q.write(0, b"\x02" * 4096).status == BlkStatus.IOERR
+            assert q.write(8, b"\x02" * 4096).status == BlkStatus.IOERR
+            assert q.flush().status in (BlkStatus.OK, BlkStatus.IOERR)
+            assert service.device.stats().errors["io"] >= 2
+            # The new card reads what the fenced one wrote before the fence, no more.
             view = memoryview(bytearray(8192))
             taker.preadv([view], 0)
             assert bytes(view) == b"\x01" * 4096 + bytes(4096)
+            assert lock_owners(ceph.conf_path, ceph.pool, name) == [taker.client_address]
     finally:
         unblocklist(ceph.conf_path, address)
 
