@@ -22,7 +22,8 @@ is a ``StartError`` with the tail of its log, never a skip.
 Clients: ``conf_path`` and ``pool`` are what ``offload-blk --rbd`` and
 ``qemu-storage-daemon``'s rbd driver are given; tests create and inspect
 images without the CLIs through ``rados_client()``, ``create_image``,
-``image_size``, ``image_exists``, ``lock_owners``, ``remove_image`` and
+``image_size``, ``image_exists``, ``read_image``, ``write_image``,
+``resize_image``, ``lock_owners``, ``remove_image`` and
 ``mon_command``.
 
 The OSD drops a dead client's watch after ``watch_timeout`` seconds (5, not
@@ -324,6 +325,12 @@ osd heartbeat grace = 20
 
         with self.ioctx() as ioctx, rbd.Image(ioctx, name, read_only=True) as image:
             return bytes(image.read(offset, length))
+
+    def write_image(self, name: str, offset: int, data: bytes) -> None:
+        import rbd
+
+        with self.ioctx() as ioctx, rbd.Image(ioctx, name) as image:
+            image.write(data, offset)
 
     def lock_owners(self, name: str) -> list[str]:
         """Addresses of the clients holding ``name``'s exclusive lock."""
