@@ -425,6 +425,8 @@ class BlkDevice(DeviceBackend):
                 if not queue.has_available():
                     break
                 queue.disable_kicks()
+            if channel is not None:
+                channel.arm()
             return queue.should_notify()
         except GuestRingError as exc:
             stats.errors["ring"] += 1

@@ -6,11 +6,19 @@ the virtqueue: only the ring's worker thread pushes to the used ring.  So each
 ring has one ``CompletionChannel``:
 
 * ``post(item)`` (any thread): append to a ``collections.deque`` (append and
-  popleft are atomic), then ``eventfd_write`` the channel's eventfd;
+  popleft are atomic), then, only if the worker said it is going to sleep
+  (``arm``), ``eventfd_write`` the channel's eventfd.  While the worker is
+  busy, a completion costs an append and no system call (the eventfd write
+  also drops and retakes the GIL, which the librbd thread posting would
+  fight the worker for);
 * the device names that eventfd in ``queue_events``, so the ring's worker wakes
   from ``poll`` and calls ``process_queue``, which ``reap``s: it reads the
-  eventfd *first*, then drains the deque, so an item posted after the drain
-  leaves the eventfd readable and the worker comes back for it;
+  eventfd, then drains the deque;
+* before the worker sleeps, the device calls ``arm()``: it sets the flag,
+  *then* looks at the deque, and if something is there already it writes the
+  eventfd itself.  The poster appends, *then* reads the flag.  Whichever
+  order the two run in (the GIL makes each step atomic), either the poster
+  sees the flag and writes, or ``arm`` sees the item: no wake-up is lost;
 * ``submitted`` and ``reaped`` are counted by the worker alone; their difference
   is what is still in flight, which ``wait_idle`` (the ring stopping) waits for.
 
@@ -34,11 +42,12 @@ T = TypeVar("T")
 class CompletionChannel(Generic[T]):
     """Completions posted from any thread, reaped by one ring's worker."""
 
-    __slots__ = ("_items", "fd", "reaped", "submitted")
+    __slots__ = ("_armed", "_items", "fd", "reaped", "submitted")
 
     def __init__(self) -> None:
         self.fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self._items: deque[T] = deque()
+        self._armed = True
         self.submitted = 0
         self.reaped = 0
 
@@ -49,7 +58,16 @@ class CompletionChannel(Generic[T]):
     def post(self, item: T) -> None:
         """Called once per submitted request, from any thread."""
         self._items.append(item)
-        with contextlib.suppress(OSError):  # closed: the ring is gone, nobody waits
+        if self._armed:
+            self._armed = False
+            with contextlib.suppress(OSError):  # closed: the ring is gone, nobody waits
+                os.eventfd_write(self.fd, 1)
+
+    def arm(self) -> None:
+        """The worker is about to sleep: the next post must wake it (worker thread)."""
+        self._armed = True
+        if self._items:
+            self._armed = False
             os.eventfd_write(self.fd, 1)
 
     def reap(self) -> list[T]:
@@ -66,8 +84,7 @@ class CompletionChannel(Generic[T]):
 
     def wait(self, timeout: float) -> bool:
         """Block until something was posted or ``timeout`` passed; True if posted."""
-        if self._items:
-            return True
+        self.arm()
         poller = select.poll()
         poller.register(self.fd, select.POLLIN)
         return bool(poller.poll(max(0, int(timeout * 1000))))

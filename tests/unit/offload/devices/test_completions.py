@@ -35,14 +35,21 @@ def test_posts_from_threads_are_reaped_once_and_wake_the_fd() -> None:
     ch.close()
 
 
-def test_a_post_after_the_reap_leaves_the_fd_readable() -> None:
+def test_only_an_armed_channel_is_woken_and_arm_never_loses_a_post() -> None:
     ch: CompletionChannel[str] = CompletionChannel()
-    ch.submitted = 2
-    ch.post("a")
-    assert ch.reap() == ["a"]
-    ch.post("b")
+    ch.submitted = 3
+    ch.post("a")  # the worker sleeps (armed from the start): wake it
     assert readable(ch.fd)
-    assert ch.reap() == ["b"]
+    ch.post("b")  # the worker is awake already: no system call
+    assert ch.reap() == ["a", "b"]
+    assert not readable(ch.fd)
+    ch.post("c")  # posted while the worker still works: it is not woken ...
+    assert not readable(ch.fd)
+    ch.arm()  # ... but when it arms before sleeping, it finds "c" and wakes itself
+    assert readable(ch.fd)
+    assert ch.reap() == ["c"]
+    ch.arm()
+    assert not readable(ch.fd)
     ch.close()
 
 
