@@ -9,6 +9,7 @@ The ``offload-blk`` process itself for the start-up errors.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -269,3 +270,36 @@ def test_cli_image_and_rbd_are_exclusive(tmp_path: Path) -> None:
     assert out.returncode == 2
     assert "not allowed with argument" in out.stderr
     assert out.stderr.count("\n") == 1
+
+
+def test_cli_serves_reports_its_client_and_releases_the_lock_on_sigterm(
+    ceph: CephCluster, rbd_image: Callable[[int], str], tmp_path: Path
+) -> None:
+    name = rbd_image(8 * MiB)
+    sock, stats = tmp_path / "s.sock", tmp_path / "stats.json"
+    proc = subprocess.Popen(
+        [
+            find_offload_blk(), "--socket", str(sock), "--rbd", f"{ceph.pool}/{name}",
+            "--ceph-conf", str(ceph.conf_path), "--stats", str(stats),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not (sock.exists() and stats.exists()):
+            assert proc.poll() is None, proc.communicate()[0]
+            assert time.monotonic() < deadline, "no socket or stats"
+            time.sleep(0.05)
+        with VhostUserBlkFrontend(sock) as fe:
+            assert fe.queues[0].write(0, b"\x42" * 4096).status == BlkStatus.OK
+        report = json.loads(stats.read_text())
+        assert report["size_bytes"] == 8 * MiB
+        assert lock_owners(ceph.conf_path, ceph.pool, name) == [report["rbd_client_address"]]
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    assert lock_owners(ceph.conf_path, ceph.pool, name) == []
+    assert ceph.read_image(name, 0, 4096) == b"\x42" * 4096
