@@ -78,6 +78,7 @@ demo-down: dev
 
 bench: system-deps dev guest-image
 	$(PY) -m bench.blk
+	$(PY) -m bench.blk --rbd
 	$(PY) -m bench.net
 	$(PY) -m bench.wipe
 	$(PY) -m bench.provision
