@@ -48,8 +48,11 @@ counts, and pushes the completions at the top of ``process_queue``.  A request
 is thus completed to the guest only after the engine completed it.  A ring
 that stops (``quiesce_queue``) first waits for its requests in flight, so
 none is lost and no engine thread writes into guest memory that is about to
-be unmapped.  Without writeback (no FLUSH negotiated, or WCE cleared) a write
-completes only after the flush that follows it.
+be unmapped.  Requests still in flight after ``quiesce_timeout`` (60 s) are
+abandoned: their channel is replaced, and they stay marked in the inflight
+region for the ring's next start to resubmit.  Without writeback (no FLUSH
+negotiated, or WCE cleared) a write completes only after the flush that
+follows it.
 
 IN and OUT are the hot path: ``_execute`` handles them first with the range
 and QoS checks inlined (``_range``/``_charge`` serve the other types).
@@ -219,6 +222,7 @@ class BlkDevice(DeviceBackend):
             raise ValueError(f"completion batch {completion_batch} is not positive")
         self.completion_batch = completion_batch
         self.writeback = True
+        self.quiesce_timeout = QUIESCE_TIMEOUT
         self._queue_stats = [BlkStats() for _ in range(num_queues)]
         self._aio: AsyncVolume | None = volume if _is_async(volume) else None  # type: ignore[assignment]
         self._channels: list[CompletionChannel[_Done]] | None = (
@@ -332,10 +336,15 @@ class BlkDevice(DeviceBackend):
         if self._channels is None:
             return False
         channel = self._channels[index]
-        done = channel.wait_idle(QUIESCE_TIMEOUT)
+        done = channel.wait_idle(self.quiesce_timeout)
         if channel.in_flight:
-            log.error("vq %d: %d request(s) still in flight after %.0fs", index,
-                      channel.in_flight, QUIESCE_TIMEOUT)  # fmt: skip
+            # Abandon them: their late completions go to a channel nobody reaps
+            # (the guest views they write into keep the mapping alive), and they
+            # stay marked in the inflight region, so the ring's next start
+            # resubmits them rather than completing them twice.
+            log.error("vq %d: %d request(s) still in flight after %.0fs: abandoned", index,
+                      channel.in_flight, self.quiesce_timeout)  # fmt: skip
+            self._channels[index] = CompletionChannel()
         if not done or self.needs_reset:
             return False
         try:

@@ -175,3 +175,20 @@ def readable(fd: int) -> bool:
     poller = select.poll()
     poller.register(fd, select.POLLIN)
     return bool(poller.poll(0))
+
+
+def test_requests_still_in_flight_after_the_quiesce_timeout_are_abandoned(
+    dev: BlkDevice, image: FakeImage, ram: GuestRam
+) -> None:
+    ring = DriverRing(ram, size=16)
+    add_request(ring, T_IN, 0, data_in_len=4096)
+    queue = ring.device_queue()
+    dev.process_queue(0, queue)
+    dev.quiesce_timeout = 0.05
+    old = dev.queue_events(0)
+    assert not dev.quiesce_queue(0, queue)
+    assert dev.queue_events(0) != old  # a fresh channel for the ring's next start
+    assert dev.in_flight() == 0
+    image.complete()  # the late completion goes nowhere: never pushed twice
+    dev.process_queue(0, queue)
+    assert ring.take_used() == []
