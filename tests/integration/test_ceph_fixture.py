@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from tools.region.ceph import CephCluster
-from tools.region.process import StartError, alive
+from tools.region.process import StartError, alive, stop_process
 
 pytestmark = pytest.mark.integration
 
@@ -45,6 +47,19 @@ def test_stop_kills_its_daemons_and_removes_its_dir() -> None:
         assert time.monotonic() < deadline, f"still running: {pids}"
         time.sleep(0.1)
     assert not directory.exists()
+
+
+def test_a_detached_cluster_outlives_its_launcher_and_stops_by_pid(tmp_path: Path) -> None:
+    data = tmp_path / "ceph"
+    cluster = CephCluster(data_dir=data, detached=True, osd_size=1 << 30).start()
+    pids, conf = cluster.pids, cluster.conf_path
+    # What the demo records, and how ``make demo-down`` stops it from another process.
+    assert all(os.getsid(p) == p for p in pids)
+    del cluster
+    for pid in pids:
+        stop_process(pid)
+    assert not any(alive(p) for p in pids)
+    assert conf.is_file()  # the caller's files are the caller's to remove
 
 
 def test_a_daemon_that_cannot_start_is_an_error_with_its_log() -> None:

@@ -26,6 +26,12 @@ images without the CLIs through ``rados_client()``, ``create_image``,
 ``resize_image``, ``lock_owners``, ``remove_image`` and
 ``mon_command``.
 
+``CephCluster(data_dir=..., detached=True)`` (the demo's) keeps its files
+where the caller says (``stop()`` then leaves them) and runs both daemons in
+their own session, so they outlive the launcher; the caller records ``pids``
+and ``conf_path`` and stops them later, from any process, with
+``tools.region.process.stop_process``.
+
 The OSD drops a dead client's watch after ``watch_timeout`` seconds (5, not
 Ceph's 30): a back-end SIGKILLed in a test holds its image's exclusive lock
 until then, and the restarted one can take it over only afterwards.
@@ -65,6 +71,8 @@ class CephCluster:
         osd_size: int = 2 << 30,
         watch_timeout: int = 5,
         base_dir: Path | None = None,
+        data_dir: Path | None = None,
+        detached: bool = False,
     ) -> None:
         missing = [b for b in _BINARIES if shutil.which(b) is None]
         if missing:
@@ -73,7 +81,16 @@ class CephCluster:
         self.pool = pool
         self.osd_size = osd_size
         self.watch_timeout = watch_timeout
-        self.dir = Path(tempfile.mkdtemp(prefix="bmaas-ceph-", dir=base_dir))
+        #: a temp dir is this cluster's to remove; a given one is the caller's
+        self._owns_dir = data_dir is None
+        if data_dir is None:
+            self.dir = Path(tempfile.mkdtemp(prefix="bmaas-ceph-", dir=base_dir))
+        else:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            if any(data_dir.iterdir()):
+                raise StartError(f"{data_dir} is not empty")
+            self.dir = data_dir
+        self.detached = detached
         self.conf_path = self.dir / "ceph.conf"
         self.fsid = str(uuid.uuid4())
         self.mon_port = free_port()
@@ -170,7 +187,11 @@ osd heartbeat grace = 20
             "ceph-mon", "-c", conf, "--mkfs", "-i", "a",
             "--monmap", str(d / "monmap"), "--keyring", str(keyring),
         )  # fmt: skip
-        self._mon = spawn(["ceph-mon", "-f", "-c", conf, "-i", "a"], log=d / "log" / "mon.out")
+        self._mon = spawn(
+            ["ceph-mon", "-f", "-c", conf, "-i", "a"],
+            log=d / "log" / "mon.out",
+            detached=self.detached,
+        )
         self._poll(deadline, "ceph-mon", lambda: self._try_command({"prefix": "status"}))
 
     def _start_osd(self, deadline: float) -> None:
@@ -180,7 +201,8 @@ osd heartbeat grace = 20
         osd_id = str(int(out.strip() or b"0"))
         self._run("ceph-osd", "-c", conf, "-i", osd_id, "--mkfs", "--osd-uuid", osd_uuid)
         log = self.dir / "log" / "osd.out"
-        self._osd = spawn(["ceph-osd", "-f", "-c", conf, "-i", osd_id], log=log)
+        argv = ["ceph-osd", "-f", "-c", conf, "-i", osd_id]
+        self._osd = spawn(argv, log=log, detached=self.detached)
         self._poll(deadline, "ceph-osd", self._osd_up)
 
     def _create_pool(self, deadline: float) -> None:
@@ -216,12 +238,13 @@ osd heartbeat grace = 20
         return any(o.get("up") == 1 for o in dump.get("osds", []))
 
     def stop(self) -> None:
-        """Stop the daemons we started (by pid) and remove the temp dir."""
+        """Stop the daemons we started (by pid); remove the dir if we made it."""
         for proc in (self._osd, self._mon):
             if proc is not None and proc.poll() is None:
                 stop_process(proc.pid, timeout=5.0)
         self._osd = self._mon = None
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if self._owns_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> CephCluster:
         return self.start()
