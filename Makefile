@@ -13,10 +13,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CACHE ?= $(CURDIR)/.cache
 GUEST_DIR := $(CACHE)/guest
-SYSTEM_PACKAGES := qemu-system-x86 qemu-utils busybox-static cpio iproute2 iputils-ping etcd-server ovmf grub-efi-amd64-bin mtools dosfstools fdisk prometheus openssl dpdk dpdk-dev zsh curl
+SYSTEM_PACKAGES := qemu-system-x86 qemu-utils busybox-static cpio iproute2 iputils-ping etcd-server ovmf grub-efi-amd64-bin mtools dosfstools fdisk prometheus openssl dpdk dpdk-dev zsh curl \
+	ceph-mon ceph-osd python3-rados python3-rbd qemu-block-extra
 PROTO_SRC := $(wildcard protos/bmaas/v1/*.proto)
 
-.PHONY: dev protos protos-check guest-image system-deps lint test test-unit demo demo-down bench clean
+.PHONY: dev ceph-python protos protos-check guest-image system-deps lint test test-unit demo demo-down bench clean
 
 $(VENV)/.stamp: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,7 +25,19 @@ $(VENV)/.stamp: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-dev: $(VENV)/.stamp protos
+dev: $(VENV)/.stamp protos ceph-python
+
+# Debian's python3-rados/python3-rbd are built for Debian's python3.11, which has
+# the ABI of the venv's CPython 3.11: their two extension modules are linked into
+# a directory the venv adds to sys.path with a .pth file (no-op without them).
+CEPH_EXT := $(VENV)/ceph-ext
+ceph-python: $(VENV)/.stamp
+	@mkdir -p $(CEPH_EXT); \
+	for m in rados rbd; do \
+	  so=$$(ls /usr/lib/python3/dist-packages/$$m.cpython-311-*.so 2>/dev/null | head -1); \
+	  if [ -n "$$so" ]; then ln -sf "$$so" $(CEPH_EXT)/; else echo "python3-$$m not installed (make system-deps)"; fi; \
+	done; \
+	echo "$(abspath $(CEPH_EXT))" > $$($(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/bmaas-ceph.pth
 
 protos: $(VENV)/.stamp
 	$(PY) -m tools.genprotos --out .
@@ -65,6 +78,7 @@ demo-down: dev
 
 bench: system-deps dev guest-image
 	$(PY) -m bench.blk
+	$(PY) -m bench.blk --rbd
 	$(PY) -m bench.net
 	$(PY) -m bench.wipe
 	$(PY) -m bench.provision

@@ -16,6 +16,17 @@ process (utime+stime of all its threads from ``/proc/PID/stat``) and of the
 front-end (``os.times``).  The front-end is Python, so it preallocates one
 4 KiB buffer per slot, copies nothing, and batches kicks and completions.
 
+``--rbd`` runs the same cases on Ceph RBD instead: it starts a single-node
+Ceph (``tools.region.ceph``, its OSD on a file in ``--tmpdir``), creates one
+image per back-end and fills it with random bytes (a never-written RBD object
+reads as zeros without touching the OSD's store), and compares
+``offload-blk --rbd`` (librbd, asynchronous) with ``qemu-storage-daemon``'s
+``rbd`` driver (``cache.direct=on``: no librbd cache, as the card's engine),
+both clients of the same cluster in the same run.  Its results go to
+``bench/results/blk_rbd.json`` and the ``blk-rbd`` section of
+``docs/benchmarks.md`` (``bench.doc.write_section``); targets there are the
+issue's: IOPS >= 1.0x qsd's at QD32, CPU per I/O <= 1.5x.
+
 Results go to ``bench/results/blk.json`` and, as a table, between the
 ``<!-- blk:begin -->``/``<!-- blk:end -->`` markers of
 ``docs/benchmarks.md`` (other sections are left alone); the table is also
@@ -38,14 +49,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.doc import write_section
 from offload.testing import BlkQueue, FrontendError, VhostUserBlkFrontend, wait_any
 from tools.region.blk_backends import (
     BACKEND_KINDS,
+    RBD_BACKEND_KINDS,
     BackendKind,
     BackendStartError,
     BlkBackend,
     qemu_version,
 )
+from tools.region.ceph import CephCluster
 
 BLOCK = 4096
 QUEUE_DEPTHS = (1, 32)
@@ -55,6 +69,11 @@ BEGIN = "<!-- blk:begin -->"
 END = "<!-- blk:end -->"
 SECTION = "## Block (bench/blk.py)"
 REPO = Path(__file__).resolve().parent.parent
+#: (ours, reference) -> (max CPU per I/O ratio, min IOPS ratio at QD32)
+PAIRS: dict[tuple[str, str], tuple[float, float]] = {
+    ("offload-blk", "qsd"): (2.0, 0.5),
+    ("offload-blk-rbd", "qsd-rbd"): (1.5, 1.0),
+}
 
 
 @dataclass
@@ -183,11 +202,24 @@ def make_image(directory: Path, mib: int, *, name: str = "bench") -> Path:
     return path
 
 
+def make_rbd_image(ceph: CephCluster, mib: int, *, name: str) -> Path:
+    """An RBD image of random bytes; returns ``POOL/IMAGE`` (as a path, like a file's)."""
+    ceph.create_image(name, mib << 20)
+    chunk = os.urandom(4 << 20)
+    for off in range(0, mib << 20, len(chunk)):
+        ceph.write_image(name, off, chunk[: (mib << 20) - off])
+    return Path(f"{ceph.pool}/{name}")
+
+
 class _Session:
     """One daemon plus one connected two-queue front-end."""
 
-    def __init__(self, kind: BackendKind, image: Path, workdir: Path) -> None:
-        self.backend = BlkBackend(kind, image, queues=2, tmp_root=str(workdir)).start()
+    def __init__(
+        self, kind: BackendKind, image: Path, workdir: Path, ceph_conf: Path | None = None
+    ) -> None:
+        self.backend = BlkBackend(
+            kind, image, queues=2, tmp_root=str(workdir), ceph_conf=ceph_conf
+        ).start()
         try:
             self.fe = VhostUserBlkFrontend(
                 self.backend.socket_path, num_queues=2, depth=max(QUEUE_DEPTHS), max_io=BLOCK
@@ -213,12 +245,22 @@ class _Bench:
     the remaining cases still run.  A back-end that cannot start is dropped.
     """
 
-    def __init__(self, kinds: list[BackendKind], args: argparse.Namespace, workdir: Path) -> None:
+    def __init__(
+        self,
+        kinds: list[BackendKind],
+        args: argparse.Namespace,
+        workdir: Path,
+        ceph: CephCluster | None = None,
+    ) -> None:
         self.kinds = list(kinds)
         self.args = args
         self.workdir = workdir
+        self.ceph = ceph
         self.nblocks = args.image_mib * (1 << 20) // BLOCK
-        self.images = {k: make_image(workdir, args.image_mib, name=k) for k in kinds}
+        if ceph is not None:
+            self.images = {k: make_rbd_image(ceph, args.image_mib, name=k) for k in kinds}
+        else:
+            self.images = {k: make_image(workdir, args.image_mib, name=k) for k in kinds}
         self.sessions: dict[BackendKind, _Session] = {}
         self.failures: dict[str, str] = {}
         self.results: list[CaseResult] = []
@@ -226,7 +268,8 @@ class _Bench:
     def _session(self, kind: BackendKind) -> _Session | None:
         if kind not in self.sessions:
             try:
-                self.sessions[kind] = _Session(kind, self.images[kind], self.workdir)
+                conf = None if self.ceph is None else self.ceph.conf_path
+                self.sessions[kind] = _Session(kind, self.images[kind], self.workdir, conf)
             except (BackendStartError, FrontendError, OSError) as exc:
                 self.failures[kind] = f"{type(exc).__name__}: {exc}"
                 print(f"| {kind}: FAILED to start: {self.failures[kind]} |", flush=True)
@@ -274,7 +317,8 @@ class _Bench:
             session.close(clean=True)
         self.sessions.clear()
         for image in self.images.values():
-            image.unlink(missing_ok=True)
+            if self.ceph is None:
+                image.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------- reporting
@@ -295,13 +339,26 @@ def _row(r: CaseResult) -> str:
 
 
 def compare(results: list[CaseResult]) -> list[dict[str, Any]]:
-    """offload-blk against qsd per case, with the team's two targets."""
+    """offload-blk against qsd per case (file, or RBD), with the two targets of ``PAIRS``."""
     by = {(r.backend, r.op, r.qd, r.queues): r for r in results}
+    out: list[dict[str, Any]] = []
+    for (mine, theirs), (cpu_max, iops_min) in PAIRS.items():
+        out += _compare_pair(by, mine, theirs, cpu_max, iops_min)
+    return out
+
+
+def _compare_pair(
+    by: dict[tuple[str, str, int, int], CaseResult],
+    mine: str,
+    theirs: str,
+    cpu_max: float,
+    iops_min: float,
+) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for op in OPS:
         for nq in QUEUE_COUNTS:
             for qd in QUEUE_DEPTHS:
-                ours, ref = by.get(("offload-blk", op, qd, nq)), by.get(("qsd", op, qd, nq))
+                ours, ref = by.get((mine, op, qd, nq)), by.get((theirs, op, qd, nq))
                 if ours is None or ref is None or not ref.iops or not ref.backend_cpu_us_per_io:
                     continue
                 iops_ratio = ours.iops / ref.iops
@@ -313,8 +370,10 @@ def compare(results: list[CaseResult]) -> list[dict[str, Any]]:
                         "queues": nq,
                         "iops_ratio": round(iops_ratio, 3),
                         "cpu_per_io_ratio": round(cpu_ratio, 3),
-                        "cpu_target_met": cpu_ratio <= 2.0,
-                        "iops_target_met": iops_ratio >= 0.5 if qd == 32 else None,
+                        "cpu_target_met": cpu_ratio <= cpu_max,
+                        "iops_target_met": iops_ratio >= iops_min if qd == 32 else None,
+                        "cpu_target": cpu_max,
+                        "iops_target": iops_min,
                     }
                 )
     return out
@@ -326,16 +385,19 @@ def render_markdown(report: dict[str, Any], results: list[CaseResult]) -> str:
         f"Run {report['timestamp']} on {m['nproc']} CPUs ({m['cpu']}), kernel {m['kernel']}, "
         f"{m['qemu']}; {report['params']['seconds']} s per case after "
         f"{report['params']['warmup']} s warm-up, {report['params']['image_mib']} MiB image "
-        "in tmpfs.  QD is per queue; latency is submit-to-harvest in the Python driver "
+        f"{'in an RBD pool on a single-node Ceph' if report.get('rbd') else 'in tmpfs'}."
+        "  QD is per queue; latency is submit-to-harvest in the Python driver "
         "(`offload.testing`); CPU is utime+stime of the whole back-end process.",
         "",
         _HEADER,
         *(_row(r) for r in results),
     ]
     if report["comparison"]:
+        first = report["comparison"][0]
         lines += [
             "",
-            "Targets: back-end CPU per I/O <= 2x qsd's; IOPS >= 1/2 of qsd's at QD32.",
+            f"Targets: back-end CPU per I/O <= {first['cpu_target']}x qsd's; "
+            f"IOPS >= {first['iops_target']}x qsd's at QD32.",
             "",
             "| workload | QD/queue | queues | IOPS offload/qsd | CPU/IO offload/qsd | targets |",
             "| --- | ---: | ---: | ---: | ---: | --- |",
@@ -392,27 +454,41 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.blk", description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=5.0, help="measured seconds per case")
     p.add_argument("--warmup", type=float, default=0.5, help="uncounted seconds per case")
-    p.add_argument("--image-mib", type=int, default=256, help="image size in tmpfs")
-    p.add_argument("--backends", default=",".join(BACKEND_KINDS), help="comma-separated")
+    p.add_argument("--image-mib", type=int, default=None, help="image size (256; 64 with --rbd)")
+    p.add_argument("--backends", default=None, help="comma-separated")
+    p.add_argument(
+        "--rbd", action="store_true", help="the RBD cases, on a single-node Ceph started here"
+    )
     p.add_argument("--tmpdir", default="/dev/shm", help="where image and sockets live")
-    p.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "blk.json")
+    p.add_argument("--json", type=Path, default=None, help="results (bench/results/blk*.json)")
     p.add_argument("--markdown", type=Path, default=REPO / "docs" / "benchmarks.md")
     args = p.parse_args(argv)
+    allowed = RBD_BACKEND_KINDS if args.rbd else BACKEND_KINDS
+    if args.image_mib is None:
+        args.image_mib = 64 if args.rbd else 256
+    if args.json is None:
+        args.json = REPO / "bench" / "results" / ("blk_rbd.json" if args.rbd else "blk.json")
     kinds: list[BackendKind] = []
-    for name in args.backends.split(","):
-        if name not in BACKEND_KINDS:
-            p.error(f"unknown back-end {name!r}; choose from {', '.join(BACKEND_KINDS)}")
+    for name in (args.backends or ",".join(allowed)).split(","):
+        if name not in allowed:
+            p.error(f"unknown back-end {name!r}; choose from {', '.join(allowed)}")
         kinds.append(name)
 
     print(_HEADER, flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="bmaas-bench-blk-", dir=args.tmpdir))
+    ceph: CephCluster | None = None
     try:
-        bench = _Bench(kinds, args, workdir)
+        if args.rbd:
+            ceph = CephCluster(base_dir=workdir).start()
+            print(f"(single-node Ceph started in {ceph.start_seconds:.1f} s)", flush=True)
+        bench = _Bench(kinds, args, workdir, ceph)
         try:
             bench.run()
         finally:
             bench.close()
     finally:
+        if ceph is not None:
+            ceph.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     results, failures = bench.results, bench.failures
 
@@ -431,11 +507,17 @@ def main(argv: list[str] | None = None) -> int:
         "results": [asdict(r) for r in results],
         "comparison": compare(results),
         "failures": failures,
+        "rbd": bool(args.rbd),
     }
+    if ceph is not None:
+        report["ceph_start_seconds"] = round(ceph.start_seconds, 1)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")
     body = render_markdown(report, results)
-    write_markdown(args.markdown, body)
+    if args.rbd:
+        write_section("blk-rbd", "Block on Ceph RBD (bench/blk.py --rbd)", body, doc=args.markdown)
+    else:
+        write_markdown(args.markdown, body)
     print()
     print(body)
     return 1 if failures else 0

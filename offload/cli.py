@@ -1,12 +1,15 @@
 """``offload-blk`` and ``offload-net`` entry points.
 
-How ``offload-blk`` works: it opens the image as a ``SparseFileVolume``, wraps it
+How ``offload-blk`` works: it opens the image as a ``SparseFileVolume``
+(``--image FILE``) or an ``RbdVolume`` (``--rbd POOL/IMAGE --ceph-conf FILE
+[--ceph-id NAME]``: librbd, asynchronous, exclusively locked), wraps it
 in a ``BlkDevice`` and serves that over vhost-user with ``VhostUserServer`` on a
 background thread.  The main thread blocks SIGTERM, SIGINT and SIGHUP *before*
 any thread starts (so every thread inherits the mask) and waits for them with
 ``sigwait``: TERM/INT shut the server down (queue workers joined, socket file
-removed, exit 0); HUP re-reads the image file's size and, if it grew, resizes
-the device online, which sends the front-end a config-change message.  With
+removed, exit 0); HUP re-reads the image's size (the file's, or the RBD
+image's) and, if it grew, resizes the device online, which sends the
+front-end a config-change message.  With
 ``--stats FILE`` the main thread also writes the device's counters (requests,
 bytes, errors, a service-time histogram, whether a front-end is connected)
 to FILE every second, which is how the host agent exports per-device
@@ -45,6 +48,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv6Interface
 from pathlib import Path
 from types import TracebackType
@@ -59,7 +63,8 @@ from offload.network.metadata import InstanceMetadata
 from offload.network.metadata_file import load_metadata
 from offload.network.services import MetadataTokens, NicConfig, NicServices
 from offload.network.tap import Tap
-from offload.storage.volume import SparseFileVolume
+from offload.storage.rbd import RbdVolume, parse_spec
+from offload.storage.volume import SparseFileVolume, Volume
 from offload.vhost_user.server import VhostUserServer
 
 __all__ = ["BlkService", "NetService", "blk_main", "net_main"]
@@ -72,21 +77,47 @@ STATS_INTERVAL = 1.0
 _SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 
 
+@dataclass(frozen=True, slots=True)
+class RbdTarget:
+    """An RBD image to serve: ``pool/image`` of the cluster ``conf`` describes."""
+
+    pool: str
+    image: str
+    conf: Path
+    client_id: str = "admin"
+    connect_timeout: float = 10.0
+
+
 class BlkService:
-    """One image served as a vhost-user-blk device on one unix socket."""
+    """One image (a file, or an RBD image) served as a vhost-user-blk device on one unix socket."""
 
     def __init__(
         self,
         *,
         socket_path: str | os.PathLike[str],
-        image: str | os.PathLike[str],
+        image: str | os.PathLike[str] | None = None,
+        rbd: RbdTarget | None = None,
         read_only: bool = False,
         queues: int = 1,
         serial: str = "",
         queue_size: int = 256,
     ) -> None:
-        self.image = Path(image)
-        self.volume = SparseFileVolume(self.image, read_only=read_only)
+        if (image is None) == (rbd is None):
+            raise ValueError("give exactly one of image and rbd")
+        self.image = None if image is None else Path(image)
+        self.volume: Volume
+        if rbd is not None:
+            self.volume = RbdVolume(
+                pool=rbd.pool,
+                image=rbd.image,
+                conf=rbd.conf,
+                client_id=rbd.client_id,
+                read_only=read_only,
+                connect_timeout=rbd.connect_timeout,
+            )
+        else:
+            assert self.image is not None
+            self.volume = SparseFileVolume(self.image, read_only=read_only)
         try:
             self.device = BlkDevice(
                 self.volume, num_queues=queues, queue_size=queue_size, serial=serial
@@ -123,13 +154,19 @@ class BlkService:
             "connected": self.server.connected,
             "size_bytes": self.volume.size,
         }
+        if isinstance(self.volume, RbdVolume):
+            data["rbd_client_address"] = self.volume.client_address
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(data))
         tmp.replace(path)
 
     def check_resize(self) -> bool:
         """Grow the device to the image file's current size; True if it changed."""
-        new_size = os.stat(self.image).st_size
+        if isinstance(self.volume, RbdVolume):
+            new_size = self.volume.image_size()
+        else:
+            assert self.image is not None
+            new_size = os.stat(self.image).st_size
         old_size = self.volume.size
         if new_size == old_size:
             return False
@@ -193,7 +230,24 @@ def _blk_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--socket", required=True, metavar="PATH", help="unix socket to listen on")
-    parser.add_argument("--image", required=True, metavar="FILE", help="raw image file to serve")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--image", metavar="FILE", help="raw image file to serve")
+    source.add_argument(
+        "--rbd",
+        metavar="POOL/IMAGE",
+        help="Ceph RBD image to serve (librbd; needs --ceph-conf; locked exclusively)",
+    )
+    parser.add_argument("--ceph-conf", metavar="FILE", help="ceph.conf of the cluster (--rbd)")
+    parser.add_argument(
+        "--ceph-id", default="admin", metavar="NAME", help="Ceph client name (admin)"
+    )
+    parser.add_argument(
+        "--ceph-timeout",
+        type=_positive(3600),
+        default=10,
+        metavar="SECONDS",
+        help="give up reaching the Ceph cluster after this long (10)",
+    )
     parser.add_argument("--read-only", action="store_true", help="offer a read-only disk")
     parser.add_argument(
         "--queues", type=_positive(MAX_QUEUES), default=1, metavar="N", help="virtqueues (1)"
@@ -221,9 +275,24 @@ def blk_main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="offload-blk[%(threadName)s]: %(levelname)s %(message)s",
     )
-    image = Path(args.image)
-    if not image.is_file():
-        return _fail("offload-blk", f"image {image} does not exist or is not a regular file")
+    image: Path | None = None
+    rbd: RbdTarget | None = None
+    if args.rbd is not None:
+        try:
+            pool, name = parse_spec(args.rbd)
+        except ValueError as exc:
+            return _fail("offload-blk", f"--rbd: {exc}")
+        if not args.ceph_conf:
+            return _fail("offload-blk", "--rbd needs --ceph-conf FILE")
+        if not Path(args.ceph_conf).is_file():
+            return _fail("offload-blk", f"ceph config {args.ceph_conf} does not exist")
+        rbd = RbdTarget(pool, name, Path(args.ceph_conf), args.ceph_id, float(args.ceph_timeout))
+    else:
+        if args.ceph_conf:
+            return _fail("offload-blk", "--ceph-conf only goes with --rbd")
+        image = Path(args.image)
+        if not image.is_file():
+            return _fail("offload-blk", f"image {image} does not exist or is not a regular file")
     # Block the signals before any thread exists so that only sigwait sees them.
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
     try:
@@ -231,6 +300,7 @@ def blk_main(argv: list[str] | None = None) -> int:
             service = BlkService(
                 socket_path=args.socket,
                 image=image,
+                rbd=rbd,
                 read_only=args.read_only,
                 queues=args.queues,
                 serial=args.serial,
@@ -240,7 +310,7 @@ def blk_main(argv: list[str] | None = None) -> int:
             return _fail("offload-blk", str(exc))
         log.info(
             "serving %s on %s (%d queue(s)%s), pid %d",
-            image,
+            image if rbd is None else f"rbd:{rbd.pool}/{rbd.image}",
             args.socket,
             args.queues,
             ", read-only" if args.read_only else "",

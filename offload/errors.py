@@ -10,6 +10,9 @@ errors in ``offload.vhost_user`` as further ``OffloadError`` subclasses::
     ├── MemoryTableError              front-end sent an unusable region (overlap,
     │                                 size 0, mmap failure, unknown region)
     ├── StorageError                  the volume behind a device failed (wraps OSError)
+    │   ├── VolumeNotFound            the RBD pool or image does not exist
+    │   ├── VolumeLocked              another live client holds the disk's exclusive lock
+    │   └── ClusterUnreachable        no Ceph monitor answered within the connect timeout
     └── GuestError                    anything the guest's own memory or rings caused
         ├── GuestMemoryError
         │   └── GuestAddressOutOfRange        not inside one single region
@@ -63,6 +66,9 @@ __all__ = [
     "RequestDirectionInvalid",
     "RequestHeaderInvalid",
     "StorageError",
+    "VolumeLocked",
+    "VolumeNotFound",
+    "ClusterUnreachable",
     "VringAddressOutOfRange",
 ]
 
@@ -77,6 +83,18 @@ class MemoryTableError(OffloadError):
 
 class StorageError(OffloadError):
     """The volume behind a device failed."""
+
+
+class VolumeNotFound(StorageError):
+    """The RBD pool or image named does not exist."""
+
+
+class VolumeLocked(StorageError):
+    """Another live client holds the disk's exclusive lock (one writer per disk)."""
+
+
+class ClusterUnreachable(StorageError):
+    """No Ceph monitor answered within the connect timeout."""
 
 
 class GuestError(OffloadError):

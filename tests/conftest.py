@@ -1,6 +1,8 @@
 """Fixtures shared by every test layer.
 
-Real components only: ``etcd`` is a real etcd server, ``netns`` a real
+Real components only: ``etcd`` is a real etcd server, ``ceph`` a real
+single-node Ceph cluster (one per session; tests make their own images with
+``rbd_image``), ``netns`` a real
 network namespace, ``guest_image``/``qemu_server`` a real kernel booted under
 QEMU (KVM when it boots a kernel here, TCG otherwise).  Each fixture removes
 exactly what it created.
@@ -20,6 +22,7 @@ from hypothesis import settings
 from host_agent.power.accel import accelerator
 from host_agent.power.qemu import QemuServer, ServerSpec
 from tools.region.agents import AGENT_RUN_ROOT
+from tools.region.ceph import CephCluster
 from tools.region.etcd import EtcdServer
 from tools.region.guest import GuestImage
 from tools.region.netns import NetNamespace
@@ -55,6 +58,29 @@ async def etcd_client(etcd: EtcdServer) -> AsyncIterator[Any]:
 
     async with aetcd.Client(host=etcd.host, port=etcd.port) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def ceph() -> Iterator[CephCluster]:
+    """One single-node Ceph (a monitor and a bluestore OSD) for the session."""
+    with CephCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def rbd_image(ceph: CephCluster, request: pytest.FixtureRequest) -> Iterator[Callable[[int], str]]:
+    """A factory of RBD images in ``ceph.pool`` named after the test, all removed after."""
+    made: list[str] = []
+
+    def make(size: int) -> str:
+        name = f"{request.node.name[:40]}-{len(made)}".replace("[", "-").replace("]", "")
+        ceph.create_image(name, size)
+        made.append(name)
+        return name
+
+    yield make
+    for name in made:
+        ceph.remove_image(name)
 
 
 @pytest.fixture

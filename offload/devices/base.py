@@ -22,7 +22,9 @@ its defaults, so a device overrides only what it has:
   broken ring sets ``needs_reset`` (the server then reports
   DEVICE_NEEDS_RESET and stops calling the device until ``reset()``).
 * ``queue_events``, ``queue_timeout`` and ``queue_enabled`` default to no
-  extra fds, no timeout, and recording the flag in ``enabled_queues``.
+  extra fds, no timeout, and recording the flag in ``enabled_queues``;
+  ``quiesce_queue`` (a stopping ring waits for its requests in flight, for
+  devices whose engine completes asynchronously) to nothing.
 * ``set_config_changed`` stores the server's callback; a device calls
   ``notify_config_changed`` to request a config-change interrupt, e.g. after
   an online resize.
@@ -112,6 +114,14 @@ class DeviceBackend(abc.ABC):
     def queue_timeout(self, index: int) -> float:
         """Seconds until ring ``index`` should run again without a kick (0: never)."""
         return 0.0
+
+    def quiesce_queue(self, index: int, queue: SplitQueue) -> bool:
+        """Ring ``index`` is stopping: finish what is in flight on it (none by default).
+
+        Called on the ring's own thread after its last ``process_queue``;
+        returns whether the driver should be notified of what it completed.
+        """
+        return False
 
     def queue_enabled(self, index: int, enabled: bool) -> None:
         """SET_VRING_ENABLE for ring ``index``: recorded in ``enabled_queues``."""

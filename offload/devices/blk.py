@@ -36,6 +36,24 @@ are suppressed while draining (``disable_kicks``); before returning the loop
 re-enables them (avail_event with EVENT_IDX, clearing NO_NOTIFY without) and
 re-checks the ring.
 
+Asynchronous engines (``AsyncVolume``, RBD): IN, OUT, FLUSH, DISCARD and
+WRITE_ZEROES are parsed and checked as above, then *submitted* with a
+completion callback instead of executed; the chain stays popped (and marked
+in the inflight region) while the engine works, so every request of every
+ring can be in flight at once and they complete in any order.  The callback
+runs on the engine's thread and only posts (head, status byte, used len,
+start time, error) to the ring's ``CompletionChannel``; the ring's worker,
+woken by the channel's eventfd (``queue_events``), writes the status byte,
+counts, and pushes the completions at the top of ``process_queue``.  A request
+is thus completed to the guest only after the engine completed it.  A ring
+that stops (``quiesce_queue``) first waits for its requests in flight, so
+none is lost and no engine thread writes into guest memory that is about to
+be unmapped.  Requests still in flight after ``quiesce_timeout`` (60 s) are
+abandoned: their channel is replaced, and they stay marked in the inflight
+region for the ring's next start to resubmit.  Without writeback (no FLUSH
+negotiated, or WCE cleared) a write completes only after the flush that
+follows it.
+
 IN and OUT are the hot path: ``_execute`` handles them first with the range
 and QoS checks inlined (``_range``/``_charge`` serve the other types).
 
@@ -46,16 +64,21 @@ threads never write shared state; ``stats()`` sums them.
 from __future__ import annotations
 
 import contextlib
+import logging
 import struct
+import threading
 from bisect import bisect_left
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from time import perf_counter_ns
+from typing import Any
 
 from offload.devices.base import DEFAULT_PROTOCOL_FEATURES, DeviceBackend
+from offload.devices.completions import CompletionChannel
 from offload.errors import GuestDescriptorError, GuestRingError, StorageError
 from offload.storage.qos import QosLimiter
-from offload.storage.volume import Volume
+from offload.storage.volume import AsyncVolume, IoDone, Volume
 from offload.vhost_user.messages import ProtocolFeature
 from offload.virtio import features as vf
 from offload.virtio.chain import DescriptorChain
@@ -95,6 +118,10 @@ WZ_FLAG_UNMAP = 1
 # Completions pushed (and the driver signalled, if it waits) every this many
 # requests while draining; measured in docs/offload.md.
 COMPLETION_BATCH = 16
+# How long a stopping ring waits for its requests in flight.
+QUIESCE_TIMEOUT = 60.0
+
+log = logging.getLogger(__name__)
 
 HEADER = struct.Struct("<IIQ")  # type, reserved, sector
 HEADER_SIZE = HEADER.size
@@ -145,6 +172,11 @@ class BlkStats:
             self.latency_buckets[i] += n
 
 
+#: an asynchronous completion: head, status byte, used len, start ns, error kind or ""
+_Done = tuple[int, memoryview, int, int, str]
+_ASYNC_TYPES = frozenset({T_IN, T_OUT, T_FLUSH, T_DISCARD, T_WRITE_ZEROES})
+
+
 class _Bad(Exception):
     """Internal: a request fails with ``status``; ``kind`` names the counter."""
 
@@ -190,7 +222,12 @@ class BlkDevice(DeviceBackend):
             raise ValueError(f"completion batch {completion_batch} is not positive")
         self.completion_batch = completion_batch
         self.writeback = True
+        self.quiesce_timeout = QUIESCE_TIMEOUT
         self._queue_stats = [BlkStats() for _ in range(num_queues)]
+        self._aio: AsyncVolume | None = volume if _is_async(volume) else None  # type: ignore[assignment]
+        self._channels: list[CompletionChannel[_Done]] | None = (
+            None if self._aio is None else [CompletionChannel() for _ in range(num_queues)]
+        )
 
     # -- negotiation and config -------------------------------------------
 
@@ -286,6 +323,55 @@ class BlkDevice(DeviceBackend):
     def queue_timeout(self, index: int) -> float:
         return self.qos_delay()
 
+    def queue_events(self, index: int) -> tuple[int, ...]:
+        """An asynchronous engine's completions wake the ring's worker."""
+        return () if self._channels is None else (self._channels[index].fd,)
+
+    def in_flight(self) -> int:
+        """Requests submitted to an asynchronous engine and not yet completed."""
+        return 0 if self._channels is None else sum(c.in_flight for c in self._channels)
+
+    def quiesce_queue(self, index: int, queue: SplitQueue) -> bool:
+        """The ring stops: wait for its requests in flight and complete them."""
+        if self._channels is None:
+            return False
+        channel = self._channels[index]
+        done = channel.wait_idle(self.quiesce_timeout)
+        if channel.in_flight:
+            # Abandon them: their late completions go to a channel nobody reaps
+            # (the guest views they write into keep the mapping alive), and they
+            # stay marked in the inflight region, so the ring's next start
+            # resubmits them rather than completing them twice.
+            log.error("vq %d: %d request(s) still in flight after %.0fs: abandoned", index,
+                      channel.in_flight, self.quiesce_timeout)  # fmt: skip
+            self._channels[index] = CompletionChannel()
+        if not done or self.needs_reset:
+            return False
+        try:
+            queue.push_many(self._finish(done, self._queue_stats[index]))
+        except GuestRingError as exc:
+            log.error("vq %d: completions not returned: %s", index, exc)
+            return False
+        return queue.should_notify()
+
+    def _finish(self, done: list[_Done], stats: BlkStats) -> list[tuple[int, int]]:
+        """Status bytes and counters of reaped completions (worker thread)."""
+        now = perf_counter_ns()
+        latency = stats.latency_buckets
+        out: list[tuple[int, int]] = []
+        for head, status, used, started, error in done:
+            if error:
+                stats.errors[error] += 1
+                status[0] = S_IOERR
+                used = 1
+            else:
+                status[0] = S_OK
+            took = now - started
+            stats.latency_ns_sum += took
+            latency[bisect_left(LATENCY_BOUNDS_NS, took)] += 1
+            out.append((head, used))
+        return out
+
     # -- the data path --------------------------------------------------------
 
     def process_queue(self, index: int, queue: SplitQueue) -> bool:
@@ -302,7 +388,13 @@ class BlkDevice(DeviceBackend):
             flush_at = queue.size
         completions: list[tuple[int, int]] = []
         append = completions.append
+        channel = None if self._channels is None else self._channels[index]
         try:
+            if channel is not None:
+                reaped = channel.reap()
+                if reaped:
+                    queue.push_many(self._finish(reaped, stats))
+                    queue.signal_used()
             queue.disable_kicks()
             while True:
                 throttled = False
@@ -325,7 +417,10 @@ class BlkDevice(DeviceBackend):
                     if chain is None:
                         break
                     started = clock()
-                    append(handle(chain, stats))
+                    done = handle(chain, stats, channel)
+                    if done is None:
+                        continue  # submitted: the engine completes it
+                    append(done)
                     took = clock() - started  # service time, parse to completion
                     stats.latency_ns_sum += took
                     latency[bisect_left(LATENCY_BOUNDS_NS, took)] += 1
@@ -339,6 +434,8 @@ class BlkDevice(DeviceBackend):
                 if not queue.has_available():
                     break
                 queue.disable_kicks()
+            if channel is not None:
+                channel.arm()
             return queue.should_notify()
         except GuestRingError as exc:
             stats.errors["ring"] += 1
@@ -348,8 +445,17 @@ class BlkDevice(DeviceBackend):
                     queue.push_many(completions)
             return False
 
-    def _handle(self, chain: DescriptorChain, stats: BlkStats) -> tuple[int, int]:
-        """Parse, execute and complete one request; returns (head, used len)."""
+    def _handle(
+        self,
+        chain: DescriptorChain,
+        stats: BlkStats,
+        channel: CompletionChannel[_Done] | None = None,
+    ) -> tuple[int, int] | None:
+        """Parse, execute and complete one request; returns (head, used len).
+
+        With a ``channel`` (an asynchronous engine) a data request is submitted
+        instead and None is returned: its completion arrives on the channel.
+        """
         writable = chain.writable
         if not writable:
             stats.errors["no_status"] += 1
@@ -369,6 +475,9 @@ class BlkDevice(DeviceBackend):
             else:
                 rtype, _, sector = HEADER.unpack(gather(split_front(chain.readable, 16)[0]))
             stats.requests[_TYPE_NAMES.get(rtype, "unsupported")] += 1
+            if channel is not None and rtype in _ASYNC_TYPES:
+                self._submit(rtype, sector, chain, data_in, status, stats, channel)
+                return None
             written = self._execute(rtype, sector, chain, data_in, stats)
             status[0] = S_OK
         except _Bad as bad:
@@ -463,6 +572,15 @@ class BlkDevice(DeviceBackend):
         return ID_BYTES - remaining.nbytes
 
     def _discard_or_zero(self, rtype: int, chain: DescriptorChain) -> None:
+        for offset, length, unmap in self._zero_ranges(rtype, chain):
+            self._charge(length)
+            if rtype == T_DISCARD:
+                self.volume.discard(offset, length)
+            else:
+                self.volume.write_zeroes(offset, length, unmap)
+
+    def _zero_ranges(self, rtype: int, chain: DescriptorChain) -> list[tuple[int, int, bool]]:
+        """The checked (offset, length, unmap) segments of a DISCARD or WRITE_ZEROES."""
         discard = rtype == T_DISCARD
         feature = vf.BLK_DISCARD if discard else vf.BLK_WRITE_ZEROES
         if not vf.has(self.acked_features, feature):
@@ -485,9 +603,120 @@ class BlkDevice(DeviceBackend):
             if num > max_sectors:
                 raise _Bad(S_IOERR, "segments")
             ranges.append((self._range(sector, num * SECTOR_SIZE), num * SECTOR_SIZE, bool(flags)))
-        for offset, length, unmap in ranges:
+        return ranges
+
+    # -- the asynchronous path ------------------------------------------------
+
+    def _submit(
+        self,
+        rtype: int,
+        sector: int,
+        chain: DescriptorChain,
+        data_in: list[memoryview],
+        status: memoryview,
+        stats: BlkStats,
+        channel: CompletionChannel[_Done],
+    ) -> None:
+        """Check a data request as ``_execute`` does, then hand it to the engine."""
+        aio = self._aio
+        assert aio is not None
+        head = chain.head
+        started = perf_counter_ns()
+        post = channel.post
+
+        def completion(used: int) -> IoDone:
+            def done(error: StorageError | None) -> None:
+                post((head, status, used, started, "" if error is None else "io"))
+
+            return done
+
+        if rtype == T_IN:
+            if chain.readable_len != HEADER_SIZE:
+                raise _Bad(S_IOERR, "direction")
+            length = chain.writable_len - 1
+            offset = self._range(sector, length)
             self._charge(length)
-            if discard:
-                self.volume.discard(offset, length)
+            stats.read_bytes += length
+            channel.submitted += 1
+            self._start(aio.aio_preadv, data_in, offset, completion(length + 1))
+            return
+        if rtype == T_FLUSH:
+            self._charge(0)
+            channel.submitted += 1
+            self._start(aio.aio_flush, completion(1))
+            return
+        if rtype == T_OUT:
+            if chain.writable_len != 1:
+                raise _Bad(S_IOERR, "direction")
+            if aio.read_only:
+                raise _Bad(S_IOERR, "read_only")
+            length = chain.readable_len - HEADER_SIZE
+            offset = self._range(sector, length)
+            self._charge(length)
+            stats.write_bytes += length
+            written = completion(1)
+            if not self.writeback:
+                written = _then_flush(aio, written)
+            channel.submitted += 1
+            self._start(aio.aio_pwritev, self._data_out(chain), offset, written)
+            return
+        ranges = self._zero_ranges(rtype, chain)
+        for _, length, _ in ranges:
+            self._charge(length)
+        done: IoDone = _Join(len(ranges), completion(1))
+        channel.submitted += 1
+        for offset, length, unmap in ranges:
+            if rtype == T_DISCARD:
+                self._start(aio.aio_discard, offset, length, done)
             else:
-                self.volume.write_zeroes(offset, length, unmap)
+                self._start(aio.aio_write_zeroes, offset, length, unmap, done)
+
+    @staticmethod
+    def _start(fn: Callable[..., None], *args: Any) -> None:
+        """Call an engine's submit function (its last argument is the callback).
+
+        A refusal (the engine raised before the request started, so the
+        callback will never run) completes the request as failed here.
+        """
+        try:
+            fn(*args)
+        except StorageError as exc:
+            args[-1](exc)
+
+
+def _is_async(volume: Volume) -> bool:
+    return callable(getattr(volume, "aio_preadv", None))
+
+
+def _then_flush(aio: AsyncVolume, done: IoDone) -> IoDone:
+    """Write-through: the write completes once a flush after it has."""
+
+    def written(error: StorageError | None) -> None:
+        if error is not None:
+            done(error)
+            return
+        try:
+            aio.aio_flush(done)
+        except StorageError as exc:
+            done(exc)
+
+    return written
+
+
+class _Join:
+    """One completion for ``count`` engine requests (the first error wins)."""
+
+    def __init__(self, count: int, done: IoDone) -> None:
+        self._left = count
+        self._error: StorageError | None = None
+        self._done = done
+        self._lock = threading.Lock()
+
+    def __call__(self, error: StorageError | None) -> None:
+        with self._lock:
+            self._left -= 1
+            if error is not None and self._error is None:
+                self._error = error
+            finished = self._left == 0
+        if finished:
+            self._done(self._error)

@@ -1,4 +1,11 @@
-"""Volume engines: the ``Volume`` protocol and the sparse-file engine.
+"""Volume engines: the ``Volume`` and ``AsyncVolume`` protocols and the sparse-file engine.
+
+Two kinds of engine sit behind ``BlkDevice``: a ``Volume`` does each request
+synchronously on the ring's thread (the sparse file: a ``preadv`` is
+cheaper than any hand-off), an ``AsyncVolume`` (RBD, ``offload.storage.rbd``)
+also takes requests with a completion callback, ``IoDone``, that it calls
+exactly once, from any thread, with ``None`` or the ``StorageError``; the
+device then keeps many requests in flight per ring.
 
 ``SparseFileVolume`` keeps one fd (O_RDWR, or O_RDONLY for read-only
 volumes) and does positional I/O only, so queue threads share it without a
@@ -21,12 +28,12 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import Protocol, TypeAlias
 
 from offload.errors import StorageError
 
-__all__ = ["SparseFileVolume", "Volume"]
+__all__ = ["AsyncVolume", "IoDone", "SparseFileVolume", "Volume"]
 
 _FALLOC_FL_KEEP_SIZE = 0x01
 _FALLOC_FL_PUNCH_HOLE = 0x02
@@ -53,6 +60,20 @@ class Volume(Protocol):
     def write_zeroes(self, offset: int, length: int, unmap: bool) -> None: ...
     def resize(self, new_size: int) -> None: ...
     def close(self) -> None: ...
+
+
+#: called once per asynchronous request, from any thread: None, or what failed
+IoDone: TypeAlias = Callable[[StorageError | None], None]
+
+
+class AsyncVolume(Volume, Protocol):
+    """A volume that also runs requests asynchronously (many in flight)."""
+
+    def aio_preadv(self, views: Sequence[memoryview], offset: int, done: IoDone) -> None: ...
+    def aio_pwritev(self, views: Sequence[memoryview], offset: int, done: IoDone) -> None: ...
+    def aio_flush(self, done: IoDone) -> None: ...
+    def aio_discard(self, offset: int, length: int, done: IoDone) -> None: ...
+    def aio_write_zeroes(self, offset: int, length: int, unmap: bool, done: IoDone) -> None: ...
 
 
 class SparseFileVolume:

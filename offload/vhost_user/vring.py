@@ -31,6 +31,11 @@ A device exception that is not an ``OffloadError`` is a bug: the ring stops
 live on.  A device that went NEEDS_RESET is treated the same way until the
 front-end restarts the ring.
 
+When the ring stops, the worker's last act on its thread is the device's
+``quiesce_queue``: a device with requests still in flight in an asynchronous
+engine completes them before ``stop`` returns the ring's ``last_avail_idx``
+(GET_VRING_BASE) and before the session unmaps guest memory.
+
 ``ResumingQueue`` hands out the heads a previous back-end left in flight
 (inflight tracking) before the avail ring's.
 """
@@ -203,6 +208,17 @@ class QueueWorker:
             if self._stopping:
                 break
             timeout = None if self.broken else self._serve()
+        self._quiesce()
+
+    def _quiesce(self) -> None:
+        """Before the ring is handed back, let the device finish what is in flight."""
+        try:
+            notify = self._device.quiesce_queue(self.index, self.queue)
+        except Exception:
+            log.exception("vq %d: device failed while quiescing", self.index)
+            return
+        if notify and not self.broken:
+            self._slot.signal_call()
 
     def _serve(self) -> int | None:
         """Let the device drain the ring; returns a poll timeout (ms) if it asked for one."""

@@ -1,6 +1,7 @@
 """``offload-blk`` processes that a test can start, signal, SIGKILL and restart.
 
-``OffloadBlkProcess`` owns one back-end serving one image on one socket path.
+``OffloadBlkProcess`` owns one back-end serving one image (a file, or with
+``rbd="POOL/IMAGE"`` and ``ceph_conf`` an RBD image) on one socket path.
 Readiness is judged from the socket file itself, never by connecting (a probe
 connection would be a front-end session to the server): before each spawn the
 path's ``(inode, ctime)`` is recorded, and the back-end is ready once the path
@@ -60,13 +61,15 @@ def _socket_identity(path: Path) -> tuple[int, int] | None:
 
 
 class OffloadBlkProcess:
-    """One ``offload-blk --socket SOCKET --image IMAGE ...`` process, restartable."""
+    """One ``offload-blk --socket SOCKET --image IMAGE|--rbd POOL/IMAGE ...``, restartable."""
 
     def __init__(
         self,
         *,
         socket_path: Path,
-        image: Path,
+        image: Path | None = None,
+        rbd: str | None = None,
+        ceph_conf: Path | None = None,
         read_only: bool = False,
         queues: int = 1,
         serial: str | None = None,
@@ -82,7 +85,11 @@ class OffloadBlkProcess:
         self.socket_path = socket_path
         self.image = image
         self.log_path = log_path or socket_path.with_name(socket_path.name + ".log")
-        self.argv = [binary, "--socket", str(socket_path), "--image", str(image)]
+        self.argv = [binary, "--socket", str(socket_path)]
+        if rbd is not None:
+            self.argv += ["--rbd", rbd, "--ceph-conf", str(ceph_conf)]
+        else:
+            self.argv += ["--image", str(image)]
         self.argv += ["--queues", str(queues)]
         if read_only:
             self.argv.append("--read-only")

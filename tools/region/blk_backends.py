@@ -4,13 +4,18 @@
 fresh temp dir, waits until the socket file exists (the front-end's connect
 retries past the short bind/listen window), and on ``stop()`` sends SIGTERM,
 waits, escalates to SIGKILL, and removes the temp dir.  stdout/stderr go to a
-log file whose tail is attached to every error.  Two kinds exist:
+log file whose tail is attached to every error.  Four kinds exist:
 
 * ``offload-blk``: the card's own back-end (``offload.cli:blk_main``), taken
   from the venv's ``bin`` next to the running interpreter, else from PATH;
 * ``qsd``: ``qemu-storage-daemon`` with a ``file`` blockdev (``discard=unmap``
   so DISCARD punches holes like the sparse-file engine) and a
-  ``vhost-user-blk`` export.
+  ``vhost-user-blk`` export;
+* ``offload-blk-rbd`` and ``qsd-rbd``: the same two serving an RBD image
+  (``image`` is then ``POOL/IMAGE`` and ``ceph_conf`` the cluster's config):
+  ``offload-blk --rbd``, and qsd's ``rbd`` blockdev (Debian
+  ``qemu-block-extra``) with ``cache.direct=on``, which turns librbd's cache
+  off as the card's engine does.
 
 A missing binary raises ``BackendStartError``: tests fail, never skip.
 ``cpu_seconds()`` reads utime+stime from ``/proc/PID/stat``, which covers all
@@ -30,8 +35,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
-BackendKind = Literal["offload-blk", "qsd"]
+BackendKind = Literal["offload-blk", "qsd", "offload-blk-rbd", "qsd-rbd"]
 BACKEND_KINDS: tuple[BackendKind, ...] = ("offload-blk", "qsd")
+RBD_BACKEND_KINDS: tuple[BackendKind, ...] = ("offload-blk-rbd", "qsd-rbd")
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -65,7 +71,7 @@ def qemu_version() -> str:
 
 
 class BlkBackend:
-    """One vhost-user-blk daemon for one image file."""
+    """One vhost-user-blk daemon for one image file (or RBD image)."""
 
     def __init__(
         self,
@@ -76,9 +82,13 @@ class BlkBackend:
         queues: int = 1,
         serial: str = "bmaas-test-disk",
         tmp_root: str | None = None,
+        ceph_conf: str | os.PathLike[str] | None = None,
     ) -> None:
         self.kind: BackendKind = kind
         self.image = Path(image)
+        self.ceph_conf = ceph_conf
+        if kind in RBD_BACKEND_KINDS and ceph_conf is None:
+            raise ValueError(f"{kind} needs ceph_conf")
         self.read_only = read_only
         self.queues = queues
         self.serial = serial
@@ -90,13 +100,17 @@ class BlkBackend:
 
     # -- command lines ---------------------------------------------------------------------
     def argv(self) -> list[str]:
-        if self.kind == "offload-blk":
+        if self.kind in ("offload-blk", "offload-blk-rbd"):
+            source = (
+                ["--rbd", str(self.image), "--ceph-conf", str(self.ceph_conf)]
+                if self.kind == "offload-blk-rbd"
+                else ["--image", str(self.image)]
+            )
             args = [
                 find_offload_blk(),
                 "--socket",
                 str(self.socket_path),
-                "--image",
-                str(self.image),
+                *source,
                 "--queues",
                 str(self.queues),
                 "--serial",
@@ -105,12 +119,20 @@ class BlkBackend:
             if self.read_only:
                 args.append("--read-only")
             return args
-        if self.kind == "qsd":
+        if self.kind in ("qsd", "qsd-rbd"):
             ro = ",read-only=on" if self.read_only else ""
+            if self.kind == "qsd-rbd":
+                pool, _, name = str(self.image).partition("/")
+                blockdev = (
+                    f"driver=rbd,node-name=f,pool={pool},image={name},conf={self.ceph_conf},"
+                    f"cache.direct=on,discard=unmap{ro}"
+                )
+            else:
+                blockdev = f"driver=file,node-name=f,filename={self.image},discard=unmap{ro}"
             return [
                 find_qsd(),
                 "--blockdev",
-                f"driver=file,node-name=f,filename={self.image},discard=unmap{ro}",
+                blockdev,
                 "--export",
                 "type=vhost-user-blk,id=e,node-name=f,addr.type=unix,"
                 f"addr.path={self.socket_path},"
