@@ -77,8 +77,8 @@ class AgentConfig:
     volume_dir_: Path | None = None
     run_dir_: Path | None = None
     metrics: str = ""
-    #: a kernel to boot once under KVM to decide KVM or TCG (``power.accel``);
-    #: without one, KVM is used when /dev/kvm opens (``BMAAS_ACCEL`` overrides)
+    #: not used by the qemu driver any more: it decides KVM or TCG by running
+    #: the UEFI firmware under KVM once (``power.accel``); kept for old configs
     probe_kernel: Path | None = None
     #: seconds between level-triggered passes when nothing else wakes the reconciler
     resync: float = 2.0

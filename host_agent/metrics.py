@@ -52,6 +52,10 @@ PROVISION_ERRORS = Counter(
     "Provisioning failures that failed an instance, by step.",
     ["step"],
 )
+GUEST_FAILURES = Counter(
+    "bmaas_agent_guest_failures_total",
+    "Guests found not running when they should (panicked, CPU stopped, the server died).",
+)
 POWER_STATE = Gauge(
     "bmaas_agent_power_on",
     "1 while the server of the instance is powered on, 0 when off.",

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the guest image for the server stand-in from Debian packages:
 #   OUT/vmlinuz            the Debian 12 kernel (linux-image-amd64's dependency)
-#   OUT/initramfs.cpio.gz  busybox-static + the virtio modules + images/init
+#   OUT/initramfs.cpio.gz  busybox-static + the virtio and pvpanic modules + images/init
 #   OUT/disk.raw           a UEFI-bootable GPT disk: an EFI system partition with
 #                          GRUB (grub-efi-amd64-bin), vmlinuz and the initramfs,
 #                          built by tools/diskimage.py without mounting anything
@@ -15,7 +15,7 @@ mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 
 # Load order matters: each module after the ones it depends on.
-MODULES="virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk failover net_failover virtio_net"
+MODULES="virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk failover net_failover virtio_net pvpanic pvpanic-mmio"
 
 resolve_kernel() {
   apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}'

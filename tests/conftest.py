@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 from hypothesis import settings
 
-from host_agent.power.accel import accelerator
-from host_agent.power.qemu import QemuServer, ServerSpec
+from host_agent.power.accel import firmware_accelerator
+from host_agent.power.qemu import OVMF_CODE, OVMF_VARS, QemuServer, ServerSpec
 from tools.region.agents import AGENT_RUN_ROOT
 from tools.region.ceph import CephCluster
 from tools.region.etcd import EtcdServer
@@ -106,8 +106,8 @@ def guest_image() -> GuestImage:
 
 @pytest.fixture(scope="session")
 def qemu_accel(guest_image: GuestImage) -> str:
-    """``kvm`` when KVM boots the guest kernel here, else ``tcg``."""
-    return accelerator(guest_image.kernel, cache_dir=ROOT / ".cache")
+    """``kvm`` when KVM runs the UEFI firmware here (so the guest kernel too), else ``tcg``."""
+    return firmware_accelerator(OVMF_CODE, OVMF_VARS, cache_dir=ROOT / ".cache")
 
 
 QemuFactory = Callable[..., Awaitable[QemuServer]]

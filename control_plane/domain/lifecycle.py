@@ -28,6 +28,8 @@ Instance (every transient state names its target in ``INSTANCE_TARGETS``)::
     RUNNING --reboot--> REBOOTING --started--> RUNNING
     any non-final state --terminate--> TERMINATING --terminated--> TERMINATED
     any transient state or RUNNING --fail--> FAILED (with a reason) --terminate--> TERMINATING
+    FAILED --reboot--> REBOOTING              (a guest that died: the agent resets its server;
+                                               a provisioning failure is reported FAILED again)
 """
 
 from __future__ import annotations
@@ -172,7 +174,7 @@ INSTANCE_TRANSITIONS: Mapping[InstanceState, Mapping[InstanceEvent, InstanceStat
     _I.REBOOTING: {_IE.STARTED: _I.RUNNING, _IE.FAIL: _I.FAILED, _IE.TERMINATE: _I.TERMINATING},
     _I.TERMINATING: {_IE.TERMINATED: _I.TERMINATED},
     _I.TERMINATED: {},
-    _I.FAILED: {_IE.TERMINATE: _I.TERMINATING},
+    _I.FAILED: {_IE.REBOOT: _I.REBOOTING, _IE.TERMINATE: _I.TERMINATING},
 }
 
 #: Where each transient state is heading; stable states map to themselves.

@@ -2,7 +2,8 @@
 ``lifecycle`` and the records, so every caller changes state the same way.
 
 ``apply_instance_event`` sets ``state`` and ``target_state`` (from
-``INSTANCE_TARGETS``), records ``failure_reason`` on FAIL, and bumps
+``INSTANCE_TARGETS``), records ``failure_reason`` on FAIL (and clears it
+when a FAILED instance is rebooted: the reboot is the recovery), and bumps
 ``generation`` on STOP, START and REBOOT (a new desired power state for the
 agent).  ``apply_host_event`` bumps ``cleaning_epoch`` and stamps
 ``cleaning_started_time`` on entering CLEANING, and stamps
@@ -20,6 +21,7 @@ from control_plane.domain.lifecycle import (
     HostEvent,
     HostState,
     InstanceEvent,
+    InstanceState,
     host_transition,
     instance_target,
     instance_transition,
@@ -32,11 +34,14 @@ _NEW_GENERATION = frozenset({InstanceEvent.STOP, InstanceEvent.START, InstanceEv
 def apply_instance_event(instance: Instance, event: InstanceEvent, *, reason: str = "") -> Instance:
     new_state = instance_transition(instance.state, event)
     bump = 1 if event in _NEW_GENERATION else 0
+    recovering = new_state == InstanceState.REBOOTING and instance.state == InstanceState.FAILED
     return dataclasses.replace(
         instance,
         state=new_state,
         target_state=instance_target(new_state),
-        failure_reason=reason if event == InstanceEvent.FAIL else instance.failure_reason,
+        failure_reason=reason
+        if event == InstanceEvent.FAIL
+        else ("" if recovering else instance.failure_reason),
         generation=instance.generation + bump,
     )
 

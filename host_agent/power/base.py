@@ -10,20 +10,33 @@ state, so a restarted agent re-adopts what is running).  The agent calls:
 - ``reboot()``: a hard reset (the server stays on).
 - ``state()``: ON or OFF as observed now (a server that powered itself off
   is OFF).
+- ``health()``: whether the guest of a server that is ON runs
+  (``host_agent.power.health``): a panicked guest or a CPU stopped on an
+  internal error is ON but not healthy, and the reason says why; a server
+  that is OFF because it died (not because it powered off) is not healthy
+  either.  A reboot (reset, or power-on) recovers it.  Drivers that cannot
+  tell report healthy.
 - ``console_tail(limit)``: the newest bytes of the serial console.
 - ``attach_disk`` / ``detach_disk``, ``attach_nic`` / ``detach_nic``:
   hot-plug of a vhost-user-blk disk or a virtio-net NIC (on a vhost-user
   netdev) into the running server.
 - ``adopt()``: find a server left running by a previous agent process.
+
+``on_change``, when the agent sets it, is called when the driver learns
+without being asked that the server's state may have changed (a QMP
+``STOP``, ``SHUTDOWN`` or ``GUEST_PANICKED`` event): the agent then runs its
+reconciler at once instead of at the next resync.
 """
 
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from host_agent.desired import Power
+from host_agent.power.health import HEALTHY, Health
 
 
 class PowerError(Exception):
@@ -63,6 +76,7 @@ class PowerDriver(abc.ABC):
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
+        self.on_change: Callable[[], None] | None = None
 
     @abc.abstractmethod
     async def adopt(self) -> bool:
@@ -79,6 +93,10 @@ class PowerDriver(abc.ABC):
 
     @abc.abstractmethod
     async def state(self) -> Power: ...
+
+    async def health(self) -> Health:
+        """Whether the guest runs, or why not (see the module docstring)."""
+        return HEALTHY
 
     @abc.abstractmethod
     def console_tail(self, limit: int) -> bytes: ...

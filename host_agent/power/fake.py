@@ -2,9 +2,12 @@
 
 For control-plane scale tests and benchmarks: thousands of agents in one
 process speak the real ``AgentService`` protocol while their "servers" are
-a power flag and a set of disk ids.  The flag is kept in the working
-directory so a restarted agent adopts its fake server
-like the qemu driver adopts a live QEMU.  The console shows what happened.
+a power flag and a set of disk ids.  ``crash(reason)`` plays a guest that
+died with the server still on (a panic), ``die(reason)`` a server that
+died under its guest: ``health()`` says so until a reset or a power-on.
+The flag is kept in the working directory so a restarted agent adopts its
+fake server like the qemu driver adopts a live QEMU.  The console shows
+what happened.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pathlib import Path
 
 from host_agent.desired import Power
 from host_agent.power.base import Disk, Machine, Nic, PowerDriver
+from host_agent.power.health import HEALTHY, Health
 
 
 class FakePower(PowerDriver):
@@ -24,6 +28,7 @@ class FakePower(PowerDriver):
         self._power = Power.OFF
         self._disks: set[str] = set()
         self._console = bytearray()
+        self._health = HEALTHY
         self.boots = 0
 
     def _say(self, line: str) -> None:
@@ -45,6 +50,7 @@ class FakePower(PowerDriver):
         if self._power == Power.ON:
             return
         self._power = Power.ON
+        self._health = HEALTHY
         self._disks = {d.id for d in machine.disks} | {n.id for n in machine.nics}
         self.boots += 1
         self._say(f"power on {machine.name} with disks {sorted(self._disks)}")
@@ -55,15 +61,33 @@ class FakePower(PowerDriver):
             return
         self._power = Power.OFF
         self._disks = set()
+        self._health = HEALTHY
         self._say("power off")
         self._save()
 
     async def reboot(self) -> None:
         self.boots += 1
+        self._health = HEALTHY
         self._say("reset")
 
     async def state(self) -> Power:
         return self._power
+
+    def crash(self, reason: str) -> None:
+        """The guest dies; the server stays on (as after a panic)."""
+        self._health = Health(False, reason)
+        self._say(f"guest crashed: {reason}")
+
+    def die(self, reason: str) -> None:
+        """The server stops under its guest (not a power-off)."""
+        self._power = Power.OFF
+        self._disks = set()
+        self._health = Health(False, reason)
+        self._say(f"server died: {reason}")
+        self._save()
+
+    async def health(self) -> Health:
+        return self._health
 
     def console_tail(self, limit: int) -> bytes:
         return bytes(self._console[-limit:])

@@ -23,6 +23,12 @@ so ``hotplug_slots=N`` creates N empty ``pcie-root-port`` devices with ids
 line, so adding slots does not move the PCI addresses of existing disks (the
 NVRAM's boot entries name those addresses).
 
+Under TCG every virtio-net device gets ``vectors=0`` (``net_quirks``: QEMU
+7.2 crashes when a guest enables MSI-X on a vhost-user virtio-net device).
+``pvpanic=True`` adds the ISA ``pvpanic`` device (it takes no PCI address)
+and ``-action panic=pause``: a guest that panics stays in the
+``guest-panicked`` run state, which ``query-status`` reports.
+
 ``ServerSpec`` describes the machine; ``build_argv`` turns it into a command
 line (pure, unit-tested); ``QemuServer`` owns the process: ``start()``,
 ``wait_for_serial()`` (polls the serial log, which QEMU writes to a file),
@@ -97,6 +103,9 @@ class ServerSpec:
     reconnect_s: int = 1
     firmware: UefiFirmware | None = None
     hotplug_slots: int = 0
+    #: a ``pvpanic`` device; a guest panic then stops the server in the
+    #: ``guest-panicked`` state (``-action panic=pause``) for QMP to see
+    pvpanic: bool = False
     extra: tuple[str, ...] = field(default=())
 
 
@@ -154,12 +163,25 @@ def build_argv(spec: ServerSpec, *, qemu: str = "qemu-system-x86_64") -> list[st
             "-netdev", f"vhost-user,id=netdev{i},chardev=net{i},queues={nic.queues}",
             "-device", _device(
                 "virtio-net-pci", netdev=f"netdev{i}", id=f"nic{i}", mac=nic.mac,
-                mq="on" if nic.queues > 1 else None,
+                mq="on" if nic.queues > 1 else None, **net_quirks(spec.accel),
             ),
         ]  # fmt: skip
     for i in range(spec.hotplug_slots):
         argv += ["-device", _device("pcie-root-port", id=hotplug_bus(i), chassis=i + 1)]
+    if spec.pvpanic:
+        argv += ["-device", "pvpanic", "-action", "panic=pause"]
     return argv + list(spec.extra)
+
+
+def net_quirks(accel: str) -> dict[str, object]:
+    """Extra ``virtio-net-pci`` properties for *accel*.
+
+    Under TCG, QEMU 7.2 crashes when a guest enables MSI-X on a virtio-net
+    device whose netdev is vhost-user; ``vectors=0`` gives the device no
+    MSI-X table, so every guest driver falls back to INTx and no tenant
+    image needs ``pci=nomsi``.  KVM does not have the problem.
+    """
+    return {"vectors": 0} if accel == "tcg" else {}
 
 
 def hotplug_bus(slot: int) -> str:

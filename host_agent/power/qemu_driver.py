@@ -4,11 +4,25 @@ Powering on starts QEMU (``host_agent.power.qemu.build_argv``: memfd RAM
 shared with the card, only vhost-user devices, UEFI firmware booting the
 disk marked ``boot``) in its own session, so it outlives the agent; its pid
 file and QMP socket let a restarted agent adopt it.  Everything after the
-start goes through QMP: ``query-status`` for the power state,
-``system_powerdown`` then ``quit`` for power off, ``system_reset`` for a
-reboot, ``chardev-add`` + ``device_add`` on a free hot-plug root port to
-plug a disk and ``device_del`` + ``chardev-remove`` to unplug it (a NIC
-also gets a ``vhost-user`` netdev between its chardev and its device).
+start goes through QMP: ``query-status`` for the guest's health
+(``host_agent.power.health``: the server has a ``pvpanic`` device, and a
+guest that panicked or a CPU stopped on an internal error is ON but not
+healthy), ``system_powerdown`` then ``quit`` for power off, ``system_reset``
+(then ``cont`` when the guest had stopped) for a reboot, ``chardev-add`` +
+``device_add`` on a free hot-plug root port to plug a disk and
+``device_del`` + ``chardev-remove`` to unplug it (a NIC also gets a
+``vhost-user`` netdev between its chardev and its device, and
+``vectors=0`` when ``query-kvm`` says the server runs under TCG).  The QMP
+session stays open, and a ``STOP``, ``SHUTDOWN`` or ``GUEST_PANICKED`` event
+calls ``on_change``, so a guest that dies is looked at (and reported) at
+once, not at the next resync.  A QEMU that is gone is OFF; unless it shut
+down (exit status 0, or ``SHUTDOWN`` on the session before it closed) it
+died under the guest, and ``health()`` says how (a signal, an exit status
+and its log's last line) until the next power-on.
+
+The accelerator is the one that boots what the server boots, its UEFI
+firmware (``host_agent.power.accel.firmware_accelerator``): KVM when OVMF
+runs under it on this machine, TCG otherwise.
 
 Files in the instance's working directory: ``qemu.pid``, ``console.log``
 (the serial port, appended across power cycles), ``qemu.log`` (QEMU's own
@@ -35,8 +49,9 @@ from pathlib import Path
 from host_agent.config import AgentConfig
 from host_agent.desired import Power
 from host_agent.devices import pid_alive
-from host_agent.power.accel import accelerator
+from host_agent.power.accel import firmware_accelerator
 from host_agent.power.base import Disk, Machine, Nic, PowerDriver, PowerError
+from host_agent.power.health import HEALTHY, Health, from_qmp
 from host_agent.power.qemu import (
     BlkDisk,
     NetNic,
@@ -44,11 +59,19 @@ from host_agent.power.qemu import (
     UefiFirmware,
     build_argv,
     hotplug_bus,
+    net_quirks,
     prepare_firmware,
 )
-from host_agent.power.qmp import QmpClient, QmpConnectionError, QmpError
+from host_agent.power.qmp import QmpClient, QmpConnectionError, QmpError, QmpEvent
 
 HOTPLUG_SLOTS = 6
+#: how long a QMP query may take before the run moves on (QEMU may be wedged)
+QMP_QUERY_TIMEOUT = 5.0
+#: how long after a power-on or reset the driver watches the CPU: a firmware
+#: the accelerator cannot run stops at its first instructions
+BOOT_SETTLE_S = 1.0
+#: QMP events after which the guest may no longer run (the agent looks at once)
+HEALTH_EVENTS = frozenset({"STOP", "SHUTDOWN", "GUEST_PANICKED"})
 
 
 class QemuPower(PowerDriver):
@@ -63,6 +86,10 @@ class QemuPower(PowerDriver):
         self._devices_file = workdir / "devices.json"
         self._qmp: QmpClient | None = None
         self._child: subprocess.Popen[bytes] | None = None
+        #: the exit status of the QEMU this driver started, once it exited
+        self._exit_status: int | None = None
+        #: why the server stopped without being asked to (until the next power-on)
+        self._died = ""
 
     @property
     def _tag(self) -> str:
@@ -89,14 +116,24 @@ class QemuPower(PowerDriver):
             return 0
 
     def _running(self) -> bool:
-        if self._child is not None and self._child.poll() is not None:
+        if self._child is not None:
+            # our own QEMU: poll() reaps it and keeps its exit status (pid_alive
+            # would reap a zombie child itself and lose the status)
+            if self._child.poll() is None:
+                return True
+            self._exit_status = self._child.returncode
             self._child = None
+            return False
         return pid_alive(self._pid(), must_contain=self._tag)
 
     async def _client(self) -> QmpClient:
         if self._qmp is None:
-            self._qmp = await QmpClient.connect(self.qmp_socket, timeout=10.0)
+            self._qmp = await QmpClient.connect(self.qmp_socket, timeout=10.0, on_event=self._event)
         return self._qmp
+
+    def _event(self, event: QmpEvent) -> None:
+        if event.name in HEALTH_EVENTS and self.on_change is not None:
+            self.on_change()
 
     async def _exec(self, command: str, /, **arguments: object) -> object:
         """One QMP command; a connection lost since the last one is re-opened once."""
@@ -122,17 +159,15 @@ class QemuPower(PowerDriver):
             await self._client()
         return True
 
-    def _accel(self) -> str:
-        if self.config.probe_kernel is not None:
-            return accelerator(self.config.probe_kernel, cache_dir=self.config.state_dir)
-        forced = os.environ.get("BMAAS_ACCEL")
-        if forced in ("kvm", "tcg"):
-            return forced
-        return "kvm" if os.access("/dev/kvm", os.R_OK | os.W_OK) else "tcg"
+    def _accel(self, firmware: UefiFirmware) -> str:
+        return firmware_accelerator(
+            firmware.code, firmware.vars_template, cache_dir=self.config.state_dir
+        )
 
     async def power_on(self, machine: Machine) -> None:
         if self._running():
             return
+        self._died = ""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.qmp_socket.parent.mkdir(parents=True, exist_ok=True)
         self.qmp_socket.unlink(missing_ok=True)
@@ -142,7 +177,7 @@ class QemuPower(PowerDriver):
             serial_log=self.console,
             memory_mib=machine.memory_mib,
             cpus=machine.cpus,
-            accel=await asyncio.to_thread(self._accel),
+            accel=await asyncio.to_thread(self._accel, firmware),
             firmware=firmware,
             disks=tuple(
                 BlkDisk(socket=d.socket, num_queues=d.queues, bootindex=0 if d.boot else None)
@@ -151,6 +186,7 @@ class QemuPower(PowerDriver):
             nics=tuple(NetNic(socket=n.socket, mac=n.mac, queues=n.queues) for n in machine.nics),
             qmp_socket=self.qmp_socket,
             hotplug_slots=HOTPLUG_SLOTS,
+            pvpanic=True,
         )
         binary = shutil.which("qemu-system-x86_64")
         if binary is None:
@@ -174,6 +210,21 @@ class QemuPower(PowerDriver):
         except (QmpError, OSError, TimeoutError) as exc:
             await self._kill()
             raise PowerError(f"QEMU did not start: {self._qemu_log_tail()}") from exc
+        await self._settle()
+
+    async def _settle(self) -> None:
+        """Watch the first ``BOOT_SETTLE_S`` of a boot, so that the health
+        read right after a power-on or reset already sees a CPU that stopped."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + BOOT_SETTLE_S
+        while loop.time() < deadline:
+            try:
+                status = await self._query("query-status")
+            except (QmpError, OSError, TimeoutError):
+                return
+            if not isinstance(status, dict) or status.get("status") != "running":
+                return
+            await asyncio.sleep(0.1)
 
     def _spawn(self, argv: list[str]) -> subprocess.Popen[bytes]:
         with (self.workdir / "qemu.log").open("ab") as log:
@@ -191,11 +242,18 @@ class QemuPower(PowerDriver):
                     os.sched_setaffinity(int(task.name), set(cpus[card:]))
 
     def _qemu_log_tail(self) -> str:
-        try:
-            text = (self.workdir / "qemu.log").read_text(errors="replace").strip()
-        except OSError:
-            return "no output"
+        text = self._qemu_log(4096).strip()
         return text.splitlines()[-1][-400:] if text else "no output"
+
+    def _qemu_log(self, limit: int) -> str:
+        """The newest *limit* bytes QEMU wrote to its stderr."""
+        try:
+            with (self.workdir / "qemu.log").open("rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - limit))
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
 
     async def power_off(self, *, grace: float = 0.0) -> None:
         if not self._running():
@@ -224,6 +282,7 @@ class QemuPower(PowerDriver):
         await self._forget()
 
     async def _forget(self) -> None:
+        self._exit_status, self._died = None, ""
         if self._qmp is not None:
             await self._qmp.aclose()
             self._qmp = None
@@ -232,17 +291,64 @@ class QemuPower(PowerDriver):
         self._devices_file.unlink(missing_ok=True)
 
     async def reboot(self) -> None:
+        """A hard reset; a guest that had stopped (panicked, internal error)
+        is left in ``prelaunch`` by the reset and needs a ``cont`` to run."""
         try:
             await self._exec("system_reset")
+            status = await self._query("query-status")
+            if isinstance(status, dict) and status.get("status") != "running":
+                await self._exec("cont")
         except (QmpError, OSError, TimeoutError) as exc:
             raise PowerError(f"reset failed: {exc}") from exc
+        await self._settle()
+
+    async def _query(self, command: str) -> object:
+        async with asyncio.timeout(QMP_QUERY_TIMEOUT):
+            return await self._exec(command)
+
+    async def health(self) -> Health:
+        if not self._running():
+            return Health(False, self._died) if self._died else HEALTHY
+        try:
+            status = await self._query("query-status")
+        except (QmpError, OSError, TimeoutError):
+            return HEALTHY  # cannot tell now; the next run asks again
+        return from_qmp(
+            status if isinstance(status, dict) else {},
+            self._qmp.events if self._qmp is not None else (),
+            console=self.console_tail(16 * 1024).decode(errors="replace"),
+            qemu_log=self._qemu_log(4096),
+        )
 
     async def state(self) -> Power:
         if not self._running():
-            if self.pidfile.exists():
-                await self._forget()  # it powered itself off
+            if self.pidfile.exists():  # it stopped by itself
+                died = await self._why_stopped()
+                await self._forget()
+                self._died = died
             return Power.OFF
         return Power.ON
+
+    async def _why_stopped(self) -> str:
+        """Empty when the server powered off (the guest shut down: QEMU said
+        ``SHUTDOWN`` and exited 0); else why QEMU died under the guest."""
+        status = self._exit_status
+        if status is not None:  # the QEMU this driver started
+            if status == 0:
+                return ""
+            if status < 0:
+                with contextlib.suppress(ValueError):
+                    return f"the server's QEMU was killed by {signal.Signals(-status).name}"
+            return f"the server's QEMU exited with status {status}: {self._qemu_log_tail()}"
+        if self._qmp is None:
+            return ""  # adopted and never asked: nothing to go by
+        try:  # the session ends with QEMU; it said SHUTDOWN first if it shut down
+            await self._qmp.wait_event("SHUTDOWN", timeout=1.0)
+        except QmpConnectionError:
+            return f"the server's QEMU stopped unexpectedly: {self._qemu_log_tail()}"
+        except TimeoutError:
+            return ""
+        return ""
 
     def console_tail(self, limit: int) -> bytes:
         try:
@@ -283,6 +389,11 @@ class QemuPower(PowerDriver):
             return
         slot = self._free_slot(devices, nic.id)
         chardev, netdev = f"c{nic.id}", f"d{nic.id}"
+        try:
+            kvm = await self._query("query-kvm")
+        except (QmpError, OSError, TimeoutError) as exc:
+            raise PowerError(f"hot-plug of NIC {nic.id} failed: {exc}") from exc
+        accel = "kvm" if isinstance(kvm, dict) and kvm.get("enabled") else "tcg"
         with contextlib.suppress(QmpError):
             await self._exec("netdev_del", id=netdev)  # a half-done earlier attempt
         with contextlib.suppress(QmpError):
@@ -299,6 +410,7 @@ class QemuPower(PowerDriver):
                 netdev=netdev,
                 mac=nic.mac,
                 bus=hotplug_bus(slot),
+                **net_quirks(accel),
             )
         except QmpError as exc:
             raise PowerError(f"hot-plug of NIC {nic.id} failed: {exc}") from exc

@@ -13,7 +13,9 @@ task owns the socket's read side and sorts each line QEMU sends:
   consumes.  An event that arrived before anyone waited for it is not lost:
   ``wait_event`` looks at the pending list first, then waits for more.  Both
   lists keep the newest ``_EVENTS_KEPT`` events, so a session the agent holds
-  for days does not grow without bound.
+  for days does not grow without bound.  ``connect(on_event=...)`` is also
+  called with every event as it arrives (from the reader task: it must not
+  block).
 
 Commands may be sent concurrently (each has its own id).  When the socket
 closes (QEMU quit, or ``aclose()``), every waiting command and
@@ -32,7 +34,7 @@ import asyncio
 import contextlib
 import json
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -78,9 +80,16 @@ class QmpEvent:
 class QmpClient:
     """One QMP session; ``async with await QmpClient.connect(path)`` or ``aclose()``."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        on_event: Callable[[QmpEvent], None] | None = None,
+    ) -> None:
         self._reader = reader
         self._writer = writer
+        self._on_event = on_event
         self._next_id = 0
         self._replies: dict[str, asyncio.Future[Any]] = {}
         self._pending_events: deque[QmpEvent] = deque(maxlen=_EVENTS_KEPT)
@@ -91,7 +100,13 @@ class QmpClient:
         self.greeting: Mapping[str, Any] = {}
 
     @classmethod
-    async def connect(cls, path: Path, *, timeout: float = 10.0) -> QmpClient:
+    async def connect(
+        cls,
+        path: Path,
+        *,
+        timeout: float = 10.0,
+        on_event: Callable[[QmpEvent], None] | None = None,
+    ) -> QmpClient:
         """Connect to QEMU's ``-qmp unix:PATH,server=on``, retrying for *timeout* s."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -103,7 +118,7 @@ class QmpClient:
                 if loop.time() > deadline:
                     raise QmpConnectionError(f"no QMP socket at {path} after {timeout}s") from exc
                 await asyncio.sleep(0.05)
-        client = cls(reader, writer)
+        client = cls(reader, writer, on_event=on_event)
         try:
             async with asyncio.timeout(max(deadline - loop.time(), 1.0)):
                 await client._handshake()
@@ -223,6 +238,8 @@ class QmpClient:
             self._events.append(event)
             self._pending_events.append(event)
             self._wake()
+            if self._on_event is not None:
+                self._on_event(event)
             return
         reply = self._replies.get(str(message.get("id")))
         if reply is not None and not reply.done():

@@ -170,6 +170,79 @@ async def test_rebooting_with_higher_generation_resets(agent: Agent) -> None:
     assert agent.driver().boots == 2
 
 
+async def test_a_guest_that_crashed_is_failed_with_its_reason_never_running(
+    agent: Agent,
+) -> None:
+    await agent.apply(desired(instance(1)))
+    agent.driver().crash("the guest panicked: Kernel panic - not syncing: test")
+    reports = await agent.apply(desired(instance(1)))
+    failed = of_type(reports, InstanceReport)
+    assert failed == [
+        InstanceReport(
+            NAME, Phase.FAILED, 1, "the guest panicked: Kernel panic - not syncing: test"
+        )
+    ]
+    # every later run says the same, and nothing else, while the guest is dead
+    assert of_type(await agent.apply(desired(instance(1))), InstanceReport) == []
+    agent.r.resend()
+    assert phases(await agent.apply(desired(instance(1)))) == [(Phase.FAILED, 1)]
+
+
+async def test_a_failed_guest_keeps_its_server_and_a_reboot_recovers_it(agent: Agent) -> None:
+    await agent.apply(desired(instance(1)))
+    driver = agent.driver()
+    driver.crash("the guest panicked")
+    await agent.apply(desired(instance(1)))
+    # the control plane marks it FAILED: the server, its disks and record stay
+    reports = await agent.apply(desired(instance(1, state="FAILED")))
+    assert await driver.state() == Power.ON
+    assert agent.driver() is driver
+    assert agent.r.instance_dir(NAME).exists()
+    assert agent.r.state.instances[NAME].failed == ""
+    assert of_type(reports, InstanceReport) == []  # FAILED was sent already
+    # the tenant reboots it: a reset, and RUNNING again
+    reports = await agent.apply(desired(instance(2, state="REBOOTING")))
+    assert driver.boots == 2
+    assert phases(reports) == [(Phase.RUNNING, 2)]
+    assert (await driver.health()).ok
+
+
+async def test_a_server_that_died_is_failed_not_stopped_and_a_reboot_powers_it_on(
+    agent: Agent,
+) -> None:
+    await agent.apply(desired(instance(1)))
+    driver = agent.driver()
+    driver.die("the server's QEMU was killed by SIGSEGV")
+    reports = await agent.apply(desired(instance(1)))
+    assert of_type(reports, InstanceReport) == [
+        InstanceReport(NAME, Phase.FAILED, 1, "the server's QEMU was killed by SIGSEGV")
+    ]
+    await agent.apply(desired(instance(1, state="FAILED")))
+    assert agent.driver() is driver and await driver.state() == Power.OFF
+    reports = await agent.apply(desired(instance(2, state="REBOOTING")))
+    assert phases(reports) == [(Phase.STARTING, 2), (Phase.RUNNING, 2)]
+    assert driver.boots == 2
+
+
+async def test_a_server_that_powered_itself_off_is_stopped(agent: Agent) -> None:
+    await agent.apply(desired(instance(1)))
+    await agent.driver().power_off()
+    assert phases(await agent.apply(desired(instance(1)))) == [(Phase.STOPPED, 1)]
+
+
+async def test_a_provisioning_failure_is_still_torn_down_when_failed(
+    agent: Agent, config: AgentConfig
+) -> None:
+    await agent.apply(desired(instance(1)))
+    agent.r.state.instances[NAME].failed = "image checksum mismatch"
+    reports = await agent.apply(desired(instance(1, state="FAILED")))
+    assert await agent.drivers[agent.r.instance_dir(NAME)].state() == Power.OFF
+    assert not agent.r.instance_dir(NAME).exists()
+    assert of_type(reports, InstanceReport) == [
+        InstanceReport(NAME, Phase.FAILED, 1, "image checksum mismatch")
+    ]
+
+
 async def test_instance_no_longer_desired_is_torn_down(agent: Agent, config: AgentConfig) -> None:
     await agent.apply(desired(instance(1)))
     driver = agent.driver()

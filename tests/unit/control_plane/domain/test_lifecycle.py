@@ -138,6 +138,22 @@ def test_apply_instance_event_sets_target_reason_and_generation() -> None:
     assert failed.generation == stopping.generation
 
 
+def test_a_failed_instance_is_rebooted_with_a_new_generation_and_no_reason() -> None:
+    failed = apply_instance_event(
+        _instance(InstanceState.RUNNING), InstanceEvent.FAIL, reason="the guest panicked"
+    )
+    rebooting = apply_instance_event(failed, InstanceEvent.REBOOT)
+    assert (rebooting.state, rebooting.target_state) == (
+        InstanceState.REBOOTING,
+        InstanceState.RUNNING,
+    )
+    assert rebooting.generation == failed.generation + 1
+    assert rebooting.failure_reason == ""
+    # a reboot that fails again records the new reason
+    again = apply_instance_event(rebooting, InstanceEvent.FAIL, reason="image gone")
+    assert again.failure_reason == "image gone"
+
+
 def test_apply_host_event_counts_cleaning_epochs() -> None:
     host = Host(
         id="h",

@@ -38,6 +38,7 @@ def test_stand_in_has_no_default_devices_and_shared_memfd_ram() -> None:
 def test_only_vhost_user_devices_are_attached() -> None:
     argv = build_argv(
         _spec(
+            accel="kvm",
             disks=(BlkDisk(Path("/run/b0.sock"), num_queues=2, bootindex=1),),
             nics=(NetNic(Path("/run/n0.sock"), mac="52:54:00:00:00:01", queues=2),),
         )
@@ -51,6 +52,22 @@ def test_only_vhost_user_devices_are_attached() -> None:
     chardevs = _pairs(argv, "-chardev")
     assert "socket,id=blk0,path=/run/b0.sock,reconnect=1" in chardevs
     assert "socket,id=net0,path=/run/n0.sock,reconnect=1" in chardevs
+
+
+def test_nics_get_no_msix_under_tcg_only() -> None:
+    nic = NetNic(Path("/run/n0.sock"), mac="52:54:00:00:00:01")
+    tcg = _pairs(build_argv(_spec(accel="tcg", nics=(nic,))), "-device")
+    kvm = _pairs(build_argv(_spec(accel="kvm", nics=(nic,))), "-device")
+    assert tcg == ["virtio-net-pci,netdev=netdev0,id=nic0,mac=52:54:00:00:00:01,vectors=0"]
+    assert kvm == ["virtio-net-pci,netdev=netdev0,id=nic0,mac=52:54:00:00:00:01"]
+
+
+def test_pvpanic_pauses_a_panicked_guest() -> None:
+    argv = build_argv(_spec(pvpanic=True, hotplug_slots=1))
+    assert _pairs(argv, "-device")[-1] == "pvpanic"
+    assert _pairs(argv, "-action") == ["panic=pause"]
+    assert "pvpanic" not in _pairs(build_argv(_spec()), "-device")
+    assert _pairs(build_argv(_spec()), "-action") == []
 
 
 @pytest.mark.parametrize(("accel", "cpu"), [("kvm", "host"), ("tcg", "max")])
