@@ -14,7 +14,10 @@ file (keys: ``etcd`` (a string or a list of URLs), ``etcd_cacert``,
 ``etcd_cert``, ``etcd_key``, ``operator_token``, ``etcd_root``,
 ``heartbeat_interval``, ``heartbeat_ttl``, ``lease_ttl``, ``metrics``,
 ``controllers``, ``compaction_interval``, ``compaction_retention``,
-``etcd_quota_bytes``), environment variables (``BMAAS_ETCD``,
+``etcd_quota_bytes``, and a ``[storage]`` table: ``backend`` ("file" or
+"rbd"), ``pool``, ``ceph_conf``, ``client_id``, ``failover_grace``; with
+"rbd" the pool is opened once at start and a missing pool or an
+unreachable cluster is one line on stderr and exit status 1), environment variables (``BMAAS_ETCD``,
 ``BMAAS_ETCD_CACERT``, ``BMAAS_ETCD_CERT``, ``BMAAS_ETCD_KEY``,
 ``BMAAS_OPERATOR_TOKEN``, ``BMAAS_ETCD_ROOT``, ``BMAAS_LEASE_TTL``,
 ``BMAAS_METRICS``), then the command line.
@@ -45,7 +48,7 @@ import signal
 import sys
 import tomllib
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +58,8 @@ from control_plane.controllers.config import ControllerConfig
 from control_plane.controllers.manager import ControllerManager
 from control_plane.domain.errors import BmaasError
 from control_plane.domain.host import Host
+from control_plane.domain.storage import StorageConfig, parse_storage
+from control_plane.storage import CephAdmin, CephError
 from control_plane.store import DEFAULT_ROOT, Store
 from control_plane.store.endpoints import Endpoint, Tls, parse_endpoints
 
@@ -78,6 +83,7 @@ class Settings:
     compaction_interval: float = 300.0
     compaction_retention: float = 600.0
     etcd_quota_bytes: int = 2 << 30
+    storage: StorageConfig = field(default_factory=StorageConfig)
 
     @property
     def etcd_host(self) -> str:
@@ -164,7 +170,25 @@ def load_settings(argv: Sequence[str] | None = None) -> Settings:
         compaction_retention=float(file.get("compaction_retention", 600.0)),
         etcd_quota_bytes=int(file.get("etcd_quota_bytes", 2 << 30)),
         grace=ns.grace,
+        storage=_storage(file.get("storage")),
     )
+
+
+def _storage(raw: Any) -> StorageConfig:
+    try:
+        return parse_storage(raw)
+    except BmaasError as exc:
+        raise SystemExit(f"--config: {exc}") from None
+
+
+def check_storage(storage: StorageConfig) -> None:
+    """Open the rbd back-end's pool once; ``SystemExit`` with one line if that fails."""
+    if not storage.rbd:
+        return
+    try:
+        CephAdmin(pool=storage.pool, conf=storage.ceph_conf, client_id=storage.client_id).check()
+    except CephError as exc:
+        raise SystemExit(f"bmaas-control-plane: [storage]: {exc}") from None
 
 
 async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
@@ -177,6 +201,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         metrics.serve(mhost, mport)
     if not settings.operator_token:
         log.warning("no operator token configured: OperatorService refuses every call")
+    await asyncio.to_thread(check_storage, settings.storage)
     store = await connect_etcd(settings)
     metrics.track_etcd_round_trips(lambda: dict(store.stats.round_trips))
     api = ApiServer(
@@ -186,6 +211,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
             operator_token=settings.operator_token,
             heartbeat_interval=settings.heartbeat_interval,
             heartbeat_ttl=settings.heartbeat_ttl,
+            storage=settings.storage,
         ),
     )
     manager: ControllerManager | None = None
@@ -204,6 +230,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
                     compaction_retention=settings.compaction_retention,
                     etcd_members=len(settings.etcd),
                     etcd_quota_bytes=settings.etcd_quota_bytes,
+                    storage=settings.storage,
                 ),
                 scheduler=api.scheduler,
             )

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -50,6 +50,7 @@ from control_plane.api.tenant import TenantServicer
 from control_plane.domain.compute import Instance
 from control_plane.domain.errors import BmaasError, InvalidArgument, NotFound
 from control_plane.domain.host import Host
+from control_plane.domain.storage import StorageConfig
 from control_plane.scheduler import HostCache, Scheduler
 from control_plane.store import Created, Store
 
@@ -79,6 +80,8 @@ class ApiConfig:
     desired_resync: float = 60.0
     #: seconds between quorum reads (readiness); each may take as long
     quorum_check_interval: float = 1.0
+    #: the region's storage back-end (``[storage]``): RBD names in desired states
+    storage: StorageConfig = field(default_factory=StorageConfig)
 
 
 class SchedulerPlacer:
@@ -153,6 +156,7 @@ class ApiServer:
         operator_pb2_grpc.add_OperatorServiceServicer_to_server(OperatorServicer(self.deps), server)
         agent = AgentServicer(self.deps)
         agent.desired_resync = self.config.desired_resync
+        agent.storage = self.config.storage
         agent_pb2_grpc.add_AgentServiceServicer_to_server(agent, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(

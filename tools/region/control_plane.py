@@ -34,6 +34,7 @@ from bmaas.v1 import agent_pb2_grpc, operator_pb2_grpc, tenant_pb2_grpc
 from control_plane.api.server import ApiConfig, ApiServer
 from control_plane.controllers.config import ControllerConfig
 from control_plane.controllers.manager import ControllerManager
+from control_plane.domain.storage import StorageConfig
 from control_plane.store import Store
 from tools.region.etcd import EtcdCluster, EtcdServer
 from tools.region.process import StartError, log_tail, spawn
@@ -77,12 +78,14 @@ class InProcessControlPlane:
         lease_ttl: int = 2,
         identity: str | None = None,
         desired_resync: float = 5.0,
+        storage: StorageConfig | None = None,
     ) -> None:
         self.etcd = etcd
         self.with_controllers = controllers
         self.lease_ttl = lease_ttl
         self.identity = identity
         self.desired_resync = desired_resync
+        self.storage = storage or StorageConfig()
         self.operator_token = operator_token
         self.store: Store | None = None
         self.api: ApiServer | None = None
@@ -100,6 +103,7 @@ class InProcessControlPlane:
                 heartbeat_ttl=3,
                 auth_cache_ttl=0.5,
                 desired_resync=self.desired_resync,
+                storage=self.storage,
             ),
         )
         self.port = await self.api.start()
@@ -107,7 +111,9 @@ class InProcessControlPlane:
             self.manager = ControllerManager(
                 self.store,
                 identity=self.identity,
-                config=ControllerConfig(lease_ttl=self.lease_ttl, resync_period=5.0),
+                config=ControllerConfig(
+                    lease_ttl=self.lease_ttl, resync_period=5.0, storage=self.storage
+                ),
                 scheduler=self.api.scheduler,  # as control_plane.main wires it
             )
             await self.manager.start()
