@@ -3,7 +3,7 @@
 Every control-plane replica starts one manager.  All of them campaign
 (``LeaderElector``); the leader builds a ``HostCache`` (list + watch), a
 ``Scheduler``, the instance, host and liveness controllers (and the
-storage controller with ``[storage] backend = "rbd"``) and etcd's
+storage and failover controllers with ``[storage] backend = "rbd"``) and etcd's
 housekeeping (compaction, NOSPACE recovery), and runs them
 until it stops or loses its lease; then it tears them all down (nothing is
 kept across terms: a new term starts from a fresh list, which is what makes
@@ -34,6 +34,7 @@ from types import TracebackType
 
 from control_plane.controllers.base import Controller
 from control_plane.controllers.config import ControllerConfig
+from control_plane.controllers.failover_controller import FailoverController
 from control_plane.controllers.host_controller import HostController
 from control_plane.controllers.housekeeping import Housekeeper
 from control_plane.controllers.instance_controller import InstanceController
@@ -126,6 +127,7 @@ class ControllerManager:
                 pool=cfg.storage.pool, conf=cfg.storage.ceph_conf, client_id=cfg.storage.client_id
             )
             controllers.append(StorageController(self.store, cfg, admin))
+            controllers.append(FailoverController(self.store, cfg, admin))
         housekeeper = Housekeeper(
             self.store,
             interval=cfg.compaction_interval,
