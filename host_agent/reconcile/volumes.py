@@ -177,8 +177,11 @@ class RbdVolumes:
             client_id=config.storage.client_id,
         )
         self.timeout = timeout
-        #: the size each served volume had when last looked at (growth -> resize)
+        #: per image, the size it had when last looked at: a boot disk already
+        #: made is not looked at again, a volume that grew has its back-end told
         self._sizes: dict[str, int] = {}
+        #: instance -> its boot disk's image (forgotten at teardown)
+        self._boot_of: dict[str, str] = {}
 
     def disk(self, image: str) -> RbdDisk:
         return RbdDisk(
@@ -209,10 +212,14 @@ class RbdVolumes:
         if not boot.rbd_parent:
             raise ProvisionFailed(f"boot disk {boot.rbd_image}: the control plane sent no parent")
         size = boot.size_gib * GIB
+        if self._sizes.get(boot.rbd_image, -1) >= size:
+            return self.disk(boot.rbd_image)  # made (or found) by an earlier pass
         if not await asyncio.to_thread(self._exists, boot.rbd_image):
             await self._clone(inst, boot, size, mark)
         else:
             await asyncio.to_thread(self._grow, boot.rbd_image, size)
+        self._sizes[boot.rbd_image] = size
+        self._boot_of[inst.name] = boot.rbd_image
         return self.disk(boot.rbd_image)
 
     def _exists(self, name: str) -> bool:
@@ -260,8 +267,8 @@ class RbdVolumes:
         size = await asyncio.to_thread(self._size, vol.rbd_image)
         if size is None:
             raise VolumeNotReady(f"volume image {vol.rbd_image} does not exist yet")
-        before = self._sizes.get(vol.volume)
-        self._sizes[vol.volume] = size
+        before = self._sizes.get(vol.rbd_image)
+        self._sizes[vol.rbd_image] = size
         return self.disk(vol.rbd_image), before is not None and size > before
 
     def _size(self, name: str) -> int | None:
@@ -272,6 +279,8 @@ class RbdVolumes:
         return await self.files.local_disk(disk)
 
     def delete_boot_disk(self, instance: str) -> None:
+        # never the RBD image (see the module docstring): only what we knew of it
+        self._sizes.pop(self._boot_of.pop(instance, ""), None)
         self.files.delete_boot_disk(instance)  # a file boot disk, if there ever was one
 
 
