@@ -34,6 +34,7 @@ import logging
 from collections.abc import Coroutine, Iterable
 from typing import Any
 
+from control_plane import metrics
 from control_plane.controllers.base import Controller
 from control_plane.controllers.config import ControllerConfig
 from control_plane.controllers.outcome import DONE, Outcome, Transient
@@ -129,6 +130,8 @@ class FailoverController(Controller):
             await self.store.update_many(objs)
         except Aborted:
             return Transient()
+        metrics.FAILOVERS.inc()
+        metrics.FENCED_CLIENTS.inc(len(fenced))
         return DONE
 
     async def _moved(
