@@ -193,6 +193,8 @@ async def test_failover_waits_for_the_grace_then_fences_before_moving() -> None:
     assert admin.blocklist == ["127.0.0.1:0/1", "127.0.0.1:0/1"]
     moved = records.objs[inst.name]
     assert moved.state == InstanceState.PENDING and moved.host == "" and moved.zone == "z1"
+    # a new generation: a report from a host it ran on before is stale from now on
+    assert moved.generation == inst.generation + 1
     assert (moved.user_data, moved.volumes, moved.network_interfaces) == (
         inst.user_data,
         inst.volumes,
