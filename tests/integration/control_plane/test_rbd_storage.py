@@ -48,8 +48,11 @@ def _images(ceph: CephCluster, prefix: str) -> dict[str, int]:
         out = {}
         for name in rbd.RBD().list(ioctx):
             if name.startswith(prefix):
-                with rbd.Image(ioctx, name, read_only=True) as img:
-                    out[name] = img.size()
+                try:
+                    with rbd.Image(ioctx, name, read_only=True) as img:
+                        out[name] = img.size()
+                except rbd.ImageNotFound:
+                    continue  # deleted between the listing and the open
         return out
 
 
