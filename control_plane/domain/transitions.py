@@ -7,7 +7,8 @@ when a FAILED instance is rebooted: the reboot is the recovery), and bumps
 ``generation`` on STOP, START and REBOOT (a new desired power state for the
 agent) and on HOST_FAILED (a failover: the last report of a host the
 instance ran on before says RUNNING at the old generation, and must never
-complete the new placement if the instance lands on that host again).  ``apply_host_event`` bumps ``cleaning_epoch`` and stamps
+complete the new placement if the instance lands on that host again).
+``apply_host_event`` bumps ``cleaning_epoch`` and stamps
 ``cleaning_started_time`` on entering CLEANING, and stamps
 ``last_cleaned_time`` when cleaning completes.  Both raise
 ``InvalidTransition`` for an edge the table does not have.
