@@ -1,10 +1,11 @@
 """Step 3b, NICs: an ``offload-net`` per NIC, its TAP in the VPC's bridge.
 
 For every desired NIC the agent writes the instance's metadata (served by
-the back-end at 169.254.169.254), starts (or adopts) the NIC's back-end in
-the host's network namespace, and records its VPC port: the VPC's bridge,
-VNI and the underlay addresses of the other hosts carrying it.  Then the
-fabric is reconciled once for all ports.  A host without an
+the back-end at 169.254.169.254; owner-only, ``host_agent.files``),
+starts (or adopts) the NIC's back-end in the host's network namespace, and
+records its VPC port: the VPC's bridge, VNI and the underlay addresses of
+the other hosts carrying it.  Then the fabric is reconciled once for all
+ports.  A host without an
 ``underlay_address`` cannot join a VPC: the instance fails with that reason.
 """
 
