@@ -27,7 +27,10 @@ file (keys: ``etcd`` (a string or a list of URLs), ``etcd_cacert``,
 ``agent_listen``, ``insecure``, ``allow_fake_power``, ``operator_token``, ``etcd_root``,
 ``heartbeat_interval``, ``heartbeat_ttl``, ``lease_ttl``, ``metrics``,
 ``controllers``, ``compaction_interval``, ``compaction_retention``,
-``etcd_quota_bytes``), environment variables (``BMAAS_ETCD``,
+``etcd_quota_bytes``, and a ``[storage]`` table: ``backend`` ("file" or
+"rbd"), ``pool``, ``ceph_conf``, ``client_id``, ``failover_grace``; with
+"rbd" the pool is opened once at start and a missing pool or an
+unreachable cluster is one line on stderr and exit status 1), environment variables (``BMAAS_ETCD``,
 ``BMAAS_ETCD_CACERT``, ``BMAAS_ETCD_CERT``, ``BMAAS_ETCD_KEY``,
 ``BMAAS_OPERATOR_TOKEN``, ``BMAAS_ETCD_ROOT``, ``BMAAS_LEASE_TTL``,
 ``BMAAS_METRICS``), then the command line.
@@ -67,7 +70,7 @@ import signal
 import sys
 import tomllib
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -78,8 +81,10 @@ from control_plane.controllers.config import ControllerConfig
 from control_plane.controllers.manager import ControllerManager
 from control_plane.domain.errors import BmaasError
 from control_plane.domain.host import Host
+from control_plane.domain.storage import StorageConfig, parse_storage
 from control_plane.operator_token_file import OperatorTokenFileError, read_tokens
 from control_plane.operator_token_file import follow as follow_token_file
+from control_plane.storage import CephAdmin, CephError
 from control_plane.store import DEFAULT_ROOT, Store
 from control_plane.store.endpoints import Endpoint, Tls, parse_endpoints
 
@@ -111,6 +116,7 @@ class Settings:
     allow_fake_power: bool = False
     #: the agents' port (client certificates required), with ``tls.client_ca``
     agent_listen: str = ""
+    storage: StorageConfig = field(default_factory=StorageConfig)
 
     @property
     def etcd_host(self) -> str:
@@ -282,11 +288,29 @@ def load_settings(argv: Sequence[str] | None = None) -> Settings:
             or file.get("operator_token_file")
         ),
         token_last_use_interval=float(file.get("token_last_use_interval", 60.0)),
+        storage=_storage(file.get("storage")),
     )
 
 
 def _path(value: str | None) -> Path | None:
     return Path(value) if value else None
+
+
+def _storage(raw: Any) -> StorageConfig:
+    try:
+        return parse_storage(raw)
+    except BmaasError as exc:
+        raise SystemExit(f"--config: {exc}") from None
+
+
+def check_storage(storage: StorageConfig) -> None:
+    """Open the rbd back-end's pool once; ``SystemExit`` with one line if that fails."""
+    if not storage.rbd:
+        return
+    try:
+        CephAdmin(pool=storage.pool, conf=storage.ceph_conf, client_id=storage.client_id).check()
+    except CephError as exc:
+        raise SystemExit(f"bmaas-control-plane: [storage]: {exc}") from None
 
 
 async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
@@ -313,6 +337,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         )
     if settings.allow_fake_power:
         log.warning("--allow-fake-power: EnrollHost accepts simulated (fake) servers")
+    await asyncio.to_thread(check_storage, settings.storage)
     store = await connect_etcd(settings)
     metrics.track_etcd_round_trips(lambda: dict(store.stats.round_trips))
     api = ApiServer(
@@ -328,6 +353,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
             agent_listen=settings.agent_listen,
             insecure=settings.insecure,
             allow_fake_power=settings.allow_fake_power,
+            storage=settings.storage,
         ),
     )
     if token_file is not None:
@@ -359,6 +385,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
                     compaction_retention=settings.compaction_retention,
                     etcd_members=len(settings.etcd),
                     etcd_quota_bytes=settings.etcd_quota_bytes,
+                    storage=settings.storage,
                 ),
                 scheduler=api.scheduler,
             )

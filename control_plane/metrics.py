@@ -84,6 +84,15 @@ ETCD_SPACE_RECOVERIES = Counter(
     "bmaas_cp_etcd_space_recoveries_total",
     "NOSPACE alarms the controllers' leader cleared by compacting and defragmenting etcd.",
 )
+FAILOVERS = Counter(
+    "bmaas_cp_failovers_total",
+    "Instances moved off a host that stayed unreachable past the failover grace "
+    "(fenced, unbound and placed again).",
+)
+FENCED_CLIENTS = Counter(
+    "bmaas_cp_fenced_clients_total",
+    "Ceph clients (cards) put on the OSD blocklist before their disks moved to another host.",
+)
 CONTROLLER_RECONCILE_DURATION = Histogram(
     "bmaas_cp_controller_reconcile_duration_seconds",
     "Time spent in one reconcile pass of a key, by controller.",

@@ -91,6 +91,8 @@ def _instance(i: agent_pb2.DesiredInstance) -> DesiredInstance:
                 source_image=v.source_image,
                 max_iops=v.max_iops,
                 max_mbps=v.max_mbps,
+                rbd_image=v.rbd_image,
+                rbd_parent=v.rbd_parent,
             )
             for v in i.volumes
         ),

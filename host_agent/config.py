@@ -20,6 +20,11 @@ inventory cannot be probed, so it is declared here)::
     [[local_disks]]                  # instance-store disks, wiped between tenants
     name = "nvme0"
     size_gib = 100
+    [storage]                        # where cloud disks live (default: files)
+    backend = "rbd"                  # "file" (volume_dir) or "rbd" (a Ceph pool)
+    pool = "bmaas"
+    ceph_conf = "/etc/ceph/ceph.conf"
+    client_id = "admin"
 
 Paths under ``--state-dir`` unless set: ``images/`` (image cache),
 ``volumes/`` (cloud disks; point several agents at one directory to let a
@@ -50,6 +55,20 @@ class LocalDisk:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class StorageSettings:
+    """``[storage]``: ``file`` (disks are files on this host) or ``rbd``."""
+
+    backend: str = "file"
+    pool: str = ""
+    ceph_conf: Path | None = None
+    client_id: str = "admin"
+
+    @property
+    def rbd(self) -> bool:
+        return self.backend == "rbd"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AgentConfig:
     host_id: str
     endpoints: tuple[str, ...]
@@ -75,6 +94,7 @@ class AgentConfig:
     #: bound of the boot-image cache in GiB; least recently used images are deleted
     image_cache_gib: float = 20.0
     local_disks: tuple[LocalDisk, ...] = ()
+    storage: StorageSettings = field(default_factory=StorageSettings)
     image_dir_: Path | None = None
     volume_dir_: Path | None = None
     run_dir_: Path | None = None
@@ -181,6 +201,8 @@ def load(
             if not isinstance(value, list):
                 raise ConfigError(f"local_disks: expected a list of [[local_disks]], got {value!r}")
             kwargs["local_disks"] = tuple(_disk(d) for d in value)
+        elif key == "storage":
+            kwargs["storage"] = _storage(value)
         else:
             raise ConfigError(f"unknown setting {key!r}")
     eps = tuple(e.strip() for e in endpoints.split(",") if e.strip())
@@ -223,3 +245,28 @@ def _disk(raw: Any) -> LocalDisk:
     if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
         raise ConfigError(f"local_disks.{raw['name']}: size_gib must be a positive integer")
     return LocalDisk(name=raw["name"], size_gib=size, kind=str(raw.get("kind", "nvme")))
+
+
+def _storage(raw: Any) -> StorageSettings:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"storage: expected a [storage] table, got {raw!r}")
+    for key in raw:
+        if key not in ("backend", "pool", "ceph_conf", "client_id"):
+            raise ConfigError(f"storage: unknown setting {key!r}")
+    for key, value in raw.items():
+        if not isinstance(value, str):
+            raise ConfigError(f"storage.{key}: expected a string, got {value!r}")
+    backend = raw.get("backend", "file")
+    if backend not in ("file", "rbd"):
+        raise ConfigError(f"storage.backend: {backend!r} is not 'file' or 'rbd'")
+    if backend == "file":
+        return StorageSettings()
+    for key in ("pool", "ceph_conf"):
+        if not raw.get(key):
+            raise ConfigError(f'storage.{key}: required with backend = "rbd"')
+    return StorageSettings(
+        backend="rbd",
+        pool=raw["pool"],
+        ceph_conf=Path(raw["ceph_conf"]),
+        client_id=raw.get("client_id") or "admin",
+    )

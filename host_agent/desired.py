@@ -35,6 +35,10 @@ class DesiredVolume:
     source_image: str = ""
     max_iops: int = 0
     max_mbps: int = 0
+    #: the disk's RBD image in the agent's pool ("" = a file on this host)
+    rbd_image: str = ""
+    #: boot disks with rbd_image: the "IMAGE@SNAP" to clone from
+    rbd_parent: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -72,9 +72,33 @@ def pid_alive(pid: int, *, must_contain: str) -> bool:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RbdDisk:
+    """A disk that is an RBD image: ``offload-blk --rbd POOL/IMAGE``."""
+
+    pool: str
+    image: str
+    conf: Path
+    client_id: str = "admin"
+
+    def args(self) -> list[str]:
+        return [
+            "--rbd",
+            f"{self.pool}/{self.image}",
+            "--ceph-conf",
+            str(self.conf),
+            "--ceph-id",
+            self.client_id,
+        ]
+
+
+#: what a volume source hands provisioning: a file on the host or an RBD image
+DiskSource = Path | RbdDisk
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BlkSpec:
     id: str
-    image: Path
+    image: DiskSource
     socket: Path
     queues: int = 1
     read_only: bool = False
@@ -83,7 +107,11 @@ class BlkSpec:
     program = "offload-blk"
 
     def args(self, stats: Path) -> list[str]:
-        argv = ["--socket", str(self.socket), "--image", str(self.image)]
+        argv = ["--socket", str(self.socket)]
+        if isinstance(self.image, RbdDisk):
+            argv += self.image.args()
+        else:
+            argv += ["--image", str(self.image)]
         argv += ["--queues", str(self.queues), "--stats", str(stats)]
         if self.read_only:
             argv.append("--read-only")

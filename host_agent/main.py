@@ -32,6 +32,8 @@ from host_agent import config as config_mod
 from host_agent.agent import Agent
 from host_agent.files import CredentialFileError, read_credential
 from host_agent.metrics import DeviceCollector
+from host_agent.storage.errors import StorageError
+from host_agent.storage.rbd import CephTarget, RbdPool
 
 log = logging.getLogger("host_agent")
 
@@ -79,6 +81,17 @@ def main(argv: list[str] | None = None) -> int:
         )
     except config_mod.ConfigError as exc:
         parser.exit(2, f"bmaas-agent: error: {exc}\n")
+    if cfg.storage.rbd and cfg.storage.ceph_conf is not None:
+        try:  # a missing pool or an unreachable cluster: one line, before anything starts
+            RbdPool(
+                CephTarget(
+                    pool=cfg.storage.pool,
+                    conf=cfg.storage.ceph_conf,
+                    client_id=cfg.storage.client_id,
+                )
+            ).close()
+        except StorageError as exc:
+            parser.exit(2, f"bmaas-agent: error: [storage]: {exc}\n")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -395,12 +395,32 @@ class DesiredVolume(_message.Message):
     SOURCE_IMAGE_FIELD_NUMBER: _builtins.int
     MAX_IOPS_FIELD_NUMBER: _builtins.int
     MAX_MBPS_FIELD_NUMBER: _builtins.int
+    RBD_IMAGE_FIELD_NUMBER: _builtins.int
+    RBD_PARENT_FIELD_NUMBER: _builtins.int
     volume: _builtins.str
     size_gib: _builtins.int
     boot: _builtins.bool
     source_image: _builtins.str
     max_iops: _builtins.int
     max_mbps: _builtins.int
+    rbd_image: _builtins.str
+    """Where the disk lives.  Empty: the agent's file back-end (a file the agent
+    creates on the host).  Set: the disk is the RBD image of this name in the
+    Ceph pool of the agent's [storage] section (pool-relative, e.g.
+    "vol.t1.v1"); the agent serves it with `offload-blk --rbd POOL/IMAGE`
+    (exclusively locked) and never creates, grows or deletes a data volume's
+    image: the control plane does, and a volume whose image does not exist
+    yet is retried, not failed.
+    """
+    rbd_parent: _builtins.str
+    """Boot volumes with rbd_image only: "IMAGE@SNAP", the protected snapshot the
+    boot disk is cloned from.  The agent imports the instance's image (fetched
+    from image_source_uri and verified as for the file back-end) into the pool
+    as IMAGE once, snapshots and protects SNAP, then makes rbd_image a layered
+    clone of it (an existing clone is kept as it is and only grown: after a
+    failover it holds what the guest wrote).  The agent never deletes an RBD
+    boot disk; the control plane does when the instance is gone.
+    """
     def __init__(
         self,
         *,
@@ -410,10 +430,12 @@ class DesiredVolume(_message.Message):
         source_image: _builtins.str = ...,
         max_iops: _builtins.int = ...,
         max_mbps: _builtins.int = ...,
+        rbd_image: _builtins.str = ...,
+        rbd_parent: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["boot", b"boot", "max_iops", b"max_iops", "max_mbps", b"max_mbps", "size_gib", b"size_gib", "source_image", b"source_image", "volume", b"volume"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["boot", b"boot", "max_iops", b"max_iops", "max_mbps", b"max_mbps", "rbd_image", b"rbd_image", "rbd_parent", b"rbd_parent", "size_gib", b"size_gib", "source_image", b"source_image", "volume", b"volume"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -694,6 +694,7 @@ class Volume(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    CONDITIONS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """"tenants/{tenant}/volumes/{volume}" """
     size_gib: _builtins.int
@@ -711,6 +712,13 @@ class Volume(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def conditions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Condition]:
+        """Output only.  "Provisioned" with the rbd storage back-end: False with a
+        reason (e.g. CephUnavailable) while the disk cannot be made in the
+        cluster, True once it exists at its size.
+        """
+
     def __init__(
         self,
         *,
@@ -723,10 +731,11 @@ class Volume(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
+        conditions: _abc.Iterable[Global___Condition] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "etag", b"etag", "image", b"image", "instance", b"instance", "name", b"name", "size_gib", b"size_gib", "state", b"state", "update_time", b"update_time", "zone", b"zone"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conditions", b"conditions", "create_time", b"create_time", "etag", b"etag", "image", b"image", "instance", b"instance", "name", b"name", "size_gib", b"size_gib", "state", b"state", "update_time", b"update_time", "zone", b"zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

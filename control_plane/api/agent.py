@@ -68,6 +68,7 @@ from control_plane.domain.errors import BmaasError, FailedPrecondition, NotFound
 from control_plane.domain.host import Host
 from control_plane.domain.lifecycle import HostEvent, HostState, InstanceState
 from control_plane.domain.network import NetworkInterface, Subnet, Vpc
+from control_plane.domain.storage import StorageConfig, boot_image, parent_image
 from control_plane.domain.transitions import apply_host_event
 from control_plane.domain.volume import Volume
 from control_plane.services.peers import vpc_peers
@@ -109,6 +110,8 @@ def _own(host_id: str, value: str, field: str) -> None:
 
 class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
     desired_resync = DESIRED_RESYNC_SECONDS
+    #: the region's storage back-end: names RBD images in the desired state
+    storage = StorageConfig()
 
     @unary(SERVICE)
     async def Register(
@@ -396,19 +399,22 @@ class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
             hostname=inst.id,
             metadata_tokens=convert.metadata_tokens(inst.metadata_tokens),
         )
+        rbd = self.storage.rbd
         out.volumes.append(
             agent_pb2.DesiredVolume(
                 volume=f"{inst.name}/boot",
                 size_gib=image.size_gib,
                 boot=True,
                 source_image=image.name,
+                rbd_image=boot_image(inst.tenant, inst.id) if rbd else "",
+                rbd_parent=parent_image(image.id) if rbd else "",
             )
         )
         for vname in inst.volumes:
             with contextlib.suppress(NotFound):
                 out.volumes.append(
                     convert.desired_volume(
-                        await self.store.get(Volume, vname, revision=rev), boot=False
+                        await self.store.get(Volume, vname, revision=rev), boot=False, rbd=rbd
                     )
                 )
         nics: list[tuple[NetworkInterface, Subnet, Vpc]] = []

@@ -23,6 +23,7 @@ from control_plane.domain import placement as d_place
 from control_plane.domain import tenant as d_tenant
 from control_plane.domain import volume as d_volume
 from control_plane.domain.lifecycle import HostState, InstanceState
+from control_plane.domain.storage import volume_image
 
 
 def timestamp(epoch: float) -> timestamp_pb2.Timestamp | None:
@@ -205,6 +206,7 @@ def volume(v: d_volume.Volume) -> common_pb2.Volume:
         create_time=timestamp(v.create_time),
         update_time=timestamp(v.update_time),
         etag=v.etag,
+        conditions=[condition(c) for c in v.conditions],
     )
 
 
@@ -255,7 +257,11 @@ def agent_phase(value: int) -> d_agent.AgentPhase | None:
     return _PHASES.get(value)
 
 
-def desired_volume(v: d_volume.Volume, *, boot: bool) -> agent_pb2.DesiredVolume:
+def desired_volume(v: d_volume.Volume, *, boot: bool, rbd: bool = False) -> agent_pb2.DesiredVolume:
     return agent_pb2.DesiredVolume(
-        volume=v.name, size_gib=v.size_gib, boot=boot, source_image=v.image
+        volume=v.name,
+        size_gib=v.size_gib,
+        boot=boot,
+        source_image=v.image,
+        rbd_image=volume_image(v.tenant, v.id) if rbd else "",
     )

@@ -35,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -60,6 +60,7 @@ from control_plane.api.token_upkeep import flush_uses, follow_tokens
 from control_plane.domain.compute import Instance
 from control_plane.domain.errors import BmaasError, InvalidArgument, NotFound
 from control_plane.domain.host import Host
+from control_plane.domain.storage import StorageConfig
 from control_plane.scheduler import HostCache, Scheduler
 from control_plane.store import Created, Store
 
@@ -101,6 +102,8 @@ class ApiConfig:
     allow_fake_power: bool = False
     #: the agents' port (client certificates required); needs ``tls.client_ca``
     agent_listen: str = ""
+    #: the region's storage back-end (``[storage]``): RBD names in desired states
+    storage: StorageConfig = field(default_factory=StorageConfig)
 
 
 class SchedulerPlacer:
@@ -191,6 +194,7 @@ class ApiServer:
         operator_pb2_grpc.add_OperatorServiceServicer_to_server(OperatorServicer(self.deps), server)
         agent = AgentServicer(self.deps)
         agent.desired_resync = self.config.desired_resync
+        agent.storage = self.config.storage
         agent_pb2_grpc.add_AgentServiceServicer_to_server(agent, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(

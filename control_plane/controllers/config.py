@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from control_plane.domain.storage import StorageConfig
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -35,3 +37,5 @@ class ControllerConfig:
     etcd_members: int = 1
     #: etcd's ``--quota-backend-bytes`` (its default: 2 GiB)
     etcd_quota_bytes: int = 2 << 30
+    #: the region's storage back-end; ``rbd`` adds the storage controller
+    storage: StorageConfig = field(default_factory=StorageConfig)

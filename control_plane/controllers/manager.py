@@ -2,7 +2,8 @@
 
 Every control-plane replica starts one manager.  All of them campaign
 (``LeaderElector``); the leader builds a ``HostCache`` (list + watch), a
-``Scheduler``, the instance, host and liveness controllers and etcd's
+``Scheduler``, the instance, host and liveness controllers (and the
+storage and failover controllers with ``[storage] backend = "rbd"``) and etcd's
 housekeeping (compaction, NOSPACE recovery), and runs them
 until it stops or loses its lease; then it tears them all down (nothing is
 kept across terms: a new term starts from a fresh list, which is what makes
@@ -33,12 +34,15 @@ from types import TracebackType
 
 from control_plane.controllers.base import Controller
 from control_plane.controllers.config import ControllerConfig
+from control_plane.controllers.failover_controller import FailoverController
 from control_plane.controllers.host_controller import HostController
 from control_plane.controllers.housekeeping import Housekeeper
 from control_plane.controllers.instance_controller import InstanceController
 from control_plane.controllers.leader import LeaderElector
 from control_plane.controllers.liveness_controller import LivenessController
+from control_plane.controllers.storage_controller import StorageController
 from control_plane.scheduler import HostCache, Scheduler
+from control_plane.storage import CephAdmin
 from control_plane.store import Store
 
 log = logging.getLogger(__name__)
@@ -118,6 +122,12 @@ class ControllerManager:
             HostController(self.store, cfg),
             LivenessController(self.store, cfg),
         ]
+        if cfg.storage.rbd:
+            admin = CephAdmin(
+                pool=cfg.storage.pool, conf=cfg.storage.ceph_conf, client_id=cfg.storage.client_id
+            )
+            controllers.append(StorageController(self.store, cfg, admin))
+            controllers.append(FailoverController(self.store, cfg, admin))
         housekeeper = Housekeeper(
             self.store,
             interval=cfg.compaction_interval,

@@ -28,6 +28,10 @@ class ConditionType(enum.StrEnum):
     READY = "Ready"
     CLEANED = "Cleaned"
     RECONCILE_FAILED = "ReconcileFailed"
+    #: a volume's disk exists in the storage back-end at its size
+    PROVISIONED = "Provisioned"
+    #: an instance was restarted on another host (host failure), or waits to be
+    MOVED = "Moved"
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,10 @@ Instance (every transient state names its target in ``INSTANCE_TARGETS``)::
     any transient state or RUNNING --fail--> FAILED (with a reason) --terminate--> TERMINATING
     FAILED --reboot--> REBOOTING              (a guest that died: the agent resets its server;
                                                a provisioning failure is reported FAILED again)
+    SCHEDULED|PROVISIONING|STARTING|RUNNING|REBOOTING --host_failed--> PENDING
+                                              (its host stayed UNREACHABLE past the failover
+                                               grace and its disks are cloud disks: fenced,
+                                               unbound, placed again on another host)
 """
 
 from __future__ import annotations
@@ -145,6 +149,7 @@ class InstanceEvent(enum.StrEnum):
     TERMINATE = "terminate"
     TERMINATED = "terminated"
     FAIL = "fail"
+    HOST_FAILED = "host_failed"
 
 
 _I = InstanceState
@@ -156,23 +161,36 @@ INSTANCE_TRANSITIONS: Mapping[InstanceState, Mapping[InstanceEvent, InstanceStat
         _IE.PROVISION: _I.PROVISIONING,
         _IE.FAIL: _I.FAILED,
         _IE.TERMINATE: _I.TERMINATING,
+        _IE.HOST_FAILED: _I.PENDING,
     },
     _I.PROVISIONING: {
         _IE.PROVISIONED: _I.STARTING,
         _IE.FAIL: _I.FAILED,
         _IE.TERMINATE: _I.TERMINATING,
+        _IE.HOST_FAILED: _I.PENDING,
     },
-    _I.STARTING: {_IE.STARTED: _I.RUNNING, _IE.FAIL: _I.FAILED, _IE.TERMINATE: _I.TERMINATING},
+    _I.STARTING: {
+        _IE.STARTED: _I.RUNNING,
+        _IE.FAIL: _I.FAILED,
+        _IE.TERMINATE: _I.TERMINATING,
+        _IE.HOST_FAILED: _I.PENDING,
+    },
     _I.RUNNING: {
         _IE.STOP: _I.STOPPING,
         _IE.STOPPED: _I.STOPPED,
         _IE.REBOOT: _I.REBOOTING,
         _IE.FAIL: _I.FAILED,
         _IE.TERMINATE: _I.TERMINATING,
+        _IE.HOST_FAILED: _I.PENDING,
     },
     _I.STOPPING: {_IE.STOPPED: _I.STOPPED, _IE.FAIL: _I.FAILED, _IE.TERMINATE: _I.TERMINATING},
     _I.STOPPED: {_IE.START: _I.STARTING, _IE.TERMINATE: _I.TERMINATING},
-    _I.REBOOTING: {_IE.STARTED: _I.RUNNING, _IE.FAIL: _I.FAILED, _IE.TERMINATE: _I.TERMINATING},
+    _I.REBOOTING: {
+        _IE.STARTED: _I.RUNNING,
+        _IE.FAIL: _I.FAILED,
+        _IE.TERMINATE: _I.TERMINATING,
+        _IE.HOST_FAILED: _I.PENDING,
+    },
     _I.TERMINATING: {_IE.TERMINATED: _I.TERMINATED},
     _I.TERMINATED: {},
     _I.FAILED: {_IE.REBOOT: _I.REBOOTING, _IE.TERMINATE: _I.TERMINATING},
@@ -213,6 +231,10 @@ INSTANCE_HOLDS_HOST: frozenset[InstanceState] = frozenset(
         _I.TERMINATING,
         _I.FAILED,
     }
+)
+#: States an instance can be moved out of when its host fails (``host_failed``).
+INSTANCE_MOVABLE: frozenset[InstanceState] = frozenset(
+    {_I.SCHEDULED, _I.PROVISIONING, _I.STARTING, _I.RUNNING, _I.REBOOTING}
 )
 #: States counted against the tenant's instance quota.
 INSTANCE_COUNTS_FOR_QUOTA: frozenset[InstanceState] = frozenset(

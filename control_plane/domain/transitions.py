@@ -5,7 +5,10 @@
 ``INSTANCE_TARGETS``), records ``failure_reason`` on FAIL (and clears it
 when a FAILED instance is rebooted: the reboot is the recovery), and bumps
 ``generation`` on STOP, START and REBOOT (a new desired power state for the
-agent).  ``apply_host_event`` bumps ``cleaning_epoch`` and stamps
+agent) and on HOST_FAILED (a failover: the last report of a host the
+instance ran on before says RUNNING at the old generation, and must never
+complete the new placement if the instance lands on that host again).
+``apply_host_event`` bumps ``cleaning_epoch`` and stamps
 ``cleaning_started_time`` on entering CLEANING, and stamps
 ``last_cleaned_time`` when cleaning completes.  Both raise
 ``InvalidTransition`` for an edge the table does not have.
@@ -28,7 +31,9 @@ from control_plane.domain.lifecycle import (
 )
 
 #: Events that give the agent a new desired power state.
-_NEW_GENERATION = frozenset({InstanceEvent.STOP, InstanceEvent.START, InstanceEvent.REBOOT})
+_NEW_GENERATION = frozenset(
+    {InstanceEvent.STOP, InstanceEvent.START, InstanceEvent.REBOOT, InstanceEvent.HOST_FAILED}
+)
 
 
 def apply_instance_event(instance: Instance, event: InstanceEvent, *, reason: str = "") -> Instance:

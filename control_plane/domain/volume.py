@@ -1,11 +1,14 @@
 """Cloud volumes (served by the card as vhost-user-blk).  ``size_gib`` counts
-against the tenant's ``max_volume_gib`` quota from create until delete."""
+against the tenant's ``max_volume_gib`` quota from create until delete.
+With the rbd storage back-end the disk is an RBD image the storage
+controller creates, grows and deletes (``control_plane.storage``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import ClassVar
 
+from control_plane.domain.conditions import Condition
 from control_plane.domain.names import volume_name
 
 
@@ -20,6 +23,9 @@ class Volume:
     image: str = ""
     attached_to: str = ""
     request_id: str = ""
+    #: ``Provisioned`` (rbd back-end): False with the reason while the storage
+    #: controller cannot make the disk (Ceph unreachable), True once it exists
+    conditions: tuple[Condition, ...] = ()
     etag: str = ""
     create_time: float = 0.0
     update_time: float = 0.0

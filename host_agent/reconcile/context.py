@@ -25,7 +25,7 @@ from host_agent.reconcile.errors import ProvisionFailed
 from host_agent.reconcile.fabric import Fabric
 from host_agent.reconcile.names import short_id
 from host_agent.reconcile.reports import Outbox
-from host_agent.reconcile.volumes import GIB, FileVolumes
+from host_agent.reconcile.volumes import GIB, volume_source
 from host_agent.reports import Report
 from host_agent.state import AgentState
 from host_agent.storage.images import ImageCache
@@ -51,7 +51,7 @@ class Context:
             on_evict=lambda _: metrics.IMAGE_CACHE_EVICTIONS.inc(),
         )
         #: where boot disks, data volumes and local disks come from
-        self.volumes = FileVolumes(config, self.images)
+        self.volumes = volume_source(config, self.images)
         self.outbox = Outbox(report)
         self.drivers: dict[str, PowerDriver] = {}
         self.backends: dict[str, Backend] = {}

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from host_agent import metrics
 from host_agent.desired import DesiredInstance
-from host_agent.devices import BlkSpec
+from host_agent.devices import BlkSpec, DiskSource
 from host_agent.power.base import Disk
 from host_agent.reconcile.context import Context
 from host_agent.reconcile.names import disk_id
@@ -31,7 +31,7 @@ async def provision(ctx: Context, inst: DesiredInstance) -> dict[str, Disk]:
         return {
             v.volume: Disk(id=disk_id(v.volume), socket=Path()) for v in inst.volumes if not v.boot
         }
-    wanted: list[tuple[str, Path, bool]] = []  # volume, file, boot
+    wanted: list[tuple[str, DiskSource, bool]] = []  # volume, file, boot
     boot = next((v for v in inst.volumes if v.boot), None)
     if boot is not None:
         path = await ctx.volumes.boot_disk(inst, boot, mark=lambda step: ctx.mark(inst.name, step))
@@ -53,7 +53,7 @@ async def provision(ctx: Context, inst: DesiredInstance) -> dict[str, Disk]:
 
 
 async def _serve(
-    ctx: Context, inst: DesiredInstance, volume: str, path: Path, *, boot: bool
+    ctx: Context, inst: DesiredInstance, volume: str, path: DiskSource, *, boot: bool
 ) -> Disk:
     ident = disk_id(volume, boot=boot)
     spec = BlkSpec(id=volume, image=path, socket=ctx.socket_path(inst.name, ident), serial=ident)

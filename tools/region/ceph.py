@@ -242,6 +242,24 @@ osd heartbeat grace = 20
             return False
         return any(o.get("up") == 1 for o in dump.get("osds", []))
 
+    def stop_mon(self) -> None:
+        """Stop the monitor only (fault tests); ``restart_mon`` brings it back."""
+        if self._mon is not None and self._mon.poll() is None:
+            stop_process(self._mon.pid, timeout=5.0)
+        self._mon = None
+
+    def restart_mon(self, timeout: float = 60.0) -> None:
+        """Start the monitor again on its address and wait until it answers."""
+        if self._mon is not None and self._mon.poll() is None:
+            return
+        self._mon = spawn(
+            ["ceph-mon", "-f", "-c", str(self.conf_path), "-i", "a"],
+            log=self.dir / "log" / "mon.out",
+            detached=self.detached,
+        )
+        deadline = time.monotonic() + timeout
+        self._poll(deadline, "ceph-mon", lambda: self._try_command({"prefix": "status"}))
+
     def stop(self) -> None:
         """Stop the daemons we started (by pid); remove the dir if we made it."""
         for proc in (self._osd, self._mon):

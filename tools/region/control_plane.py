@@ -46,6 +46,7 @@ from control_plane.api.server import ApiConfig, ApiServer
 from control_plane.controllers.config import ControllerConfig
 from control_plane.controllers.host_controller import HostController
 from control_plane.controllers.manager import ControllerManager
+from control_plane.domain.storage import StorageConfig
 from control_plane.store import Store
 from tools.region.etcd import EtcdCluster, EtcdServer
 from tools.region.pki import Pki, default_pki
@@ -101,6 +102,7 @@ class InProcessControlPlane:
         allow_fake_power: bool = False,
         cleaning: bool = True,
         agent_identity: bool = False,
+        storage: StorageConfig | None = None,
     ) -> None:
         self.etcd = etcd
         self.pki = None if insecure else (pki or default_pki())
@@ -114,6 +116,7 @@ class InProcessControlPlane:
         self.lease_ttl = lease_ttl
         self.identity = identity
         self.desired_resync = desired_resync
+        self.storage = storage or StorageConfig()
         self.operator_token = operator_token
         self.auth_cache_ttl = auth_cache_ttl
         self.token_last_use_interval = token_last_use_interval
@@ -142,6 +145,7 @@ class InProcessControlPlane:
                 agent_listen="127.0.0.1:0" if self.agent_identity else "",
                 insecure=self.pki is None,
                 allow_fake_power=self.allow_fake_power,
+                storage=self.storage,
             ),
         )
         self.port = await self.api.start()
@@ -150,7 +154,9 @@ class InProcessControlPlane:
             self.manager = ControllerManager(
                 self.store,
                 identity=self.identity,
-                config=ControllerConfig(lease_ttl=self.lease_ttl, resync_period=5.0),
+                config=ControllerConfig(
+                    lease_ttl=self.lease_ttl, resync_period=5.0, storage=self.storage
+                ),
                 scheduler=self.api.scheduler,  # as control_plane.main wires it
             )
             await self.manager.start()

@@ -17,6 +17,7 @@ from pathlib import Path
 import grpc
 
 from bmaas.v1 import common_pb2, operator_pb2, tenant_pb2
+from control_plane.domain.storage import StorageConfig
 from host_agent.agent import Agent
 from host_agent.config import LocalDisk
 from tools.region.agents import agent_config
@@ -131,8 +132,12 @@ class Region:
 
 
 @asynccontextmanager
-async def running_region(etcd: EtcdServer) -> AsyncIterator[Region]:
-    async with InProcessControlPlane(etcd, controllers=True) as plane, Clients(plane.port) as c:
+async def running_region(
+    etcd: EtcdServer, *, storage: StorageConfig | None = None
+) -> AsyncIterator[Region]:
+    """*storage*: the region's ``[storage]`` (default: files on each host)."""
+    plane = InProcessControlPlane(etcd, controllers=True, storage=storage)
+    async with plane, Clients(plane.port) as c:
         tenant, token = await make_tenant(c, f"t{uuid.uuid4().hex[:6]}")
         itype = await c.operator.CreateInstanceType(
             operator_pb2.CreateInstanceTypeRequest(

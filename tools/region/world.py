@@ -49,7 +49,9 @@ async def enroll(
     power_driver: str = "fake",
     register: bool = True,
     available_within: float = 20.0,
+    local_disk_gib: int = 1920,
 ) -> tuple[common_pb2.Host, str]:
+    """*local_disk_gib*: size of the host's instance-store disk nvme0; 0 for none."""
     resp = await c.operator.EnrollHost(
         operator_pb2.EnrollHostRequest(
             request_id=str(uuid.uuid4()),
@@ -62,7 +64,9 @@ async def enroll(
                 hardware=common_pb2.HardwareProfile(
                     cpus=64,
                     memory_gib=256,
-                    disks=[common_pb2.Disk(name="nvme0", size_gib=1920)],
+                    disks=[common_pb2.Disk(name="nvme0", size_gib=local_disk_gib)]
+                    if local_disk_gib
+                    else [],
                     nics=[common_pb2.Nic(name="eth0", speed_gbps=25)],
                 ),
             ),

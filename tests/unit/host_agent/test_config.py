@@ -150,6 +150,12 @@ def test_several_endpoints_parsed_in_order(tmp_path: Path) -> None:
         ('[[local_disks]]\nname = "nvme0"\nsize_gib = -1\n', "local_disks.nvme0: size_gib"),
         ('[[local_disks]]\nname = "nvme0"\n', "local_disks.nvme0: size_gib"),
         ('[[local_disks]]\nname = "nvme0"\nsize_gib = "10"\n', "local_disks.nvme0: size_gib"),
+        ('storage = "rbd"\n', "storage: expected a [storage] table"),
+        ('[storage]\nbackend = "nfs"\n', "storage.backend: 'nfs' is not 'file' or 'rbd'"),
+        ('[storage]\nbackend = "rbd"\nceph_conf = "/c"\n', "storage.pool: required"),
+        ('[storage]\nbackend = "rbd"\npool = "p"\n', "storage.ceph_conf: required"),
+        ("[storage]\npool = 3\n", "storage.pool: expected a string, got 3"),
+        ('[storage]\nmonitors = "x"\n', "storage: unknown setting 'monitors'"),
     ],
 )
 def test_bad_setting_is_a_config_error_naming_it(tmp_path: Path, toml: str, message: str) -> None:
@@ -238,3 +244,13 @@ def test_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
     file.write_bytes(b"cpus = 4\n\xff\xfe\x00garbage\n")
     with pytest.raises(ConfigError, match=f"^{re.escape(f'--config {file}')}"):
         _load(tmp_path, file=file)
+
+
+def test_storage_section(tmp_path: Path) -> None:
+    assert not _load(tmp_path).storage.rbd  # files unless told
+    cfg = _load(
+        tmp_path, '[storage]\nbackend = "rbd"\npool = "bmaas"\nceph_conf = "/etc/ceph/ceph.conf"\n'
+    )
+    assert cfg.storage.rbd
+    assert (cfg.storage.pool, cfg.storage.ceph_conf) == ("bmaas", Path("/etc/ceph/ceph.conf"))
+    assert cfg.storage.client_id == "admin"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from host_agent.devices import NetSpec
+from host_agent.devices import BlkSpec, NetSpec, RbdDisk
 
 SPEC = NetSpec(
     id="nics/n1",
@@ -36,3 +36,18 @@ def test_metadata_tokens_passed_through() -> None:
 def test_no_services_without_an_address() -> None:
     argv = replace(SPEC, ip="").args(Path("/run/n1.stats"))
     assert "--metadata-tokens" not in argv and "--ip" not in argv
+
+
+def test_a_cloud_disk_is_served_with_offload_blk_rbd() -> None:
+    disk = RbdDisk(
+        pool="bmaas", image="boot.t1.i1", conf=Path("/etc/ceph/ceph.conf"), client_id="bm"
+    )
+    spec = BlkSpec(id="v", image=disk, socket=Path("/run/x.sock"), serial="vboot")
+    argv = spec.args(Path("/run/x.stats"))
+    assert argv[:8] == [
+        "--socket", "/run/x.sock", "--rbd", "bmaas/boot.t1.i1",
+        "--ceph-conf", "/etc/ceph/ceph.conf", "--ceph-id", "bm",
+    ]  # fmt: skip
+    assert "--image" not in argv
+    files = BlkSpec(id="v", image=Path("/v/a.img"), socket=Path("/run/x.sock"))
+    assert files.args(Path("/s"))[:4] == ["--socket", "/run/x.sock", "--image", "/v/a.img"]
