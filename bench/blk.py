@@ -65,9 +65,6 @@ BLOCK = 4096
 QUEUE_DEPTHS = (1, 32)
 QUEUE_COUNTS = (1, 2)
 OPS = ("randread", "randwrite")
-BEGIN = "<!-- blk:begin -->"
-END = "<!-- blk:end -->"
-SECTION = "## Block (bench/blk.py)"
 REPO = Path(__file__).resolve().parent.parent
 #: (ours, reference) -> (max CPU per I/O ratio, min IOPS ratio at QD32)
 PAIRS: dict[tuple[str, str], tuple[float, float]] = {
@@ -415,23 +412,6 @@ def render_markdown(report: dict[str, Any], results: list[CaseResult]) -> str:
     return "\n".join(lines)
 
 
-def write_markdown(path: Path, body: str) -> None:
-    """Replace only the text between the blk markers; create what is missing."""
-    block = f"{BEGIN}\n{body}\n{END}"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if BEGIN in text and END in text and text.index(BEGIN) < text.index(END):
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        text = head + block + tail
-    elif SECTION in text:
-        head, tail = text.split(SECTION, 1)
-        text = f"{head}{SECTION}\n\n{block}\n{tail}"
-    else:
-        text = f"{text.rstrip()}\n\n{SECTION}\n\n{block}\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-
-
 def machine_info() -> dict[str, Any]:
     cpu = platform.processor() or "unknown"
     try:
@@ -517,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.rbd:
         write_section("blk-rbd", "Block on Ceph RBD (bench/blk.py --rbd)", body, doc=args.markdown)
     else:
-        write_markdown(args.markdown, body)
+        write_section("blk", "Block (bench/blk.py)", body, doc=args.markdown)
     print()
     print(body)
     return 1 if failures else 0

@@ -205,6 +205,8 @@ def volume(v: d_volume.Volume) -> common_pb2.Volume:
         create_time=timestamp(v.create_time),
         update_time=timestamp(v.update_time),
         etag=v.etag,
+        max_iops=v.max_iops,
+        max_mbps=v.max_mbps,
     )
 
 
@@ -257,5 +259,10 @@ def agent_phase(value: int) -> d_agent.AgentPhase | None:
 
 def desired_volume(v: d_volume.Volume, *, boot: bool) -> agent_pb2.DesiredVolume:
     return agent_pb2.DesiredVolume(
-        volume=v.name, size_gib=v.size_gib, boot=boot, source_image=v.image
+        volume=v.name,
+        size_gib=v.size_gib,
+        boot=boot,
+        source_image=v.image,
+        max_iops=v.max_iops,
+        max_mbps=v.max_mbps,
     )

@@ -69,6 +69,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import struct
 from bisect import bisect_left
 from collections import Counter
@@ -186,6 +187,8 @@ class BlkStats:
 #: an asynchronous completion: head, status byte, used len, start ns, error kind or ""
 _Done = tuple[int, memoryview, int, int, str]
 _ASYNC_TYPES = frozenset({T_IN, T_OUT, T_FLUSH, T_DISCARD, T_WRITE_ZEROES})
+#: an engine's non-blocking attempt: (views, offset, length) -> done now?
+_TryIo = Callable[[list[memoryview], int, int], bool]
 
 
 class _Bad(Exception):
@@ -214,6 +217,7 @@ class BlkDevice(DeviceBackend):
         max_write_zeroes_seg: int = 32,
         qos: QosLimiter | None = None,
         completion_batch: int = COMPLETION_BATCH,
+        poll_us: int = 0,
     ) -> None:
         super().__init__(num_queues=num_queues, max_queue_size=queue_size)
         if blk_size < SECTOR_SIZE or blk_size & (blk_size - 1):
@@ -240,6 +244,11 @@ class BlkDevice(DeviceBackend):
             None if self._aio is None else [CompletionChannel() for _ in range(num_queues)]
         )
         self._over_budget = [False] * num_queues
+        self._try_read: _TryIo | None = getattr(volume, "try_preadv", None)
+        self._try_write: _TryIo | None = getattr(volume, "try_pwritev", None)
+        if poll_us < 0:
+            raise ValueError(f"poll time {poll_us} us is negative")
+        self.poll_ns = poll_us * 1000
 
     # -- negotiation and config -------------------------------------------
 
@@ -449,6 +458,8 @@ class BlkDevice(DeviceBackend):
                     queue.signal_used()  # before re-arming: the driver wakes sooner
                 if throttled:
                     break
+                if self.poll_ns and self._spin(queue, channel, stats):
+                    continue  # kicks still off: the driver need not kick
                 queue.enable_kicks()
                 if not queue.has_available():
                     break
@@ -463,6 +474,26 @@ class BlkDevice(DeviceBackend):
                 with contextlib.suppress(GuestRingError):
                     queue.push_many(completions)
             return False
+
+    def _spin(
+        self, queue: SplitQueue, channel: CompletionChannel[_Done] | None, stats: BlkStats
+    ) -> bool:
+        """Polling mode: watch the ring (and the engine's completions) for up to
+        ``poll_ns`` with kicks off; True when there is work again.
+
+        Each turn yields the CPU (``sched_yield`` releases the GIL, so the other
+        rings' threads and the engine's pool run while this one spins).
+        """
+        deadline = perf_counter_ns() + self.poll_ns
+        while perf_counter_ns() < deadline:
+            if queue.has_available():
+                return True
+            if channel is not None and channel.pending():
+                queue.push_many(self._finish(channel.reap(), stats))
+                queue.signal_used()
+                deadline = perf_counter_ns() + self.poll_ns
+            os.sched_yield()
+        return False
 
     def _handle(
         self,
@@ -495,9 +526,12 @@ class BlkDevice(DeviceBackend):
                 rtype, _, sector = HEADER.unpack(gather(split_front(chain.readable, 16)[0]))
             stats.requests[_TYPE_NAMES.get(rtype, "unsupported")] += 1
             if channel is not None and rtype in _ASYNC_TYPES:
-                self._submit(rtype, sector, chain, data_in, status, stats, channel)
-                return None
-            written = self._execute(rtype, sector, chain, data_in, stats)
+                done = self._submit(rtype, sector, chain, data_in, status, stats, channel)
+                if done is None:
+                    return None
+                written = done
+            else:
+                written = self._execute(rtype, sector, chain, data_in, stats)
             status[0] = S_OK
         except _Bad as bad:
             stats.errors[bad.kind] += 1
@@ -635,8 +669,14 @@ class BlkDevice(DeviceBackend):
         status: memoryview,
         stats: BlkStats,
         channel: CompletionChannel[_Done],
-    ) -> None:
-        """Check a data request as ``_execute`` does, then hand it to the engine."""
+    ) -> int | None:
+        """Check a data request as ``_execute`` does, then hand it to the engine.
+
+        An engine with a non-blocking fast path (``try_preadv``/``try_pwritev``,
+        the file engine) may finish a read or write here: then the data bytes
+        written to the guest are returned and nothing was submitted.  None: the
+        engine completes the request through ``channel``.
+        """
         aio = self._aio
         assert aio is not None
         head = chain.head
@@ -656,14 +696,16 @@ class BlkDevice(DeviceBackend):
             offset = self._range(sector, length)
             self._charge(length)
             stats.read_bytes += length
+            if self._try_read is not None and self._try_read(data_in, offset, length):
+                return length
             channel.submitted += 1
             self._start(aio.aio_preadv, data_in, offset, completion(length + 1))
-            return
+            return None
         if rtype == T_FLUSH:
             self._charge(0)
             channel.submitted += 1
             self._start(aio.aio_flush, completion(1))
-            return
+            return None
         if rtype == T_OUT:
             if chain.writable_len != 1:
                 raise _Bad(S_IOERR, "direction")
@@ -673,12 +715,19 @@ class BlkDevice(DeviceBackend):
             offset = self._range(sector, length)
             self._charge(length)
             stats.write_bytes += length
+            data_out = self._data_out(chain)
+            if (
+                self.writeback
+                and self._try_write is not None
+                and self._try_write(data_out, offset, length)
+            ):
+                return 0
             written = completion(1)
             if not self.writeback:
                 written = then_flush(aio, written)
             channel.submitted += 1
-            self._start(aio.aio_pwritev, self._data_out(chain), offset, written)
-            return
+            self._start(aio.aio_pwritev, data_out, offset, written)
+            return None
         ranges = self._zero_ranges(rtype, chain)
         for _, length, _ in ranges:
             self._charge(length)
@@ -689,6 +738,7 @@ class BlkDevice(DeviceBackend):
                 self._start(aio.aio_discard, offset, length, done)
             else:
                 self._start(aio.aio_write_zeroes, offset, length, unmap, done)
+        return None
 
     @staticmethod
     def _start(fn: Callable[..., None], *args: Any) -> None:
