@@ -130,6 +130,7 @@ class BlkService:
         self.limits_file = limits_file
         self.flag_limits = limits
         self.limits = limits
+        self.limits_errors = 0
         try:
             self.device = BlkDevice(
                 self.volume,
@@ -172,6 +173,7 @@ class BlkService:
             "size_bytes": self.volume.size,
             "max_iops": self.limits.max_iops,
             "max_mbps": self.limits.max_mbps,
+            "limits_errors": self.limits_errors,
             "throttled_total": 0 if self.device.qos is None else self.device.qos.throttled_total,
         }
         if isinstance(self.volume, RbdVolume):
@@ -226,6 +228,7 @@ class BlkService:
         try:
             self.reload_limits()
         except (OffloadError, OSError) as exc:
+            self.limits_errors += 1
             log.error("limits not changed: %s", exc)
 
     def __enter__(self) -> BlkService:

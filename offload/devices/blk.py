@@ -239,6 +239,7 @@ class BlkDevice(DeviceBackend):
         self.writeback = True
         self.quiesce_timeout = QUIESCE_TIMEOUT
         self._queue_stats = [BlkStats() for _ in range(num_queues)]
+        self._throttled = [False] * num_queues
         self._aio: AsyncVolume | None = volume if is_async(volume) else None  # type: ignore[assignment]
         self._channels: list[CompletionChannel[_Done]] | None = (
             None if self._aio is None else [CompletionChannel() for _ in range(num_queues)]
@@ -342,8 +343,13 @@ class BlkDevice(DeviceBackend):
         return 0.0 if self.qos is None else self.qos.wait_time()
 
     def queue_timeout(self, index: int) -> float:
-        delay = self.qos_delay()
-        return max(delay, RERUN_DELAY_S) if self._over_budget[index] else delay
+        """When to run a ring that left work on it again: at least RERUN_DELAY_S
+        once throttled or over the drain budget.  The bucket may refill between
+        the drain stopping and this question, and a 0 here would leave the ring
+        asleep with work on it and kicks off."""
+        if not (self._throttled[index] or self._over_budget[index]):
+            return 0.0
+        return max(self.qos_delay(), RERUN_DELAY_S)
 
     def queue_events(self, index: int) -> tuple[int, ...]:
         """An asynchronous engine's completions wake the ring's worker."""
@@ -413,6 +419,7 @@ class BlkDevice(DeviceBackend):
         channel = None if self._channels is None else self._channels[index]
         budget = DRAIN_BUDGET
         self._over_budget[index] = False
+        throttled = False
         try:
             if channel is not None:
                 reaped = channel.reap()
@@ -464,6 +471,7 @@ class BlkDevice(DeviceBackend):
                 if not queue.has_available():
                     break
                 queue.disable_kicks()
+            self._throttled[index] = throttled
             if channel is not None:
                 channel.arm()
             return queue.should_notify()

@@ -5,6 +5,9 @@ over a ``SparseFileVolume``, so ``BlkDevice`` keeps many requests in flight
 per ring and completes them in any order, as it does for RBD.  How a request
 runs:
 
+0. a file in memory (tmpfs, ramfs: ``fstatfs`` at open) never waits on a
+   device, so its reads and writes run on the ring's thread outright (those
+   file systems refuse RWF_NOWAIT, and a hand-off would only add cost);
 1. a read first tries ``preadv2(RWF_NOWAIT)`` on the ring's own thread
    (``try_preadv``): when the data is in the page cache this is the whole
    request, with no hand-off and no wake-up, and the device completes it
@@ -31,9 +34,11 @@ long first: a slow disk on demand, for the out-of-order and no-stall tests.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import queue
+import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -45,6 +50,9 @@ from offload.storage.volume import IoDone, SparseFileVolume
 __all__ = ["DEFAULT_WORKERS", "FileEngine"]
 
 DEFAULT_WORKERS = 4
+#: statfs f_type of file systems whose files live in memory
+_MEMORY_FS = frozenset({0x01021994, 0x858458F6})  # TMPFS_MAGIC, RAMFS_MAGIC
+_libc = ctypes.CDLL(None, use_errno=True)
 _IOV_MAX = os.sysconf("SC_IOV_MAX")
 #: (operation, offset) -> seconds to wait before running it (tests)
 Delay = Callable[[str, int], float]
@@ -66,6 +74,8 @@ class FileEngine:
         self.volume = volume
         self.read_only = volume.read_only
         self._delay = delay
+        self.in_memory = _fs_type(volume.fd) in _MEMORY_FS
+        self._nowait_reads = True
         self._nowait_writes = not volume.read_only
         self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._threads = [
@@ -111,20 +121,34 @@ class FileEngine:
             return False
         if len(views) > _IOV_MAX or self.volume.fd < 0:
             return False
+        if self.in_memory:
+            try:
+                return os.preadv(self.volume.fd, views, offset) == length
+            except OSError:
+                return False  # the pool reports it
+        if not self._nowait_reads:
+            return False
         try:
             # A short read (part cached, or end of file) goes to the pool whole.
             return os.preadv(self.volume.fd, views, offset, os.RWF_NOWAIT) == length
-        except OSError:
+        except OSError as exc:
+            if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):
+                self._nowait_reads = False  # this file system: always the pool
             return False  # EAGAIN, or a real error the pool reports
 
     def try_pwritev(self, views: list[memoryview], offset: int, length: int) -> bool:
         """Write now if nothing has to wait; False: submit it with ``aio_pwritev``."""
-        if not self._nowait_writes:
+        if not self._nowait_writes and not self.in_memory:
             return False
         if self._delay is not None and self._delay("write", offset) > 0:
             return False
         if len(views) > _IOV_MAX or self.volume.fd < 0:
             return False
+        if self.in_memory:
+            try:
+                return os.pwritev(self.volume.fd, views, offset) == length
+            except OSError:
+                return False  # the pool reports it
         try:
             # A short write leaves a prefix written; the pool writes it all again.
             return os.pwritev(self.volume.fd, views, offset, os.RWF_NOWAIT) == length
@@ -184,3 +208,11 @@ class FileEngine:
         for thread in threads:
             thread.join()
         self.volume.close()
+
+
+def _fs_type(fd: int) -> int:
+    """``statfs.f_type`` of the file system holding *fd* (0 if unknown)."""
+    buf = ctypes.create_string_buffer(256)  # struct statfs is 120 bytes on 64-bit Linux
+    if _libc.fstatfs(fd, buf) != 0:
+        return 0
+    return int(struct.unpack_from("l", buf)[0])

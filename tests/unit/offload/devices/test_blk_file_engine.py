@@ -120,7 +120,7 @@ def test_polling_mode_serves_a_request_added_while_it_spins(ram: GuestRam) -> No
     vol, path = make_volume(SIZE)
     engine = FileEngine(vol, workers=1)
     try:
-        d = BlkDevice(engine, poll_us=5_000_000)
+        d = BlkDevice(engine, poll_us=2_000_000)
         d.ack_features(d.features())
         ring = DriverRing(ram, size=16)
         first = add_request(ring, T_IN, 1, data_in_len=512)
@@ -134,7 +134,7 @@ def test_polling_mode_serves_a_request_added_while_it_spins(ram: GuestRam) -> No
 
         t = threading.Thread(target=driver)
         t.start()
-        d.process_queue(0, ring.device_queue())  # returns once it spun 5 s idle
+        d.process_queue(0, ring.device_queue())  # returns once it spun 2 s idle
         t.join()
         assert ring.take_used() == [(first.head, 513), (second[0], 513)]
         assert not ring.device_queue().has_available()
@@ -151,7 +151,10 @@ def test_qos_limits_swap_on_a_live_device(dev: BlkDevice, ram: GuestRam) -> None
     first = ring.take_used()
     assert 2 <= len(first) < 5  # the burst (one second's worth) and the refill since
     assert dev.qos_delay() > 0
+    # A throttled ring is always run again, even if the bucket refilled meanwhile.
+    assert dev.queue_timeout(0) >= 0.001 and dev.queue_timeout(1) == 0
     dev.qos = Limits().limiter()  # limits lifted (None): the rest go at once
     assert dev.qos is None and dev.qos_delay() == 0
     dev.process_queue(0, ring.device_queue())
     assert [h for h, _ in first + ring.take_used()] == [r.head for r in reqs]
+    assert dev.queue_timeout(0) == 0

@@ -123,3 +123,16 @@ def test_errors_reach_the_callback_and_close_finishes_queued_work(
 def test_workers_must_be_positive(volume: SparseFileVolume) -> None:
     with pytest.raises(ValueError):
         FileEngine(volume, workers=0)
+
+
+def test_a_file_in_memory_is_served_inline() -> None:
+    vol, path = make_volume(SIZE, directory="/dev/shm")
+    engine = FileEngine(vol, workers=1)
+    try:
+        assert engine.in_memory
+        assert engine.try_pwritev([memoryview(b"m" * 512)], 512, 512)
+        buf = bytearray(512)
+        assert engine.try_preadv([memoryview(buf)], 512, 512) and bytes(buf) == b"m" * 512
+    finally:
+        engine.close()
+        os.unlink(path)
