@@ -1,15 +1,20 @@
 """``offload-blk`` and ``offload-net`` entry points.
 
-How ``offload-blk`` works: it opens the image as a ``SparseFileVolume``
-(``--image FILE``) or an ``RbdVolume`` (``--rbd POOL/IMAGE --ceph-conf FILE
-[--ceph-id NAME]``: librbd, asynchronous, exclusively locked), wraps it
+How ``offload-blk`` works: it opens the image as a ``FileEngine`` over a
+``SparseFileVolume`` (``--image FILE``: non-blocking, one engine for every
+ring; ``--engine sync`` keeps the blocking one) or an ``RbdVolume``
+(``--rbd POOL/IMAGE --ceph-conf FILE [--ceph-id NAME]``: librbd,
+asynchronous, exclusively locked), wraps it
 in a ``BlkDevice`` and serves that over vhost-user with ``VhostUserServer`` on a
 background thread.  The main thread blocks SIGTERM, SIGINT and SIGHUP *before*
 any thread starts (so every thread inherits the mask) and waits for them with
 ``sigwait``: TERM/INT shut the server down (queue workers joined, socket file
 removed, exit 0); HUP re-reads the image's size (the file's, or the RBD
 image's) and, if it grew, resizes the device online, which sends the
-front-end a config-change message.  With
+front-end a config-change message, and re-reads the QoS limits
+(``offload.storage.limits``: ``--max-iops``/``--max-mbps``, replaced by
+``--limits FILE`` when it exists).  ``--poll-us N`` turns on polling mode
+(``BlkDevice.poll_ns``).  With
 ``--stats FILE`` the main thread also writes the device's counters (requests,
 bytes, errors, a service-time histogram, whether a front-end is connected)
 to FILE every second, which is how the host agent exports per-device
@@ -22,6 +27,11 @@ non-zero exit (2 for bad arguments, 1 for everything else).
     with BlkService(socket_path="/run/vol0.sock", image="vol0.img", queues=2) as svc:
         ...  # a front-end may connect; svc.check_resize() after growing the file
 
+Both CLIs share one main loop, ``_serve``: block the signals, start the
+service, wait for signals (with a periodic ``tick`` for the stats file and
+timers), ``hangup`` on SIGHUP, close on TERM/INT.  Each device brings its
+start, tick and hangup.
+
 How ``offload-net`` works, with the same structure: ``NetService`` opens the
 TAP (``offload.network.tap``: created if missing, one fd per queue pair, MTU
 set, link up), builds the NIC hook, wraps both in a ``NetDevice`` and serves
@@ -33,7 +43,8 @@ address the NIC is a plain wire (``ForwardAll``).  The main thread waits in
 ``sigtimedwait`` with a one-second timeout and calls the services' ``poll``
 (metadata retransmissions) on each timeout; SIGHUP copies the TAP's up/down
 state into the link status; TERM/INT close the server, then the TAP, which is
-deleted only if this process created it.  Errors are one
+deleted only if this process created it (the loop is ``_serve``, as for
+``offload-blk``).  Errors are one
 ``offload-net: error: ...`` line, exit 2 for bad arguments (a NIC config the
 services refuse and a bad ``--metadata`` file included: ``metadata_file``
 refuses unknown keys and wrong types), 1 otherwise.
@@ -129,7 +140,7 @@ class BlkService:
             self.volume = file if engine == ENGINE_SYNC else FileEngine(file)
         self.limits_file = limits_file
         self.flag_limits = limits
-        self.limits = limits
+        self.limits = UNLIMITED  # in force (the device starts without a limiter)
         self.limits_errors = 0
         try:
             self.device = BlkDevice(
@@ -207,16 +218,16 @@ class BlkService:
     def reload_limits(self) -> Limits:
         """Apply the limits file (if there is one) or the flags' limits; returns them.
 
-        A new limiter starts with full buckets; the device picks it up at its
-        next drain.
+        Only a change swaps the limiter (a new one starts with full buckets);
+        the device picks it up at its next drain.
         """
         limits = self.flag_limits
         if self.limits_file is not None and self.limits_file.exists():
             limits = read_limits(self.limits_file)
-        self.device.qos = limits.limiter()
         if limits != self.limits:
+            self.device.qos = limits.limiter()
             log.info("QoS limits now %s", limits)
-        self.limits = limits
+            self.limits = limits
         return limits
 
     def hangup(self) -> None:

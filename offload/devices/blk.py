@@ -58,6 +58,22 @@ region for the ring's next start to resubmit.  Without writeback (no FLUSH
 negotiated, or WCE cleared) a write completes only after the flush that
 follows it.
 
+An engine may also offer a non-blocking fast path (``try_preadv``/
+``try_pwritev``: the file engine, ``offload.storage.file_engine``): a read,
+or a write with writeback on, is tried there first after the checks, and if
+the engine did it at once the request completes in this drain like a
+synchronous one, with no completion channel; otherwise it is submitted.  So
+requests complete out of order: one that waits in the engine's pool
+completes after those behind it.
+
+QoS limits may be swapped while the device runs (``qos`` is read at each
+drain).  A throttled ring asks to be run again (``queue_timeout``: at least
+1 ms, even if the bucket refilled in the meantime).
+
+Polling mode (``poll_us``): after a drain the ring's thread keeps kicks off
+and watches the avail ring and the completion channel for up to that long,
+yielding the CPU (and the GIL) each turn, before re-enabling kicks.
+
 IN and OUT are the hot path: ``_execute`` handles them first with the range
 and QoS checks inlined (``_range``/``_charge`` serve the other types).
 
