@@ -368,8 +368,13 @@ class BlkDevice(DeviceBackend):
         return max(self.qos_delay(), RERUN_DELAY_S)
 
     def queue_events(self, index: int) -> tuple[int, ...]:
-        """An asynchronous engine's completions wake the ring's worker."""
-        return () if self._channels is None else (self._channels[index].fd,)
+        """An asynchronous engine's completions wake the ring's worker, while the
+        ring has requests in flight (an idle ring's worker sleeps on its kick
+        alone, and a wake-up skips the channel: no system call for it)."""
+        if self._channels is None:
+            return ()
+        channel = self._channels[index]
+        return (channel.fd,) if channel.in_flight else ()
 
     def in_flight(self) -> int:
         """Requests submitted to an asynchronous engine and not yet completed."""
@@ -437,7 +442,7 @@ class BlkDevice(DeviceBackend):
         self._over_budget[index] = False
         throttled = False
         try:
-            if channel is not None:
+            if channel is not None and channel.in_flight:
                 reaped = channel.reap()
                 if reaped:
                     queue.push_many(self._finish(reaped, stats))
@@ -488,7 +493,7 @@ class BlkDevice(DeviceBackend):
                     break
                 queue.disable_kicks()
             self._throttled[index] = throttled
-            if channel is not None:
+            if channel is not None and channel.in_flight:
                 channel.arm()
             return queue.should_notify()
         except GuestRingError as exc:
