@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from bmaas.v1 import common_pb2, operator_pb2, tenant_pb2
+from host_agent.devices import BlkSpec
 from offload.testing import VhostUserBlkFrontend
 from tools.region.agents import running_agents
 from tools.region.control_plane import Clients, InProcessControlPlane
@@ -83,6 +84,7 @@ async def test_update_volume_throttles_the_running_back_end(
                 return backend.stats().get("max_iops") == LIMIT
 
             await wait_for(limited, timeout=30)
+            assert isinstance(backend.spec, BlkSpec)
             assert json.loads(backend.spec.limits_file.read_text())["max_iops"] == LIMIT
             await asyncio.to_thread(qd1_iops, socket, LIMIT + 5)  # spend the burst
             throttled = await asyncio.to_thread(qd1_iops, socket, 2 * LIMIT)

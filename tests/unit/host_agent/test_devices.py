@@ -43,8 +43,14 @@ def test_no_services_without_an_address() -> None:
     assert "--metadata-tokens" not in argv and "--ip" not in argv
 
 
-def _blk(tmp_path: Path, **kw: int) -> BlkSpec:
-    return BlkSpec(id="vol-1", image=tmp_path / "v.img", socket=tmp_path / "v.sock", **kw)
+def _blk(tmp_path: Path, *, max_iops: int = 0, max_mbps: int = 0) -> BlkSpec:
+    return BlkSpec(
+        id="vol-1",
+        image=tmp_path / "v.img",
+        socket=tmp_path / "v.sock",
+        max_iops=max_iops,
+        max_mbps=max_mbps,
+    )
 
 
 def test_blk_limits_on_the_command_line(tmp_path: Path) -> None:
