@@ -16,6 +16,18 @@ process (utime+stime of all its threads from ``/proc/PID/stat``) and of the
 front-end (``os.times``).  The front-end is Python, so it preallocates one
 4 KiB buffer per slot, copies nothing, and batches kicks and completions.
 
+File volumes run four back-ends (``VARIANTS``): ``offload-blk`` (the
+non-blocking file engine, event-driven: the one held to the targets),
+``offload-blk-sync`` (``--engine sync``: the ring's thread blocks in every
+request), ``offload-blk-poll`` (``--poll-us 50``) and ``qsd``.  The whole
+set of cases is repeated ``--runs`` times (3), alternating back-ends within
+each run, and the table gives the median of each number; the load average
+at the start and end of the run is recorded, since the machine is shared.
+Then the noisy-neighbour case (``noisy_neighbour``): one volume's QD1 random
+reads alone and beside a second ``offload-blk`` limited with ``--max-iops``
+whose own driver process pushes QD32 writes at it, alternating ``--runs``
+times; target: p99 beside within 1.2x of p99 alone.
+
 ``--rbd`` runs the same cases on Ceph RBD instead: it starts a single-node
 Ceph (``tools.region.ceph``, its OSD on a file in ``--tmpdir``), creates one
 image per back-end and fills it with random bytes (a never-written RBD object
