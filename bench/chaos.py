@@ -42,6 +42,7 @@ from typing import Any
 
 import aetcd
 
+from bench.doc import write_section
 from tools.region.agents import running_agents
 from tools.region.chaos import Workload, check_history, read_history
 from tools.region.control_plane import Clients, ControlPlaneProcess
@@ -51,7 +52,6 @@ from tools.region.world import build_world
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- chaos:begin -->", "<!-- chaos:end -->"
 SEAT = b"/bmaas/v1/leases/controllers"
 
 
@@ -234,17 +234,6 @@ def render(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_doc(text: str) -> None:
-    doc = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    block = f"{BEGIN}\n{text}\n{END}"
-    if BEGIN in doc and END in doc:
-        head, rest = doc.split(BEGIN, 1)
-        doc = head + block + rest.split(END, 1)[1]
-    else:
-        doc = doc.rstrip("\n") + "\n\n## Chaos: availability through faults\n\n" + block + "\n"
-    DOC.write_text(doc)
-
-
 def main() -> int:
     p = argparse.ArgumentParser(prog="python -m bench.chaos", description=__doc__.split("\n")[0])
     p.add_argument("--hold", type=float, default=8.0)
@@ -259,7 +248,7 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     text = render(result)
-    write_doc(text)
+    write_section("chaos", "Chaos: availability through faults", text, doc=DOC)
     print(text)
     return 1 if result["violations"] else 0
 

@@ -81,6 +81,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from bench.doc import write_section
 from bmaas.v1 import common_pb2, operator_pb2, operator_pb2_grpc, tenant_pb2, tenant_pb2_grpc
 from bmaas_tls import ClientTls, aio_channel
 from control_plane.api.agent import DESIRED_RESYNC_SECONDS
@@ -96,7 +97,6 @@ from tools.region.ports import free_port
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "control_plane.json"
 DOC = ROOT / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- cp:begin -->", "<!-- cp:end -->"
 OP_MD = (("authorization", f"Bearer {OPERATOR_TOKEN}"),)
 T = TypeVar("T")
 
@@ -836,21 +836,6 @@ def render(res: dict[str, Any]) -> str:
     )
 
 
-def write_doc(section: str) -> None:
-    block = f"{BEGIN}\n{section}\n{END}"
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1]
-        text = head + block + tail
-    else:
-        text = (
-            text.rstrip("\n") + "\n\n## Control plane (bench/control_plane.py)\n\n" + block + "\n"
-        )
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(text)
-
-
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -915,7 +900,7 @@ def main(argv: list[str] | None = None) -> int:
     section = render(res)
     print(section)
     if not args.no_write:
-        write_doc(section)
+        write_section("cp", "Control plane (bench/control_plane.py)", section, doc=DOC)
     return 0
 
 

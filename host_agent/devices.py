@@ -103,8 +103,15 @@ class BlkSpec:
     queues: int = 1
     read_only: bool = False
     serial: str = ""
+    #: QoS (0: unlimited); a running back-end follows changes via ``Backend.apply_limits``
+    max_iops: int = 0
+    max_mbps: int = 0
 
     program = "offload-blk"
+
+    @property
+    def limits_file(self) -> Path:
+        return self.socket.with_suffix(".limits")
 
     def args(self, stats: Path) -> list[str]:
         argv = ["--socket", str(self.socket)]
@@ -113,6 +120,8 @@ class BlkSpec:
         else:
             argv += ["--image", str(self.image)]
         argv += ["--queues", str(self.queues), "--stats", str(stats)]
+        argv += ["--max-iops", str(self.max_iops), "--max-mbps", str(self.max_mbps)]
+        argv += ["--limits", str(self.limits_file)]
         if self.read_only:
             argv.append("--read-only")
         if self.serial:
@@ -234,6 +243,32 @@ class Backend:
         if self.alive():
             os.kill(pid, signal.SIGHUP)
 
+    def apply_limits(self, max_iops: int, max_mbps: int) -> bool:
+        """A volume's QoS limits: rewrite the back-end's limits file (whole, then
+        renamed) and, if they changed, SIGHUP it so it re-reads them; True if so.
+
+        The file also outlives the process: a restarted back-end reads the
+        latest limits from it rather than its first command line's.
+        """
+        if not isinstance(self.spec, BlkSpec):
+            return False
+        path = self.spec.limits_file
+        text = json.dumps({"max_iops": max_iops, "max_mbps": max_mbps})
+        try:
+            old = path.read_text()
+        except OSError:
+            old = None
+        if old == text:
+            return False
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+        if old is None and (self.spec.max_iops, self.spec.max_mbps) == (max_iops, max_mbps):
+            return False  # first write: the back-end started with these limits
+        if self.alive():
+            os.kill(self.pid(), signal.SIGHUP)
+        return True
+
     def stop(self, *, timeout: float = 5.0) -> None:
         """Stop the back-end and remove its socket, pid and log files."""
         if self._child is not None:
@@ -243,7 +278,10 @@ class Backend:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._child.wait(timeout)
             self._child = None
-        for path in (self.spec.socket, self.pidfile, self.logfile, self.statsfile):
+        files = [self.spec.socket, self.pidfile, self.logfile, self.statsfile]
+        if isinstance(self.spec, BlkSpec):
+            files.append(self.spec.limits_file)
+        for path in files:
             path.unlink(missing_ok=True)
 
 

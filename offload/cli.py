@@ -1,15 +1,20 @@
 """``offload-blk`` and ``offload-net`` entry points.
 
-How ``offload-blk`` works: it opens the image as a ``SparseFileVolume``
-(``--image FILE``) or an ``RbdVolume`` (``--rbd POOL/IMAGE --ceph-conf FILE
-[--ceph-id NAME]``: librbd, asynchronous, exclusively locked), wraps it
+How ``offload-blk`` works: it opens the image as a ``FileEngine`` over a
+``SparseFileVolume`` (``--image FILE``: non-blocking, one engine for every
+ring; ``--engine sync`` keeps the blocking one) or an ``RbdVolume``
+(``--rbd POOL/IMAGE --ceph-conf FILE [--ceph-id NAME]``: librbd,
+asynchronous, exclusively locked), wraps it
 in a ``BlkDevice`` and serves that over vhost-user with ``VhostUserServer`` on a
 background thread.  The main thread blocks SIGTERM, SIGINT and SIGHUP *before*
 any thread starts (so every thread inherits the mask) and waits for them with
 ``sigwait``: TERM/INT shut the server down (queue workers joined, socket file
 removed, exit 0); HUP re-reads the image's size (the file's, or the RBD
 image's) and, if it grew, resizes the device online, which sends the
-front-end a config-change message.  With
+front-end a config-change message, and re-reads the QoS limits
+(``offload.storage.limits``: ``--max-iops``/``--max-mbps``, replaced by
+``--limits FILE`` when it exists).  ``--poll-us N`` turns on polling mode
+(``BlkDevice.poll_ns``).  With
 ``--stats FILE`` the main thread also writes the device's counters (requests,
 bytes, errors, a service-time histogram, whether a front-end is connected)
 to FILE every second, which is how the host agent exports per-device
@@ -22,6 +27,11 @@ non-zero exit (2 for bad arguments, 1 for everything else).
     with BlkService(socket_path="/run/vol0.sock", image="vol0.img", queues=2) as svc:
         ...  # a front-end may connect; svc.check_resize() after growing the file
 
+Both CLIs share one main loop, ``_serve``: block the signals, start the
+service, wait for signals (with a periodic ``tick`` for the stats file and
+timers), ``hangup`` on SIGHUP, close on TERM/INT.  Each device brings its
+start, tick and hangup.
+
 How ``offload-net`` works, with the same structure: ``NetService`` opens the
 TAP (``offload.network.tap``: created if missing, one fd per queue pair, MTU
 set, link up), builds the NIC hook, wraps both in a ``NetDevice`` and serves
@@ -33,7 +43,8 @@ address the NIC is a plain wire (``ForwardAll``).  The main thread waits in
 ``sigtimedwait`` with a one-second timeout and calls the services' ``poll``
 (metadata retransmissions) on each timeout; SIGHUP copies the TAP's up/down
 state into the link status; TERM/INT close the server, then the TAP, which is
-deleted only if this process created it.  Errors are one
+deleted only if this process created it (the loop is ``_serve``, as for
+``offload-blk``).  Errors are one
 ``offload-net: error: ...`` line, exit 2 for bad arguments (a NIC config the
 services refuse and a bad ``--metadata`` file included: ``metadata_file``
 refuses unknown keys and wrong types), 1 otherwise.
@@ -52,7 +63,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv6Interface
 from pathlib import Path
 from types import TracebackType
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 from offload.devices.blk import LATENCY_BOUNDS_NS, BlkDevice
 from offload.devices.net import NetDevice
@@ -63,6 +74,8 @@ from offload.network.metadata import InstanceMetadata
 from offload.network.metadata_file import load_metadata
 from offload.network.services import MetadataTokens, NicConfig, NicServices
 from offload.network.tap import Tap
+from offload.storage.file_engine import FileEngine
+from offload.storage.limits import UNLIMITED, Limits, read_limits
 from offload.storage.rbd import RbdVolume, parse_spec
 from offload.storage.volume import SparseFileVolume, Volume
 from offload.vhost_user.server import VhostUserServer
@@ -75,6 +88,8 @@ MAX_QUEUES = 64
 MAX_QUEUE_SIZE = 1024
 STATS_INTERVAL = 1.0
 _SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+ENGINE_ASYNC = "async"
+ENGINE_SYNC = "sync"
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +116,10 @@ class BlkService:
         queues: int = 1,
         serial: str = "",
         queue_size: int = 256,
+        engine: str = ENGINE_ASYNC,
+        poll_us: int = 0,
+        limits: Limits = UNLIMITED,
+        limits_file: Path | None = None,
     ) -> None:
         if (image is None) == (rbd is None):
             raise ValueError("give exactly one of image and rbd")
@@ -117,11 +136,21 @@ class BlkService:
             )
         else:
             assert self.image is not None
-            self.volume = SparseFileVolume(self.image, read_only=read_only)
+            file = SparseFileVolume(self.image, read_only=read_only)
+            self.volume = file if engine == ENGINE_SYNC else FileEngine(file)
+        self.limits_file = limits_file
+        self.flag_limits = limits
+        self.limits = UNLIMITED  # in force (the device starts without a limiter)
+        self.limits_errors = 0
         try:
             self.device = BlkDevice(
-                self.volume, num_queues=queues, queue_size=queue_size, serial=serial
+                self.volume,
+                num_queues=queues,
+                queue_size=queue_size,
+                serial=serial,
+                poll_us=poll_us,
             )
+            self.reload_limits()
             self.server = VhostUserServer(self.device, socket_path)
         except BaseException:
             self.volume.close()
@@ -153,6 +182,10 @@ class BlkService:
             "latency_ns_sum": stats.latency_ns_sum,
             "connected": self.server.connected,
             "size_bytes": self.volume.size,
+            "max_iops": self.limits.max_iops,
+            "max_mbps": self.limits.max_mbps,
+            "limits_errors": self.limits_errors,
+            "throttled_total": 0 if self.device.qos is None else self.device.qos.throttled_total,
         }
         if isinstance(self.volume, RbdVolume):
             data["rbd_client_address"] = self.volume.client_address
@@ -182,6 +215,33 @@ class BlkService:
             self.device.resize(new_size)
         return True
 
+    def reload_limits(self) -> Limits:
+        """Apply the limits file (if there is one) or the flags' limits; returns them.
+
+        Only a change swaps the limiter (a new one starts with full buckets);
+        the device picks it up at its next drain.
+        """
+        limits = self.flag_limits
+        if self.limits_file is not None and self.limits_file.exists():
+            limits = read_limits(self.limits_file)
+        if limits != self.limits:
+            self.device.qos = limits.limiter()
+            log.info("QoS limits now %s", limits)
+            self.limits = limits
+        return limits
+
+    def hangup(self) -> None:
+        """SIGHUP: re-read the image's size and the QoS limits."""
+        try:
+            self.check_resize()
+        except (OffloadError, OSError) as exc:
+            log.error("resize failed: %s", exc)
+        try:
+            self.reload_limits()
+        except (OffloadError, OSError) as exc:
+            self.limits_errors += 1
+            log.error("limits not changed: %s", exc)
+
     def __enter__(self) -> BlkService:
         return self.start()
 
@@ -210,6 +270,16 @@ def _positive(limit: int) -> type[int]:
         return value
 
     return parse  # type: ignore[return-value]
+
+
+def _limit(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < 1 << 32:
+        raise argparse.ArgumentTypeError(f"{value} is not in 0..{(1 << 32) - 1}")
+    return value
 
 
 def _queue_size(text: str) -> int:
@@ -261,6 +331,33 @@ def _blk_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--serial", default="", metavar="ID", help="disk serial (GET_ID)")
     parser.add_argument(
+        "--max-iops", type=_limit, default=0, metavar="N", help="IOPS limit (0: none)"
+    )
+    parser.add_argument(
+        "--max-mbps", type=_limit, default=0, metavar="N", help="MB/s limit, 10^6 bytes (0: none)"
+    )
+    parser.add_argument(
+        "--limits",
+        metavar="FILE",
+        help='QoS limits as JSON {"max_iops": N, "max_mbps": N}, read at start and on SIGHUP; '
+        "when FILE exists it replaces --max-iops/--max-mbps",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=(ENGINE_ASYNC, ENGINE_SYNC),
+        default=ENGINE_ASYNC,
+        help="file volumes: non-blocking engine with a completion pool (async), or the "
+        "ring's thread blocks in each request (sync)",
+    )
+    parser.add_argument(
+        "--poll-us",
+        type=_limit,
+        default=0,
+        metavar="N",
+        help="polling mode for dedicated cores: spin on the rings up to N us after the last "
+        "request before sleeping on the kick (0: event-driven)",
+    )
+    parser.add_argument(
         "--stats",
         metavar="FILE",
         help="write I/O counters as JSON to FILE every second (read by the host agent)",
@@ -293,51 +390,95 @@ def blk_main(argv: list[str] | None = None) -> int:
         image = Path(args.image)
         if not image.is_file():
             return _fail("offload-blk", f"image {image} does not exist or is not a regular file")
-    # Block the signals before any thread exists so that only sigwait sees them.
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
-    try:
-        try:
-            service = BlkService(
-                socket_path=args.socket,
-                image=image,
-                rbd=rbd,
-                read_only=args.read_only,
-                queues=args.queues,
-                serial=args.serial,
-                queue_size=args.queue_size,
-            ).start()
-        except (OffloadError, OSError) as exc:
-            return _fail("offload-blk", str(exc))
+    if args.rbd is not None and args.engine == ENGINE_SYNC:
+        return _fail("offload-blk", "--engine sync is for --image only")
+    limits_file = Path(args.limits) if args.limits else None
+    limits = Limits(args.max_iops, args.max_mbps)
+
+    def start() -> BlkService:
+        service = BlkService(
+            socket_path=args.socket,
+            image=image,
+            rbd=rbd,
+            read_only=args.read_only,
+            queues=args.queues,
+            serial=args.serial,
+            queue_size=args.queue_size,
+            engine=args.engine,
+            poll_us=args.poll_us,
+            limits=limits,
+            limits_file=limits_file,
+        ).start()
         log.info(
-            "serving %s on %s (%d queue(s)%s), pid %d",
+            "serving %s on %s (%d queue(s)%s, %s engine%s, %s), pid %d",
             image if rbd is None else f"rbd:{rbd.pool}/{rbd.image}",
             args.socket,
             args.queues,
             ", read-only" if args.read_only else "",
+            args.engine if rbd is None else "rbd",
+            f", polling {args.poll_us} us" if args.poll_us else "",
+            service.limits,
             os.getpid(),
         )
-        stats = Path(args.stats) if args.stats else None
+        return service
+
+    stats = Path(args.stats) if args.stats else None
+
+    def tick(service: BlkService) -> None:
+        if stats is not None:
+            service.write_stats(stats)
+
+    return _serve(
+        "offload-blk",
+        start,
+        tick=tick if stats is not None else None,
+        hangup=BlkService.hangup,
+        close=BlkService.close,
+    )
+
+
+_S = TypeVar("_S")
+
+
+def _serve(
+    prog: str,
+    start: Callable[[], _S],
+    *,
+    tick: Callable[[_S], None] | None,
+    hangup: Callable[[_S], None],
+    close: Callable[[_S], None],
+) -> int:
+    """The main loop of both CLIs: start the service, wait for signals, close it.
+
+    The signals are blocked before ``start`` makes any thread (every thread
+    inherits the mask), so only this loop sees them.  With a ``tick`` (stats
+    files, the NIC services' timers) the loop calls it, then waits up to
+    ``STATS_INTERVAL`` in ``sigtimedwait``; without one it sleeps in
+    ``sigwait``.  SIGHUP calls ``hangup``; TERM/INT end the loop; anything
+    else (a tracer attaching wakes the wait) is ignored.
+    """
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    try:
+        try:
+            service = start()
+        except (OffloadError, OSError) as exc:
+            return _fail(prog, str(exc))
         try:
             while True:
-                if stats is not None:
-                    service.write_stats(stats)
+                if tick is not None:
+                    tick(service)
                     info = signal.sigtimedwait(_SIGNALS, STATS_INTERVAL)
-                    if info is None:
-                        continue
-                    sig = info.si_signo
+                    sig = None if info is None else info.si_signo
                 else:
                     sig = signal.sigwait(_SIGNALS)
-                if sig not in _SIGNALS:
-                    continue  # a tracer (py-spy, gdb) attaching can wake the wait spuriously
+                if sig is None or sig not in _SIGNALS:
+                    continue
                 if sig != signal.SIGHUP:
                     log.info("%s: shutting down", signal.Signals(sig).name)
                     break
-                try:
-                    service.check_resize()
-                except (OffloadError, OSError) as exc:
-                    log.error("resize failed: %s", exc)
+                hangup(service)
         finally:
-            service.close()
+            close(service)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
     return 0
@@ -584,19 +725,16 @@ def net_main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     except (OffloadError, ValueError) as exc:
         return _fail("offload-net", str(exc))
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
-    try:
-        try:
-            service = NetService(
-                socket_path=args.socket,
-                tap=args.tap,
-                mac=args.mac,
-                queues=args.queues,
-                mtu=args.mtu,
-                hook=services,
-            ).start()
-        except (OffloadError, OSError) as exc:
-            return _fail("offload-net", str(exc))
+
+    def start() -> NetService:
+        service = NetService(
+            socket_path=args.socket,
+            tap=args.tap,
+            mac=args.mac,
+            queues=args.queues,
+            mtu=args.mtu,
+            hook=services,
+        ).start()
         log.info(
             "serving TAP %s%s on %s (%d queue pair(s), mac %s, %s), pid %d",
             args.tap,
@@ -607,25 +745,20 @@ def net_main(argv: list[str] | None = None) -> int:
             f"services for {args.ip}" if services is not None else "no card services",
             os.getpid(),
         )
-        stats = Path(args.stats) if args.stats else None
+        return service
+
+    stats = Path(args.stats) if args.stats else None
+
+    def tick(service: NetService) -> None:
+        if services is not None:
+            services.poll()  # metadata retransmissions
+        if stats is not None:
+            service.write_stats(stats, services)
+
+    def hangup(service: NetService) -> None:
         try:
-            while True:
-                if stats is not None:
-                    service.write_stats(stats, services)
-                info = signal.sigtimedwait(_SIGNALS, STATS_INTERVAL)
-                if info is None or info.si_signo not in _SIGNALS:  # timeout, or a tracer
-                    if services is not None:
-                        services.poll()
-                    continue
-                if info.si_signo != signal.SIGHUP:
-                    log.info("%s: shutting down", signal.Signals(info.si_signo).name)
-                    break
-                try:
-                    log.info("link %s", "up" if service.refresh_link() else "down")
-                except OffloadError as exc:
-                    log.error("link refresh failed: %s", exc)
-        finally:
-            service.close()
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-    return 0
+            log.info("link %s", "up" if service.refresh_link() else "down")
+        except OffloadError as exc:
+            log.error("link refresh failed: %s", exc)
+
+    return _serve("offload-net", start, tick=tick, hangup=hangup, close=NetService.close)

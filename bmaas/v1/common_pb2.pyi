@@ -695,6 +695,8 @@ class Volume(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
     CONDITIONS_FIELD_NUMBER: _builtins.int
+    MAX_IOPS_FIELD_NUMBER: _builtins.int
+    MAX_MBPS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """"tenants/{tenant}/volumes/{volume}" """
     size_gib: _builtins.int
@@ -708,6 +710,12 @@ class Volume(_message.Message):
     instance: _builtins.str
     """attached to, if any"""
     etag: _builtins.str
+    max_iops: _builtins.int
+    """QoS, enforced by the card's block back-end (token buckets per volume);
+    0 = unlimited.  Set at create, changed on a running volume with
+    UpdateVolume.  MB/s are 10^6 bytes per second.
+    """
+    max_mbps: _builtins.int
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -732,10 +740,12 @@ class Volume(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
         conditions: _abc.Iterable[Global___Condition] | None = ...,
+        max_iops: _builtins.int = ...,
+        max_mbps: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conditions", b"conditions", "create_time", b"create_time", "etag", b"etag", "image", b"image", "instance", b"instance", "name", b"name", "size_gib", b"size_gib", "state", b"state", "update_time", b"update_time", "zone", b"zone"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conditions", b"conditions", "create_time", b"create_time", "etag", b"etag", "image", b"image", "instance", b"instance", "max_iops", b"max_iops", "max_mbps", b"max_mbps", "name", b"name", "size_gib", b"size_gib", "state", b"state", "update_time", b"update_time", "zone", b"zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -358,6 +358,35 @@ class ResizeVolumeRequest(_message.Message):
 Global___ResizeVolumeRequest: _TypeAlias = ResizeVolumeRequest  # noqa: Y015
 
 @_typing.final
+class UpdateVolumeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    MAX_IOPS_FIELD_NUMBER: _builtins.int
+    MAX_MBPS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    etag: _builtins.str
+    max_iops: _builtins.int
+    """both limits are set; 0 = unlimited"""
+    max_mbps: _builtins.int
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        etag: _builtins.str = ...,
+        max_iops: _builtins.int = ...,
+        max_mbps: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "max_iops", b"max_iops", "max_mbps", b"max_mbps", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateVolumeRequest: _TypeAlias = UpdateVolumeRequest  # noqa: Y015
+
+@_typing.final
 class CreateVpcRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

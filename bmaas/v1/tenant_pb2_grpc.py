@@ -110,6 +110,11 @@ class TenantServiceStub:
                 request_serializer=bmaas_dot_v1_dot_tenant__pb2.ResizeVolumeRequest.SerializeToString,
                 response_deserializer=bmaas_dot_v1_dot_common__pb2.Volume.FromString,
                 _registered_method=True)
+        self.UpdateVolume = channel.unary_unary(
+                '/bmaas.v1.TenantService/UpdateVolume',
+                request_serializer=bmaas_dot_v1_dot_tenant__pb2.UpdateVolumeRequest.SerializeToString,
+                response_deserializer=bmaas_dot_v1_dot_common__pb2.Volume.FromString,
+                _registered_method=True)
         self.DeleteVolume = channel.unary_unary(
                 '/bmaas.v1.TenantService/DeleteVolume',
                 request_serializer=bmaas_dot_v1_dot_tenant__pb2.DeleteRequest.SerializeToString,
@@ -314,6 +319,18 @@ class TenantServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateVolume(self, request, context):
+        """A volume's QoS limits (max_iops, max_mbps).  They are plain fields of
+        the volume rather than volume types: the card enforces two numbers per
+        volume whatever named them, a type catalogue can later resolve to these
+        same fields, and one volume's limits change without a type migration.
+        The card applies a change to a running volume within one agent sync,
+        without detaching it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DeleteVolume(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -513,6 +530,11 @@ def add_TenantServiceServicer_to_server(servicer, server):
             'ResizeVolume': grpc.unary_unary_rpc_method_handler(
                     servicer.ResizeVolume,
                     request_deserializer=bmaas_dot_v1_dot_tenant__pb2.ResizeVolumeRequest.FromString,
+                    response_serializer=bmaas_dot_v1_dot_common__pb2.Volume.SerializeToString,
+            ),
+            'UpdateVolume': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateVolume,
+                    request_deserializer=bmaas_dot_v1_dot_tenant__pb2.UpdateVolumeRequest.FromString,
                     response_serializer=bmaas_dot_v1_dot_common__pb2.Volume.SerializeToString,
             ),
             'DeleteVolume': grpc.unary_unary_rpc_method_handler(
@@ -1003,6 +1025,33 @@ class TenantService:
             target,
             '/bmaas.v1.TenantService/ResizeVolume',
             bmaas_dot_v1_dot_tenant__pb2.ResizeVolumeRequest.SerializeToString,
+            bmaas_dot_v1_dot_common__pb2.Volume.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateVolume(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bmaas.v1.TenantService/UpdateVolume',
+            bmaas_dot_v1_dot_tenant__pb2.UpdateVolumeRequest.SerializeToString,
             bmaas_dot_v1_dot_common__pb2.Volume.FromString,
             options,
             channel_credentials,

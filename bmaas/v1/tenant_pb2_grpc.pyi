@@ -59,6 +59,14 @@ class TenantServiceStub:
     AttachVolume: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.AttachVolumeRequest, _common_pb2.Volume]
     DetachVolume: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.DetachVolumeRequest, _common_pb2.Volume]
     ResizeVolume: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.ResizeVolumeRequest, _common_pb2.Volume]
+    UpdateVolume: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.UpdateVolumeRequest, _common_pb2.Volume]
+    """A volume's QoS limits (max_iops, max_mbps).  They are plain fields of
+    the volume rather than volume types: the card enforces two numbers per
+    volume whatever named them, a type catalogue can later resolve to these
+    same fields, and one volume's limits change without a type migration.
+    The card applies a change to a running volume within one agent sync,
+    without detaching it.
+    """
     DeleteVolume: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.DeleteRequest, _common_pb2.Empty]
     CreateVpc: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.CreateVpcRequest, _common_pb2.Vpc]
     """VPC networking."""
@@ -113,6 +121,14 @@ class TenantServiceAsyncStub(TenantServiceStub):
     AttachVolume: _aio.UnaryUnaryMultiCallable[_tenant_pb2.AttachVolumeRequest, _common_pb2.Volume]  # type: ignore[assignment]
     DetachVolume: _aio.UnaryUnaryMultiCallable[_tenant_pb2.DetachVolumeRequest, _common_pb2.Volume]  # type: ignore[assignment]
     ResizeVolume: _aio.UnaryUnaryMultiCallable[_tenant_pb2.ResizeVolumeRequest, _common_pb2.Volume]  # type: ignore[assignment]
+    UpdateVolume: _aio.UnaryUnaryMultiCallable[_tenant_pb2.UpdateVolumeRequest, _common_pb2.Volume]  # type: ignore[assignment]
+    """A volume's QoS limits (max_iops, max_mbps).  They are plain fields of
+    the volume rather than volume types: the card enforces two numbers per
+    volume whatever named them, a type catalogue can later resolve to these
+    same fields, and one volume's limits change without a type migration.
+    The card applies a change to a running volume within one agent sync,
+    without detaching it.
+    """
     DeleteVolume: _aio.UnaryUnaryMultiCallable[_tenant_pb2.DeleteRequest, _common_pb2.Empty]  # type: ignore[assignment]
     CreateVpc: _aio.UnaryUnaryMultiCallable[_tenant_pb2.CreateVpcRequest, _common_pb2.Vpc]  # type: ignore[assignment]
     """VPC networking."""
@@ -248,6 +264,20 @@ class TenantServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _tenant_pb2.ResizeVolumeRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_common_pb2.Volume, _abc.Awaitable[_common_pb2.Volume]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateVolume(
+        self,
+        request: _tenant_pb2.UpdateVolumeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Volume, _abc.Awaitable[_common_pb2.Volume]]:
+        """A volume's QoS limits (max_iops, max_mbps).  They are plain fields of
+        the volume rather than volume types: the card enforces two numbers per
+        volume whatever named them, a type catalogue can later resolve to these
+        same fields, and one volume's limits change without a type migration.
+        The card applies a change to a running volume within one agent sync,
+        without detaching it.
+        """
 
     @_abc_1.abstractmethod
     def DeleteVolume(

@@ -207,6 +207,8 @@ def volume(v: d_volume.Volume) -> common_pb2.Volume:
         update_time=timestamp(v.update_time),
         etag=v.etag,
         conditions=[condition(c) for c in v.conditions],
+        max_iops=v.max_iops,
+        max_mbps=v.max_mbps,
     )
 
 
@@ -264,4 +266,6 @@ def desired_volume(v: d_volume.Volume, *, boot: bool, rbd: bool = False) -> agen
         boot=boot,
         source_image=v.image,
         rbd_image=volume_image(v.tenant, v.id) if rbd else "",
+        max_iops=v.max_iops,
+        max_mbps=v.max_mbps,
     )

@@ -23,7 +23,7 @@ from control_plane.api.rpc import Context, unary
 from control_plane.domain.compute import Image
 from control_plane.domain.errors import FailedPrecondition
 from control_plane.domain.lifecycle import InstanceState
-from control_plane.domain.validation import MAX_VOLUME_GIB
+from control_plane.domain.validation import MAX_VOLUME_GIB, validate_volume_qos
 from control_plane.domain.volume import Volume
 
 SERVICE = "TenantService"
@@ -57,8 +57,16 @@ class VolumesMixin(Servicer, tenant_pb2_grpc.TenantServiceServicer):
                 raise InvalidField(
                     "volume.size_gib", f"{size} is smaller than the image's {img.size_gib} GiB"
                 )
+        iops, mbps = validate_volume_qos(spec.max_iops, spec.max_mbps, prefix="volume.")
         vol = Volume(
-            tenant=tenant, id=vol_id, size_gib=size, zone=zone, image=image, request_id=rid
+            tenant=tenant,
+            id=vol_id,
+            size_gib=size,
+            zone=zone,
+            image=image,
+            max_iops=iops,
+            max_mbps=mbps,
+            request_id=rid,
         )
         created = await self.store.create(
             vol, request_id=rid, fingerprint=validate.fingerprint(request)
@@ -126,6 +134,20 @@ class VolumesMixin(Servicer, tenant_pb2_grpc.TenantServiceServicer):
             return convert.volume(vol)
         # the store checks the growth against the quota in the txn that writes it
         return convert.volume(await self.store.update(dataclasses.replace(vol, size_gib=size)))
+
+    @unary(SERVICE)
+    async def UpdateVolume(
+        self, request: tenant_pb2.UpdateVolumeRequest, context: Context
+    ) -> common_pb2.Volume:
+        """Set the volume's QoS limits; an attached volume's back-end follows
+        on the agent's next sync (no detach)."""
+        tenant = await self.tenant_of(context)
+        iops, mbps = validate_volume_qos(request.max_iops, request.max_mbps)
+        vol = await self._volume(tenant, request.name, request.etag)
+        if (vol.max_iops, vol.max_mbps) == (iops, mbps):
+            return convert.volume(vol)
+        changed = dataclasses.replace(vol, max_iops=iops, max_mbps=mbps)
+        return convert.volume(await self.store.update(changed))
 
     @unary(SERVICE)
     async def DeleteVolume(

@@ -22,6 +22,9 @@ MAX_SSH_KEY_LEN = 8 * 1024
 MAX_DESCRIPTION_LEN = 1024
 MAX_VOLUME_GIB = 64 * 1024
 MAX_VOLUMES_PER_INSTANCE = 16
+#: volume QoS ceilings (0 = unlimited): far above any one device, below uint32
+MAX_VOLUME_IOPS = 10_000_000
+MAX_VOLUME_MBPS = 1_000_000
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
 
@@ -54,6 +57,14 @@ def validate_range(value: int, *, field: str, min_value: int, max_value: int) ->
 
 def validate_volume_size(size_gib: int) -> int:
     return validate_range(size_gib, field="size_gib", min_value=1, max_value=MAX_VOLUME_GIB)
+
+
+def validate_volume_qos(max_iops: int, max_mbps: int, *, prefix: str = "") -> tuple[int, int]:
+    """A volume's IOPS and MB/s limits (0 = unlimited)."""
+    return (
+        validate_range(max_iops, field=f"{prefix}max_iops", min_value=0, max_value=MAX_VOLUME_IOPS),
+        validate_range(max_mbps, field=f"{prefix}max_mbps", min_value=0, max_value=MAX_VOLUME_MBPS),
+    )
 
 
 def validate_user_data(data: bytes | str) -> None:

@@ -21,6 +21,9 @@ class Volume:
     size_gib: int
     zone: str = ""
     image: str = ""
+    #: QoS enforced by the card's block back-end; 0 = unlimited (MB/s: 10^6 B/s)
+    max_iops: int = 0
+    max_mbps: int = 0
     attached_to: str = ""
     request_id: str = ""
     #: ``Provisioned`` (rbd back-end): False with the reason while the storage

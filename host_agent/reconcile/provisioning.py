@@ -5,7 +5,9 @@ the boot disk cloned from the image, the host's local disks, the data
 volumes, in that order, each created or grown as needed); then every
 back-end starts at once, since each is a process whose start-up is mostly
 waiting.  A data volume that grew has its running back-end told, and the
-guest sees the new capacity online.  Idempotent: a second run finds the
+guest sees the new capacity online; a volume's QoS limits
+(``max_iops``/``max_mbps``) are handed to its back-end on the command line
+and, when they change, through its limits file and SIGHUP.  Idempotent: a second run finds the
 disks and adopts the running back-ends.
 
 Without devices (``devices = false``: the fake power driver's scale
@@ -56,6 +58,17 @@ async def _serve(
     ctx: Context, inst: DesiredInstance, volume: str, path: DiskSource, *, boot: bool
 ) -> Disk:
     ident = disk_id(volume, boot=boot)
-    spec = BlkSpec(id=volume, image=path, socket=ctx.socket_path(inst.name, ident), serial=ident)
+    desired = next((v for v in inst.volumes if v.volume == volume), None)
+    iops, mbps = (0, 0) if desired is None else (desired.max_iops, desired.max_mbps)
+    spec = BlkSpec(
+        id=volume,
+        image=path,
+        socket=ctx.socket_path(inst.name, ident),
+        serial=ident,
+        max_iops=iops,
+        max_mbps=mbps,
+    )
     backend = await ctx.start_backend(spec)
+    # QoS follows the desired volume on a running back-end too (UpdateVolume).
+    await asyncio.to_thread(backend.apply_limits, iops, mbps)
     return Disk(id=ident, socket=backend.spec.socket, boot=boot)

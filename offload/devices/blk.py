@@ -58,6 +58,22 @@ region for the ring's next start to resubmit.  Without writeback (no FLUSH
 negotiated, or WCE cleared) a write completes only after the flush that
 follows it.
 
+An engine may also offer a non-blocking fast path (``try_preadv``/
+``try_pwritev``: the file engine, ``offload.storage.file_engine``): a read,
+or a write with writeback on, is tried there first after the checks, and if
+the engine did it at once the request completes in this drain like a
+synchronous one, with no completion channel; otherwise it is submitted.  So
+requests complete out of order: one that waits in the engine's pool
+completes after those behind it.
+
+QoS limits may be swapped while the device runs (``qos`` is read at each
+drain).  A throttled ring asks to be run again (``queue_timeout``: at least
+1 ms, even if the bucket refilled in the meantime).
+
+Polling mode (``poll_us``): after a drain the ring's thread keeps kicks off
+and watches the avail ring and the completion channel for up to that long,
+yielding the CPU (and the GIL) each turn, before re-enabling kicks.
+
 IN and OUT are the hot path: ``_execute`` handles them first with the range
 and QoS checks inlined (``_range``/``_charge`` serve the other types).
 
@@ -69,6 +85,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import struct
 from bisect import bisect_left
 from collections import Counter
@@ -186,6 +203,8 @@ class BlkStats:
 #: an asynchronous completion: head, status byte, used len, start ns, error kind or ""
 _Done = tuple[int, memoryview, int, int, str]
 _ASYNC_TYPES = frozenset({T_IN, T_OUT, T_FLUSH, T_DISCARD, T_WRITE_ZEROES})
+#: an engine's non-blocking attempt: (views, offset, length) -> done now?
+_TryIo = Callable[[list[memoryview], int, int], bool]
 
 
 class _Bad(Exception):
@@ -214,6 +233,7 @@ class BlkDevice(DeviceBackend):
         max_write_zeroes_seg: int = 32,
         qos: QosLimiter | None = None,
         completion_batch: int = COMPLETION_BATCH,
+        poll_us: int = 0,
     ) -> None:
         super().__init__(num_queues=num_queues, max_queue_size=queue_size)
         if blk_size < SECTOR_SIZE or blk_size & (blk_size - 1):
@@ -235,11 +255,17 @@ class BlkDevice(DeviceBackend):
         self.writeback = True
         self.quiesce_timeout = QUIESCE_TIMEOUT
         self._queue_stats = [BlkStats() for _ in range(num_queues)]
+        self._throttled = [False] * num_queues
         self._aio: AsyncVolume | None = volume if is_async(volume) else None  # type: ignore[assignment]
         self._channels: list[CompletionChannel[_Done]] | None = (
             None if self._aio is None else [CompletionChannel() for _ in range(num_queues)]
         )
         self._over_budget = [False] * num_queues
+        self._try_read: _TryIo | None = getattr(volume, "try_preadv", None)
+        self._try_write: _TryIo | None = getattr(volume, "try_pwritev", None)
+        if poll_us < 0:
+            raise ValueError(f"poll time {poll_us} us is negative")
+        self.poll_ns = poll_us * 1000
 
     # -- negotiation and config -------------------------------------------
 
@@ -333,12 +359,22 @@ class BlkDevice(DeviceBackend):
         return 0.0 if self.qos is None else self.qos.wait_time()
 
     def queue_timeout(self, index: int) -> float:
-        delay = self.qos_delay()
-        return max(delay, RERUN_DELAY_S) if self._over_budget[index] else delay
+        """When to run a ring that left work on it again: at least RERUN_DELAY_S
+        once throttled or over the drain budget.  The bucket may refill between
+        the drain stopping and this question, and a 0 here would leave the ring
+        asleep with work on it and kicks off."""
+        if not (self._throttled[index] or self._over_budget[index]):
+            return 0.0
+        return max(self.qos_delay(), RERUN_DELAY_S)
 
     def queue_events(self, index: int) -> tuple[int, ...]:
-        """An asynchronous engine's completions wake the ring's worker."""
-        return () if self._channels is None else (self._channels[index].fd,)
+        """An asynchronous engine's completions wake the ring's worker, while the
+        ring has requests in flight (an idle ring's worker sleeps on its kick
+        alone, and a wake-up skips the channel: no system call for it)."""
+        if self._channels is None:
+            return ()
+        channel = self._channels[index]
+        return (channel.fd,) if channel.in_flight else ()
 
     def in_flight(self) -> int:
         """Requests submitted to an asynchronous engine and not yet completed."""
@@ -404,8 +440,9 @@ class BlkDevice(DeviceBackend):
         channel = None if self._channels is None else self._channels[index]
         budget = DRAIN_BUDGET
         self._over_budget[index] = False
+        throttled = False
         try:
-            if channel is not None:
+            if channel is not None and channel.in_flight:
                 reaped = channel.reap()
                 if reaped:
                     queue.push_many(self._finish(reaped, stats))
@@ -449,11 +486,14 @@ class BlkDevice(DeviceBackend):
                     queue.signal_used()  # before re-arming: the driver wakes sooner
                 if throttled:
                     break
+                if self.poll_ns and self._spin(queue, channel, stats):
+                    continue  # kicks still off: the driver need not kick
                 queue.enable_kicks()
                 if not queue.has_available():
                     break
                 queue.disable_kicks()
-            if channel is not None:
+            self._throttled[index] = throttled
+            if channel is not None and channel.in_flight:
                 channel.arm()
             return queue.should_notify()
         except GuestRingError as exc:
@@ -463,6 +503,26 @@ class BlkDevice(DeviceBackend):
                 with contextlib.suppress(GuestRingError):
                     queue.push_many(completions)
             return False
+
+    def _spin(
+        self, queue: SplitQueue, channel: CompletionChannel[_Done] | None, stats: BlkStats
+    ) -> bool:
+        """Polling mode: watch the ring (and the engine's completions) for up to
+        ``poll_ns`` with kicks off; True when there is work again.
+
+        Each turn yields the CPU (``sched_yield`` releases the GIL, so the other
+        rings' threads and the engine's pool run while this one spins).
+        """
+        deadline = perf_counter_ns() + self.poll_ns
+        while perf_counter_ns() < deadline:
+            if queue.has_available():
+                return True
+            if channel is not None and channel.pending():
+                queue.push_many(self._finish(channel.reap(), stats))
+                queue.signal_used()
+                deadline = perf_counter_ns() + self.poll_ns
+            os.sched_yield()
+        return False
 
     def _handle(
         self,
@@ -495,9 +555,12 @@ class BlkDevice(DeviceBackend):
                 rtype, _, sector = HEADER.unpack(gather(split_front(chain.readable, 16)[0]))
             stats.requests[_TYPE_NAMES.get(rtype, "unsupported")] += 1
             if channel is not None and rtype in _ASYNC_TYPES:
-                self._submit(rtype, sector, chain, data_in, status, stats, channel)
-                return None
-            written = self._execute(rtype, sector, chain, data_in, stats)
+                done = self._submit(rtype, sector, chain, data_in, status, stats, channel)
+                if done is None:
+                    return None
+                written = done
+            else:
+                written = self._execute(rtype, sector, chain, data_in, stats)
             status[0] = S_OK
         except _Bad as bad:
             stats.errors[bad.kind] += 1
@@ -635,8 +698,14 @@ class BlkDevice(DeviceBackend):
         status: memoryview,
         stats: BlkStats,
         channel: CompletionChannel[_Done],
-    ) -> None:
-        """Check a data request as ``_execute`` does, then hand it to the engine."""
+    ) -> int | None:
+        """Check a data request as ``_execute`` does, then hand it to the engine.
+
+        An engine with a non-blocking fast path (``try_preadv``/``try_pwritev``,
+        the file engine) may finish a read or write here: then the data bytes
+        written to the guest are returned and nothing was submitted.  None: the
+        engine completes the request through ``channel``.
+        """
         aio = self._aio
         assert aio is not None
         head = chain.head
@@ -656,14 +725,16 @@ class BlkDevice(DeviceBackend):
             offset = self._range(sector, length)
             self._charge(length)
             stats.read_bytes += length
+            if self._try_read is not None and self._try_read(data_in, offset, length):
+                return length
             channel.submitted += 1
             self._start(aio.aio_preadv, data_in, offset, completion(length + 1))
-            return
+            return None
         if rtype == T_FLUSH:
             self._charge(0)
             channel.submitted += 1
             self._start(aio.aio_flush, completion(1))
-            return
+            return None
         if rtype == T_OUT:
             if chain.writable_len != 1:
                 raise _Bad(S_IOERR, "direction")
@@ -673,12 +744,19 @@ class BlkDevice(DeviceBackend):
             offset = self._range(sector, length)
             self._charge(length)
             stats.write_bytes += length
+            data_out = self._data_out(chain)
+            if (
+                self.writeback
+                and self._try_write is not None
+                and self._try_write(data_out, offset, length)
+            ):
+                return 0
             written = completion(1)
             if not self.writeback:
                 written = then_flush(aio, written)
             channel.submitted += 1
-            self._start(aio.aio_pwritev, self._data_out(chain), offset, written)
-            return
+            self._start(aio.aio_pwritev, data_out, offset, written)
+            return None
         ranges = self._zero_ranges(rtype, chain)
         for _, length, _ in ranges:
             self._charge(length)
@@ -689,6 +767,7 @@ class BlkDevice(DeviceBackend):
                 self._start(aio.aio_discard, offset, length, done)
             else:
                 self._start(aio.aio_write_zeroes, offset, length, unmap, done)
+        return None
 
     @staticmethod
     def _start(fn: Callable[..., None], *args: Any) -> None:

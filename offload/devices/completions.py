@@ -63,6 +63,10 @@ class CompletionChannel(Generic[T]):
             with contextlib.suppress(OSError):  # closed: the ring is gone, nobody waits
                 os.eventfd_write(self.fd, 1)
 
+    def pending(self) -> bool:
+        """Whether something was posted and not reaped (worker thread; no system call)."""
+        return bool(self._items)
+
     def arm(self) -> None:
         """The worker is about to sleep: the next post must wake it (worker thread)."""
         self._armed = True

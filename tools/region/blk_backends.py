@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
@@ -83,8 +84,10 @@ class BlkBackend:
         serial: str = "bmaas-test-disk",
         tmp_root: str | None = None,
         ceph_conf: str | os.PathLike[str] | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.kind: BackendKind = kind
+        self.extra_args = list(extra_args)  # appended to offload-blk's command line
         self.image = Path(image)
         self.ceph_conf = ceph_conf
         if kind in RBD_BACKEND_KINDS and ceph_conf is None:
@@ -118,7 +121,7 @@ class BlkBackend:
             ]
             if self.read_only:
                 args.append("--read-only")
-            return args
+            return [*args, *self.extra_args]
         if self.kind in ("qsd", "qsd-rbd"):
             ro = ",read-only=on" if self.read_only else ""
             if self.kind == "qsd-rbd":

@@ -215,3 +215,50 @@ async def test_connect_drops_status_for_instances_not_on_the_host(
 
 async def _async(value: bool) -> bool:
     return value
+
+
+async def test_volume_qos_reaches_the_agent_and_follows_update_volume(world: World) -> None:
+    w, c = world, world.clients
+    host_name, cred = next(iter(w.hosts.items()))
+    for other in w.hosts:
+        if other != host_name:
+            await c.operator.CordonHost(
+                operator_pb2.HostActionRequest(name=other), metadata=c.op_md
+            )
+    vol = await c.tenant.CreateVolume(
+        tenant_pb2.CreateVolumeRequest(
+            volume=common_pb2.Volume(size_gib=7, max_iops=1000, max_mbps=40)
+        ),
+        metadata=w.md,
+    )
+    assert (vol.max_iops, vol.max_mbps) == (1000, 40)
+    for bad in (
+        tenant_pb2.UpdateVolumeRequest(name=vol.name, max_iops=10**8),
+        tenant_pb2.UpdateVolumeRequest(name=vol.name, max_iops=1, etag="stale"),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await c.tenant.UpdateVolume(bad, metadata=w.md)
+        assert exc.value.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.ABORTED)
+    inst = await c.tenant.CreateInstance(
+        tenant_pb2.CreateInstanceRequest(
+            instance=common_pb2.Instance(
+                instance_type=w.instance_type, image=w.image, volumes=[vol.name]
+            )
+        ),
+        metadata=w.md,
+    )
+    assert inst.host == host_name
+    call = c.agent.Connect(metadata=bearer(cred))
+    desired = await next_desired(call)
+    data = [v for v in desired.instances[0].volumes if not v.boot]
+    assert [(v.max_iops, v.max_mbps) for v in data] == [(1000, 40)]
+    updated = await c.tenant.UpdateVolume(
+        tenant_pb2.UpdateVolumeRequest(name=vol.name, max_iops=200, max_mbps=0), metadata=w.md
+    )
+    assert (updated.max_iops, updated.max_mbps) == (200, 0) and updated.instance == inst.name
+    desired = await next_desired(call)
+    data = [v for v in desired.instances[0].volumes if not v.boot]
+    assert [(v.max_iops, v.max_mbps) for v in data] == [(200, 0)]
+    got = await c.tenant.GetVolume(tenant_pb2.GetRequest(name=vol.name), metadata=w.md)
+    assert got.max_iops == 200
+    call.cancel()

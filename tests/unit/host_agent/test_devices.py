@@ -1,11 +1,16 @@
-"""NetSpec: the offload-net command line the agent builds for a NIC."""
+"""BlkSpec and NetSpec: the back-ends' command lines the agent builds; QoS limits files."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 from dataclasses import replace
 from pathlib import Path
 
-from host_agent.devices import BlkSpec, NetSpec, RbdDisk
+import pytest
+
+from host_agent.devices import Backend, BlkSpec, NetSpec, RbdDisk
 
 SPEC = NetSpec(
     id="nics/n1",
@@ -51,3 +56,58 @@ def test_a_cloud_disk_is_served_with_offload_blk_rbd() -> None:
     assert "--image" not in argv
     files = BlkSpec(id="v", image=Path("/v/a.img"), socket=Path("/run/x.sock"))
     assert files.args(Path("/s"))[:4] == ["--socket", "/run/x.sock", "--image", "/v/a.img"]
+
+
+def _blk(tmp_path: Path, *, max_iops: int = 0, max_mbps: int = 0) -> BlkSpec:
+    return BlkSpec(
+        id="vol-1",
+        image=tmp_path / "v.img",
+        socket=tmp_path / "v.sock",
+        max_iops=max_iops,
+        max_mbps=max_mbps,
+    )
+
+
+def test_blk_limits_on_the_command_line(tmp_path: Path) -> None:
+    argv = _blk(tmp_path, max_iops=500, max_mbps=20).args(tmp_path / "v.stats")
+    assert argv[argv.index("--max-iops") + 1] == "500"
+    assert argv[argv.index("--max-mbps") + 1] == "20"
+    assert argv[argv.index("--limits") + 1] == str(tmp_path / "v.limits")
+
+
+class _Signalled(Backend):
+    """A back-end that is 'alive' and records the signals it would be sent."""
+
+    sent: list[int]
+
+    def alive(self) -> bool:
+        return True
+
+    def pid(self) -> int:
+        return 4242
+
+
+def test_apply_limits_rewrites_the_file_and_hups_only_on_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent: list[tuple[int, int]] = []
+    monkeypatch.setattr(os, "kill", lambda pid, sig: sent.append((pid, sig)))
+    backend = _Signalled(_blk(tmp_path, max_iops=100))
+    limits = tmp_path / "v.limits"
+    assert not backend.apply_limits(100, 0)  # first write, as started: no signal
+    assert json.loads(limits.read_text()) == {"max_iops": 100, "max_mbps": 0}
+    assert not backend.apply_limits(100, 0)
+    assert backend.apply_limits(50, 10)
+    assert json.loads(limits.read_text()) == {"max_iops": 50, "max_mbps": 10}
+    assert sent == [(4242, signal.SIGHUP)]
+
+
+def test_apply_limits_first_write_differing_from_the_command_line_hups(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent: list[tuple[int, int]] = []
+    monkeypatch.setattr(os, "kill", lambda pid, sig: sent.append((pid, sig)))
+    # an adopted back-end started by a previous agent with other limits
+    backend = _Signalled(_blk(tmp_path))
+    assert backend.apply_limits(300, 0)
+    assert sent == [(4242, signal.SIGHUP)]

@@ -72,8 +72,10 @@ def segments(*segs: tuple[int, int, int]) -> bytes:
     return b"".join(SEGMENT.pack(*s) for s in segs)
 
 
-def make_volume(size: int, *, read_only: bool = False) -> tuple[SparseFileVolume, str]:
-    fd, path = tempfile.mkstemp(prefix="blkvol-")
+def make_volume(
+    size: int, *, read_only: bool = False, directory: str | None = None
+) -> tuple[SparseFileVolume, str]:
+    fd, path = tempfile.mkstemp(prefix="blkvol-", dir=directory)
     os.ftruncate(fd, size)
     os.close(fd)
     return SparseFileVolume(path, read_only=read_only), path
