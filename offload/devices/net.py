@@ -322,7 +322,7 @@ class NetDevice(DeviceBackend):
 
     def _transmit(self, frame: list[memoryview], length: int, tap: int, stats: NetStats) -> None:
         """Ask the hook for a verdict on a copy of the frame; write it if FORWARD."""
-        data = gather(frame)
+        data = bytearray().join(frame)  # one copy, which the hook may rewrite (routing)
         try:
             verdict = self.hook.classify_tx(data)
         except Exception:  # a hook bug must not stop the ring
