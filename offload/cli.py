@@ -422,6 +422,7 @@ class NetService:
                 "dropped_malformed": services.dropped_malformed,
                 "dropped_policy": services.dropped_policy,
                 "replies": services.replies,
+                "routed": services.routed,
             }
             data["drops"] = dict(services.drops)  # by reason
             data["metadata"] = {

@@ -59,6 +59,22 @@ async def until(
     raise AssertionError(f"no desired state matched within {timeout}s (last NICs: {seen})")
 
 
+async def _launch(w: World, subnet: str) -> tuple[common_pb2.Instance, common_pb2.NetworkInterface]:
+    """An instance created in *subnet*, and the primary interface made with it."""
+    c = w.clients
+    inst = await c.tenant.CreateInstance(
+        tenant_pb2.CreateInstanceRequest(
+            instance=common_pb2.Instance(
+                instance_type=w.instance_type, image=w.image, subnet=subnet
+            )
+        ),
+        metadata=w.md,
+    )
+    (name,) = inst.network_interfaces
+    nic = await c.tenant.GetNetworkInterface(tenant_pb2.GetRequest(name=name), metadata=w.md)
+    return inst, nic
+
+
 async def test_each_host_learns_the_other_hosts_of_its_vpc(world: World) -> None:
     w, c = world, world.clients
     for host, address in UNDERLAY.items():
@@ -85,25 +101,7 @@ async def test_each_host_learns_the_other_hosts_of_its_vpc(world: World) -> None
             await until(call, lambda p: p == {}, timeout=5)
 
         async def launch() -> tuple[common_pb2.Instance, common_pb2.NetworkInterface]:
-            nic = await c.tenant.CreateNetworkInterface(
-                tenant_pb2.CreateNetworkInterfaceRequest(
-                    network_interface=common_pb2.NetworkInterface(subnet=subnet.name)
-                ),
-                metadata=w.md,
-            )
-            inst = await c.tenant.CreateInstance(
-                tenant_pb2.CreateInstanceRequest(
-                    instance=common_pb2.Instance(
-                        instance_type=w.instance_type, image=w.image, subnet=subnet.name
-                    )
-                ),
-                metadata=w.md,
-            )
-            await c.tenant.AttachNetworkInterface(
-                tenant_pb2.AttachNetworkInterfaceRequest(name=nic.name, instance=inst.name),
-                metadata=w.md,
-            )
-            return inst, nic
+            return await _launch(w, subnet.name)
 
         a, nic_a = await launch()
         # alone in its VPC: the NIC is there, with no peers
@@ -211,24 +209,7 @@ async def test_each_nic_gets_the_directory_of_its_vpc_across_subnets(world: Worl
     try:
         launched = []
         for subnet in subnets[:2]:
-            nic = await c.tenant.CreateNetworkInterface(
-                tenant_pb2.CreateNetworkInterfaceRequest(
-                    network_interface=common_pb2.NetworkInterface(subnet=subnet.name)
-                ),
-                metadata=w.md,
-            )
-            inst = await c.tenant.CreateInstance(
-                tenant_pb2.CreateInstanceRequest(
-                    instance=common_pb2.Instance(
-                        instance_type=w.instance_type, image=w.image, subnet=subnet.name
-                    )
-                ),
-                metadata=w.md,
-            )
-            await c.tenant.AttachNetworkInterface(
-                tenant_pb2.AttachNetworkInterfaceRequest(name=nic.name, instance=inst.name),
-                metadata=w.md,
-            )
+            inst, nic = await _launch(w, subnet.name)
             launched.append((inst, nic, subnet))
         entries = {
             (nic.private_ip, nic.mac_address, subnet.cidr, UNDERLAY[inst.host])
