@@ -559,6 +559,8 @@ def _net_hook(args: argparse.Namespace) -> NicServices | None:
         ip=args.ip,
         gateway=args.gateway,
         metadata=metadata,
+        # the card answers the VPC's names on the gateway: DHCP says so (option 6)
+        dns=(args.gateway,) if args.vpc_directory is not None and args.gateway else (),
         hostname=metadata.hostname,
         mtu=args.mtu,
         metadata_tokens=MetadataTokens(args.metadata_tokens),

@@ -18,7 +18,9 @@ every drop is counted under its reason (``drops``, the keys of
    CONSUMED and answered; any other source but the NIC's -> DROP ipv4_src;
    to 169.254.169.254 -> CONSUMED (TCP goes to the metadata responder);
    UDP to port 67 -> CONSUMED (DHCP, answered); UDP from port 67 -> DROP
-   dhcp_server (no DHCP server inside a VPC); otherwise, when the NIC has a
+   dhcp_server (no DHCP server inside a VPC); UDP to the gateway's port 53
+   -> CONSUMED (the VPC's DNS, ``dns``, answered from the directory, or
+   not at all without one); otherwise, when the NIC has a
    VPC directory (``set_directory``) and the frame is addressed to the
    card's MAC (the gateway), ROUTED by ``router.Router`` (rewritten in
    place, then FORWARD) or DROP no_route / ttl_expired; otherwise FORWARD
@@ -53,6 +55,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv6Interface
 
+from offload.network import dns
 from offload.network import packets as pk
 from offload.network.arp import ARP_REQUEST, build_arp_reply, parse_arp
 from offload.network.dhcp import DhcpLease, answer, parse_dhcp
@@ -190,6 +193,7 @@ class NicServices:
         if config.gateway is not None:
             self._answered.add(config.gateway.packed)
         self._router: Router | None = None
+        self._zone: dns.VpcZone | None = None
         self._lease = (
             None
             if config.ip is None
@@ -247,8 +251,14 @@ class NicServices:
     def set_directory(self, directory: VpcDirectory) -> None:
         """Route with *directory* from now on (a new router, swapped in under the lock)."""
         router = Router(directory, card_mac=self._card_mac)
+        zone = dns.VpcZone(
+            directory.vpc,
+            ((n.hostname, n.ip) for n in directory.neighbors),
+            {n.subnet for n in directory.neighbors},
+        )
         with self._lock:
             self._router = router
+            self._zone = zone
 
     def attach(self, deliver: Callable[[bytes], None]) -> None:
         self._deliver = deliver
@@ -392,7 +402,19 @@ class NicServices:
                 return TxVerdict.CONSUMED
             if ip.payload[0:2] == _DHCP_SERVER_PORT:
                 return self._drop("dhcp_server")
+        if ip.dst == self._gateway and udp is not None and udp.dport == 53:
+            self._dns(ip.src, udp.sport, udp.payload, out)
+            return TxVerdict.CONSUMED
         return TxVerdict.FORWARD
+
+    def _dns(self, peer: bytes, port: int, payload: bytes, out: list[bytes]) -> None:
+        zone = self._zone
+        reply = None if zone is None else dns.answer(payload, zone)
+        if reply is None:
+            return
+        datagram = pk.build_udp(self._gateway, peer, 53, port, reply)
+        packet = pk.build_ipv4(self._gateway, peer, pk.IPPROTO_UDP, datagram)
+        out.append(pk.build_ethernet(self._mac, self._card_mac, pk.ETHERTYPE_IPV4, packet))
 
     def _dhcp(self, payload: bytes, out: list[bytes]) -> None:
         msg = parse_dhcp(payload)

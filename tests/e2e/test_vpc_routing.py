@@ -30,6 +30,7 @@ from host_agent.reconcile.names import tap_name
 from tools.region.guest import GuestImage, disk_with
 from tools.region.netns import NetNamespace
 from tools.region.region import Region, qemu_agent
+from tools.region.wait import wait_for
 from tools.region.world import enroll
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -39,8 +40,17 @@ GUEST = """
 echo BMAAS-IDLE
 while ! ip link show eth0 >/dev/null 2>&1; do sleep 0.3; done
 ip link set eth0 up
-udhcpc -i eth0 -f -q -n -t 20 -T 1 >/dev/null 2>&1 || echo DHCP-FAILED
+# the image's udhcpc script, plus the resolver DHCP named (option 6)
+cat > /tmp/dhcp.sh <<'EOS'
+#!/bin/sh
+/etc/udhcpc/default.script "$@"
+[ "$1" = bound ] && for d in $dns; do echo "nameserver $d"; done > /etc/resolv.conf
+exit 0
+EOS
+chmod +x /tmp/dhcp.sh
+udhcpc -i eth0 -f -q -n -t 20 -T 1 -s /tmp/dhcp.sh >/dev/null 2>&1 || echo DHCP-FAILED
 echo "DHCP-ADDR $(ip -4 -o addr show eth0 | awk '{print $4}')"
+echo "RESOLVER $(awk '/nameserver/ {print $2}' /etc/resolv.conf)"
 echo "ROUTE $(ip route show default | awk '{print $3}')"
 imds_token=$(printf 'PUT /latest/api/token HTTP/1.0\\r\\n%s\\r\\n\\r\\n' \\
   'X-aws-ec2-metadata-token-ttl-seconds: 300' | nc 169.254.169.254 80 | tail -n 1)
@@ -54,6 +64,13 @@ n=0
 until ping -c1 -W1 "$peer" >/dev/null 2>&1; do n=$((n+1)); [ $n -gt 120 ] && break; done
 if ping -c3 -W2 "$peer" >/dev/null 2>&1; then echo "PING-OK $peer"; else echo "PING-FAIL $peer"; fi
 echo "TTL $(ping -c1 -W2 "$peer" | grep -o 'ttl=[0-9]*')"
+if [ "$role" = client ]; then
+  ptr=$(nslookup "$peer" 2>&1 | tr '\\n' ' ')
+  echo "DNS-PTR $ptr"
+  name=$(echo "$ptr" | grep -o '[a-z0-9-]*[.]vpc-r[.]internal' | head -n 1)
+  echo "DNS-A ${name:-none} $(nslookup "${name:-none}" 2>&1 | tr '\\n' ' ')"
+  echo "DNS-OUT $(nslookup example.com 2>&1 | tr '\\n' ' ')"
+fi
 if [ "$role" = server ]; then
   nc -l -p 5000 > /tmp/recv
   echo "TCP-RX $(sha256sum /tmp/recv | cut -c1-64) $(wc -c < /tmp/recv)"
@@ -144,7 +161,7 @@ async def _nic(region: Region, subnet: str, nic_id: str) -> common_pb2.NetworkIn
 
 
 def _host_of(agents: list[Agent], nic: str) -> Agent:
-    (agent,) = [a for a in agents if nic in a.reconciler.backends()]
+    (agent,) = [a for a in agents if any(b.spec.id == nic for b in a.reconciler.backends())]
     return agent
 
 
@@ -194,48 +211,69 @@ async def test_two_subnets_are_routed_by_the_card_and_never_flooded(
                 metadata=md,
             )
             names.append(name)
-        for name, (nic, _) in zip(names, plan, strict=True):
-            await region.wait_state(name, common_pb2.INSTANCE_STATE_RUNNING)
-            addr = await region.wait_console(name, r"DHCP-ADDR (\S+)", 240)
-            assert addr.group(1) == f"{nic.private_ip}/24"
-            gateway = await region.wait_console(name, r"ROUTE (\S*)", 60)
-            assert gateway.group(1) == nic.private_ip.rsplit(".", 1)[0] + ".1"
-        # capture on the bystander's TAP, on its host, while the routed traffic flows
-        watcher = _host_of(agents, bystander.name)
-        pairs = [
-            f"{client.private_ip}>{server.private_ip}",
-            f"{server.private_ip}>{client.private_ip}",
-            f"{bystander.private_ip}>{server.private_ip}",
-        ]
-        capture = await asyncio.create_subprocess_exec(
-            "ip", "netns", "exec", watcher.config.netns, sys.executable, "-c", CAPTURE,
-            tap_name(bystander.name), *pairs,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        )  # fmt: skip
         try:
-            assert capture.stdout is not None
-            ready = await asyncio.wait_for(capture.stdout.readline(), 30)
-            assert ready.strip() == b"READY"
-            for name, (_, user_data) in zip(names[:2], plan[:2], strict=True):
-                result = await region.wait_console(name, r"PING-(OK|FAIL) (\S+)", 240)
-                assert result.groups() == ("OK", user_data.split()[0]), await region.console(name)
-                ttl = await region.wait_console(name, r"TTL ttl=(\d+)", 30)
-                assert int(ttl.group(1)) == 63  # one hop: the card decremented it
-            sent = await region.wait_console(names[1], r"TCP-TX ([0-9a-f]{64})", 60)
-            received = await region.wait_console(names[0], r"TCP-RX ([0-9a-f]{64}) (\d+)", 240)
-            assert received.groups() == (sent.group(1), str(1 << 20))
-        finally:
-            raw, _ = await asyncio.wait_for(capture.communicate(b""), 30)
-        out = raw.decode()
-        counts = {line.split()[0]: int(line.split()[1]) for line in out.splitlines() if ">" in line}
-        assert counts.get(pairs[2], 0) > 0, out  # the capture sees the bystander's own pings
-        assert counts.get(pairs[0], 0) == 0 and counts.get(pairs[1], 0) == 0, out
-        # the cards counted what they routed
-        for nic in (server, client):
-            routed = _counter(agents, nic.name, "bmaas_agent_nic_card_routed")
-            assert routed > 100, routed  # 1 MiB of TCP segments, and the pings
-        for name in names:
-            await region.action("Terminate", name)
+            for name, (nic, _) in zip(names, plan, strict=True):
+                await region.wait_state(name, common_pb2.INSTANCE_STATE_RUNNING)
+                addr = await region.wait_console(name, r"DHCP-ADDR (\S+)", 240)
+                assert addr.group(1) == f"{nic.private_ip}/24"
+                gateway = await region.wait_console(name, r"ROUTE (\S*)", 60)
+                assert gateway.group(1) == nic.private_ip.rsplit(".", 1)[0] + ".1"
+                resolver = await region.wait_console(name, r"RESOLVER (\S*)", 60)
+                assert resolver.group(1) == gateway.group(1)  # DHCP option 6: the card
+            # capture on the bystander's TAP, on its host, while the routed traffic flows
+            watcher = _host_of(agents, bystander.name)
+            pairs = [
+                f"{client.private_ip}>{server.private_ip}",
+                f"{server.private_ip}>{client.private_ip}",
+                f"{bystander.private_ip}>{server.private_ip}",
+            ]
+            capture = await asyncio.create_subprocess_exec(
+                "ip", "netns", "exec", watcher.config.netns, sys.executable, "-c", CAPTURE,
+                tap_name(bystander.name), *pairs,
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            try:
+                assert capture.stdout is not None
+                ready = await asyncio.wait_for(capture.stdout.readline(), 30)
+                assert ready.strip() == b"READY"
+                for name, (_, user_data) in zip(names[:2], plan[:2], strict=True):
+                    result = await region.wait_console(name, r"PING-(OK|FAIL) (\S+)", 240)
+                    assert result.groups() == ("OK", user_data.split()[0]), await region.console(
+                        name
+                    )
+                    ttl = await region.wait_console(name, r"TTL ttl=(\d+)", 30)
+                    assert int(ttl.group(1)) == 63  # one hop: the card decremented it
+                # the client resolved its peer through the card: PTR, then A; the rest refused
+                server_fqdn = f"{names[0].rsplit('/', 1)[1]}.vpc-r.internal"
+                ptr = await region.wait_console(names[1], r"DNS-PTR ([^\r\n]*)", 60)
+                assert server_fqdn in ptr.group(1), ptr.group(1)
+                a = await region.wait_console(names[1], r"DNS-A (\S+) ([^\r\n]*)", 60)
+                assert a.group(1) == server_fqdn and server.private_ip in a.group(2), a.group(0)
+                refused = await region.wait_console(names[1], r"DNS-OUT ([^\r\n]*)", 60)
+                assert "REFUSED" in refused.group(1), refused.group(1)
+                sent = await region.wait_console(names[1], r"TCP-TX ([0-9a-f]{64})", 60)
+                received = await region.wait_console(names[0], r"TCP-RX ([0-9a-f]{64}) (\d+)", 240)
+                assert received.groups() == (sent.group(1), str(1 << 20))
+            finally:
+                raw, _ = await asyncio.wait_for(capture.communicate(b""), 30)
+            out = raw.decode()
+            counts = {
+                line.split()[0]: int(line.split()[1]) for line in out.splitlines() if ">" in line
+            }
+            assert counts.get(pairs[2], 0) > 0, out  # the capture sees the bystander's own pings
+            assert counts.get(pairs[0], 0) == 0 and counts.get(pairs[1], 0) == 0, out
+
+            # the cards counted what they routed
+            async def both_routed() -> bool:  # back-ends write counters every second
+                return all(
+                    _counter(agents, n.name, "bmaas_agent_nic_card_routed") > 100
+                    for n in (server, client)
+                )  # 1 MiB of TCP segments one way, their ACKs the other, and the pings
+
+            await wait_for(both_routed, 10, 0.2)
+        finally:  # guests never outlive the test, pass or fail
+            for name in names:
+                await region.action("Terminate", name)
 
 
 def _counter(agents: list[Agent], nic: str, family_name: str) -> float:
