@@ -36,3 +36,12 @@ def test_metadata_tokens_passed_through() -> None:
 def test_no_services_without_an_address() -> None:
     argv = replace(SPEC, ip="").args(Path("/run/n1.stats"))
     assert "--metadata-tokens" not in argv and "--ip" not in argv
+
+
+def test_the_vpc_directory_goes_to_offload_net() -> None:
+    argv = replace(SPEC, vpc_directory=Path("/state/vpc-n1.json")).args(Path("/run/n1.stats"))
+    assert flag(argv, "--vpc-directory") == "/state/vpc-n1.json"
+    assert "--vpc-directory" not in SPEC.args(Path("/run/n1.stats"))
+    # without an address there are no card services, so no directory either
+    bare = replace(SPEC, ip="", vpc_directory=Path("/state/vpc-n1.json"))
+    assert "--vpc-directory" not in bare.args(Path("/run/n1.stats"))
