@@ -9,7 +9,12 @@ checksum the server matches.  A bystander in the server's subnet on a third
 host pings the server all along (the positive control of the capture): its
 TAP is captured while the routed traffic flows, and no frame between the
 client and the server appears on it -- routed frames go by the pinned FDB
-entries to the one host carrying the destination, never flooded.
+entries to the one host carrying the destination, never flooded.  The
+client resolves the server's name through the resolver DHCP named (the
+gateway): PTR of its address, then A of that name; a name outside the VPC
+is REFUSED.  The bystander is created with a subnet: its primary interface
+is there when the server powers on (its kernel sees eth0 before anything
+waits for it) and the metadata service shows its address and MAC.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ UNDERLAY = {1: "192.168.79.1", 2: "192.168.79.2", 3: "192.168.79.3"}
 
 GUEST = """
 echo BMAAS-IDLE
+echo "NICS-AT-START $(ls /sys/class/net | tr '\\n' ' ')"
 while ! ip link show eth0 >/dev/null 2>&1; do sleep 0.3; done
 ip link set eth0 up
 # the image's udhcpc script, plus the resolver DHCP named (option 6)
@@ -54,8 +60,11 @@ echo "RESOLVER $(awk '/nameserver/ {print $2}' /etc/resolv.conf)"
 echo "ROUTE $(ip route show default | awk '{print $3}')"
 imds_token=$(printf 'PUT /latest/api/token HTTP/1.0\\r\\n%s\\r\\n\\r\\n' \\
   'X-aws-ec2-metadata-token-ttl-seconds: 300' | nc 169.254.169.254 80 | tail -n 1)
-set -- $(wget -q -O - --header "X-aws-ec2-metadata-token: $imds_token" \\
-  http://169.254.169.254/latest/user-data)
+imds() {
+  wget -q -O - --header "X-aws-ec2-metadata-token: $imds_token" "http://169.254.169.254/latest/$1"
+}
+echo "META-NIC $(imds meta-data/local-ipv4) $(imds meta-data/mac)"
+set -- $(imds user-data)
 peer=$1 role=$2
 if [ "$role" = bystander ]; then
   while true; do ping -c1 -W1 "$peer" >/dev/null 2>&1; sleep 0.5; done
@@ -84,11 +93,13 @@ fi
 while true; do sleep 1; done
 """
 
-#: counts IPv4 frames on a TAP by (source, destination) until stdin closes
+#: counts IPv4 frames on a TAP by (source, destination), and every frame from
+#: one MAC (argv[2]: the guest behind the TAP, ARP included), until stdin closes
 CAPTURE = r"""
 import select, socket, sys
 from collections import Counter
-tap, pairs = sys.argv[1], {tuple(p.split('>')) for p in sys.argv[2:]}
+tap, mac = sys.argv[1], bytes.fromhex(sys.argv[2].replace(':', ''))
+pairs = {tuple(p.split('>')) for p in sys.argv[3:]}
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
 s.bind((tap, 0))
 print("READY", flush=True)
@@ -98,6 +109,8 @@ while True:
     if sys.stdin in ready:
         break
     frame = s.recv(65535)
+    if frame[6:12] == mac:
+        seen[('guest', 'any')] += 1
     if len(frame) >= 34 and frame[12:14] == b"\x08\x00":
         key = (socket.inet_ntoa(frame[26:30]), socket.inet_ntoa(frame[30:34]))
         if key in pairs:
@@ -183,11 +196,9 @@ async def test_two_subnets_are_routed_by_the_card_and_never_flooded(
     )
     s1, s2 = await _vpc(region, "vpc-r", ["10.20.1.0/24", "10.20.2.0/24"])
     server, client = await _nic(region, s1, "eni-r1"), await _nic(region, s2, "eni-r2")
-    bystander = await _nic(region, s1, "eni-r3")
     plan = [
         (server, f"{client.private_ip} server"),
         (client, f"{server.private_ip} client"),
-        (bystander, f"{server.private_ip} bystander"),
     ]
     starting = [
         qemu_agent(
@@ -211,6 +222,25 @@ async def test_two_subnets_are_routed_by_the_card_and_never_flooded(
                 metadata=md,
             )
             names.append(name)
+        # the bystander: created with a subnet, so with its primary interface
+        made = await c.tenant.CreateInstance(
+            tenant_pb2.CreateInstanceRequest(
+                request_id=str(uuid.uuid4()),
+                instance=common_pb2.Instance(
+                    instance_type=region.instance_type,
+                    image=image,
+                    subnet=s1,
+                    user_data=f"{server.private_ip} bystander",
+                ),
+            ),
+            metadata=md,
+        )
+        (primary,) = made.network_interfaces
+        bystander = await c.tenant.GetNetworkInterface(
+            tenant_pb2.GetRequest(name=primary), metadata=md
+        )
+        plan.append((bystander, f"{server.private_ip} bystander"))
+        names.append(made.name)
         try:
             for name, (nic, _) in zip(names, plan, strict=True):
                 await region.wait_state(name, common_pb2.INSTANCE_STATE_RUNNING)
@@ -220,16 +250,21 @@ async def test_two_subnets_are_routed_by_the_card_and_never_flooded(
                 assert gateway.group(1) == nic.private_ip.rsplit(".", 1)[0] + ".1"
                 resolver = await region.wait_console(name, r"RESOLVER (\S*)", 60)
                 assert resolver.group(1) == gateway.group(1)  # DHCP option 6: the card
+                meta = await region.wait_console(name, r"META-NIC (\S+) (\S+)", 60)
+                assert meta.groups() == (nic.private_ip, nic.mac_address)
+            # the primary interface was there when the server powered on: no hot-plug
+            at_start = await region.wait_console(names[2], r"NICS-AT-START ([^\r\n]*)", 30)
+            assert "eth0" in at_start.group(1).split(), at_start.group(0)
             # capture on the bystander's TAP, on its host, while the routed traffic flows
             watcher = _host_of(agents, bystander.name)
             pairs = [
                 f"{client.private_ip}>{server.private_ip}",
                 f"{server.private_ip}>{client.private_ip}",
-                f"{bystander.private_ip}>{server.private_ip}",
+                "guest>any",
             ]
             capture = await asyncio.create_subprocess_exec(
                 "ip", "netns", "exec", watcher.config.netns, sys.executable, "-c", CAPTURE,
-                tap_name(bystander.name), *pairs,
+                tap_name(bystander.name), bystander.mac_address, *pairs,
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             )  # fmt: skip
             try:
@@ -260,7 +295,8 @@ async def test_two_subnets_are_routed_by_the_card_and_never_flooded(
             counts = {
                 line.split()[0]: int(line.split()[1]) for line in out.splitlines() if ">" in line
             }
-            assert counts.get(pairs[2], 0) > 0, out  # the capture sees the bystander's own pings
+            # the capture sees the bystander's own frames (its ARP and pings): it works
+            assert counts.get(pairs[2], 0) > 0, (out, await region.console(names[2]))
             assert counts.get(pairs[0], 0) == 0 and counts.get(pairs[1], 0) == 0, out
 
             # the cards counted what they routed
