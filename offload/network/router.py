@@ -59,8 +59,9 @@ class Router:
     def __init__(self, directory: VpcDirectory, *, card_mac: bytes) -> None:
         self.directory = directory
         self._card_mac = card_mac
+        #: destination address -> the new ethernet addresses (its MAC, then the card's)
         self._table: dict[bytes, bytes] = {
-            n.ip.packed: pk.mac_bytes(n.mac) for n in directory.neighbors
+            n.ip.packed: pk.mac_bytes(n.mac) + card_mac for n in directory.neighbors
         }
 
     def __len__(self) -> int:
@@ -68,20 +69,17 @@ class Router:
 
     def route(self, frame: bytearray) -> str | None:
         """Rewrite *frame* (ethernet + IPv4) for its next hop; a drop reason if it cannot be."""
-        mac = self._table.get(bytes(frame[30:34]))
-        if mac is None:
+        macs = self._table.get(bytes(frame[30:34]))
+        if macs is None:
             return "no_route"
         ttl = frame[22]
         if ttl <= 1:
             return "ttl_expired"
-        frame[0:6] = mac
-        frame[6:12] = self._card_mac
+        frame[0:12] = macs
         frame[22] = ttl - 1
-        # RFC 1624: HC' = ~(~HC + ~m + m'), m the 16-bit word holding TTL and protocol
-        old = (ttl << 8) | frame[23]
-        new = old - 0x100
-        total = (~int.from_bytes(frame[24:26], "big") & 0xFFFF) + (~old & 0xFFFF) + new
-        total = (total & 0xFFFF) + (total >> 16)
+        # RFC 1624 eqn. 3, HC' = ~(~HC + ~m + m'): the word m holding TTL and
+        # protocol loses 0x100, so ~m + m' is the constant 0xFEFF
+        total = (~int.from_bytes(frame[24:26], "big") & 0xFFFF) + 0xFEFF
         total = (total & 0xFFFF) + (total >> 16)
         frame[24:26] = (~total & 0xFFFF).to_bytes(2, "big")
         return None
