@@ -246,7 +246,12 @@ def register(nouns: SubParsers) -> None:
     p.add_argument("--name", default="", help="full name (default: server-generated)")
     p.add_argument("--instance-type", "--type", required=True, help="type id or instanceTypes/ID")
     p.add_argument("--image", required=True, help="image id or images/ID")
-    p.add_argument("--subnet", default="")
+    p.add_argument(
+        "--subnet",
+        default="",
+        help="create the primary network interface in this subnet with the instance "
+        "(deleted with it unless detached first)",
+    )
     p.add_argument("--volume", action="append", default=[], help="data volume (repeatable)")
     p.add_argument("--ssh-key", action="append", default=[], help="public key text (repeatable)")
     p.add_argument("--ssh-key-file", action="append", default=[], help="repeatable")

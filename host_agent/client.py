@@ -43,7 +43,15 @@ from bmaas.v1 import agent_pb2, agent_pb2_grpc, common_pb2
 from bmaas_tls import ClientTls, aio_channel
 from host_agent import metrics
 from host_agent.config import AgentConfig
-from host_agent.desired import Desired, DesiredInstance, DesiredNic, DesiredVolume, Phase, Power
+from host_agent.desired import (
+    Desired,
+    DesiredInstance,
+    DesiredNic,
+    DesiredVolume,
+    Phase,
+    Power,
+    VpcNeighbor,
+)
 from host_agent.reports import HostReport, InstanceReport, Report
 
 log = logging.getLogger("host_agent.client")
@@ -106,6 +114,16 @@ def _instance(i: agent_pb2.DesiredInstance) -> DesiredInstance:
                 vni=n.vni,
                 vpc=n.vpc,
                 peers=tuple(n.peer_underlay_addresses),
+                neighbors=tuple(
+                    VpcNeighbor(
+                        mac=nb.mac_address,
+                        ip=nb.private_ip,
+                        subnet_cidr=nb.subnet_cidr,
+                        underlay_address=nb.underlay_address,
+                        hostname=nb.hostname,
+                    )
+                    for nb in n.neighbors
+                ),
             )
             for n in i.nics
         ),

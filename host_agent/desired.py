@@ -42,6 +42,17 @@ class DesiredVolume:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class VpcNeighbor:
+    """One interface of the NIC's VPC (the VPC directory the card routes with)."""
+
+    mac: str
+    ip: str
+    subnet_cidr: str
+    underlay_address: str
+    hostname: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DesiredNic:
     name: str
     mac: str
@@ -51,6 +62,7 @@ class DesiredNic:
     vni: int = 0
     vpc: str = ""
     peers: tuple[str, ...] = ()
+    neighbors: tuple[VpcNeighbor, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

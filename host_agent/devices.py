@@ -144,6 +144,8 @@ class NetSpec:
     #: IMDSv2 policy of the NIC's metadata service: "required" (the default,
     #: see docs/agent.md) or "optional"
     metadata_tokens: str = "required"
+    #: the VPC directory the card routes with (rewritten by the agent, then SIGHUP)
+    vpc_directory: Path | None = None
     mtu: int = 1500
     netns: str = ""
     serial: str = ""
@@ -159,6 +161,8 @@ class NetSpec:
             if self.metadata is not None:
                 argv += ["--metadata", str(self.metadata)]
             argv += ["--metadata-tokens", self.metadata_tokens]
+            if self.vpc_directory is not None:
+                argv += ["--vpc-directory", str(self.vpc_directory)]
         if self.netns:
             argv += ["--netns", self.netns]
         return [*argv, "--mtu", str(self.mtu), "--stats", str(stats)]

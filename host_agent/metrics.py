@@ -144,6 +144,12 @@ class DeviceCollector(Collector):
             "ndp_lladdr, ndp_router, ipv6_disabled, ethertype, vlan, dhcp_server, ...).",
             labels=["device", "nic", "reason"],
         )
+        nic_routed = CounterMetricFamily(
+            "bmaas_agent_nic_card_routed",
+            "Guest frames the card routed to another subnet of the VPC (counted as forwarded "
+            "too; no_route and ttl_expired drops are in bmaas_agent_nic_card_drops).",
+            labels=["device", "nic"],
+        )
         metadata_refused = CounterMetricFamily(
             "bmaas_agent_nic_metadata_unauthorized",
             "Metadata requests answered 401 (no valid IMDSv2 session token).",
@@ -161,8 +167,9 @@ class DeviceCollector(Collector):
                     nic_frames.add_metric([*values, direction], stats[f"{direction}_frames"])
                     nic_bytes.add_metric([*values, direction], stats[f"{direction}_bytes"])
                 for verdict, n in sorted(stats.get("services", {}).items()):
-                    if verdict != "replies":
+                    if verdict not in ("replies", "routed"):
                         nic_verdicts.add_metric([*values, verdict], n)
+                nic_routed.add_metric(values, stats.get("services", {}).get("routed", 0))
                 for reason, n in sorted(stats.get("drops", {}).items()):
                     nic_drops.add_metric([*values, reason], n)
                 if "metadata" in stats:
@@ -185,4 +192,4 @@ class DeviceCollector(Collector):
                     buckets.append((edge, running))
                 latency.add_metric(values, buckets, stats.get("latency_ns_sum", 0) / 1e9)
         yield from (requests, io_bytes, errors, latency, connected, cpu)
-        yield from (nic_frames, nic_bytes, nic_verdicts, nic_drops, metadata_refused)
+        yield from (nic_frames, nic_bytes, nic_verdicts, nic_drops, nic_routed, metadata_refused)

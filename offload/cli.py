@@ -68,6 +68,7 @@ from typing import NoReturn, TypeVar
 from offload.devices.blk import LATENCY_BOUNDS_NS, BlkDevice
 from offload.devices.net import NetDevice
 from offload.errors import OffloadError
+from offload.network.directory_file import load_directory
 from offload.network.errors import InvalidNicConfig
 from offload.network.hook import ForwardAll, NicHook
 from offload.network.metadata import InstanceMetadata
@@ -563,6 +564,7 @@ class NetService:
                 "dropped_malformed": services.dropped_malformed,
                 "dropped_policy": services.dropped_policy,
                 "replies": services.replies,
+                "routed": services.routed,
             }
             data["drops"] = dict(services.drops)  # by reason
             data["metadata"] = {
@@ -652,6 +654,12 @@ def _net_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--metadata", metavar="FILE.json", help="instance metadata (needs --ip)")
     parser.add_argument(
+        "--vpc-directory",
+        metavar="FILE.json",
+        help="the VPC's interfaces (needs --ip): frames sent to the gateway are routed to "
+        "them; re-read on SIGHUP",
+    )
+    parser.add_argument(
         "--metadata-tokens",
         choices=[t.value for t in MetadataTokens],
         default=MetadataTokens.REQUIRED.value,
@@ -693,19 +701,29 @@ def _net_hook(args: argparse.Namespace) -> NicServices | None:
         ip=args.ip,
         gateway=args.gateway,
         metadata=metadata,
+        # the card answers the VPC's names on the gateway: DHCP says so (option 6)
+        dns=(args.gateway,) if args.vpc_directory is not None and args.gateway else (),
         hostname=metadata.hostname,
         mtu=args.mtu,
         metadata_tokens=MetadataTokens(args.metadata_tokens),
         ipv6=tuple(args.ipv6),
     )
-    return NicServices(config)
+    services = NicServices(config)
+    if args.vpc_directory is not None:
+        services.set_directory(load_directory(args.vpc_directory))
+    return services
 
 
 def net_main(argv: list[str] | None = None) -> int:
     parser = _net_parser()
     args = parser.parse_args(argv)
-    if args.ip is None and (args.gateway is not None or args.metadata is not None or args.ipv6):
-        parser.error("--gateway, --ipv6 and --metadata need --ip")
+    if args.ip is None and (
+        args.gateway is not None
+        or args.metadata is not None
+        or args.ipv6
+        or args.vpc_directory is not None
+    ):
+        parser.error("--gateway, --ipv6, --metadata and --vpc-directory need --ip")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="offload-net[%(threadName)s]: %(levelname)s %(message)s",
@@ -760,5 +778,12 @@ def net_main(argv: list[str] | None = None) -> int:
             log.info("link %s", "up" if service.refresh_link() else "down")
         except OffloadError as exc:
             log.error("link refresh failed: %s", exc)
+        if services is not None and args.vpc_directory is not None:
+            try:
+                services.set_directory(load_directory(args.vpc_directory))
+            except InvalidNicConfig as exc:  # keep routing with the last good one
+                log.error("%s", exc)
+            else:
+                log.info("vpc directory %s reloaded", args.vpc_directory)
 
     return _serve("offload-net", start, tick=tick, hangup=hangup, close=NetService.close)

@@ -453,6 +453,7 @@ class DesiredNic(_message.Message):
     VNI_FIELD_NUMBER: _builtins.int
     VPC_FIELD_NUMBER: _builtins.int
     PEER_UNDERLAY_ADDRESSES_FIELD_NUMBER: _builtins.int
+    NEIGHBORS_FIELD_NUMBER: _builtins.int
     network_interface: _builtins.str
     mac_address: _builtins.str
     private_ip: _builtins.str
@@ -463,6 +464,14 @@ class DesiredNic(_message.Message):
     @_builtins.property
     def peer_underlay_addresses(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Underlay addresses of the other hosts that carry this VPC (VXLAN peers)."""
+
+    @_builtins.property
+    def neighbors(self) -> _containers.RepeatedCompositeFieldContainer[Global___VpcNeighbor]:
+        """The VPC directory: every addressed interface of this VPC attached to a
+        live instance (this one included), so the card can route between the
+        VPC's subnets and pin each MAC to the host carrying it. Kept current:
+        the stream is woken when an interface, instance or host of the VPC changes.
+        """
 
     def __init__(
         self,
@@ -475,11 +484,46 @@ class DesiredNic(_message.Message):
         vni: _builtins.int = ...,
         vpc: _builtins.str = ...,
         peer_underlay_addresses: _abc.Iterable[_builtins.str] | None = ...,
+        neighbors: _abc.Iterable[Global___VpcNeighbor] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["gateway_ip", b"gateway_ip", "mac_address", b"mac_address", "network_interface", b"network_interface", "peer_underlay_addresses", b"peer_underlay_addresses", "private_ip", b"private_ip", "subnet_cidr", b"subnet_cidr", "vni", b"vni", "vpc", b"vpc"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gateway_ip", b"gateway_ip", "mac_address", b"mac_address", "neighbors", b"neighbors", "network_interface", b"network_interface", "peer_underlay_addresses", b"peer_underlay_addresses", "private_ip", b"private_ip", "subnet_cidr", b"subnet_cidr", "vni", b"vni", "vpc", b"vpc"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DesiredNic: _TypeAlias = DesiredNic  # noqa: Y015
+
+@_typing.final
+class VpcNeighbor(_message.Message):
+    """One interface of a VPC as the card needs it to route to it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAC_ADDRESS_FIELD_NUMBER: _builtins.int
+    PRIVATE_IP_FIELD_NUMBER: _builtins.int
+    SUBNET_CIDR_FIELD_NUMBER: _builtins.int
+    UNDERLAY_ADDRESS_FIELD_NUMBER: _builtins.int
+    HOSTNAME_FIELD_NUMBER: _builtins.int
+    mac_address: _builtins.str
+    private_ip: _builtins.str
+    subnet_cidr: _builtins.str
+    underlay_address: _builtins.str
+    """The underlay address of the host carrying the instance (its VTEP)."""
+    hostname: _builtins.str
+    def __init__(
+        self,
+        *,
+        mac_address: _builtins.str = ...,
+        private_ip: _builtins.str = ...,
+        subnet_cidr: _builtins.str = ...,
+        underlay_address: _builtins.str = ...,
+        hostname: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hostname", b"hostname", "mac_address", b"mac_address", "private_ip", b"private_ip", "subnet_cidr", b"subnet_cidr", "underlay_address", b"underlay_address"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VpcNeighbor: _TypeAlias = VpcNeighbor  # noqa: Y015

@@ -614,7 +614,9 @@ class Instance(_message.Message):
     image: _builtins.str
     """"images/{image}" """
     subnet: _builtins.str
-    """"tenants/{tenant}/vpcs/{vpc}/subnets/{subnet}" """
+    """"tenants/{tenant}/vpcs/{vpc}/subnets/{subnet}": the subnet of the primary
+    network interface CreateInstance creates with the instance (and its zone)
+    """
     user_data: _builtins.str
     """cloud-init user data, <= 16 KiB"""
     placement_group: _builtins.str
@@ -831,6 +833,7 @@ class NetworkInterface(_message.Message):
     INSTANCE_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    DELETE_ON_TERMINATION_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """"tenants/{tenant}/networkInterfaces/{nic}" """
     subnet: _builtins.str
@@ -841,6 +844,10 @@ class NetworkInterface(_message.Message):
     instance: _builtins.str
     """attached to, if any"""
     etag: _builtins.str
+    delete_on_termination: _builtins.bool
+    """Output only: the primary interface CreateInstance made; deleted with its
+    instance (detaching it clears this, and it stays).
+    """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -853,10 +860,11 @@ class NetworkInterface(_message.Message):
         instance: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
+        delete_on_termination: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "etag", b"etag", "instance", b"instance", "mac_address", b"mac_address", "name", b"name", "private_ip", b"private_ip", "subnet", b"subnet"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "delete_on_termination", b"delete_on_termination", "etag", b"etag", "instance", b"instance", "mac_address", b"mac_address", "name", b"name", "private_ip", b"private_ip", "subnet", b"subnet"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

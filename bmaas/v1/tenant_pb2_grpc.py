@@ -232,6 +232,17 @@ class TenantServiceServicer:
 
     def CreateInstance(self, request, context):
         """Instances: one whole physical host each.
+        With `instance.subnet`, CreateInstance also creates the instance's
+        primary network interface ("<instance>-eth0" under the tenant's
+        networkInterfaces, an address and MAC of that subnet) in the same
+        request, as RunInstances does: it is listed in the instance's
+        `network_interfaces` from the start, so it is there when the server
+        powers on (its address and MAC in the metadata service), and it is
+        deleted with the instance when the instance terminates -- unless it was
+        detached first, then it stays.  A refused create (no capacity, a volume
+        taken meanwhile) deletes it again; a retry with the same request_id
+        returns the same interface.  Without a subnet the instance has no
+        interface until one is attached.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -40,7 +40,19 @@ class TenantServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> TenantServiceAsyncStub: ...
     CreateInstance: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.CreateInstanceRequest, _common_pb2.Instance]
-    """Instances: one whole physical host each."""
+    """Instances: one whole physical host each.
+    With `instance.subnet`, CreateInstance also creates the instance's
+    primary network interface ("<instance>-eth0" under the tenant's
+    networkInterfaces, an address and MAC of that subnet) in the same
+    request, as RunInstances does: it is listed in the instance's
+    `network_interfaces` from the start, so it is there when the server
+    powers on (its address and MAC in the metadata service), and it is
+    deleted with the instance when the instance terminates -- unless it was
+    detached first, then it stays.  A refused create (no capacity, a volume
+    taken meanwhile) deletes it again; a retry with the same request_id
+    returns the same interface.  Without a subnet the instance has no
+    interface until one is attached.
+    """
     GetInstance: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.GetRequest, _common_pb2.Instance]
     ListInstances: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.ListRequest, _tenant_pb2.ListInstancesResponse]
     StartInstance: _grpc.UnaryUnaryMultiCallable[_tenant_pb2.InstanceActionRequest, _common_pb2.Instance]
@@ -102,7 +114,19 @@ class TenantServiceAsyncStub(TenantServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateInstance: _aio.UnaryUnaryMultiCallable[_tenant_pb2.CreateInstanceRequest, _common_pb2.Instance]  # type: ignore[assignment]
-    """Instances: one whole physical host each."""
+    """Instances: one whole physical host each.
+    With `instance.subnet`, CreateInstance also creates the instance's
+    primary network interface ("<instance>-eth0" under the tenant's
+    networkInterfaces, an address and MAC of that subnet) in the same
+    request, as RunInstances does: it is listed in the instance's
+    `network_interfaces` from the start, so it is there when the server
+    powers on (its address and MAC in the metadata service), and it is
+    deleted with the instance when the instance terminates -- unless it was
+    detached first, then it stays.  A refused create (no capacity, a volume
+    taken meanwhile) deletes it again; a retry with the same request_id
+    returns the same interface.  Without a subnet the instance has no
+    interface until one is attached.
+    """
     GetInstance: _aio.UnaryUnaryMultiCallable[_tenant_pb2.GetRequest, _common_pb2.Instance]  # type: ignore[assignment]
     ListInstances: _aio.UnaryUnaryMultiCallable[_tenant_pb2.ListRequest, _tenant_pb2.ListInstancesResponse]  # type: ignore[assignment]
     StartInstance: _aio.UnaryUnaryMultiCallable[_tenant_pb2.InstanceActionRequest, _common_pb2.Instance]  # type: ignore[assignment]
@@ -167,7 +191,19 @@ class TenantServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _tenant_pb2.CreateInstanceRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_common_pb2.Instance, _abc.Awaitable[_common_pb2.Instance]]:
-        """Instances: one whole physical host each."""
+        """Instances: one whole physical host each.
+        With `instance.subnet`, CreateInstance also creates the instance's
+        primary network interface ("<instance>-eth0" under the tenant's
+        networkInterfaces, an address and MAC of that subnet) in the same
+        request, as RunInstances does: it is listed in the instance's
+        `network_interfaces` from the start, so it is there when the server
+        powers on (its address and MAC in the metadata service), and it is
+        deleted with the instance when the instance terminates -- unless it was
+        detached first, then it stays.  A refused create (no capacity, a volume
+        taken meanwhile) deletes it again; a retry with the same request_id
+        returns the same interface.  Without a subnet the instance has no
+        interface until one is attached.
+        """
 
     @_abc_1.abstractmethod
     def GetInstance(

@@ -71,7 +71,7 @@ from control_plane.domain.network import NetworkInterface, Subnet, Vpc
 from control_plane.domain.storage import StorageConfig, boot_image, parent_image
 from control_plane.domain.transitions import apply_host_event
 from control_plane.domain.volume import Volume
-from control_plane.services.peers import vpc_peers
+from control_plane.services.peers import Neighbor, vpc_peers
 from control_plane.store import RevisionCompacted
 
 SERVICE = "AgentService"
@@ -425,6 +425,7 @@ class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
                 vpc_rec = await self.store.get(Vpc, subnet.vpc_name, revision=rev)
                 nics.append((nic, subnet, vpc_rec))
         peers: dict[str, list[str]] = {}
+        neighbors: dict[str, list[Neighbor]] = {}
         if nics:
             found = await vpc_peers(
                 self.store, inst, {vpc.name for _, _, vpc in nics}, revision=rev
@@ -432,6 +433,7 @@ class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
             # a peer appearing or going away must wake this stream (``AgentHub.rebind``)
             self.deps.hub.note_dependencies(inst.name, found.read)
             peers = found.addresses
+            neighbors = found.neighbors
         for nic, subnet, vpc in nics:
             gateway = str(next(ipaddress.ip_network(subnet.cidr).hosts()))
             out.nics.append(
@@ -444,6 +446,16 @@ class AgentServicer(Servicer, agent_pb2_grpc.AgentServiceServicer):
                     vni=vpc.vni,
                     vpc=vpc.name,
                     peer_underlay_addresses=peers.get(vpc.name, ()),
+                    neighbors=[
+                        agent_pb2.VpcNeighbor(
+                            mac_address=nb.mac,
+                            private_ip=nb.ip,
+                            subnet_cidr=nb.subnet_cidr,
+                            underlay_address=nb.underlay_address,
+                            hostname=nb.hostname,
+                        )
+                        for nb in neighbors.get(vpc.name, ())
+                    ],
                 )
             )
         return out

@@ -231,6 +231,7 @@ def network_interface(n: d_net.NetworkInterface) -> common_pb2.NetworkInterface:
         private_ip=n.ip_address,
         mac_address=n.mac,
         instance=n.instance,
+        delete_on_termination=n.delete_on_termination,
         create_time=timestamp(n.create_time),
         etag=n.etag,
     )

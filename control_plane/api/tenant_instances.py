@@ -3,7 +3,8 @@
 CreateInstance authenticates, validates every field and resolves every
 reference (type, image, subnet, placement group, volumes) with reads only,
 so bad input never writes anything; then ``services.instances`` runs the
-create -> place -> undo saga.  Actions call ``Instances.act``.
+saga: the primary interface when a subnet is given, create, place, undo.
+Actions call ``Instances.act``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ CONSOLE_DEFAULT_BYTES = 64 * 1024
 class InstancesMixin(Servicer, tenant_pb2_grpc.TenantServiceServicer):
     async def _resolve_instance(
         self, tenant: str, req: tenant_pb2.CreateInstanceRequest
-    ) -> tuple[Instance, list[Volume]]:
+    ) -> tuple[Instance, list[Volume], Subnet | None]:
         spec = req.instance
         rid = validate.request_id(req.request_id)
         if spec.name:
@@ -55,6 +56,7 @@ class InstancesMixin(Servicer, tenant_pb2_grpc.TenantServiceServicer):
             for i, v in enumerate(spec.volumes)
         ]
         subnet_name = ""
+        subnet: Subnet | None = None
         if spec.subnet:
             subnet_name = str(validate.owned(spec.subnet, "instance.subnet", "subnets", tenant))
         group_name = ""
@@ -105,7 +107,7 @@ class InstancesMixin(Servicer, tenant_pb2_grpc.TenantServiceServicer):
             target_state=InstanceState.RUNNING,
             request_id=rid,
         )
-        return inst, volumes
+        return inst, volumes, subnet
 
     @unary(SERVICE)
     async def CreateInstance(
@@ -114,9 +116,9 @@ class InstancesMixin(Servicer, tenant_pb2_grpc.TenantServiceServicer):
         tenant = await self.tenant_of(context)
         if not request.HasField("instance"):
             raise InvalidField("instance", "is required")
-        inst, volumes = await self._resolve_instance(tenant, request)
+        inst, volumes, subnet = await self._resolve_instance(tenant, request)
         created = await self.services.instances.create(
-            inst, volumes, fingerprint=validate.fingerprint(request)
+            inst, volumes, fingerprint=validate.fingerprint(request), subnet=subnet
         )
         return convert.instance(created.record)
 

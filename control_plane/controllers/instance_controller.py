@@ -260,7 +260,11 @@ class InstanceController(Controller):
                 read.append(vol)
         for nic in await self.store.get_many(NetworkInterface, inst.network_interfaces):
             if nic is not None and nic.instance == inst.name:
-                out.append(dataclasses.replace(nic, instance=""))
+                if nic.delete_on_termination:  # the primary interface goes with it
+                    with contextlib.suppress(NotFound):
+                        await self.store.delete(NetworkInterface, nic.name, etag=nic.etag)
+                else:
+                    out.append(dataclasses.replace(nic, instance=""))
         return out, read
 
 

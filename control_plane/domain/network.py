@@ -76,6 +76,9 @@ class NetworkInterface:
     mac: str = ""
     ip_address: str = ""
     instance: str = ""
+    #: the primary interface CreateInstance made with its instance: deleted with
+    #: it (when it terminates) unless detached first (detaching clears this)
+    delete_on_termination: bool = False
     request_id: str = ""
     etag: str = ""
     create_time: float = 0.0

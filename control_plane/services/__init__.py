@@ -7,8 +7,8 @@ the ``Store`` and returns domain objects (or raises the domain error tree).
 Services never see generated protobuf or gRPC (an import-linter contract),
 so each workflow can be read -- and tested -- as plain Python:
 
-- ``instances``: the CreateInstance saga (create -> attach volumes ->
-  place, undone on refusal) and the power/terminate actions;
+- ``instances``: the CreateInstance saga (primary interface -> create ->
+  attach volumes -> place, undone on refusal) and the power/terminate actions;
 - ``attachments``: attach and detach of volumes and network interfaces
   (both records in one transaction, retried over controllers' races);
 - ``network``: creates that claim values -- a VPC's VNI, an interface's
@@ -40,10 +40,11 @@ class Services:
 
     @classmethod
     def build(cls, store: Store, placer: Placer) -> Services:
+        network = Network(store)
         return cls(
-            instances=Instances(store, placer),
+            instances=Instances(store, placer, network),
             attachments=Attachments(store),
-            network=Network(store),
+            network=network,
             hosts=Hosts(store),
         )
 

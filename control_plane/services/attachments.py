@@ -142,7 +142,8 @@ class Attachments:
             nic = await self.interface(name, etag=etag)
             if not nic.instance:
                 return nic
-            detached = dataclasses.replace(nic, instance="")
+            # a primary interface detached first outlives its instance
+            detached = dataclasses.replace(nic, instance="", delete_on_termination=False)
             try:
                 inst = await self._store.get(Instance, nic.instance)
             except NotFound:

@@ -1,8 +1,17 @@
 """Instances: the CreateInstance saga and the instance actions.
 
 ``create``, for an instance the API has validated and whose references it
-has resolved (``volumes``: the data volumes as read, detached):
+has resolved (``volumes``: the data volumes as read, detached; ``subnet``:
+the subnet of its primary interface, or None):
 
+0. with a subnet, the primary network interface is created first, already
+   naming the instance (``<instance id>-eth0``, ``delete_on_termination``;
+   its own ``request_id`` derived from the instance's, so a retried create
+   replays it), and the instance lists it from its first write: the
+   interface is in the instance's first desired state, so it is there when
+   the server powers on.  Every refusal below deletes it again (the undo);
+   a process dying in between leaves an interface naming an instance that
+   does not exist, which a retry with the same ``request_id`` adopts;
 1. without data volumes (the common case) ``Placer.create_placed`` writes
    the instance already SCHEDULED on a host in ONE transaction (host
    allocation, quota charge and idempotency record with it); a lost race on
@@ -18,7 +27,8 @@ has resolved (``volumes``: the data volumes as read, detached):
 4. ``Placer.place`` binds a host in one CAS transaction.  With no matching
    host the saga is undone -- volumes released (if the instance still holds
    them), instance deleted (releasing its quota) -- and ``NoCapacity``
-   raised, so a refused create leaves nothing behind.
+   raised, so a refused create leaves nothing behind (the primary
+   interface included).
 
 If the process dies between steps, the PENDING instance is picked up by the
 scheduling controller (level-triggered): nothing is stuck.  Actions (start,
@@ -38,8 +48,10 @@ from control_plane import metrics
 from control_plane.domain.compute import Instance
 from control_plane.domain.errors import Aborted, BmaasError, NoCapacity, NotFound
 from control_plane.domain.lifecycle import InstanceEvent, InstanceState
+from control_plane.domain.network import NetworkInterface, Subnet
 from control_plane.domain.transitions import apply_instance_event
 from control_plane.domain.volume import Volume
+from control_plane.services.network import Network
 from control_plane.store import Created, Store
 
 PLACE_ATTEMPTS = 5
@@ -72,14 +84,42 @@ class Placer(Protocol):
 
 
 class Instances:
-    def __init__(self, store: Store, placer: Placer) -> None:
+    def __init__(self, store: Store, placer: Placer, network: Network) -> None:
         self._store = store
         self._placer = placer
+        self._network = network
 
     async def create(
-        self, inst: Instance, volumes: list[Volume], *, fingerprint: str
+        self,
+        inst: Instance,
+        volumes: list[Volume],
+        *,
+        fingerprint: str,
+        subnet: Subnet | None = None,
     ) -> Created[Instance]:
         """Run the saga (module docstring) for the new PENDING *inst*."""
+        if subnet is None:
+            return await self._create(inst, volumes, fingerprint=fingerprint)
+        nic = await self._network.create_interface(
+            tenant=inst.tenant,
+            nic_id=f"{inst.id}-eth0",
+            subnet=subnet,
+            request_id=f"{inst.request_id}-eth0" if inst.request_id else "",
+            fingerprint=fingerprint,
+            instance=inst.name,
+            delete_on_termination=True,
+        )
+        inst = dataclasses.replace(inst, network_interfaces=(nic.name, *inst.network_interfaces))
+        try:
+            return await self._create(inst, volumes, fingerprint=fingerprint)
+        except BmaasError:
+            with contextlib.suppress(NotFound):
+                await self._store.delete(NetworkInterface, nic.name)
+            raise
+
+    async def _create(
+        self, inst: Instance, volumes: list[Volume], *, fingerprint: str
+    ) -> Created[Instance]:
         if not volumes:
             try:
                 placed = await self._placer.create_placed(

@@ -60,7 +60,15 @@ class Network:
         raise Aborted(f"vpc: {CLAIM_ATTEMPTS} random VXLAN VNIs in a row were already taken; retry")
 
     async def create_interface(
-        self, *, tenant: str, nic_id: str, subnet: Subnet, request_id: str, fingerprint: str
+        self,
+        *,
+        tenant: str,
+        nic_id: str,
+        subnet: Subnet,
+        request_id: str,
+        fingerprint: str,
+        instance: str = "",
+        delete_on_termination: bool = False,
     ) -> NetworkInterface:
         skip: set[str] = set()
         mac, mac_draws = draw_mac(), 1
@@ -74,6 +82,8 @@ class Network:
                 subnet=subnet.name,
                 mac=mac,
                 ip_address=ip,
+                instance=instance,
+                delete_on_termination=delete_on_termination,
                 request_id=request_id,
             )
             try:

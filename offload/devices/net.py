@@ -410,7 +410,8 @@ class NetDevice(DeviceBackend):
         since ``_parse_tx`` looked, and what is written is what was checked.
         """
         header_views, frame_views = split_front(views, HDR_LEN)
-        header, data = gather(header_views), gather(frame_views)
+        header = gather(header_views)
+        data = bytearray().join(frame_views)  # one copy, which the hook may rewrite (routing)
         if nh.check_tx(header, len(data), data[12:14], self._host, max_frame=self.max_frame):
             stats.errors["tx_header_changed"] += 1
             return

@@ -6,6 +6,8 @@
         │                         (bad MAC, address outside its subnet, ...)
         │   └── InvalidMetadataFile   --metadata FILE.json: unreadable, not an
         │                             object, an unknown key, a wrong type
+        │   └── InvalidDirectoryFile  --vpc-directory FILE.json: the same, for
+        │                             the VPC directory the card routes with
         ├── FabricConfigError     the desired VPC ports contradict each other
         │                         (one TAP in two VPCs, one VNI for two VPCs)
         └── FabricError           a netlink request failed (wraps NetlinkError)
@@ -22,6 +24,7 @@ from offload.errors import OffloadError
 __all__ = [
     "FabricConfigError",
     "FabricError",
+    "InvalidDirectoryFile",
     "InvalidMetadataFile",
     "InvalidNicConfig",
     "NetworkError",
@@ -46,3 +49,7 @@ class FabricConfigError(NetworkError, ValueError):
 
 class FabricError(NetworkError):
     """A netlink request to build or tear down the fabric failed."""
+
+
+class InvalidDirectoryFile(InvalidNicConfig):
+    """The VPC directory file cannot be routed with as it is."""

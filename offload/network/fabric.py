@@ -16,7 +16,15 @@ list it makes sure that
 * the VXLAN device's flood list (FDB entries ``00:00:00:00:00:00 dst
   <remote>``) is exactly the other hosts carrying the VPC, so broadcast and
   unknown unicast go by head-end replication to those hosts only;
-* each TAP of the VPC is enslaved to the bridge and up.
+* each TAP of the VPC is enslaved to the bridge and up;
+* every MAC of the VPC is pinned, so a unicast frame to a known interface is
+  never flooded (routed frames above all: no port of the bridge ever learns
+  a destination the card routes to before it answers): a static bridge entry
+  (``master static``) sends the MAC of a local NIC to its TAP and the MAC
+  of a remote one to the VXLAN device, whose own entry (``self permanent``)
+  sends it to the VTEP of the host carrying it.  Static entries of our
+  bridges and unicast entries of our VXLAN devices that are not wanted are
+  deleted; learned entries are left to age.
 
 Then it takes every other port off our bridges, and deletes our bridges and
 VXLAN devices whose VNI is no longer wanted.  "Ours" means both the name
@@ -42,7 +50,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from types import TracebackType
 from typing import Any
@@ -73,6 +81,11 @@ MAX_VNI = 2**24 - 1
 IFF_UP = 0x1
 AF_INET = 2
 ZERO_MAC = "00:00:00:00:00:00"
+NTF_SELF = 0x02
+NTF_MASTER = 0x04
+NUD_NOARP = 0x40  # a bridge's "static" entry
+NUD_PERMANENT = 0x80
+_MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 _IFNAME = re.compile(r"[A-Za-z0-9_.:-]{1,15}")
 _OURS = re.compile(rf"({BRIDGE_PREFIX}|{VXLAN_PREFIX})(\d{{1,8}})")
 
@@ -93,6 +106,10 @@ class VpcPort:
     vni: int
     tap: str
     remotes: tuple[IPv4Address, ...] = ()
+    #: the MAC of the NIC behind the TAP ("": not pinned)
+    mac: str = ""
+    #: (MAC, VTEP) of the VPC's interfaces: pinned to the VXLAN device unless local
+    neighbors: tuple[tuple[str, IPv4Address], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +123,10 @@ class _Vpc:
     vpc_id: str
     remotes: set[IPv4Address]
     taps: set[str]
+    #: MAC -> the local TAP it sits behind
+    local: dict[str, str] = field(default_factory=dict)
+    #: MAC -> the VTEP of the host carrying it
+    remote: dict[str, IPv4Address] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +139,13 @@ class _Link:
     mtu: int
     kind: str
     data: dict[str, Any]
+
+
+def _mac(text: str) -> str:
+    mac = text.lower()
+    if not _MAC.fullmatch(mac) or int(mac[:2], 16) & 1 or mac == ZERO_MAC:
+        raise FabricConfigError(f"{text!r} is not a unicast MAC")
+    return mac
 
 
 def _plan(desired: Iterable[VpcPort], underlay: IPv4Address) -> dict[int, _Vpc]:
@@ -141,6 +169,14 @@ def _plan(desired: Iterable[VpcPort], underlay: IPv4Address) -> dict[int, _Vpc]:
         vpc.taps.add(port.tap)
         vpc.remotes.update(IPv4Address(r) for r in port.remotes)
         vpc.remotes.discard(underlay)
+        if port.mac:
+            vpc.local[_mac(port.mac)] = port.tap
+        for mac, vtep in port.neighbors:
+            if IPv4Address(vtep) != underlay:
+                vpc.remote[_mac(mac)] = IPv4Address(vtep)
+    for vpc in vpcs.values():
+        for mac in vpc.local:
+            vpc.remote.pop(mac, None)
     return vpcs
 
 
@@ -263,18 +299,23 @@ class Fabric:
             vxlan = self._ensure_vxlan(vni, vpc, links, bridge, underlay)
             self._ensure_flood_list(vxlan, vpc.remotes)
             ports = wanted_ports.setdefault(bridge.index, {vxlan.index})
+            tap_index: dict[str, int] = {}
             for tap in sorted(vpc.taps):
                 link = links.get(tap)
                 if link is None:
                     missing.add(tap)
                     continue
                 ports.add(link.index)
+                tap_index[tap] = link.index
                 if link.master != bridge.index:
                     self._ipr.link("set", index=link.index, master=bridge.index)
                     self._did(f"attach {tap} to {bridge.name}")
                 if not link.up:
                     self._ipr.link("set", index=link.index, state="up")
                     self._did(f"set {tap} up")
+            pinned = {mac: vxlan.index for mac in vpc.remote}
+            pinned.update((m, tap_index[t]) for m, t in vpc.local.items() if t in tap_index)
+            self._ensure_pinned(bridge, vxlan, pinned, vpc.remote)
         links = self._links()
         ours = {link.index: link for link in links.values() if self._ours(link)}
         for link in links.values():
@@ -373,3 +414,52 @@ class Fabric:
         for ip in sorted(current - remotes):
             self._ipr.fdb("del", ifindex=vxlan.index, lladdr=ZERO_MAC, dst=str(ip))
             self._did(f"stop flooding {vxlan.name} to {ip}")
+
+    def _ensure_pinned(
+        self, bridge: _Link, vxlan: _Link, ports: dict[str, int], vteps: dict[str, IPv4Address]
+    ) -> None:
+        """Static bridge entries MAC -> port, and VXLAN entries MAC -> VTEP, exactly."""
+        static: dict[str, int] = {}
+        tunnel: dict[str, IPv4Address] = {}
+        for entry in self._ipr.fdb("dump"):
+            mac = entry.get_attr("NDA_LLADDR")
+            if not mac or mac == ZERO_MAC:
+                continue
+            if entry.get_attr("NDA_MASTER") == bridge.index and entry["state"] == NUD_NOARP:
+                static[mac] = entry["ifindex"]
+            elif entry["ifindex"] == vxlan.index and entry["flags"] & NTF_SELF:
+                dst = entry.get_attr("NDA_DST")
+                if dst:
+                    tunnel[mac] = IPv4Address(dst)
+        for mac in sorted(set(tunnel) - set(vteps)):
+            self._ipr.fdb(
+                "del", ifindex=vxlan.index, lladdr=mac, dst=str(tunnel[mac]), flags=NTF_SELF
+            )
+            self._did(f"unpin {mac} from {vxlan.name}")
+        for mac in sorted(set(static) - set(ports)):
+            self._ipr.fdb(
+                "del", ifindex=static[mac], lladdr=mac, master=bridge.index, flags=NTF_MASTER
+            )
+            self._did(f"unpin {mac} from {bridge.name}")
+        for mac, vtep in sorted(vteps.items()):
+            if tunnel.get(mac) != vtep:
+                self._ipr.fdb(
+                    "replace",
+                    ifindex=vxlan.index,
+                    lladdr=mac,
+                    dst=str(vtep),
+                    flags=NTF_SELF,
+                    state=NUD_PERMANENT,
+                )
+                self._did(f"pin {mac} to {vtep} on {vxlan.name}")
+        for mac, index in sorted(ports.items()):
+            if static.get(mac) != index:
+                self._ipr.fdb(
+                    "replace",
+                    ifindex=index,
+                    lladdr=mac,
+                    master=bridge.index,
+                    flags=NTF_MASTER,
+                    state=NUD_NOARP,
+                )
+                self._did(f"pin {mac} to port {index} of {bridge.name}")

@@ -2,10 +2,11 @@
 
 The device hands every ethernet frame the guest transmits (without the
 virtio-net header) to ``classify_tx`` and acts on the verdict: FORWARD sends
-it on to the TAP, CONSUMED and DROP end it there.  ``attach`` gives the hook
-a thread-safe ``deliver`` function that queues an ethernet frame for the
-guest's RX queue, which is how card services answer.  ``ForwardAll`` is the
-hook of a NIC without card services.
+it on to the TAP (as the hook left it: a hook may rewrite the frame in place,
+which is how the card routes between subnets), CONSUMED and DROP end it
+there.  ``attach`` gives the hook a thread-safe ``deliver`` function that
+queues an ethernet frame for the guest's RX queue, which is how card
+services answer.  ``ForwardAll`` is the hook of a NIC without card services.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class TxVerdict(enum.Enum):
 class NicHook(Protocol):
     """Card-side processing of one NIC's traffic."""
 
-    def classify_tx(self, frame: bytes) -> TxVerdict:
+    def classify_tx(self, frame: bytearray) -> TxVerdict:
         """Classify one ethernet frame the guest transmitted (no virtio header)."""
         ...
 
@@ -40,7 +41,7 @@ class NicHook(Protocol):
 class ForwardAll:
     """The trivial ``NicHook``: every frame goes to the TAP, nothing is answered."""
 
-    def classify_tx(self, frame: bytes) -> TxVerdict:
+    def classify_tx(self, frame: bytearray) -> TxVerdict:
         return TxVerdict.FORWARD
 
     def attach(self, deliver: Callable[[bytes], None]) -> None:

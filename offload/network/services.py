@@ -18,7 +18,12 @@ every drop is counted under its reason (``drops``, the keys of
    CONSUMED and answered; any other source but the NIC's -> DROP ipv4_src;
    to 169.254.169.254 -> CONSUMED (TCP goes to the metadata responder);
    UDP to port 67 -> CONSUMED (DHCP, answered); UDP from port 67 -> DROP
-   dhcp_server (no DHCP server inside a VPC); otherwise FORWARD
+   dhcp_server (no DHCP server inside a VPC); UDP to the gateway's port 53
+   -> CONSUMED (the VPC's DNS, ``dns``, answered from the directory, or
+   not at all without one); otherwise, when the NIC has a
+   VPC directory (``set_directory``) and the frame is addressed to the
+   card's MAC (the gateway), ROUTED by ``router.Router`` (rewritten in
+   place, then FORWARD) or DROP no_route / ttl_expired; otherwise FORWARD
 6. IPv6: ``ipv6_guard.Ipv6Guard`` (the NIC's addresses and its link-local
    address, NDP target and link-layer options, no router messages; all of
    it dropped when the NIC has no IPv6 address) -> FORWARD or DROP with its
@@ -50,6 +55,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv6Interface
 
+from offload.network import dns
 from offload.network import packets as pk
 from offload.network.arp import ARP_REQUEST, build_arp_reply, parse_arp
 from offload.network.dhcp import DhcpLease, answer, parse_dhcp
@@ -58,6 +64,7 @@ from offload.network.hook import TxVerdict
 from offload.network.ipv6_guard import REASONS as IPV6_REASONS
 from offload.network.ipv6_guard import Ipv6Guard
 from offload.network.metadata import InstanceMetadata, MetadataApp
+from offload.network.router import Router, VpcDirectory
 from offload.network.tcp import TcpReply, TcpResponder
 from offload.network.tokens import MetadataTokens
 
@@ -97,6 +104,8 @@ DROP_REASONS: dict[str, str] = {
     "ipv4_malformed": "malformed",
     "ipv4_src": "spoofed",
     "dhcp_server": "policy",
+    "no_route": "policy",
+    "ttl_expired": "policy",
     **{reason: _IPV6_KINDS.get(reason, "spoofed") for reason in IPV6_REASONS},
 }
 
@@ -180,8 +189,11 @@ class NicServices:
         self._v6 = Ipv6Guard(self._mac, (a.ip for a in config.ipv6))
         self._server = config.gateway if config.gateway is not None else METADATA_IP
         self._answered = {METADATA_IP.packed}
+        self._gateway = b"" if config.gateway is None else config.gateway.packed
         if config.gateway is not None:
             self._answered.add(config.gateway.packed)
+        self._router: Router | None = None
+        self._zone: dns.VpcZone | None = None
         self._lease = (
             None
             if config.ip is None
@@ -217,6 +229,7 @@ class NicServices:
         self.drops: Counter[str] = Counter()
         self.replies = 0
         self.replies_undelivered = 0
+        self.routed = 0
         self.internal_errors = 0
 
     @property
@@ -229,10 +242,28 @@ class NicServices:
         """The metadata TCP responder (its counters and connection table)."""
         return self._tcp
 
+    @property
+    def directory(self) -> VpcDirectory | None:
+        """The VPC directory frames are routed with (None: not routing)."""
+        router = self._router
+        return None if router is None else router.directory
+
+    def set_directory(self, directory: VpcDirectory) -> None:
+        """Route with *directory* from now on (a new router, swapped in under the lock)."""
+        router = Router(directory, card_mac=self._card_mac)
+        zone = dns.VpcZone(
+            directory.vpc,
+            ((n.hostname, n.ip) for n in directory.neighbors),
+            {n.subnet for n in directory.neighbors},
+        )
+        with self._lock:
+            self._router = router
+            self._zone = zone
+
     def attach(self, deliver: Callable[[bytes], None]) -> None:
         self._deliver = deliver
 
-    def classify_tx(self, frame: bytes) -> TxVerdict:
+    def classify_tx(self, frame: bytearray) -> TxVerdict:
         out: list[bytes] = []
         with self._lock:
             try:
@@ -283,7 +314,7 @@ class NicServices:
             self.dropped_policy += 1
         return TxVerdict.DROP
 
-    def _classify(self, frame: bytes, out: list[bytes]) -> TxVerdict:
+    def _classify(self, frame: bytearray, out: list[bytes]) -> TxVerdict:
         if len(frame) < pk.ETH_HLEN:
             return self._drop("short_frame")
         if frame[6:12] != self._mac:
@@ -292,26 +323,39 @@ class NicServices:
         if ethertype in pk.VLAN_ETHERTYPES:
             return self._drop("vlan")
         if ethertype == pk.ETHERTYPE_ARP:
-            return self._arp(frame[pk.ETH_HLEN :], out)
+            return self._arp(bytes(frame[pk.ETH_HLEN :]), out)
         if ethertype == pk.ETHERTYPE_IPV4:
             if self._plain_ipv4(frame):
-                return TxVerdict.FORWARD
-            return self._ipv4(frame[pk.ETH_HLEN :], out)
+                verdict = TxVerdict.FORWARD
+            else:
+                verdict = self._ipv4(bytes(frame[pk.ETH_HLEN :]), out)
+            router = self._router
+            if verdict is TxVerdict.FORWARD and router is not None and frame[0:6] == self._card_mac:
+                reason = router.route(frame)
+                if reason is not None:
+                    return self._drop(reason)
+                self.routed += 1
+            return verdict
         if ethertype == pk.ETHERTYPE_IPV6:
-            reason = self._v6.check(frame[pk.ETH_HLEN :])
+            reason = self._v6.check(bytes(frame[pk.ETH_HLEN :]))
             return TxVerdict.FORWARD if reason is None else self._drop(reason)
         return self._drop("ethertype")
 
-    def _plain_ipv4(self, frame: bytes) -> bool:
+    def _plain_ipv4(self, frame: bytearray) -> bool:
         """The fast path: IPv4 without options from the NIC's address to a peer, not DHCP.
 
         Reads header bytes in place (no copies); anything it is unsure of goes
         the full way through ``_ipv4``, which decides the same for these frames.
         """
-        if len(frame) < 34 or frame[14] != 0x45 or frame[26:30] != self._ip:
+        if len(frame) < 34 or frame[14] != 0x45 or self._ip is None:
+            return False
+        if frame[26:30] != self._ip:
             return False
         total = int.from_bytes(frame[16:18], "big")
-        if not 20 <= total <= len(frame) - pk.ETH_HLEN or frame[30:34] == _METADATA:
+        if not 20 <= total <= len(frame) - pk.ETH_HLEN:
+            return False
+        dst = frame[30:34]
+        if dst == _METADATA or dst == self._gateway:  # the card's own services
             return False
         if frame[23] == pk.IPPROTO_UDP and not int.from_bytes(frame[20:22], "big") & 0x1FFF:
             ports = (frame[34:36], frame[36:38])
@@ -358,7 +402,19 @@ class NicServices:
                 return TxVerdict.CONSUMED
             if ip.payload[0:2] == _DHCP_SERVER_PORT:
                 return self._drop("dhcp_server")
+        if ip.dst == self._gateway and udp is not None and udp.dport == 53:
+            self._dns(ip.src, udp.sport, udp.payload, out)
+            return TxVerdict.CONSUMED
         return TxVerdict.FORWARD
+
+    def _dns(self, peer: bytes, port: int, payload: bytes, out: list[bytes]) -> None:
+        zone = self._zone
+        reply = None if zone is None else dns.answer(payload, zone)
+        if reply is None:
+            return
+        datagram = pk.build_udp(self._gateway, peer, 53, port, reply)
+        packet = pk.build_ipv4(self._gateway, peer, pk.IPPROTO_UDP, datagram)
+        out.append(pk.build_ethernet(self._mac, self._card_mac, pk.ETHERTYPE_IPV4, packet))
 
     def _dhcp(self, payload: bytes, out: list[bytes]) -> None:
         msg = parse_dhcp(payload)

@@ -166,3 +166,44 @@ def test_refuses_contradictions_and_foreign_links(world: dict[str, NetNamespace]
         fabric.reconcile([])
     with pytest.raises(FabricError):
         Fabric("bmaas-no-such-namespace", underlay_ip=UNDERLAY[1])
+
+
+def test_pins_every_mac_of_the_vpc(world: dict[str, NetNamespace]) -> None:
+    """Static entries: the local NIC's MAC on its TAP, a remote one on the VXLAN
+    device and that device's entry to the remote VTEP; converged exactly."""
+    local, remote, gone = "02:00:00:00:0a:01", "02:00:00:00:0a:02", "02:00:00:00:0a:03"
+    with Fabric(world["1"].name, underlay_ip=UNDERLAY[1]) as fabric:
+        try:
+            port = VpcPort(
+                "vpc-a",
+                VNI["a"],
+                "tap1a",
+                (UNDERLAY[2],),
+                mac=local,
+                neighbors=((local, UNDERLAY[1]), (remote, UNDERLAY[2]), (gone, UNDERLAY[2])),
+            )
+            changes = fabric.reconcile([port]).changes
+            assert f"pin {remote} to {UNDERLAY[2]} on bmvx4100" in changes
+            fdb = world["1"].run("bridge", "fdb", "show", "br", "bmbr4100").stdout
+            assert f"{local} dev tap1a master bmbr4100 static" in fdb, fdb
+            assert f"{remote} dev bmvx4100 master bmbr4100 static" in fdb, fdb
+            vx = world["1"].run("bridge", "fdb", "show", "dev", "bmvx4100").stdout
+            assert f"{remote} dst {UNDERLAY[2]} self permanent" in vx, vx
+            assert local not in vx  # a local MAC is never sent into the tunnel
+            assert fabric.reconcile([port]).changes == ()  # converged
+            # a neighbor goes away: its entries go too, the others stay
+            fewer = VpcPort(
+                "vpc-a", VNI["a"], "tap1a", (UNDERLAY[2],), mac=local,
+                neighbors=((remote, UNDERLAY[2]),),
+            )  # fmt: skip
+            changes = fabric.reconcile([fewer]).changes
+            assert set(changes) == {
+                f"unpin {gone} from bmbr4100",
+                f"unpin {gone} from bmvx4100",
+            }, changes
+            fdb = world["1"].run("bridge", "fdb", "show", "br", "bmbr4100").stdout
+            assert gone not in fdb and remote in fdb
+            with pytest.raises(FabricConfigError):  # not a unicast MAC: nothing changes
+                fabric.reconcile([VpcPort("vpc-a", VNI["a"], "tap1a", mac="01:00:5e:00:00:01")])
+        finally:
+            fabric.reconcile([])

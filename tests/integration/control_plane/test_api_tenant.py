@@ -360,7 +360,9 @@ async def test_vpcs_subnets_and_network_interfaces(world: World) -> None:
     )
     assert att.instance == inst.name
     got = await c.tenant.GetInstance(tenant_pb2.GetRequest(name=inst.name), metadata=w.md)
-    assert list(got.network_interfaces) == [nic.name]
+    # created with a subnet: its primary interface first, then the attached one
+    (primary,) = inst.network_interfaces
+    assert list(got.network_interfaces) == [primary, nic.name]
     await expect(
         grpc.StatusCode.FAILED_PRECONDITION,
         c.tenant.DeleteNetworkInterface(tenant_pb2.DeleteRequest(name=nic.name), metadata=w.md),

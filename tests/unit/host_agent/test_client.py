@@ -6,7 +6,15 @@ import pytest
 
 from bmaas.v1 import agent_pb2, common_pb2
 from host_agent.client import desired_from_pb, report_to_pb
-from host_agent.desired import Desired, DesiredInstance, DesiredNic, DesiredVolume, Phase, Power
+from host_agent.desired import (
+    Desired,
+    DesiredInstance,
+    DesiredNic,
+    DesiredVolume,
+    Phase,
+    Power,
+    VpcNeighbor,
+)
 from host_agent.reports import ConsoleReport, HostReport, InstanceReport
 
 
@@ -49,6 +57,15 @@ def _full_pb() -> agent_pb2.DesiredState:
                         vni=4097,
                         vpc="vpcs/v-1",
                         peer_underlay_addresses=["192.0.2.11", "192.0.2.12"],
+                        neighbors=[
+                            agent_pb2.VpcNeighbor(
+                                mac_address="02:00:00:00:00:07",
+                                private_ip="10.0.1.7",
+                                subnet_cidr="10.0.1.0/24",
+                                underlay_address="192.0.2.11",
+                                hostname="i-7",
+                            )
+                        ],
                     )
                 ],
                 user_data="#cloud-config\n",
@@ -108,6 +125,15 @@ def test_desired_from_a_fully_populated_message() -> None:
                         vni=4097,
                         vpc="vpcs/v-1",
                         peers=("192.0.2.11", "192.0.2.12"),
+                        neighbors=(
+                            VpcNeighbor(
+                                mac="02:00:00:00:00:07",
+                                ip="10.0.1.7",
+                                subnet_cidr="10.0.1.0/24",
+                                underlay_address="192.0.2.11",
+                                hostname="i-7",
+                            ),
+                        ),
                     ),
                 ),
                 hostname="web-1",
@@ -123,6 +149,7 @@ def test_desired_from_a_fully_populated_message() -> None:
     first = desired.instances[0]
     assert type(first.ssh_keys) is tuple
     assert type(first.nics[0].peers) is tuple
+    assert type(first.nics[0].neighbors) is tuple
     assert type(first.power) is Power
     assert first.id == "i-1"
     assert first.wants_server is False  # terminate
@@ -132,7 +159,7 @@ def test_every_proto_field_is_converted() -> None:
     """A field added to agent.proto must be added to the conversion (and here)."""
     fields = {
         m: {f.name for f in getattr(agent_pb2, m).DESCRIPTOR.fields}
-        for m in ("DesiredState", "DesiredInstance", "DesiredVolume", "DesiredNic")
+        for m in ("DesiredState", "DesiredInstance", "DesiredVolume", "DesiredNic", "VpcNeighbor")
     }
     assert fields == {
         "DesiredState": {"host", "generation", "state", "clean", "cleaning_epoch", "instances"},
@@ -172,6 +199,14 @@ def test_every_proto_field_is_converted() -> None:
             "vni",
             "vpc",
             "peer_underlay_addresses",
+            "neighbors",
+        },
+        "VpcNeighbor": {
+            "mac_address",
+            "private_ip",
+            "subnet_cidr",
+            "underlay_address",
+            "hostname",
         },
     }
 

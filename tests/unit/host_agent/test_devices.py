@@ -111,3 +111,12 @@ def test_apply_limits_first_write_differing_from_the_command_line_hups(
     backend = _Signalled(_blk(tmp_path))
     assert backend.apply_limits(300, 0)
     assert sent == [(4242, signal.SIGHUP)]
+
+
+def test_the_vpc_directory_goes_to_offload_net() -> None:
+    argv = replace(SPEC, vpc_directory=Path("/state/vpc-n1.json")).args(Path("/run/n1.stats"))
+    assert flag(argv, "--vpc-directory") == "/state/vpc-n1.json"
+    assert "--vpc-directory" not in SPEC.args(Path("/run/n1.stats"))
+    # without an address there are no card services, so no directory either
+    bare = replace(SPEC, ip="", vpc_directory=Path("/state/vpc-n1.json"))
+    assert "--vpc-directory" not in bare.args(Path("/run/n1.stats"))
