@@ -1,8 +1,8 @@
 """Step 3b, NICs: an ``offload-net`` per NIC, its TAP in the VPC's bridge.
 
 For every desired NIC the agent writes the instance's metadata (served by
-the back-end at 169.254.169.254; owner-only, ``host_agent.files``), starts (or adopts) the NIC's back-end in
-the host's network namespace, and records its VPC port: the VPC's bridge,
+the back-end at 169.254.169.254; owner-only, ``host_agent.files``), starts
+(or adopts) the NIC's back-end in the host's network namespace, and records its VPC port: the VPC's bridge,
 VNI, the underlay addresses of the other hosts carrying it, and the VPC's
 MACs with their hosts' VTEPs (pinned in the bridge, so nothing the card
 routes is flooded).  Then the fabric is reconciled once for all ports.
