@@ -2,8 +2,8 @@
 
 For every desired NIC the agent writes the instance's metadata (served by
 the back-end at 169.254.169.254; owner-only, ``host_agent.files``), starts
-(or adopts) the NIC's back-end in the host's network namespace, and records its VPC port: the VPC's bridge,
-VNI, the underlay addresses of the other hosts carrying it, and the VPC's
+(or adopts) the NIC's back-end in the host's network namespace, and
+records its VPC port: the VPC's bridge, VNI, the underlay addresses of the other hosts carrying it, and the VPC's
 MACs with their hosts' VTEPs (pinned in the bridge, so nothing the card
 routes is flooded).  Then the fabric is reconciled once for all ports.
 
@@ -12,8 +12,9 @@ hostname) goes to the back-end as a file, ``vpc-<nic>.json`` beside the
 metadata (``offload-net --vpc-directory``); when the control plane's
 directory changes the agent rewrites the file and sends the running
 back-end ``SIGHUP``, on which it re-reads it and routes with the new one.
-A back-end started now reads the file at start, so it gets no signal.  A host without an
-``underlay_address`` cannot join a VPC: the instance fails with that reason.
+A back-end started now reads the file at start, so it gets no signal.  A
+host without an ``underlay_address`` cannot join a VPC: the instance fails
+with that reason.
 """
 
 from __future__ import annotations
