@@ -2,10 +2,11 @@
 
 For every desired NIC the agent writes the instance's metadata (served by
 the back-end at 169.254.169.254; owner-only, ``host_agent.files``), starts
-(or adopts) the NIC's back-end in the host's network namespace, and
-records its VPC port: the VPC's bridge, VNI, the underlay addresses of the other hosts carrying it, and the VPC's
-MACs with their hosts' VTEPs (pinned in the bridge, so nothing the card
-routes is flooded).  Then the fabric is reconciled once for all ports.
+(or adopts) the NIC's back-end in the host's network namespace, and records
+its VPC port: the VPC's bridge, VNI, the underlay addresses of the other
+hosts carrying it, and the VPC's MACs with their hosts' VTEPs (pinned in the
+bridge, so nothing the card routes is flooded).  Then the fabric is
+reconciled once for all ports.
 
 The VPC directory (every interface of the VPC: address, MAC, subnet,
 hostname) goes to the back-end as a file, ``vpc-<nic>.json`` beside the
