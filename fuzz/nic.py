@@ -178,7 +178,7 @@ class Nic:
     def send(self, frame: bytes) -> TxVerdict:
         """One frame from the guest; returns the verdict, raises on a broken rule."""
         before = len(self.replies)
-        verdict = self.services.classify_tx(frame)
+        verdict = self.services.classify_tx(bytearray(frame))
         raise_logged_failures()
         if self.services.internal_errors:
             raise ServiceFailed("internal_errors went up without a logged exception")

@@ -412,7 +412,7 @@ class NetDevice(DeviceBackend):
         header_views, frame_views = split_front(views, HDR_LEN)
         header = gather(header_views)
         data = bytearray().join(frame_views)  # one copy, which the hook may rewrite (routing)
-        if nh.check_tx(header, len(data), data[12:14], self._host, max_frame=self.max_frame):
+        if nh.check_tx(header, len(data), bytes(data[12:14]), self._host, max_frame=self.max_frame):
             stats.errors["tx_header_changed"] += 1
             return
         try:
