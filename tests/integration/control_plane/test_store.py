@@ -398,14 +398,14 @@ async def test_create_or_replay_says_whether_the_request_id_was_replayed(store: 
 
 async def test_tenant_tokens_store_digests_and_need_their_tenant(store: Store) -> None:
     await store.create(Tenant(id="t1"))
-    token = await store.tenant_tokens.issue("t1", "ab" * 32)
+    token = await store.tenant_tokens.issue("t1", "ab" * 32, ttl=3600.0)
     assert token.id and token.tenant == "t1" and token.sha256 == "ab" * 32
     got = await store.tenant_tokens.lookup(token.id)
     assert got is not None and (got.tenant, got.sha256) == ("t1", "ab" * 32)
     assert await store.tenant_tokens.lookup("0123456789abcdef") is None
     assert await store.tenant_tokens.lookup("../etc") is None
     with pytest.raises(NotFound):
-        await store.tenant_tokens.issue("nope", "cd" * 32)
+        await store.tenant_tokens.issue("nope", "cd" * 32, ttl=3600.0)
 
 
 async def test_concurrent_volume_resizes_cannot_both_pass_the_quota(
