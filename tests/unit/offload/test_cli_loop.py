@@ -1,9 +1,13 @@
-"""``offload.cli._serve``: the one main loop both CLIs run (signals, tick, close)."""
+"""``offload.cli._serve``: the one main loop both CLIs run (signals, tick, close).
+
+Signals go to this thread (``pthread_kill``), not the process: in a test run
+with other threads alive, a process-directed SIGHUP could land on a thread
+that does not block it and end the whole run."""
 
 from __future__ import annotations
 
-import os
 import signal
+import threading
 
 import pytest
 
@@ -26,11 +30,11 @@ def test_tick_hangup_and_shutdown_in_order() -> None:
     def tick(s: Service) -> None:
         s.events.append("tick")
         if s.events.count("tick") == 1:
-            os.kill(os.getpid(), signal.SIGHUP)  # blocked: pending until the loop waits
+            signal.pthread_kill(threading.get_ident(), signal.SIGHUP)  # pending till it waits
 
     def hangup(s: Service) -> None:
         s.events.append("hup")
-        os.kill(os.getpid(), signal.SIGTERM)
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
 
     before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
     assert _serve("t", lambda: svc, tick=tick, hangup=hangup, close=close) == 0
@@ -42,7 +46,7 @@ def test_without_a_tick_it_sleeps_in_sigwait() -> None:
     svc = Service()
 
     def start() -> Service:
-        os.kill(os.getpid(), signal.SIGINT)
+        signal.pthread_kill(threading.get_ident(), signal.SIGINT)
         return svc
 
     def hangup(s: Service) -> None:
