@@ -127,7 +127,7 @@ def test_a_missing_pool_is_one_line_at_start(
     cp = _run(
         [
             "-m", "control_plane.main", "--etcd", f"http://{etcd.host}:{etcd.port}",
-            "--listen", "127.0.0.1:0", "--config", str(toml),
+            "--listen", "127.0.0.1:0", "--config", str(toml), "--insecure",
         ],
         tmp_path,
     )  # fmt: skip

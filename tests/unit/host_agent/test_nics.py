@@ -23,6 +23,7 @@ class StubContext:
             devices=True, underlay_address="192.0.2.1", nic_mtu=1500, netns=""
         )
         self.specs: list[NetSpec] = []
+        self.backends: dict[str, Any] = {}
         self.fabric = SimpleNamespace(add=lambda *_: None, reconcile=self._reconciled)
 
     async def _reconciled(self) -> None:
@@ -37,6 +38,7 @@ class StubContext:
     async def start_backend(self, spec: BlkSpec | NetSpec) -> Any:
         assert isinstance(spec, NetSpec)
         self.specs.append(spec)
+        return SimpleNamespace(pid=lambda: 0)
 
 
 @pytest.mark.parametrize("mode", ["required", "optional"])
