@@ -26,9 +26,10 @@ from pathlib import Path
 import pytest
 
 from bmaas.v1 import common_pb2, tenant_pb2
-from tools.region.agents import AGENT_RUN_ROOT
+from tools.region.agents import AGENT_RUN_ROOT, tls_flags
 from tools.region.control_plane import bearer
 from tools.region.guest import GuestImage, disk_with
+from tools.region.pki import default_pki
 from tools.region.ports import free_port
 from tools.region.process import kill_processes_under
 from tools.region.region import Region, qemu_agent
@@ -271,6 +272,7 @@ class QemuAgentProcess:
             "--credential-file", str(cred),
             "--state-dir", str(state),
             "--config", str(toml),
+            *tls_flags(default_pki().client_tls()),
         ]  # fmt: skip
         self.proc: subprocess.Popen[bytes] | None = None
 

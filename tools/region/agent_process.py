@@ -18,7 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tools.region.agents import AGENT_RUN_ROOT
+from tools.region.agents import AGENT_RUN_ROOT, tls_flags
+from tools.region.pki import default_pki
 from tools.region.process import kill_processes_under
 
 
@@ -66,6 +67,7 @@ class AgentProcess:
             "--credential-file", str(cred),
             "--state-dir", str(self.state),
             "--config", str(toml),
+            *tls_flags(default_pki().client_tls()),
         ]  # fmt: skip
         self.proc: subprocess.Popen[bytes] | None = None
 
